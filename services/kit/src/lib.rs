@@ -1,0 +1,21 @@
+//! What every Shlyuz service shares: server bootstrap, configuration, telemetry, storage, the error
+//! model, the IIN type, the working-day calendar, the clock and the development PKI.
+
+pub mod calendar;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod iin;
+pub mod pki;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+/// Installs rustls's `ring` crypto provider as the process default. Call once at start-up, before
+/// any TLS is used: with two providers compiled in, rustls cannot pick one and panics.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,335 @@
+//! gRPC server bootstrap shared by every target: mutual TLS (or plaintext only when configured),
+//! tonic-health with `""` for liveness and [`READINESS_SERVICE`] for readiness, reflection, gRPC
+//! metrics, and graceful shutdown (readiness NOT_SERVING → drain in-flight calls → return).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tonic::service::Routes;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::shutdown::ShutdownSignal;
+use crate::telemetry::MetricsRegistry;
+
+/// The health-service name that reports readiness (the empty name reports liveness).
+pub const READINESS_SERVICE: &str = "readiness";
+
+/// Certificate files of one participant: the CA that signs every participant, its own chain and key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsFiles {
+    /// PEM file of the CA certificates trusted for peers.
+    pub ca_cert: PathBuf,
+    /// PEM certificate chain of this participant.
+    pub cert: PathBuf,
+    /// PEM private key of this participant.
+    pub key: PathBuf,
+}
+
+/// How a server accepts connections.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// TLS 1.3 with a client certificate required and verified against the CA.
+    MutualTls(TlsFiles),
+    /// No TLS at all; only when explicitly configured, e.g. behind a mesh in tests.
+    Plaintext,
+}
+
+/// What a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The target's name, for logs and metrics.
+    pub name: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// TLS or plaintext.
+    pub transport: Transport,
+    /// How long readiness reports NOT_SERVING before the listener closes, so load balancers
+    /// stop sending new calls first.
+    pub readiness_grace: Duration,
+    /// How long in-flight calls may take to finish after shutdown starts.
+    pub drain_timeout: Duration,
+    /// Maximum age of an HTTP/2 connection, so clients rebalance across replicas.
+    pub max_connection_age: Option<Duration>,
+}
+
+/// A bound gRPC server, not yet serving.
+pub struct GrpcServer {
+    settings: ServerSettings,
+    listener: tokio::net::TcpListener,
+    tls_config: Option<ServerTlsConfig>,
+    health_reporter: HealthReporter,
+    metrics: GrpcServerMetrics,
+}
+
+impl GrpcServer {
+    /// Loads TLS material and binds the listener, so bad files or a taken port fail start-up.
+    pub async fn bind(settings: ServerSettings, metrics: &MetricsRegistry) -> anyhow::Result<Self> {
+        let tls_config = match &settings.transport {
+            Transport::MutualTls(files) => Some(server_tls_config(files)?),
+            Transport::Plaintext => None,
+        };
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("{}: cannot listen on {}", settings.name, settings.listen))?;
+        let (health_reporter, _) = tonic_health::server::health_reporter();
+        Ok(Self {
+            metrics: GrpcServerMetrics::registered(metrics),
+            settings,
+            listener,
+            tls_config,
+            health_reporter,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The health reporter, for services that want to report their own readiness.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health_reporter.clone()
+    }
+
+    /// Serves `routes` plus health and reflection until `shutdown` fires, then drains.
+    pub async fn serve(self, routes: Routes, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+        let name = self.settings.name.clone();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health_reporter.clone()),
+        );
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shlyuz_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shlyuz_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("cannot build the reflection service")?;
+
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls_config) = self.tls_config {
+            builder = builder
+                .tls_config(tls_config)
+                .with_context(|| format!("{name}: invalid TLS configuration"))?;
+        }
+        if let Some(max_age) = self.settings.max_connection_age {
+            builder = builder.max_connection_age(max_age);
+        }
+        let router = builder
+            .layer(GrpcMetricsLayer {
+                metrics: self.metrics.clone(),
+            })
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(self.listener).map(|accepted| {
+                accepted.inspect(|stream| {
+                    // Unary gRPC calls are small; Nagle would add latency for nothing.
+                    let _ = stream.set_nodelay(true);
+                })
+            });
+        let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
+        let mut server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = drain_receiver.await;
+        }));
+
+        self.health_reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        self.health_reporter
+            .set_service_status(READINESS_SERVICE, ServingStatus::Serving)
+            .await;
+        tracing::info!(target_name = %name, address = %self.settings.listen, "serving");
+
+        tokio::select! {
+            finished = &mut server_task => {
+                return finished
+                    .with_context(|| format!("{name}: server task failed"))?
+                    .with_context(|| format!("{name}: server failed"));
+            }
+            () = shutdown.wait() => {}
+        }
+
+        self.health_reporter
+            .set_service_status(READINESS_SERVICE, ServingStatus::NotServing)
+            .await;
+        tracing::info!(target_name = %name, grace = ?self.settings.readiness_grace, "readiness off, draining");
+        tokio::time::sleep(self.settings.readiness_grace).await;
+        let _ = drain_sender.send(());
+        match tokio::time::timeout(self.settings.drain_timeout, &mut server_task).await {
+            Ok(finished) => finished
+                .with_context(|| format!("{name}: server task failed"))?
+                .with_context(|| format!("{name}: server failed"))?,
+            Err(_) => {
+                server_task.abort();
+                tracing::warn!(target_name = %name, "drain timeout reached, cutting remaining calls");
+            }
+        }
+        tracing::info!(target_name = %name, "stopped");
+        Ok(())
+    }
+}
+
+fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// A rustls server configuration that requires and verifies a client certificate.
+pub fn server_tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let ca_pem = read_file(&files.ca_cert, "CA certificate")?;
+    let cert_pem = read_file(&files.cert, "certificate")?;
+    let key_pem = read_file(&files.key, "private key")?;
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .client_ca_root(Certificate::from_pem(ca_pem))
+        .client_auth_optional(false))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcCallLabels {
+    service: String,
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcMethodLabels {
+    service: String,
+    method: String,
+}
+
+/// Per-method call counters and latency histograms of a gRPC server.
+#[derive(Clone)]
+struct GrpcServerMetrics {
+    calls: Family<GrpcCallLabels, Counter>,
+    latency: Family<GrpcMethodLabels, Histogram>,
+}
+
+impl GrpcServerMetrics {
+    fn registered(registry: &MetricsRegistry) -> Self {
+        let calls = Family::<GrpcCallLabels, Counter>::default();
+        let latency =
+            Family::<GrpcMethodLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "grpc_server_calls",
+            "gRPC calls handled, by method and status code",
+            calls.clone(),
+        );
+        registry.register(
+            "grpc_server_latency_seconds",
+            "time to the response headers of gRPC calls, by method",
+            latency.clone(),
+        );
+        Self { calls, latency }
+    }
+}
+
+/// Latency buckets from 100 µs to ~13 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 18,
+    ))
+}
+
+#[derive(Clone)]
+struct GrpcMetricsLayer {
+    metrics: GrpcServerMetrics,
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: GrpcServerMetrics,
+}
+
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>>
+    for GrpcMetricsService<S>
+where
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResponseBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let (service, method) = split_grpc_path(request.uri().path());
+        let started = Instant::now();
+        let response_future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = response_future.await;
+            let code = match &result {
+                // A status in the headers means a trailers-only response (an error, usually);
+                // otherwise the call is counted as OK when the headers went out.
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map(|code| format!("{:?}", tonic::Code::from_i32(code)))
+                    .unwrap_or_else(|| "Ok".to_string()),
+                Err(_) => "Internal".to_string(),
+            };
+            metrics
+                .latency
+                .get_or_create(&GrpcMethodLabels {
+                    service: service.clone(),
+                    method: method.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .calls
+                .get_or_create(&GrpcCallLabels {
+                    service,
+                    method,
+                    code,
+                })
+                .inc();
+            result
+        })
+    }
+}
+
+/// Splits `/package.Service/Method` into its service and method.
+pub fn split_grpc_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((service, method)) => (service.to_string(), method.to_string()),
+        None => (trimmed.to_string(), String::new()),
+    }
+}

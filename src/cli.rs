@@ -1,0 +1,220 @@
+//! Command-line interface: global configuration flags and the commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shlyuz_kit::config::{ConfigSources, TlsMode, load_layered, parse_override};
+use shlyuz_kit::server::{TlsFiles, Transport};
+use shlyuz_kit::shutdown::shutdown_channel;
+use shlyuz_kit::telemetry::{AdminServer, LogFormat, MetricsRegistry, init_telemetry};
+
+use crate::config::ShlyuzConfig;
+use crate::targets::{Target, open_database, prepare_target};
+
+/// Shlyuz: the integration gateway and services of the Ministry of Defence of Kazakhstan.
+///
+/// Configuration is layered: built-in defaults, then the --config file, then SHLYUZ__SECTION__KEY
+/// environment variables, then --set and the other flags.
+#[derive(Debug, Parser)]
+#[command(name = "shlyuz", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE", env = "SHLYUZ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override one configuration key, e.g. --set gateway.listen=0.0.0.0:50051 (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Log filter, e.g. info or shlyuz_gateway=debug (telemetry.log_level).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: auto, json or text (telemetry.log_format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats accepted on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: the gateway and every service, with a development PKI
+    /// and SQLite files under the data directory; writes DIR/endpoints.json when ready.
+    Up {
+        /// Data directory (data_dir); created on first start.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run one target, as in Kubernetes (one Deployment per target).
+    Serve {
+        /// Which target to run.
+        #[arg(long, value_enum)]
+        target: Target,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        /// Only this target (default: every target).
+        #[arg(long, value_enum)]
+        target: Option<Target>,
+        /// Data directory for default SQLite files (data_dir).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    fn config_sources(&self) -> anyhow::Result<ConfigSources> {
+        let mut overrides = Vec::new();
+        for argument in &self.overrides {
+            overrides.push(parse_override(argument)?);
+        }
+        if let Some(level) = &self.log_level {
+            overrides.push(("telemetry.log_level".to_string(), quoted(level)));
+        }
+        if let Some(format) = self.log_format {
+            let name = match format {
+                LogFormatArg::Auto => "auto",
+                LogFormatArg::Json => "json",
+                LogFormatArg::Text => "text",
+            };
+            overrides.push(("telemetry.log_format".to_string(), quoted(name)));
+        }
+        let data_dir = match &self.command {
+            Command::Up { data_dir } | Command::Migrate { data_dir, .. } => data_dir.as_ref(),
+            Command::Serve { .. } => None,
+        };
+        if let Some(data_dir) = data_dir {
+            overrides.push((
+                "data_dir".to_string(),
+                quoted(&data_dir.display().to_string()),
+            ));
+        }
+        Ok(ConfigSources {
+            file: self.config.clone(),
+            use_environment: true,
+            overrides,
+        })
+    }
+}
+
+/// `value` as a TOML string literal, so an override is never read as a number or a table.
+fn quoted(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// Loads the configuration the command line describes and validates it.
+pub fn load_config(cli: &Cli) -> anyhow::Result<ShlyuzConfig> {
+    let sources = cli.config_sources()?;
+    let config: ShlyuzConfig = load_layered(&sources)?;
+    config.validate()?;
+    if let Command::Serve { .. } = cli.command {
+        config.tls.validate()?;
+    }
+    Ok(config)
+}
+
+/// Runs the command; the exit code is 0 on success, 2 for bad configuration, 1 otherwise.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("shlyuz: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("shlyuz: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_command(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "shlyuz stopped with an error");
+            eprintln!("shlyuz: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<()> {
+    let _telemetry = init_telemetry(&config.telemetry)?;
+    if config.telemetry.log_format == LogFormat::Auto {
+        tracing::debug!("log format chosen by terminal detection");
+    }
+    match command {
+        Command::Up { .. } => crate::up::run_up(config).await,
+        Command::Serve { target } => serve(config, target).await,
+        Command::Migrate { target, .. } => {
+            let targets = match target {
+                Some(one) => vec![one],
+                None => Target::ALL.to_vec(),
+            };
+            for target in targets {
+                let database = open_database(&config, target, &config.data_dir).await?;
+                database.close().await;
+                tracing::info!(target_name = target.name(), "migrations applied");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
+    let transport = match config.tls.mode {
+        TlsMode::Mutual => Transport::MutualTls(TlsFiles {
+            ca_cert: config.tls.ca_cert.clone(),
+            cert: config.tls.cert.clone(),
+            key: config.tls.key.clone(),
+        }),
+        TlsMode::Plaintext => {
+            tracing::warn!(
+                target_name = target.name(),
+                "serving PLAINTEXT as configured (tls.mode)"
+            );
+            Transport::Plaintext
+        }
+    };
+    let metrics = MetricsRegistry::default();
+    let (trigger, signal) = shutdown_channel();
+    trigger
+        .trigger_on_os_signals()
+        .context("cannot install signal handlers")?;
+    let prepared = prepare_target(&config, target, transport, &metrics).await?;
+    let admin = if config.telemetry.admin_listen.is_empty() {
+        None
+    } else {
+        Some(AdminServer::bind(&config.telemetry.admin_listen, metrics.clone()).await?)
+    };
+    if let Some(admin) = admin {
+        let admin_signal = signal.clone();
+        tokio::spawn(async move {
+            if let Err(error) = admin.serve(admin_signal).await {
+                tracing::error!(error = format!("{error:#}"), "admin server stopped");
+            }
+        });
+    }
+    let routes = target.routes();
+    let result = prepared.server.serve(routes, signal).await;
+    prepared.database.close().await;
+    result
+}

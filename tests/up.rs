@@ -1,0 +1,297 @@
+//! `shlyuz up` as a newcomer runs it: the real binary, real sockets, mutual TLS with the paths
+//! from `endpoints.json`, and a clean exit on SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shlyuz::up::Endpoints;
+use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::server::TlsFiles;
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const SHLYUZ: &str = env!("CARGO_BIN_EXE_shlyuz");
+
+/// Every port ephemeral, so tests run side by side.
+fn ephemeral_port_flags() -> Vec<String> {
+    let mut flags = Vec::new();
+    for section in ["gateway", "registry", "notify", "intake", "housing"] {
+        flags.push("--set".to_string());
+        flags.push(format!("{section}.listen=127.0.0.1:0"));
+    }
+    flags.push("--set".to_string());
+    flags.push("telemetry.admin_listen=127.0.0.1:0".to_string());
+    flags
+}
+
+struct RunningUp {
+    child: Child,
+}
+
+impl Drop for RunningUp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_up(data_dir: &Path) -> RunningUp {
+    let child = Command::new(SHLYUZ)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--log-format")
+        .arg("json")
+        .args(ephemeral_port_flags())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shlyuz up");
+    RunningUp { child }
+}
+
+fn wait_for_endpoints(running: &mut RunningUp, data_dir: &Path) -> Endpoints {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(endpoints) = Endpoints::read(data_dir) {
+            return endpoints;
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            panic!("shlyuz up exited before it was ready: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints.json did not appear within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client_settings(endpoints: &Endpoints, address: &str, participant: &str) -> ClientSettings {
+    ClientSettings {
+        address: address.to_string(),
+        tls: Some(endpoints.tls_files(participant).expect("participant files")),
+        server_name: "localhost".to_string(),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+fn terminate(running: &mut RunningUp) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(running.child.id().to_string())
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = running.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shlyuz up did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_target_is_serving_over_mtls_and_sigterm_exits_cleanly() {
+    shlyuz_kit::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up(data_dir.path());
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+
+    assert_eq!(endpoints.targets.len(), 5);
+    for participant in [
+        "gateway",
+        "registry",
+        "notify",
+        "intake",
+        "housing",
+        "jauynger-portal",
+        "sdu",
+        "ops",
+    ] {
+        let files = endpoints
+            .participants
+            .get(participant)
+            .expect("participant in endpoints.json");
+        for path in [
+            &files.tls_cert,
+            &files.tls_key,
+            &files.signing_key,
+            &files.signing_public_key,
+        ] {
+            assert!(path.is_file(), "{} is missing", path.display());
+        }
+    }
+
+    for (name, address) in &endpoints.targets {
+        let channel = connect(&client_settings(&endpoints, address, "ops"))
+            .await
+            .unwrap_or_else(|error| panic!("mTLS connection to {name}: {error:#}"));
+        let mut health = HealthClient::new(channel);
+        for service in ["", "readiness"] {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.to_string(),
+                })
+                .await
+                .unwrap_or_else(|error| panic!("{name} health {service:?}: {error}"))
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{name} {service:?}");
+        }
+    }
+
+    // Reflection works, so grpcurl can list services without proto files.
+    let channel = connect(&client_settings(
+        &endpoints,
+        &endpoints.gateway,
+        "jauynger-portal",
+    ))
+    .await
+    .expect("connect to gateway");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let first = responses
+        .next()
+        .await
+        .expect("one response")
+        .expect("ok response");
+    let Some(MessageResponse::ListServicesResponse(listed)) = first.message_response else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<String> = listed
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+
+    let status = terminate(&mut running);
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        !data_dir.path().join("endpoints.json").exists(),
+        "endpoints.json must not outlive the process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_trusted_certificate_is_refused() {
+    shlyuz_kit::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up(data_dir.path());
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+
+    let (cert_pem, key_pem) =
+        shlyuz_kit::pki::issue_untrusted_leaf("intruder").expect("untrusted leaf");
+    let cert_path = data_dir.path().join("intruder.pem");
+    let key_path = data_dir.path().join("intruder.key");
+    std::fs::write(&cert_path, cert_pem).expect("write cert");
+    std::fs::write(&key_path, key_pem).expect("write key");
+    let untrusted = ClientSettings {
+        address: endpoints.gateway.clone(),
+        tls: Some(TlsFiles {
+            ca_cert: endpoints.ca_cert.clone(),
+            cert: cert_path,
+            key: key_path,
+        }),
+        server_name: "localhost".to_string(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let refused = async {
+        let channel = connect(&untrusted).await?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map_err(anyhow::Error::from)
+    }
+    .await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA must not be accepted"
+    );
+    drop(running);
+}
+
+fn run_with_config(arguments: &[&str], config_text: Option<&str>) -> (i32, String) {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(SHLYUZ);
+    if let Some(text) = config_text {
+        let config_path = directory.path().join("shlyuz.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        command.arg("--config").arg(&config_path);
+    }
+    let output = command
+        .args(arguments)
+        .current_dir(directory.path())
+        .env_remove("SHLYUZ_CONFIG")
+        .output()
+        .expect("run shlyuz");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn unknown_config_key_stops_start_up_naming_it() {
+    let (code, stderr) = run_with_config(
+        &["serve", "--target", "registry"],
+        Some("[registry]\nlisten_address = \"127.0.0.1:1\"\n"),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("listen_address"), "{stderr}");
+    assert!(stderr.contains("registry"), "{stderr}");
+}
+
+#[test]
+fn bad_port_stops_start_up_naming_the_key() {
+    let (code, stderr) = run_with_config(&["up", "--set", "gateway.listen=127.0.0.1:99999"], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("gateway.listen"), "{stderr}");
+}
+
+#[test]
+fn missing_certificate_stops_serve_naming_the_key() {
+    let (code, stderr) = run_with_config(
+        &["serve", "--target", "gateway"],
+        Some(
+            "[tls]\nca_cert = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/gateway.pem\"\nkey = \"/nonexistent/gateway.key\"\n",
+        ),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("tls.cert"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/gateway.pem"), "{stderr}");
+}
+
+#[test]
+fn bad_environment_value_is_named() {
+    let output = Command::new(SHLYUZ)
+        .args(["migrate", "--target", "intake"])
+        .env("SHLYUZ__INTAKE__DATABASE_URL", "mysql://nowhere/db")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run shlyuz");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("intake.database_url"), "{stderr}");
+}
