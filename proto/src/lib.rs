@@ -11,3 +11,11 @@ pub mod gateway {
         tonic::include_proto!("shlyuz.gateway.v1");
     }
 }
+
+/// An upstream for gateway tests and benchmarks.
+pub mod echo {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.echo.v1");
+    }
+}

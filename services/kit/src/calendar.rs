@@ -144,8 +144,8 @@ impl WorkingCalendar {
 
     /// The embedded calendar plus the ordered transfers in the TOML file at `path`.
     ///
-    /// The file holds only `[[transfer]]` entries with `work` and `rest` dates as `"YYYY-MM-DD"`
-    /// strings. Repeating a transfer that is already applied is accepted.
+    /// The file holds only `[[transfer]]` entries whose `work` and `rest` dates are `"YYYY-MM-DD"`
+    /// strings or bare TOML dates. Repeating a transfer that is already applied is accepted.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<WorkingCalendar, CalendarError> {
         let file_path = path.as_ref();
         let text =
@@ -583,7 +583,7 @@ fn parse_date_value(field: &str, value: &toml::Value) -> Result<Date, String> {
         // A bare TOML date prints as `YYYY-MM-DD`; one with a time of day does not parse.
         toml::Value::Datetime(datetime) => parse_date(field, &datetime.to_string()),
         other => Err(format!(
-            "`{field}` is a {}, expected a YYYY-MM-DD date",
+            "`{field}` is the {} `{other}`, expected a YYYY-MM-DD date",
             other.type_str()
         )),
     }
@@ -1104,11 +1104,20 @@ mod tests {
         let missing_field = transfer_error("[[transfer]]\nwork = \"2026-01-03\"\n");
         assert!(missing_field.contains("rest"), "{missing_field}");
 
-        let native_date =
-            transfer_error("[[transfer]]\nwork = 2026-01-03\nrest = \"2026-01-05\"\n");
+        let number = transfer_error("[[transfer]]\nwork = 20260103\nrest = \"2026-01-05\"\n");
+        assert_eq!(
+            number,
+            "transfer data, line 2: transfer #1: `work` is the integer `20260103`, expected a \
+             YYYY-MM-DD date"
+        );
+
+        let date_time =
+            transfer_error("[[transfer]]\nwork = 2026-01-03T10:00:00\nrest = \"2026-01-05\"\n");
         assert!(
-            native_date.starts_with("transfer data, line 2: "),
-            "{native_date}"
+            date_time.starts_with(
+                "transfer data, line 2: transfer #1: `work` is `2026-01-03T10:00:00`, expected"
+            ),
+            "{date_time}"
         );
 
         let broken_syntax = transfer_error("[[transfer]\nwork = \"2026-01-03\"\n");

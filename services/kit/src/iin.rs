@@ -98,7 +98,7 @@ impl Iin {
             digits[index] = character as u8 - b'0';
         }
         let century_digit = digits[6];
-        let Some((century, _sex)) = decode_century_digit(century_digit) else {
+        let Some(century) = century_of(century_digit) else {
             return Err(IinError::InvalidCenturyDigit {
                 digit: century_digit,
             });
@@ -159,8 +159,8 @@ impl Iin {
     pub fn birth_date(&self) -> Date {
         let digits = self.digits();
         // `parse` and `from_parts` only build IINs whose date decodes, so the fallback is unreachable.
-        decode_century_digit(digits[6])
-            .and_then(|(century, _sex)| birth_date_from_digits(&digits, century))
+        century_of(digits[6])
+            .and_then(|century| birth_date_from_digits(&digits, century))
             .unwrap_or(Date::MIN)
     }
 
@@ -191,18 +191,12 @@ impl Iin {
     }
 }
 
-/// First year of the century and the sex for a seventh digit, `None` for 0 and 7–9.
-fn decode_century_digit(century_digit: u8) -> Option<(i32, Sex)> {
+/// First year of the century for a seventh digit, `None` for 0 and 7–9.
+fn century_of(century_digit: u8) -> Option<i32> {
     if !(1..=6).contains(&century_digit) {
         return None;
     }
-    let century = 1800 + 100 * i32::from((century_digit - 1) / 2);
-    let sex = if century_digit % 2 == 1 {
-        Sex::Male
-    } else {
-        Sex::Female
-    };
-    Some((century, sex))
+    Some(1800 + 100 * i32::from((century_digit - 1) / 2))
 }
 
 /// The date in digits 1–6 within `century`, `None` if it does not exist (30 February, month 13).
