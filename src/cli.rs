@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shlyuz_kit::config::{ConfigSources, TlsMode, load_layered, parse_override};
-use shlyuz_kit::server::{TlsFiles, Transport};
+use shlyuz_kit::server::TlsFiles;
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::{AdminServer, LogFormat, MetricsRegistry, init_telemetry};
 
 use crate::config::ShlyuzConfig;
-use crate::targets::{Target, open_database, prepare_target};
+use crate::targets::{
+    Target, TargetIdentity, build_service, open_database, prepare_target, serve_target,
+};
 
 /// Shlyuz: the integration gateway and services of the Ministry of Defence of Kazakhstan.
 ///
@@ -121,8 +123,11 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<ShlyuzConfig> {
     let sources = cli.config_sources()?;
     let config: ShlyuzConfig = load_layered(&sources)?;
     config.validate()?;
-    if let Command::Serve { .. } = cli.command {
+    if let Command::Serve { target } = cli.command {
         config.tls.validate()?;
+        if target == Target::Gateway {
+            shlyuz_kit::config::require_file("tls.signing_key", &config.tls.signing_key)?;
+        }
     }
     Ok(config)
 }
@@ -180,8 +185,8 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
 }
 
 async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
-    let transport = match config.tls.mode {
-        TlsMode::Mutual => Transport::MutualTls(TlsFiles {
+    let tls = match config.tls.mode {
+        TlsMode::Mutual => Some(TlsFiles {
             ca_cert: config.tls.ca_cert.clone(),
             cert: config.tls.cert.clone(),
             key: config.tls.key.clone(),
@@ -191,15 +196,19 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
                 target_name = target.name(),
                 "serving PLAINTEXT as configured (tls.mode)"
             );
-            Transport::Plaintext
+            None
         }
+    };
+    let identity = TargetIdentity {
+        tls,
+        signing_key: config.tls.signing_key.clone(),
     };
     let metrics = MetricsRegistry::default();
     let (trigger, signal) = shutdown_channel();
     trigger
         .trigger_on_os_signals()
         .context("cannot install signal handlers")?;
-    let prepared = prepare_target(&config, target, transport, &metrics).await?;
+    let prepared = prepare_target(&config, target, identity, &metrics).await?;
     let admin = if config.telemetry.admin_listen.is_empty() {
         None
     } else {
@@ -213,8 +222,13 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
             }
         });
     }
-    let routes = target.routes();
-    let result = prepared.server.serve(routes, signal).await;
-    prepared.database.close().await;
-    result
+    let service = build_service(
+        &config,
+        &prepared,
+        shlyuz_gateway::directory::TargetResolver::none(),
+        &metrics,
+        signal.clone(),
+    )
+    .await?;
+    serve_target(prepared, service, signal).await
 }

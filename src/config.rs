@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use shlyuz_gateway::GatewayConfig;
 use shlyuz_kit::config::{ConfigError, ShutdownConfig, TargetConfig, TlsConfig};
 use shlyuz_kit::telemetry::TelemetryConfig;
 
@@ -21,7 +22,7 @@ pub struct ShlyuzConfig {
     /// Graceful shutdown timings.
     pub shutdown: ShutdownConfig,
     /// The integration gateway.
-    pub gateway: TargetConfig,
+    pub gateway: GatewayConfig,
     /// The registry service.
     pub registry: TargetConfig,
     /// The notify service.
@@ -39,7 +40,7 @@ impl Default for ShlyuzConfig {
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
             shutdown: ShutdownConfig::default(),
-            gateway: TargetConfig::on_port(50051),
+            gateway: GatewayConfig::default(),
             registry: TargetConfig::on_port(50052),
             notify: TargetConfig::on_port(50053),
             intake: TargetConfig::on_port(50054),
@@ -49,20 +50,23 @@ impl Default for ShlyuzConfig {
 }
 
 impl ShlyuzConfig {
-    /// The section of `target`.
-    pub fn target(&self, target: Target) -> &TargetConfig {
+    /// The listener and database part of the section of `target`.
+    pub fn target(&self, target: Target) -> TargetConfig {
         match target {
-            Target::Gateway => &self.gateway,
-            Target::Registry => &self.registry,
-            Target::Notify => &self.notify,
-            Target::Intake => &self.intake,
-            Target::Housing => &self.housing,
+            Target::Gateway => self.gateway.target(),
+            Target::Registry => self.registry.clone(),
+            Target::Notify => self.notify.clone(),
+            Target::Intake => self.intake.clone(),
+            Target::Housing => self.housing.clone(),
         }
     }
 
     /// Checks what serde cannot: every target section, collecting all problems.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let Err(error) = self.gateway.validate() {
+            problems.extend(error.problems);
+        }
         for target in Target::ALL {
             if let Err(error) = self.target(target).validate(target.name()) {
                 problems.extend(error.problems);

@@ -1,11 +1,17 @@
 //! The targets one `shlyuz` binary can run, and how one target is started.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::directory::TargetResolver;
+use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::db::{Database, Migrations};
-use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
+use shlyuz_kit::pki::SigningKey;
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use crate::config::ShlyuzConfig;
@@ -57,11 +63,15 @@ impl Target {
             Target::Housing => &shlyuz_housing::MIGRATIONS,
         }
     }
+}
 
-    /// The gRPC services the target serves besides health and reflection.
-    pub fn routes(self) -> tonic::service::Routes {
-        tonic::service::RoutesBuilder::default().routes()
-    }
+/// The identity a target uses: its certificate files and message-signing key.
+#[derive(Debug, Clone)]
+pub struct TargetIdentity {
+    /// Certificate files; `None` for plaintext.
+    pub tls: Option<TlsFiles>,
+    /// PKCS#8 PEM Ed25519 key.
+    pub signing_key: PathBuf,
 }
 
 /// Opens the target's database and applies its migrations.
@@ -90,17 +100,23 @@ pub struct PreparedTarget {
     pub server: GrpcServer,
     /// Its database.
     pub database: Database,
+    /// Its identity.
+    pub identity: TargetIdentity,
 }
 
 /// Opens the database, applies migrations and binds the server of `target`.
 pub async fn prepare_target(
     config: &ShlyuzConfig,
     target: Target,
-    transport: Transport,
+    identity: TargetIdentity,
     metrics: &MetricsRegistry,
 ) -> anyhow::Result<PreparedTarget> {
     let database = open_database(config, target, &config.data_dir).await?;
     let section = config.target(target);
+    let transport = match &identity.tls {
+        Some(files) => Transport::MutualTls(files.clone()),
+        None => Transport::Plaintext,
+    };
     let settings = ServerSettings {
         name: target.name().to_string(),
         listen: section.listen,
@@ -115,5 +131,70 @@ pub async fn prepare_target(
         target,
         server,
         database,
+        identity,
     })
+}
+
+/// What a target serves, and what must be flushed when it stops.
+pub struct TargetService {
+    /// The gRPC routes besides health and reflection.
+    pub routes: tonic::service::Routes,
+    /// The gateway, whose message log is flushed on shutdown.
+    pub gateway: Option<Gateway>,
+}
+
+/// Builds the services of a prepared target.
+pub async fn build_service(
+    config: &ShlyuzConfig,
+    prepared: &PreparedTarget,
+    targets: TargetResolver,
+    metrics: &MetricsRegistry,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<TargetService> {
+    match prepared.target {
+        Target::Gateway => {
+            let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
+                .context("gateway: message-signing key (tls.signing_key)")?;
+            let directory_file = config.gateway.directory_file_or_default(&config.data_dir);
+            if config.gateway.directory_file.as_os_str().is_empty() {
+                shlyuz_gateway::directory::write_default_if_missing(&config.data_dir)
+                    .context("gateway: default directory")?;
+            }
+            let gateway = Gateway::start(GatewayParts {
+                database: prepared.database.clone(),
+                directory_file,
+                targets,
+                signing_key: Arc::new(signing_key),
+                consent: Arc::new(InMemoryConsents::default()),
+                upstream_tls: prepared.identity.tls.clone(),
+                metrics: metrics.clone(),
+                clock: shlyuz_kit::clock::system_clock(),
+                settings: config.gateway.settings(),
+                shutdown,
+            })
+            .await?;
+            Ok(TargetService {
+                routes: gateway.routes(),
+                gateway: Some(gateway),
+            })
+        }
+        Target::Registry | Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+            routes: tonic::service::RoutesBuilder::default().routes(),
+            gateway: None,
+        }),
+    }
+}
+
+/// Serves a prepared target until shutdown, then flushes what it must and closes its database.
+pub async fn serve_target(
+    prepared: PreparedTarget,
+    service: TargetService,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
+    let result = prepared.server.serve(service.routes, shutdown).await;
+    if let Some(gateway) = service.gateway {
+        gateway.shutdown().await;
+    }
+    prepared.database.close().await;
+    result
 }

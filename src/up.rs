@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::pki::{DevPki, ParticipantFiles};
-use shlyuz_kit::server::{READINESS_SERVICE, TlsFiles, Transport};
+use shlyuz_kit::server::{READINESS_SERVICE, TlsFiles};
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::{AdminServer, MetricsRegistry};
 use tokio::task::JoinSet;
@@ -19,7 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::ShlyuzConfig;
-use crate::targets::{Target, prepare_target};
+use crate::targets::{Target, TargetIdentity, build_service, prepare_target, serve_target};
 
 /// Participants outside Shlyuz that the development PKI also issues certificates for.
 pub const EXTERNAL_PARTICIPANTS: [&str; 3] = ["jauynger-portal", "sdu", "ops"];
@@ -98,9 +99,28 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
 
     let mut prepared_targets = Vec::new();
     for target in Target::ALL {
-        let transport = Transport::MutualTls(participant_tls(&pki, target.name())?);
-        prepared_targets.push(prepare_target(&config, target, transport, &metrics).await?);
+        let identity = TargetIdentity {
+            tls: Some(participant_tls(&pki, target.name())?),
+            signing_key: pki
+                .participant(target.name())
+                .map(|files| files.signing_key.clone())
+                .unwrap_or_default(),
+        };
+        prepared_targets.push(prepare_target(&config, target, identity, &metrics).await?);
     }
+    let mut addresses = BTreeMap::new();
+    for prepared in &prepared_targets {
+        addresses.insert(
+            prepared.target.name().to_string(),
+            prepared.server.local_addr()?,
+        );
+    }
+    let resolver = TargetResolver::new(
+        addresses
+            .iter()
+            .map(|(name, address)| (name.clone(), address.to_string()))
+            .collect(),
+    );
     let admin = if config.telemetry.admin_listen.is_empty() {
         None
     } else {
@@ -111,18 +131,17 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut addresses = BTreeMap::new();
     let mut tasks = JoinSet::new();
     for prepared in prepared_targets {
-        let address = prepared.server.local_addr()?;
-        addresses.insert(prepared.target.name().to_string(), address);
-        let routes = prepared.target.routes();
-        let target_signal = signal.clone();
-        tasks.spawn(async move {
-            let result = prepared.server.serve(routes, target_signal).await;
-            prepared.database.close().await;
-            result
-        });
+        let service = build_service(
+            &config,
+            &prepared,
+            resolver.clone(),
+            &metrics,
+            signal.clone(),
+        )
+        .await?;
+        tasks.spawn(serve_target(prepared, service, signal.clone()));
     }
     if let Some(admin) = admin {
         let admin_signal = signal.clone();

@@ -1,12 +1,153 @@
-//! Shlyuz integration gateway (ИШ/ШЭП mimic): sync proxy, async channel, message log, directory, access log, policy.
+//! Shlyuz integration gateway (ИШ/ШЭП mimic): sync proxy, async channel, message log, directory,
+//! access log, policy.
 
-use shlyuz_kit::db::Migrations;
+pub mod config;
+pub mod consent;
+pub mod directory;
+pub mod echo;
+pub mod envelope;
+pub mod grpc_frames;
+pub mod identity;
+pub mod message_log;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::{GatewayConfig, GatewaySettings};
+use consent::ConsentChecker;
+use directory::{Directory, DirectoryHandle, TargetResolver};
+use message_log::MessageLog;
+use proxy::{SyncChannel, SyncChannelParts};
+use shlyuz_kit::clock::SharedClock;
+use shlyuz_kit::db::Database;
+use shlyuz_kit::pki::SigningKey;
+use shlyuz_kit::server::TlsFiles;
+use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_kit::telemetry::MetricsRegistry;
+
+use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "gateway";
 
-/// Database migrations of the gateway target, per dialect.
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "message log, checkpoints, subject access log",
+    sql: include_str!("../migrations/sqlite/0001_message_log.sql"),
+}];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "message log, checkpoints, subject access log",
+    sql: include_str!("../migrations/postgres/0001_message_log.sql"),
+}];
+
+/// Database migrations of the gateway, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// Everything a gateway is built from.
+pub struct GatewayParts {
+    /// The gateway's database (message log, checkpoints, subject access log); migrated.
+    pub database: Database,
+    /// The directory file; reloaded on SIGHUP and when it changes.
+    pub directory_file: PathBuf,
+    /// How `target:<name>` upstreams resolve.
+    pub targets: TargetResolver,
+    /// The gateway's own message-signing key, for message-log checkpoints.
+    pub signing_key: Arc<SigningKey>,
+    /// The consent store.
+    pub consent: Arc<dyn ConsentChecker>,
+    /// The gateway's client identity towards upstreams; `None` for plaintext upstreams.
+    pub upstream_tls: Option<TlsFiles>,
+    /// Where metrics are registered.
+    pub metrics: MetricsRegistry,
+    /// Time source.
+    pub clock: SharedClock,
+    /// Policy mode, reload interval, message-log options.
+    pub settings: GatewaySettings,
+    /// Stops the directory reloader.
+    pub shutdown: ShutdownSignal,
+}
+
+/// A running gateway: the sync channel and its message log.
+pub struct Gateway {
+    channel: Arc<SyncChannel>,
+    message_log: MessageLog,
+}
+
+impl Gateway {
+    /// Loads the directory, starts the message log and the directory reloader.
+    pub async fn start(parts: GatewayParts) -> anyhow::Result<Gateway> {
+        let directory =
+            Directory::load(&parts.directory_file, &parts.targets).map_err(|error| {
+                anyhow::anyhow!(
+                    "gateway directory {}: {error}",
+                    parts.directory_file.display()
+                )
+            })?;
+        let directory_handle = DirectoryHandle::new(directory);
+        directory::spawn_reloader(
+            directory_handle.clone(),
+            parts.directory_file.clone(),
+            parts.targets.clone(),
+            parts.shutdown.clone(),
+            &parts.metrics,
+            parts.settings.directory_poll_interval,
+        );
+        let trusted_keys = vec![parts.signing_key.verifying_key()];
+        let message_log = MessageLog::start(
+            parts.database.clone(),
+            parts.signing_key.clone(),
+            parts.settings.message_log.clone(),
+            &parts.metrics,
+            parts.clock.clone(),
+        )
+        .await?;
+        let local_services =
+            tonic::service::Routes::new(directory::directory_server(directory_handle.clone()))
+                .add_service(message_log::message_log_server(
+                    parts.database.clone(),
+                    trusted_keys,
+                ))
+                .add_service(message_log::access_log_server(parts.database.clone()))
+                .prepare()
+                .into_axum_router();
+        let channel = SyncChannel::new(SyncChannelParts {
+            directory: directory_handle,
+            message_log: message_log.clone(),
+            consent: parts.consent,
+            upstream_tls: parts.upstream_tls,
+            local_services,
+            metrics: metrics::GatewayMetrics::registered(&parts.metrics),
+            clock: parts.clock,
+            mode: parts.settings.mode,
+            store_bodies: parts.settings.message_log.store_bodies,
+        });
+        Ok(Gateway {
+            channel,
+            message_log,
+        })
+    }
+
+    /// The routes to serve: every call goes through the sync channel.
+    pub fn routes(&self) -> tonic::service::Routes {
+        let channel = self.channel.clone();
+        let handler = tower::service_fn(move |request: http::Request<axum::body::Body>| {
+            let channel = channel.clone();
+            async move { Ok::<_, Infallible>(channel.handle(request).await) }
+        });
+        tonic::service::Routes::from(axum::Router::new().fallback_service(handler))
+    }
+
+    /// Flushes the message log and writes its final checkpoint.
+    pub async fn shutdown(&self) {
+        self.message_log.shutdown().await;
+    }
+}

@@ -128,6 +128,12 @@ impl ApiError {
         Self::new(Code::Internal, "INTERNAL", message)
     }
 
+    /// Replaces the `ErrorInfo` reason, e.g. a field error that is specifically `MESSAGE_EXPIRED`.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.inner.reason = reason.into();
+        self
+    }
+
     /// Adds a key to the `ErrorInfo` metadata.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.inner.metadata.insert(key.into(), value.into());

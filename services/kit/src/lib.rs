@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod iin;
+pub mod paging;
 pub mod pki;
 pub mod server;
 pub mod shutdown;

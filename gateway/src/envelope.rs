@@ -1,0 +1,576 @@
+//! The message envelope: `x-shlyuz-*` request metadata, its validation, and the canonical string
+//! the sender signs with its Ed25519 key (see docs/gateway.md for the exact format).
+
+use http::HeaderMap;
+use shlyuz_kit::error::{ApiError, FieldViolation};
+use shlyuz_kit::iin::Iin;
+use shlyuz_kit::pki::{SIGNATURE_LEN, VerifyingKey};
+
+/// Header: UUID of the message, required; a replay by the same sender is refused.
+pub const MESSAGE_ID: &str = "x-shlyuz-message-id";
+/// Header: ties the messages of one case together.
+pub const CORRELATION_ID: &str = "x-shlyuz-correlation-id";
+/// Header: IIN of the official or citizen on whose behalf the system calls.
+pub const USER_ID: &str = "x-shlyuz-user-id";
+/// Header: purpose / legal-basis code.
+pub const PURPOSE: &str = "x-shlyuz-purpose";
+/// Header: IIN of the person whose data is requested.
+pub const SUBJECT_IIN: &str = "x-shlyuz-subject-iin";
+/// Header: the subject's consent, where the access rule demands it.
+pub const CONSENT_ID: &str = "x-shlyuz-consent-id";
+/// Header: when the sender signed, RFC 3339 UTC.
+pub const TIMESTAMP: &str = "x-shlyuz-timestamp";
+/// Header: base64 Ed25519 signature over the canonical string.
+pub const SIGNATURE: &str = "x-shlyuz-signature";
+/// Header the gateway adds upstream: the authenticated sender participant.
+pub const SENDER: &str = "x-shlyuz-sender";
+/// Response header: lowercase hex SHA-256 of the request message (X-Road's requestHash).
+pub const REQUEST_HASH: &str = "x-shlyuz-request-hash";
+/// Response trailer: the message-log position, `<chain id>:<sequence>`.
+pub const LOG_POSITION: &str = "x-shlyuz-log-position";
+
+/// First line of the canonical string; changes if the format ever changes.
+pub const CANONICAL_VERSION: &str = "shlyuz-envelope-v1";
+
+const MAX_CORRELATION_ID_LENGTH: usize = 128;
+const MAX_PURPOSE_LENGTH: usize = 64;
+const MAX_CONSENT_ID_LENGTH: usize = 128;
+
+/// A validated envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Lowercase hyphenated UUID.
+    pub message_id: String,
+    /// Empty when absent.
+    pub correlation_id: String,
+    /// Empty when absent; otherwise a valid IIN.
+    pub user_id: String,
+    /// Empty when absent.
+    pub purpose: String,
+    /// Empty when absent; otherwise a valid IIN.
+    pub subject_iin: String,
+    /// Empty when absent.
+    pub consent_id: String,
+    /// The timestamp exactly as sent (it is part of the signed string).
+    pub timestamp: String,
+    /// The timestamp in epoch milliseconds.
+    pub timestamp_ms: i64,
+    /// The decoded signature.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+fn header_text<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<&'a str> {
+    let value = headers.get(name)?;
+    match value.to_str() {
+        Ok(text) => Some(text.trim()),
+        Err(_) => {
+            violations.push(violation(name, "must be visible ASCII"));
+            None
+        }
+    }
+}
+
+fn violation(field: &str, description: &str) -> FieldViolation {
+    FieldViolation {
+        field: field.to_string(),
+        description: description.to_string(),
+    }
+}
+
+fn is_token(text: &str, extra: &[char]) -> bool {
+    text.chars()
+        .all(|character| character.is_ascii_alphanumeric() || extra.contains(&character))
+}
+
+/// Reads and validates the envelope; every problem is reported at once as `INVALID_ARGUMENT`
+/// naming the metadata keys.
+pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
+    let mut violations = Vec::new();
+
+    let message_id = match header_text(headers, MESSAGE_ID, &mut violations) {
+        None | Some("") => {
+            if !violations.iter().any(|found| found.field == MESSAGE_ID) {
+                violations.push(violation(MESSAGE_ID, "is required"));
+            }
+            String::new()
+        }
+        Some(text) => match uuid::Uuid::try_parse(text) {
+            Ok(parsed) if text.len() == 36 => parsed.hyphenated().to_string(),
+            _ => {
+                violations.push(violation(
+                    MESSAGE_ID,
+                    "must be a UUID such as 0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",
+                ));
+                String::new()
+            }
+        },
+    };
+
+    let correlation_id = header_text(headers, CORRELATION_ID, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if correlation_id.len() > MAX_CORRELATION_ID_LENGTH
+        || !is_token(&correlation_id, &['-', '_', '.', ':'])
+    {
+        violations.push(violation(
+            CORRELATION_ID,
+            "must be at most 128 characters of letters, digits, '-', '_', '.', ':'",
+        ));
+    }
+
+    let user_id = header_text(headers, USER_ID, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if !user_id.is_empty()
+        && let Err(error) = Iin::parse(&user_id)
+    {
+        violations.push(violation(USER_ID, &error.to_string()));
+    }
+
+    let purpose = header_text(headers, PURPOSE, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if purpose.len() > MAX_PURPOSE_LENGTH || !is_token(&purpose, &['_']) {
+        violations.push(violation(
+            PURPOSE,
+            "must be at most 64 characters of letters, digits and '_'",
+        ));
+    }
+
+    let subject_iin = header_text(headers, SUBJECT_IIN, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if !subject_iin.is_empty()
+        && let Err(error) = Iin::parse(&subject_iin)
+    {
+        violations.push(violation(SUBJECT_IIN, &error.to_string()));
+    }
+
+    let consent_id = header_text(headers, CONSENT_ID, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if consent_id.len() > MAX_CONSENT_ID_LENGTH || !is_token(&consent_id, &['-', '_', '.', ':']) {
+        violations.push(violation(
+            CONSENT_ID,
+            "must be at most 128 characters of letters, digits, '-', '_', '.', ':'",
+        ));
+    }
+
+    let timestamp = header_text(headers, TIMESTAMP, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    let timestamp_ms = if timestamp.is_empty() {
+        if !violations.iter().any(|found| found.field == TIMESTAMP) {
+            violations.push(violation(TIMESTAMP, "is required"));
+        }
+        0
+    } else {
+        match parse_timestamp_ms(&timestamp) {
+            Some(milliseconds) => milliseconds,
+            None => {
+                violations.push(violation(
+                    TIMESTAMP,
+                    "must be RFC 3339 in UTC such as 2026-11-25T07:30:00.123Z",
+                ));
+                0
+            }
+        }
+    };
+
+    let mut signature = [0_u8; SIGNATURE_LEN];
+    match header_text(headers, SIGNATURE, &mut violations) {
+        None | Some("") => {
+            if !violations.iter().any(|found| found.field == SIGNATURE) {
+                violations.push(violation(SIGNATURE, "is required"));
+            }
+        }
+        Some(text) => {
+            use base64::Engine as _;
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(decoded) if decoded.len() == SIGNATURE_LEN => {
+                    signature.copy_from_slice(&decoded)
+                }
+                _ => violations.push(violation(
+                    SIGNATURE,
+                    "must be the base64 of a 64-byte Ed25519 signature",
+                )),
+            }
+        }
+    }
+
+    if !violations.is_empty() {
+        return Err(ApiError::invalid_fields(violations));
+    }
+    Ok(Envelope {
+        message_id,
+        correlation_id,
+        user_id,
+        purpose,
+        subject_iin,
+        consent_id,
+        timestamp,
+        timestamp_ms,
+        signature,
+    })
+}
+
+fn parse_timestamp_ms(text: &str) -> Option<i64> {
+    if !text.ends_with('Z') {
+        return None;
+    }
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The string the sender signs: one field per line, in this order, joined by `\n`, no trailing
+/// newline. `request_sha256_hex` is the lowercase hex SHA-256 of the request message (empty for
+/// client-streaming methods, whose request cannot be hashed before it is forwarded).
+pub fn canonical_string(envelope_fields: &SignedFields<'_>) -> String {
+    [
+        CANONICAL_VERSION,
+        envelope_fields.message_id,
+        envelope_fields.path,
+        envelope_fields.timestamp,
+        envelope_fields.user_id,
+        envelope_fields.subject_iin,
+        envelope_fields.purpose,
+        envelope_fields.consent_id,
+        envelope_fields.request_sha256_hex,
+    ]
+    .join("\n")
+}
+
+/// The fields covered by the signature.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedFields<'a> {
+    /// `x-shlyuz-message-id`.
+    pub message_id: &'a str,
+    /// The gRPC path, `/package.Service/Method`.
+    pub path: &'a str,
+    /// `x-shlyuz-timestamp`, exactly as sent.
+    pub timestamp: &'a str,
+    /// `x-shlyuz-user-id` or empty.
+    pub user_id: &'a str,
+    /// `x-shlyuz-subject-iin` or empty.
+    pub subject_iin: &'a str,
+    /// `x-shlyuz-purpose` or empty.
+    pub purpose: &'a str,
+    /// `x-shlyuz-consent-id` or empty.
+    pub consent_id: &'a str,
+    /// Lowercase hex SHA-256 of the request message, or empty for client-streaming methods.
+    pub request_sha256_hex: &'a str,
+}
+
+impl Envelope {
+    /// The signed fields of this envelope for `path` and the request hash.
+    pub fn signed_fields<'a>(
+        &'a self,
+        path: &'a str,
+        request_sha256_hex: &'a str,
+    ) -> SignedFields<'a> {
+        SignedFields {
+            message_id: &self.message_id,
+            path,
+            timestamp: &self.timestamp,
+            user_id: &self.user_id,
+            subject_iin: &self.subject_iin,
+            purpose: &self.purpose,
+            consent_id: &self.consent_id,
+            request_sha256_hex,
+        }
+    }
+
+    /// Checks the signature against the sender's registered key.
+    pub fn verify(
+        &self,
+        key: &VerifyingKey,
+        path: &str,
+        request_sha256_hex: &str,
+    ) -> Result<(), ApiError> {
+        let canonical = canonical_string(&self.signed_fields(path, request_sha256_hex));
+        key.verify(canonical.as_bytes(), &self.signature)
+            .map_err(|_| {
+                ApiError::unauthenticated(
+                    "SIGNATURE_INVALID",
+                    "x-shlyuz-signature does not verify with the sender's registered signing key",
+                )
+            })
+    }
+}
+
+/// Builds the envelope headers for a call, signing with `signing_key` (clients and tests).
+#[derive(Debug, Clone)]
+pub struct EnvelopeBuilder {
+    /// Message id; a fresh UUID v7 by default.
+    pub message_id: String,
+    /// Correlation id or empty.
+    pub correlation_id: String,
+    /// User IIN or empty.
+    pub user_id: String,
+    /// Purpose code or empty.
+    pub purpose: String,
+    /// Subject IIN or empty.
+    pub subject_iin: String,
+    /// Consent id or empty.
+    pub consent_id: String,
+    /// Timestamp; now by default.
+    pub timestamp: String,
+}
+
+impl Default for EnvelopeBuilder {
+    fn default() -> Self {
+        Self {
+            message_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            correlation_id: String::new(),
+            user_id: String::new(),
+            purpose: String::new(),
+            subject_iin: String::new(),
+            consent_id: String::new(),
+            timestamp: format_timestamp(time::OffsetDateTime::now_utc()),
+        }
+    }
+}
+
+/// Formats an instant as the envelope expects: RFC 3339 UTC with milliseconds and `Z`.
+pub fn format_timestamp(instant: time::OffsetDateTime) -> String {
+    let utc = instant.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.millisecond()
+    )
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+impl EnvelopeBuilder {
+    /// The `(name, value)` metadata pairs, signed for `path` and the encoded request message.
+    pub fn sign(
+        &self,
+        signing_key: &shlyuz_kit::pki::SigningKey,
+        path: &str,
+        request_message: Option<&[u8]>,
+    ) -> Vec<(&'static str, String)> {
+        use base64::Engine as _;
+        let request_hash = request_message.map(sha256_hex).unwrap_or_default();
+        let fields = SignedFields {
+            message_id: &self.message_id,
+            path,
+            timestamp: &self.timestamp,
+            user_id: &self.user_id,
+            subject_iin: &self.subject_iin,
+            purpose: &self.purpose,
+            consent_id: &self.consent_id,
+            request_sha256_hex: &request_hash,
+        };
+        let signature = signing_key.sign(canonical_string(&fields).as_bytes());
+        let mut headers = vec![
+            (MESSAGE_ID, self.message_id.clone()),
+            (TIMESTAMP, self.timestamp.clone()),
+            (
+                SIGNATURE,
+                base64::engine::general_purpose::STANDARD.encode(signature),
+            ),
+        ];
+        for (name, value) in [
+            (CORRELATION_ID, &self.correlation_id),
+            (USER_ID, &self.user_id),
+            (PURPOSE, &self.purpose),
+            (SUBJECT_IIN, &self.subject_iin),
+            (CONSENT_ID, &self.consent_id),
+        ] {
+            if !value.is_empty() {
+                headers.push((name, value.clone()));
+            }
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use http::HeaderValue;
+
+    use super::*;
+
+    /// The worked example of docs/gateway.md; its signature was computed independently with
+    /// Python's `cryptography` package.
+    const EXAMPLE_SEED: [u8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        25, 26, 27, 28, 29, 30, 31,
+    ];
+    const EXAMPLE_SIGNATURE: &str =
+        "pURJj2h0AclzUmbgx0pqFG1w8w4C2FnTCdiWwS1Bq7YGh63VtuDi6y1BniXwD+b5xB0uX9zQgLzX2/5w0Z5TDg==";
+    const EXAMPLE_PATH: &str = "/shlyuz.registry.v1.PersonRegistryService/GetPerson";
+
+    fn example_key() -> shlyuz_kit::pki::SigningKey {
+        // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410).
+        let mut pkcs8 = hex::decode("302e020100300506032b657004220420").expect("hex");
+        pkcs8.extend_from_slice(&EXAMPLE_SEED);
+        shlyuz_kit::pki::SigningKey::from_pkcs8_der(&pkcs8).expect("key")
+    }
+
+    fn example_builder() -> EnvelopeBuilder {
+        EnvelopeBuilder {
+            message_id: "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11".to_string(),
+            correlation_id: String::new(),
+            user_id: "850315400025".to_string(),
+            purpose: "MILITARY_RECRUITMENT".to_string(),
+            subject_iin: "900101300017".to_string(),
+            consent_id: String::new(),
+            timestamp: "2026-11-25T07:30:00.123Z".to_string(),
+        }
+    }
+
+    fn example_body() -> Vec<u8> {
+        let mut body = vec![0x0a, 0x0c];
+        body.extend_from_slice(b"900101300017");
+        body
+    }
+
+    fn headers_of(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn worked_example_matches_the_documentation() {
+        let key = example_key();
+        assert_eq!(
+            hex::encode(key.verifying_key().as_bytes()),
+            "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+        );
+        let body = example_body();
+        assert_eq!(
+            sha256_hex(&body),
+            "2daffebfcabb587e0c427cb55ac631fa9ca3c1c765a94392021ade47706b648d"
+        );
+        let pairs = example_builder().sign(&key, EXAMPLE_PATH, Some(&body));
+        let signature = pairs
+            .iter()
+            .find(|(name, _)| *name == SIGNATURE)
+            .map(|(_, value)| value.clone());
+        assert_eq!(signature.as_deref(), Some(EXAMPLE_SIGNATURE));
+
+        let envelope = parse_envelope(&headers_of(&pairs)).expect("valid envelope");
+        let canonical = canonical_string(&envelope.signed_fields(EXAMPLE_PATH, &sha256_hex(&body)));
+        assert_eq!(
+            canonical,
+            "shlyuz-envelope-v1\n0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11\n\
+             /shlyuz.registry.v1.PersonRegistryService/GetPerson\n2026-11-25T07:30:00.123Z\n\
+             850315400025\n900101300017\nMILITARY_RECRUITMENT\n\n\
+             2daffebfcabb587e0c427cb55ac631fa9ca3c1c765a94392021ade47706b648d"
+        );
+        envelope
+            .verify(&key.verifying_key(), EXAMPLE_PATH, &sha256_hex(&body))
+            .expect("signature verifies");
+    }
+
+    #[test]
+    fn tampering_with_any_signed_field_breaks_the_signature() {
+        let key = example_key();
+        let body = example_body();
+        let pairs = example_builder().sign(&key, EXAMPLE_PATH, Some(&body));
+        let envelope = parse_envelope(&headers_of(&pairs)).expect("valid");
+        let hash = sha256_hex(&body);
+        assert!(
+            envelope
+                .verify(&key.verifying_key(), "/other.Service/GetPerson", &hash)
+                .is_err()
+        );
+        assert!(
+            envelope
+                .verify(&key.verifying_key(), EXAMPLE_PATH, &sha256_hex(b"other"))
+                .is_err()
+        );
+        let mut other_subject = envelope.clone();
+        other_subject.subject_iin = "850315400025".to_string();
+        let refused = other_subject
+            .verify(&key.verifying_key(), EXAMPLE_PATH, &hash)
+            .expect_err("subject is signed");
+        assert_eq!(refused.reason(), "SIGNATURE_INVALID");
+    }
+
+    #[test]
+    fn missing_fields_are_all_named() {
+        let error = parse_envelope(&HeaderMap::new()).expect_err("empty envelope");
+        let fields: Vec<&str> = error
+            .field_violations()
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, vec![MESSAGE_ID, TIMESTAMP, SIGNATURE]);
+    }
+
+    #[test]
+    fn malformed_fields_are_named() {
+        let key = example_key();
+        let good = example_builder().sign(&key, EXAMPLE_PATH, None);
+        let cases: Vec<(&'static str, &str)> = vec![
+            (MESSAGE_ID, "not-a-uuid"),
+            (TIMESTAMP, "2026-11-25 07:30:00"),
+            (TIMESTAMP, "2026-11-25T07:30:00+05:00"),
+            (SIGNATURE, "c2hvcnQ="),
+            (SUBJECT_IIN, "900101300015"),
+            (USER_ID, "12345"),
+            (PURPOSE, "recruitment purpose!"),
+            (CORRELATION_ID, "has spaces"),
+        ];
+        for (field, bad_value) in cases {
+            let mut headers = headers_of(&good);
+            headers.insert(field, HeaderValue::from_str(bad_value).expect("value"));
+            let error = parse_envelope(&headers).expect_err(bad_value);
+            let fields: Vec<&str> = error
+                .field_violations()
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect();
+            assert_eq!(fields, vec![field], "{bad_value}");
+            assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        }
+        let mut oversized = headers_of(&good);
+        oversized.insert(
+            CORRELATION_ID,
+            HeaderValue::from_str(&"a".repeat(129)).expect("value"),
+        );
+        assert!(parse_envelope(&oversized).is_err());
+    }
+
+    #[test]
+    fn signature_must_decode_to_64_bytes() {
+        let key = example_key();
+        let mut pairs = example_builder().sign(&key, EXAMPLE_PATH, None);
+        for pair in &mut pairs {
+            if pair.0 == SIGNATURE {
+                pair.1 = base64::engine::general_purpose::STANDARD.encode([0_u8; 63]);
+            }
+        }
+        let error = parse_envelope(&headers_of(&pairs)).expect_err("short signature");
+        assert_eq!(error.field_violations()[0].field, SIGNATURE);
+    }
+
+    #[test]
+    fn timestamps_format_and_parse() {
+        let instant = time::macros::datetime!(2026-11-25 07:30:00.123 UTC);
+        let text = format_timestamp(instant);
+        assert_eq!(text, "2026-11-25T07:30:00.123Z");
+        assert_eq!(parse_timestamp_ms(&text), Some(1_795_591_800_123));
+    }
+}

@@ -1,0 +1,263 @@
+//! `shlyuz.gateway.v1.MessageLogService` (get, list, verify) and
+//! `shlyuz.gateway.v1.AccessLogService` ("who looked at my data") over the message log's tables.
+//! Who may call them is decided by the directory's access rules, like any other route.
+
+use shlyuz_kit::db::Database;
+use shlyuz_kit::error::{ApiError, parse_iin_field};
+use shlyuz_kit::paging::{decode_page_token, encode_page_token, page_size};
+use shlyuz_kit::pki::VerifyingKey;
+use shlyuz_proto::gateway::v1::access_log_service_server::{
+    AccessLogService, AccessLogServiceServer,
+};
+use shlyuz_proto::gateway::v1::message_log_service_server::{
+    MessageLogService, MessageLogServiceServer,
+};
+use shlyuz_proto::gateway::v1::{
+    ChainVerification, GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
+    ListSubjectAccessRequest, ListSubjectAccessResponse, LogEntry, SubjectAccess,
+    VerifyChainRequest, VerifyChainResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::record::StoredEntry;
+use super::store::{self, EntryFilter, ListCursor};
+use super::verify::verify_chains;
+use crate::identity::CallerIdentity;
+
+/// The message-log API.
+#[derive(Debug, Clone)]
+pub struct MessageLogApi {
+    database: Database,
+    trusted_keys: Vec<VerifyingKey>,
+}
+
+/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures.
+pub fn message_log_server(
+    database: Database,
+    trusted_keys: Vec<VerifyingKey>,
+) -> MessageLogServiceServer<MessageLogApi> {
+    MessageLogServiceServer::new(MessageLogApi {
+        database,
+        trusted_keys,
+    })
+}
+
+/// The subject access log API.
+#[derive(Debug, Clone)]
+pub struct AccessLogApi {
+    database: Database,
+}
+
+/// The tonic server of the subject access log API.
+pub fn access_log_server(database: Database) -> AccessLogServiceServer<AccessLogApi> {
+    AccessLogServiceServer::new(AccessLogApi { database })
+}
+
+fn entry_message(entry: StoredEntry) -> LogEntry {
+    LogEntry {
+        chain_id: entry.chain_id,
+        sequence: entry.sequence,
+        time_ms: entry.time_ms,
+        message_id: entry.message_id,
+        correlation_id: entry.correlation_id,
+        sender: entry.sender,
+        user_id: entry.user_id,
+        service: entry.service,
+        method: entry.method,
+        purpose: entry.purpose,
+        subject_iin: entry.subject_iin,
+        request_hash: hex::encode(entry.request_hash),
+        response_hash: entry.response_hash.map(hex::encode).unwrap_or_default(),
+        status_code: entry.status_code,
+        reason: entry.reason,
+        duration_us: entry.duration_us,
+        channel: entry.channel.as_str().to_string(),
+        previous_hash: hex::encode(entry.previous_hash),
+        entry_hash: hex::encode(entry.entry_hash),
+        request_body: entry.request_body.unwrap_or_default(),
+        response_body: entry.response_body.unwrap_or_default(),
+    }
+}
+
+/// The page-token scope of a filtered listing: a token only resumes the listing it came from.
+fn entries_scope(filter: &EntryFilter) -> String {
+    let fingerprint = super::record::sha256(format!("{filter:?}").as_bytes());
+    format!("entries/{}", hex::encode(&fingerprint[..12]))
+}
+
+fn decode_cursor(token: &str, scope: &str) -> Result<Option<ListCursor>, ApiError> {
+    match decode_page_token(token, scope)? {
+        None => Ok(None),
+        Some(key) => ListCursor::decode(&key).map(Some).ok_or_else(|| {
+            ApiError::invalid_field("page_token", "is not a token returned by this list")
+        }),
+    }
+}
+
+fn validate_filter(request: &ListEntriesRequest) -> Result<EntryFilter, ApiError> {
+    if !request.subject_iin.is_empty() {
+        parse_iin_field("subject_iin", &request.subject_iin)?;
+    }
+    if request.since_ms < 0 {
+        return Err(ApiError::invalid_field("since_ms", "must not be negative"));
+    }
+    if request.until_ms < 0 {
+        return Err(ApiError::invalid_field("until_ms", "must not be negative"));
+    }
+    if request.until_ms != 0 && request.until_ms <= request.since_ms {
+        return Err(ApiError::invalid_field(
+            "until_ms",
+            "must be after since_ms",
+        ));
+    }
+    Ok(EntryFilter {
+        sender: request.sender.clone(),
+        service: request.service.clone(),
+        method: request.method.clone(),
+        subject_iin: request.subject_iin.clone(),
+        correlation_id: request.correlation_id.clone(),
+        since_ms: request.since_ms,
+        until_ms: request.until_ms,
+    })
+}
+
+#[tonic::async_trait]
+impl MessageLogService for MessageLogApi {
+    async fn get_entry(
+        &self,
+        request: Request<GetEntryRequest>,
+    ) -> Result<Response<GetEntryResponse>, Status> {
+        let caller = CallerIdentity::of(&request).map(|identity| identity.participant_id.clone());
+        let message = request.into_inner();
+        if message.message_id.is_empty() {
+            return Err(ApiError::invalid_field("message_id", "is required").into());
+        }
+        let sender = if message.sender.is_empty() {
+            caller.ok_or_else(|| {
+                ApiError::invalid_field(
+                    "sender",
+                    "is required when the caller's identity is not known",
+                )
+            })?
+        } else {
+            message.sender
+        };
+        let entry = store::entry_by_message(&self.database, &sender, &message.message_id)
+            .await
+            .map_err(ApiError::from)?;
+        match entry {
+            Some(entry) => Ok(Response::new(GetEntryResponse {
+                entry: Some(entry_message(entry)),
+            })),
+            None => Err(ApiError::not_found(
+                "ENTRY_NOT_FOUND",
+                format!(
+                    "no message-log entry for message {} of {sender}",
+                    message.message_id
+                ),
+            )
+            .into()),
+        }
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
+        let message = request.into_inner();
+        let limit = page_size(message.page_size)?;
+        let filter = validate_filter(&message)?;
+        let scope = entries_scope(&filter);
+        let cursor = decode_cursor(&message.page_token, &scope)?;
+        // One row more than the page tells whether another page follows.
+        let mut entries = store::list_entries(&self.database, &filter, cursor.as_ref(), limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let has_more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_page_token = match entries.last() {
+            Some(last) if has_more => encode_page_token(
+                &scope,
+                &ListCursor::after(last.time_ms, &last.chain_id, last.sequence).encode(),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListEntriesResponse {
+            entries: entries.into_iter().map(entry_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<VerifyChainRequest>,
+    ) -> Result<Response<VerifyChainResponse>, Status> {
+        let message = request.into_inner();
+        let only_chain = (!message.chain_id.is_empty()).then_some(message.chain_id.as_str());
+        let reports = verify_chains(&self.database, &self.trusted_keys, only_chain)
+            .await
+            .map_err(ApiError::from)?;
+        let intact = reports.iter().all(|report| report.intact());
+        Ok(Response::new(VerifyChainResponse {
+            intact,
+            chains: reports
+                .into_iter()
+                .map(|report| ChainVerification {
+                    intact: report.intact(),
+                    first_broken_sequence: report.first_broken_sequence.unwrap_or_default(),
+                    chain_id: report.chain_id,
+                    entries: report.entries,
+                    checkpoints: report.checkpoints,
+                    problem: report.problem,
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AccessLogService for AccessLogApi {
+    async fn list_subject_access(
+        &self,
+        request: Request<ListSubjectAccessRequest>,
+    ) -> Result<Response<ListSubjectAccessResponse>, Status> {
+        let message = request.into_inner();
+        let subject = parse_iin_field("subject_iin", &message.subject_iin)?;
+        let limit = page_size(message.page_size)?;
+        let scope = format!("subject-access/{subject}");
+        let cursor = decode_cursor(&message.page_token, &scope)?;
+        let mut rows = store::list_subject_access(
+            &self.database,
+            subject.as_str(),
+            cursor.as_ref(),
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_page_token = match rows.last() {
+            Some(last) if has_more => encode_page_token(
+                &scope,
+                &ListCursor::after(last.time_ms, &last.chain_id, last.sequence).encode(),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListSubjectAccessResponse {
+            accesses: rows
+                .into_iter()
+                .map(|row| SubjectAccess {
+                    time_ms: row.time_ms,
+                    participant_id: row.participant_id,
+                    user_id: row.user_id,
+                    service: row.service,
+                    method: row.method,
+                    purpose: row.purpose,
+                    message_id: row.message_id,
+                    status_code: i32::try_from(row.status_code).unwrap_or(i32::MAX),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}

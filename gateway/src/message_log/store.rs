@@ -1,0 +1,594 @@
+//! The message log's SQL: writing a batch (entries, subject-access rows, a checkpoint) in one
+//! transaction, and the reads behind the services and chain verification. Portable SQL only
+//! (ARCHITECTURE.md §5): `$n` placeholders, BIGINT/TEXT/BLOB columns, row-value comparisons for
+//! keyset paging, which SQLite and PostgreSQL both support.
+
+use shlyuz_kit::db::Database;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Arguments, Row};
+
+use super::record::{Channel, HASH_LEN, StoredEntry};
+
+/// Every column of `message_log_entries`, in insert order.
+const ENTRY_COLUMNS: [&str; 22] = [
+    "chain_id",
+    "sequence",
+    "time_ms",
+    "message_id",
+    "correlation_id",
+    "sender",
+    "user_id",
+    "service",
+    "method",
+    "purpose",
+    "subject_iin",
+    "request_hash",
+    "response_hash",
+    "status_code",
+    "reason",
+    "duration_us",
+    "channel",
+    "personal_data",
+    "request_body",
+    "response_body",
+    "previous_hash",
+    "entry_hash",
+];
+
+const SUBJECT_ACCESS_COLUMNS: [&str; 11] = [
+    "chain_id",
+    "sequence",
+    "time_ms",
+    "subject_iin",
+    "participant_id",
+    "user_id",
+    "service",
+    "method",
+    "purpose",
+    "message_id",
+    "status_code",
+];
+
+/// Rows per INSERT statement: far below SQLite's and PostgreSQL's bind-parameter limits.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The chain.
+    pub chain_id: String,
+    /// The entry the checkpoint signs.
+    pub sequence: i64,
+    /// That entry's hash.
+    pub entry_hash: Vec<u8>,
+    /// When the checkpoint was made, epoch milliseconds.
+    pub time_ms: i64,
+    /// Ed25519 signature of [`super::checkpoint_message`].
+    pub signature: Vec<u8>,
+    /// Lowercase hex of the signer's raw public key.
+    pub signer_public_key: String,
+}
+
+/// One row of the subject access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectAccessRow {
+    /// The chain of the entry.
+    pub chain_id: String,
+    /// The entry's sequence.
+    pub sequence: i64,
+    /// When, epoch milliseconds.
+    pub time_ms: i64,
+    /// The calling participant.
+    pub participant_id: String,
+    /// The official on whose behalf it called.
+    pub user_id: String,
+    /// Service.
+    pub service: String,
+    /// Method.
+    pub method: String,
+    /// Purpose.
+    pub purpose: String,
+    /// Message id.
+    pub message_id: String,
+    /// gRPC status code.
+    pub status_code: i64,
+}
+
+/// Where a newest-first listing resumes: strictly before this key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Time of the last row returned.
+    pub time_ms: i64,
+    /// Its chain.
+    pub chain_id: String,
+    /// Its sequence.
+    pub sequence: i64,
+}
+
+impl ListCursor {
+    /// The cursor after `entry`.
+    pub fn after(time_ms: i64, chain_id: &str, sequence: i64) -> ListCursor {
+        ListCursor {
+            time_ms,
+            chain_id: chain_id.to_string(),
+            sequence,
+        }
+    }
+
+    /// `time|chain|sequence`, the key inside page tokens.
+    pub fn encode(&self) -> String {
+        format!("{}|{}|{}", self.time_ms, self.chain_id, self.sequence)
+    }
+
+    /// The inverse of [`ListCursor::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<ListCursor> {
+        let mut parts = text.split('|');
+        let time_ms = parts.next()?.parse().ok()?;
+        let chain_id = parts.next()?.to_string();
+        let sequence = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || chain_id.is_empty() {
+            return None;
+        }
+        Some(ListCursor {
+            time_ms,
+            chain_id,
+            sequence,
+        })
+    }
+}
+
+/// Filters of `ListEntries`; empty strings and zero times do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// Sender.
+    pub sender: String,
+    /// Service.
+    pub service: String,
+    /// Method.
+    pub method: String,
+    /// Subject IIN.
+    pub subject_iin: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// At or after, epoch ms (0: unbounded).
+    pub since_ms: i64,
+    /// Before, epoch ms (0: unbounded).
+    pub until_ms: i64,
+}
+
+/// `($first, $first+1, …)` placeholders for `count` rows of `width` columns.
+fn values_clause(rows: usize, width: usize) -> String {
+    let mut clause = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        if row > 0 {
+            clause.push(',');
+        }
+        clause.push('(');
+        for column in 0..width {
+            if column > 0 {
+                clause.push(',');
+            }
+            clause.push('$');
+            clause.push_str(&(row * width + column + 1).to_string());
+        }
+        clause.push(')');
+    }
+    clause
+}
+
+fn bind<'q, T>(arguments: &mut AnyArguments<'q>, value: T) -> Result<(), sqlx::Error>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    arguments.add(value).map_err(sqlx::Error::Encode)
+}
+
+/// Writes `entries`, their subject-access rows and `checkpoint` in one transaction.
+pub async fn write_batch(
+    database: &Database,
+    entries: &[StoredEntry],
+    checkpoint: Option<&StoredCheckpoint>,
+) -> Result<(), sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO message_log_entries ({}) VALUES {}",
+            ENTRY_COLUMNS.join(", "),
+            values_clause(chunk.len(), ENTRY_COLUMNS.len())
+        );
+        let mut arguments = AnyArguments::default();
+        for entry in chunk {
+            bind(&mut arguments, entry.chain_id.clone())?;
+            bind(&mut arguments, entry.sequence)?;
+            bind(&mut arguments, entry.time_ms)?;
+            bind(&mut arguments, entry.message_id.clone())?;
+            bind(&mut arguments, entry.correlation_id.clone())?;
+            bind(&mut arguments, entry.sender.clone())?;
+            bind(&mut arguments, entry.user_id.clone())?;
+            bind(&mut arguments, entry.service.clone())?;
+            bind(&mut arguments, entry.method.clone())?;
+            bind(&mut arguments, entry.purpose.clone())?;
+            bind(&mut arguments, entry.subject_iin.clone())?;
+            bind(&mut arguments, entry.request_hash.to_vec())?;
+            bind(
+                &mut arguments,
+                entry.response_hash.map(|hash| hash.to_vec()),
+            )?;
+            bind(&mut arguments, i64::from(entry.status_code))?;
+            bind(&mut arguments, entry.reason.clone())?;
+            bind(&mut arguments, entry.duration_us)?;
+            bind(&mut arguments, entry.channel.as_str().to_string())?;
+            bind(&mut arguments, i64::from(entry.personal_data))?;
+            bind(&mut arguments, entry.request_body.clone())?;
+            bind(&mut arguments, entry.response_body.clone())?;
+            bind(&mut arguments, entry.previous_hash.to_vec())?;
+            bind(&mut arguments, entry.entry_hash.to_vec())?;
+        }
+        sqlx::query_with(&sql, arguments)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    let accesses: Vec<&StoredEntry> = entries
+        .iter()
+        .filter(|entry| entry.is_subject_access())
+        .collect();
+    for chunk in accesses.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO subject_access ({}) VALUES {}",
+            SUBJECT_ACCESS_COLUMNS.join(", "),
+            values_clause(chunk.len(), SUBJECT_ACCESS_COLUMNS.len())
+        );
+        let mut arguments = AnyArguments::default();
+        for entry in chunk {
+            bind(&mut arguments, entry.chain_id.clone())?;
+            bind(&mut arguments, entry.sequence)?;
+            bind(&mut arguments, entry.time_ms)?;
+            bind(&mut arguments, entry.subject_iin.clone())?;
+            bind(&mut arguments, entry.sender.clone())?;
+            bind(&mut arguments, entry.user_id.clone())?;
+            bind(&mut arguments, entry.service.clone())?;
+            bind(&mut arguments, entry.method.clone())?;
+            bind(&mut arguments, entry.purpose.clone())?;
+            bind(&mut arguments, entry.message_id.clone())?;
+            bind(&mut arguments, i64::from(entry.status_code))?;
+        }
+        sqlx::query_with(&sql, arguments)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    if let Some(checkpoint) = checkpoint {
+        insert_checkpoint(&mut transaction, checkpoint).await?;
+    }
+    transaction.commit().await
+}
+
+/// Writes one checkpoint on its own.
+pub async fn write_checkpoint(
+    database: &Database,
+    checkpoint: &StoredCheckpoint,
+) -> Result<(), sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    insert_checkpoint(&mut transaction, checkpoint).await?;
+    transaction.commit().await
+}
+
+async fn insert_checkpoint(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    checkpoint: &StoredCheckpoint,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO message_log_checkpoints (chain_id, sequence, entry_hash, time_ms, signature, signer_public_key) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(checkpoint.chain_id.clone())
+    .bind(checkpoint.sequence)
+    .bind(checkpoint.entry_hash.clone())
+    .bind(checkpoint.time_ms)
+    .bind(checkpoint.signature.clone())
+    .bind(checkpoint.signer_public_key.clone())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// The last entry of `chain_id` as (sequence, entry hash), `None` for an empty chain.
+pub async fn chain_head(
+    database: &Database,
+    chain_id: &str,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT sequence, entry_hash FROM message_log_entries WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(chain_id.to_string())
+    .fetch_optional(database.pool())
+    .await?;
+    row.map(|row| Ok((row.try_get("sequence")?, row.try_get("entry_hash")?)))
+        .transpose()
+}
+
+/// The sequence of the last checkpoint of `chain_id`, 0 when it has none.
+pub async fn last_checkpoint_sequence(
+    database: &Database,
+    chain_id: &str,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT sequence FROM message_log_checkpoints WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(chain_id.to_string())
+    .fetch_optional(database.pool())
+    .await?;
+    row.map(|row| row.try_get("sequence"))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+const SELECT_ENTRY: &str = "SELECT chain_id, sequence, time_ms, message_id, correlation_id, sender, user_id, service, \
+     method, purpose, subject_iin, request_hash, response_hash, status_code, reason, duration_us, channel, \
+     personal_data, request_body, response_body, previous_hash, entry_hash FROM message_log_entries";
+
+fn hash_column(row: &AnyRow, column: &str) -> Result<[u8; HASH_LEN], sqlx::Error> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: format!(
+                "expected a {HASH_LEN}-byte hash, found {} bytes",
+                bytes.len()
+            )
+            .into(),
+        })
+}
+
+fn optional_hash_column(row: &AnyRow, column: &str) -> Result<Option<[u8; HASH_LEN]>, sqlx::Error> {
+    let bytes: Option<Vec<u8>> = row.try_get(column)?;
+    match bytes {
+        None => Ok(None),
+        Some(_) => hash_column(row, column).map(Some),
+    }
+}
+
+/// Decodes one `SELECT_ENTRY` row.
+pub fn entry_from_row(row: &AnyRow) -> Result<StoredEntry, sqlx::Error> {
+    let channel_text: String = row.try_get("channel")?;
+    let channel = Channel::parse(&channel_text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "channel".to_string(),
+        source: format!("unknown channel {channel_text:?}").into(),
+    })?;
+    let status_code: i64 = row.try_get("status_code")?;
+    let personal_data: i64 = row.try_get("personal_data")?;
+    Ok(StoredEntry {
+        chain_id: row.try_get("chain_id")?,
+        sequence: row.try_get("sequence")?,
+        time_ms: row.try_get("time_ms")?,
+        message_id: row.try_get("message_id")?,
+        correlation_id: row.try_get("correlation_id")?,
+        sender: row.try_get("sender")?,
+        user_id: row.try_get("user_id")?,
+        service: row.try_get("service")?,
+        method: row.try_get("method")?,
+        purpose: row.try_get("purpose")?,
+        subject_iin: row.try_get("subject_iin")?,
+        request_hash: hash_column(row, "request_hash")?,
+        response_hash: optional_hash_column(row, "response_hash")?,
+        status_code: i32::try_from(status_code).unwrap_or(i32::MAX),
+        reason: row.try_get("reason")?,
+        duration_us: row.try_get("duration_us")?,
+        channel,
+        personal_data: personal_data != 0,
+        request_body: row.try_get("request_body")?,
+        response_body: row.try_get("response_body")?,
+        previous_hash: hash_column(row, "previous_hash")?,
+        entry_hash: hash_column(row, "entry_hash")?,
+    })
+}
+
+/// The entry of `sender`'s message `message_id`. A message id can have several entries (a refused
+/// call retried, a replay refused); the answer is the latest entry that is not a replay refusal.
+pub async fn entry_by_message(
+    database: &Database,
+    sender: &str,
+    message_id: &str,
+) -> Result<Option<StoredEntry>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_ENTRY} WHERE sender = $1 AND message_id = $2 \
+         ORDER BY CASE WHEN reason = 'MESSAGE_REPLAYED' THEN 1 ELSE 0 END, time_ms DESC, sequence DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(sender.to_string())
+        .bind(message_id.to_string())
+        .fetch_optional(database.pool())
+        .await?;
+    row.as_ref().map(entry_from_row).transpose()
+}
+
+/// Up to `limit` entries matching `filter`, newest first, strictly before `cursor`.
+pub async fn list_entries(
+    database: &Database,
+    filter: &EntryFilter,
+    cursor: Option<&ListCursor>,
+    limit: usize,
+) -> Result<Vec<StoredEntry>, sqlx::Error> {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut arguments = AnyArguments::default();
+    let mut next_placeholder = 1;
+    let mut text_condition =
+        |column: &str, value: &str, arguments: &mut AnyArguments<'_>| -> Result<(), sqlx::Error> {
+            if !value.is_empty() {
+                conditions.push(format!("{column} = ${next_placeholder}"));
+                next_placeholder += 1;
+                bind(arguments, value.to_string())?;
+            }
+            Ok(())
+        };
+    text_condition("sender", &filter.sender, &mut arguments)?;
+    text_condition("service", &filter.service, &mut arguments)?;
+    text_condition("method", &filter.method, &mut arguments)?;
+    text_condition("subject_iin", &filter.subject_iin, &mut arguments)?;
+    text_condition("correlation_id", &filter.correlation_id, &mut arguments)?;
+    if filter.since_ms != 0 {
+        conditions.push(format!("time_ms >= ${next_placeholder}"));
+        next_placeholder += 1;
+        bind(&mut arguments, filter.since_ms)?;
+    }
+    if filter.until_ms != 0 {
+        conditions.push(format!("time_ms < ${next_placeholder}"));
+        next_placeholder += 1;
+        bind(&mut arguments, filter.until_ms)?;
+    }
+    if let Some(cursor) = cursor {
+        conditions.push(format!(
+            "(time_ms, chain_id, sequence) < (${}, ${}, ${})",
+            next_placeholder,
+            next_placeholder + 1,
+            next_placeholder + 2
+        ));
+        next_placeholder += 3;
+        bind(&mut arguments, cursor.time_ms)?;
+        bind(&mut arguments, cursor.chain_id.clone())?;
+        bind(&mut arguments, cursor.sequence)?;
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "{SELECT_ENTRY}{where_clause} ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT ${next_placeholder}"
+    );
+    bind(&mut arguments, i64::try_from(limit).unwrap_or(i64::MAX))?;
+    let rows = sqlx::query_with(&sql, arguments)
+        .fetch_all(database.pool())
+        .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// Up to `limit` accesses to `subject_iin`'s data, newest first, strictly before `cursor`.
+pub async fn list_subject_access(
+    database: &Database,
+    subject_iin: &str,
+    cursor: Option<&ListCursor>,
+    limit: usize,
+) -> Result<Vec<SubjectAccessRow>, sqlx::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let columns = "chain_id, sequence, time_ms, participant_id, user_id, service, method, purpose, message_id, status_code";
+    let rows = match cursor {
+        None => {
+            sqlx::query(&format!(
+                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 \
+                 ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT $2"
+            ))
+            .bind(subject_iin.to_string())
+            .bind(limit)
+            .fetch_all(database.pool())
+            .await?
+        }
+        Some(cursor) => {
+            sqlx::query(&format!(
+                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 \
+                 AND (time_ms, chain_id, sequence) < ($2, $3, $4) \
+                 ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT $5"
+            ))
+            .bind(subject_iin.to_string())
+            .bind(cursor.time_ms)
+            .bind(cursor.chain_id.clone())
+            .bind(cursor.sequence)
+            .bind(limit)
+            .fetch_all(database.pool())
+            .await?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            Ok(SubjectAccessRow {
+                chain_id: row.try_get("chain_id")?,
+                sequence: row.try_get("sequence")?,
+                time_ms: row.try_get("time_ms")?,
+                participant_id: row.try_get("participant_id")?,
+                user_id: row.try_get("user_id")?,
+                service: row.try_get("service")?,
+                method: row.try_get("method")?,
+                purpose: row.try_get("purpose")?,
+                message_id: row.try_get("message_id")?,
+                status_code: row.try_get("status_code")?,
+            })
+        })
+        .collect()
+}
+
+/// Every chain id, oldest first (chain ids are time-ordered UUIDs).
+pub async fn chain_ids(database: &Database) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chain_id FROM message_log_entries GROUP BY chain_id \
+         UNION SELECT chain_id FROM message_log_checkpoints GROUP BY chain_id ORDER BY chain_id",
+    )
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter().map(|row| row.try_get("chain_id")).collect()
+}
+
+/// Up to `limit` rows of `chain_id` after `after_sequence`, in chain order.
+pub async fn chain_rows(
+    database: &Database,
+    chain_id: &str,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "{SELECT_ENTRY} WHERE chain_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+    ))
+    .bind(chain_id.to_string())
+    .bind(after_sequence)
+    .bind(limit)
+    .fetch_all(database.pool())
+    .await
+}
+
+/// Every checkpoint of `chain_id`, in chain order.
+pub async fn checkpoints(
+    database: &Database,
+    chain_id: &str,
+) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chain_id, sequence, entry_hash, time_ms, signature, signer_public_key \
+         FROM message_log_checkpoints WHERE chain_id = $1 ORDER BY sequence",
+    )
+    .bind(chain_id.to_string())
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredCheckpoint {
+                chain_id: row.try_get("chain_id")?,
+                sequence: row.try_get("sequence")?,
+                entry_hash: row.try_get("entry_hash")?,
+                time_ms: row.try_get("time_ms")?,
+                signature: row.try_get("signature")?,
+                signer_public_key: row.try_get("signer_public_key")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_clause_numbers_placeholders_row_by_row() {
+        assert_eq!(values_clause(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let cursor = ListCursor::after(
+            1_700_000_000_123,
+            "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",
+            42,
+        );
+        assert_eq!(ListCursor::decode(&cursor.encode()), Some(cursor));
+        for garbage in ["", "1|x", "a|x|1", "1|x|b", "1||2", "1|x|2|3"] {
+            assert_eq!(ListCursor::decode(garbage), None, "{garbage}");
+        }
+    }
+}

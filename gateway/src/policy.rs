@@ -1,0 +1,256 @@
+//! Per-call policy state: quotas (token buckets per participant), replay refusal (message ids per
+//! sender within the replay window) and circuit breakers (per upstream).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Locks a mutex, recovering from poisoning: the guarded state stays consistent after any panic
+/// because every update is a single assignment.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+/// Token buckets keyed by participant id.
+#[derive(Default)]
+pub struct QuotaBuckets {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl QuotaBuckets {
+    /// Takes one token from `participant`'s bucket; `Err(wait)` says when one will be available.
+    pub fn try_acquire(
+        &self,
+        participant: &str,
+        rate_per_second: f64,
+        burst: u32,
+    ) -> Result<(), Duration> {
+        let now = Instant::now();
+        let capacity = f64::from(burst.max(1));
+        let mut buckets = lock(&self.buckets);
+        let bucket = match buckets.get_mut(participant) {
+            Some(bucket) => bucket,
+            None => buckets.entry(participant.to_string()).or_insert(Bucket {
+                tokens: capacity,
+                refilled_at: now,
+            }),
+        };
+        let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate_per_second).min(capacity);
+        bucket.refilled_at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let missing = 1.0 - bucket.tokens;
+        Err(Duration::from_secs_f64(
+            missing / rate_per_second.max(f64::MIN_POSITIVE),
+        ))
+    }
+}
+
+const REPLAY_SHARDS: usize = 32;
+
+/// Remembers `(sender, message id)` pairs for the replay window; sharded so concurrent calls
+/// rarely contend for one lock.
+pub struct ReplayGuard {
+    shards: Vec<Mutex<ReplayShard>>,
+}
+
+#[derive(Default)]
+struct ReplayShard {
+    seen: HashMap<(String, String), i64>,
+    next_purge_ms: i64,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self {
+            shards: (0..REPLAY_SHARDS)
+                .map(|_| Mutex::new(ReplayShard::default()))
+                .collect(),
+        }
+    }
+}
+
+impl ReplayGuard {
+    /// Records the pair; `false` when it was already seen and has not expired (a replay).
+    /// `expires_at_ms` is when the message would be refused by the timestamp check anyway.
+    pub fn first_sighting(
+        &self,
+        sender: &str,
+        message_id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sender.hash(&mut hasher);
+        message_id.hash(&mut hasher);
+        let shard_index = (hasher.finish() as usize) % REPLAY_SHARDS;
+        let mut shard = lock(&self.shards[shard_index]);
+        if now_ms >= shard.next_purge_ms {
+            shard.seen.retain(|_, expiry| *expiry > now_ms);
+            shard.next_purge_ms = now_ms + 10_000;
+        }
+        let key = (sender.to_string(), message_id.to_string());
+        match shard.seen.get(&key) {
+            Some(expiry) if *expiry > now_ms => false,
+            _ => {
+                shard.seen.insert(key, expires_at_ms);
+                true
+            }
+        }
+    }
+
+    /// Forgets a pair, so a call refused before reaching the upstream may be sent again.
+    pub fn forget(&self, sender: &str, message_id: &str) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sender.hash(&mut hasher);
+        message_id.hash(&mut hasher);
+        let shard_index = (hasher.finish() as usize) % REPLAY_SHARDS;
+        lock(&self.shards[shard_index])
+            .seen
+            .remove(&(sender.to_string(), message_id.to_string()));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BreakerState {
+    Closed { consecutive_failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probe_in_flight: bool },
+}
+
+/// A circuit breaker: after `failure_threshold` consecutive failures it opens for `open_for`,
+/// then lets one probe through; the probe's outcome closes or re-opens it.
+pub struct CircuitBreaker {
+    state: Mutex<BreakerState>,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(BreakerState::Closed {
+                consecutive_failures: 0,
+            }),
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// Whether a call may go to the upstream now.
+    pub fn allow(&self) -> bool {
+        let mut state = lock(&self.state);
+        match *state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } => {
+                if Instant::now() >= until {
+                    *state = BreakerState::HalfOpen {
+                        probe_in_flight: true,
+                    };
+                    true
+                } else {
+                    false
+                }
+            }
+            BreakerState::HalfOpen { probe_in_flight } => {
+                if probe_in_flight {
+                    false
+                } else {
+                    *state = BreakerState::HalfOpen {
+                        probe_in_flight: true,
+                    };
+                    true
+                }
+            }
+        }
+    }
+
+    /// Records a call that reached the upstream and got an answer.
+    pub fn record_success(&self) {
+        *lock(&self.state) = BreakerState::Closed {
+            consecutive_failures: 0,
+        };
+    }
+
+    /// Records a call the upstream failed (unreachable, UNAVAILABLE, deadline).
+    pub fn record_failure(&self, failure_threshold: u32, open_for: Duration) {
+        let mut state = lock(&self.state);
+        *state = match *state {
+            BreakerState::Closed {
+                consecutive_failures,
+            } if consecutive_failures + 1 < failure_threshold.max(1) => BreakerState::Closed {
+                consecutive_failures: consecutive_failures + 1,
+            },
+            _ => BreakerState::Open {
+                until: Instant::now() + open_for,
+            },
+        };
+    }
+
+    /// Whether the breaker currently refuses calls.
+    pub fn is_open(&self) -> bool {
+        matches!(*lock(&self.state), BreakerState::Open { until } if Instant::now() < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses_with_wait() {
+        let buckets = QuotaBuckets::default();
+        for _ in 0..3 {
+            assert!(buckets.try_acquire("a", 1.0, 3).is_ok());
+        }
+        let wait = buckets.try_acquire("a", 1.0, 3).expect_err("empty bucket");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(
+            buckets.try_acquire("b", 1.0, 3).is_ok(),
+            "buckets are per participant"
+        );
+    }
+
+    #[test]
+    fn replay_is_refused_until_expiry() {
+        let guard = ReplayGuard::default();
+        assert!(guard.first_sighting("a", "m1", 1_000, 2_000));
+        assert!(!guard.first_sighting("a", "m1", 1_500, 2_500));
+        assert!(
+            guard.first_sighting("b", "m1", 1_500, 2_500),
+            "another sender may use the id"
+        );
+        assert!(
+            guard.first_sighting("a", "m1", 2_001, 3_000),
+            "after expiry the timestamp check refuses instead"
+        );
+        guard.forget("a", "m1");
+        assert!(guard.first_sighting("a", "m1", 2_002, 3_000));
+    }
+
+    #[test]
+    fn breaker_opens_after_threshold_and_probes_once() {
+        let breaker = CircuitBreaker::default();
+        breaker.record_failure(2, Duration::from_millis(30));
+        assert!(breaker.allow());
+        breaker.record_failure(2, Duration::from_millis(30));
+        assert!(!breaker.allow(), "open after two failures");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "one probe after the open period");
+        assert!(!breaker.allow(), "only one probe at a time");
+        breaker.record_success();
+        assert!(breaker.allow());
+    }
+}

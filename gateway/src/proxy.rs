@@ -1,0 +1,1065 @@
+//! The sync channel: every call that is not one of the gateway's public endpoints (health,
+//! reflection) lands here. The gateway authenticates the caller from its client certificate,
+//! applies the access rule, envelope, quota, replay, signature and consent checks, forwards the
+//! call to the upstream (or to the gateway's own services) with a bounded deadline, and writes the
+//! message-log entry before the caller gets the call's final status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use shlyuz_kit::clock::SharedClock;
+use shlyuz_kit::error::ApiError;
+use shlyuz_kit::server::TlsFiles;
+use tonic::Code;
+use tower::ServiceExt;
+
+use crate::consent::{ConsentChecker, ConsentQuery};
+use crate::directory::{Directory, DirectoryHandle, Route};
+use crate::envelope::{self, Envelope};
+use crate::grpc_frames::{PayloadHasher, format_grpc_timeout, parse_grpc_timeout, single_message};
+use crate::identity::CallerIdentity;
+use crate::message_log::{Channel, LogRecord, MessageLog};
+use crate::metrics::GatewayMetrics;
+use crate::policy::{CircuitBreaker, QuotaBuckets, ReplayGuard};
+
+/// The body type of requests and responses inside the gateway.
+pub type GatewayBody = axum::body::Body;
+
+/// What the gateway enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// Identity, access rules, envelope, quota, replay, signature, consent and the message log.
+    #[default]
+    Full,
+    /// Routing only (still behind mTLS): for measuring the proxy itself. Never for production.
+    PassThrough,
+}
+
+/// The gateway's shared state for the sync channel.
+pub struct SyncChannel {
+    directory: DirectoryHandle,
+    message_log: MessageLog,
+    consent: Arc<dyn ConsentChecker>,
+    upstreams: UpstreamPool,
+    local_services: axum::Router,
+    quotas: QuotaBuckets,
+    replay: ReplayGuard,
+    breakers: RwLock<HashMap<String, Arc<CircuitBreaker>>>,
+    metrics: GatewayMetrics,
+    clock: SharedClock,
+    mode: PolicyMode,
+    store_bodies: bool,
+}
+
+/// Everything the sync channel is built from.
+pub struct SyncChannelParts {
+    /// Participants, routes and rules.
+    pub directory: DirectoryHandle,
+    /// Where entries go.
+    pub message_log: MessageLog,
+    /// The consent store.
+    pub consent: Arc<dyn ConsentChecker>,
+    /// The gateway's own client identity towards upstreams (`None`: plaintext upstreams).
+    pub upstream_tls: Option<TlsFiles>,
+    /// The gateway's own gRPC services (directory, message log, access log), reached like upstreams.
+    pub local_services: axum::Router,
+    /// Metrics.
+    pub metrics: GatewayMetrics,
+    /// Time source.
+    pub clock: SharedClock,
+    /// What to enforce.
+    pub mode: PolicyMode,
+    /// Keep request and response bodies in the message log.
+    pub store_bodies: bool,
+}
+
+impl SyncChannel {
+    /// Builds the channel.
+    pub fn new(parts: SyncChannelParts) -> Arc<Self> {
+        Arc::new(Self {
+            directory: parts.directory,
+            message_log: parts.message_log,
+            consent: parts.consent,
+            upstreams: UpstreamPool::new(parts.upstream_tls),
+            local_services: parts.local_services,
+            quotas: QuotaBuckets::default(),
+            replay: ReplayGuard::default(),
+            breakers: RwLock::new(HashMap::new()),
+            metrics: parts.metrics,
+            clock: parts.clock,
+            mode: parts.mode,
+            store_bodies: parts.store_bodies,
+        })
+    }
+
+    fn breaker(&self, upstream: &str) -> Arc<CircuitBreaker> {
+        if let Some(found) = self
+            .breakers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(upstream)
+        {
+            return found.clone();
+        }
+        let mut breakers = self
+            .breakers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        breakers.entry(upstream.to_string()).or_default().clone()
+    }
+
+    /// Handles one call end to end. The call runs in its own task, so that it reaches its
+    /// message-log entry even when the caller's connection drops or the server abandons the call
+    /// at the caller's deadline.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: http::Request<GatewayBody>,
+    ) -> http::Response<GatewayBody> {
+        match tokio::spawn(self.handle_in_task(request)).await {
+            Ok(response) => response,
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "gateway call task failed");
+                tonic::Status::internal("the gateway failed while handling the call")
+                    .into_http::<GatewayBody>()
+            }
+        }
+    }
+
+    async fn handle_in_task(
+        self: Arc<Self>,
+        request: http::Request<GatewayBody>,
+    ) -> http::Response<GatewayBody> {
+        let started = Instant::now();
+        let path = request.uri().path().to_string();
+        let (service, method) = shlyuz_kit::server::split_grpc_path(&path);
+        let mut call = CallRecord {
+            started,
+            service,
+            method,
+            ..CallRecord::default()
+        };
+        let parent_context = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        let span = tracing::info_span!(
+            "gateway.call",
+            otel.kind = "server",
+            rpc.service = %call.service,
+            rpc.method = %call.method,
+            participant = tracing::field::Empty,
+            message_id = tracing::field::Empty,
+        );
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(parent_context);
+        }
+        let outcome =
+            tracing::Instrument::instrument(self.clone().process(request, &mut call), span).await;
+        match outcome {
+            Ok(response) => response,
+            Err(refusal) => self.refuse(call, refusal).await,
+        }
+    }
+
+    async fn process(
+        self: Arc<Self>,
+        request: http::Request<GatewayBody>,
+        call: &mut CallRecord,
+    ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        if call.method.is_empty() {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                "UNKNOWN_SERVICE",
+                "malformed gRPC path",
+            ));
+        }
+        let directory = self.directory.snapshot();
+        let Some(route) = directory.route(&call.service) else {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                "UNKNOWN_SERVICE",
+                format!("no route for service {}", call.service),
+            ));
+        };
+        if self.mode == PolicyMode::PassThrough {
+            let upstream_request = http::Request::from_parts(parts, body);
+            return self
+                .forward(&directory, route, upstream_request, None, call)
+                .await;
+        }
+
+        let participant_id = caller_participant(&parts.extensions)?;
+        tracing::Span::current().record("participant", participant_id.as_str());
+        call.sender = participant_id.clone();
+        let Some(participant) = directory.participant(&participant_id) else {
+            return Err(ApiError::unauthenticated(
+                "UNKNOWN_PARTICIPANT",
+                format!("participant {participant_id} is not registered with the gateway"),
+            ));
+        };
+        if let Some(pinned) = participant.certificate_sha256
+            && peer_certificate_sha256(&parts.extensions) != Some(pinned)
+        {
+            return Err(ApiError::unauthenticated(
+                "CERTIFICATE_MISMATCH",
+                format!("the client certificate is not the one registered for {participant_id}"),
+            ));
+        }
+
+        let local = route.is_local();
+        let envelope = match (envelope::parse_envelope(&parts.headers), local) {
+            (Ok(envelope), _) => Some(envelope),
+            // The gateway's own metadata services may be called without an envelope (grpcurl).
+            (Err(_), true) if !parts.headers.contains_key(envelope::MESSAGE_ID) => None,
+            (Err(error), _) => {
+                call.copy_raw_envelope(&parts.headers);
+                return Err(error);
+            }
+        };
+        if let Some(envelope) = &envelope {
+            call.copy_envelope(envelope);
+            tracing::Span::current().record("message_id", envelope.message_id.as_str());
+        }
+        call.personal_data = route.personal_data;
+
+        let Some(rule) = directory.rule(&participant_id, &call.service, &call.method) else {
+            return Err(ApiError::permission_denied(
+                "ACCESS_DENIED",
+                format!(
+                    "participant {participant_id} may not call {}/{}",
+                    call.service, call.method
+                ),
+            ));
+        };
+        if route.personal_data {
+            let mut missing = Vec::new();
+            if call.purpose.is_empty() {
+                missing.push((envelope::PURPOSE, "is required for personal-data services"));
+            }
+            if call.subject_iin.is_empty() {
+                missing.push((
+                    envelope::SUBJECT_IIN,
+                    "is required for personal-data services",
+                ));
+            }
+            if !missing.is_empty() {
+                return Err(ApiError::invalid_fields(
+                    missing
+                        .into_iter()
+                        .map(|(field, description)| shlyuz_kit::error::FieldViolation {
+                            field: field.to_string(),
+                            description: description.to_string(),
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        if !call.purpose.is_empty()
+            && !rule.purposes.is_empty()
+            && !rule.purposes.contains(&call.purpose)
+        {
+            return Err(ApiError::permission_denied(
+                "PURPOSE_NOT_ALLOWED",
+                format!(
+                    "purpose {} is not allowed for {participant_id} on {}/{}",
+                    call.purpose, call.service, call.method
+                ),
+            ));
+        }
+
+        let now_ms = self.clock.now_millis();
+        let replay_window_ms = directory.settings().replay_window.as_millis() as i64;
+        if let Some(envelope) = &envelope
+            && (envelope.timestamp_ms - now_ms).abs() > replay_window_ms
+        {
+            return Err(ApiError::invalid_field(
+                envelope::TIMESTAMP,
+                format!(
+                    "is more than {} s away from the gateway's clock",
+                    replay_window_ms / 1000
+                ),
+            )
+            .with_reason("MESSAGE_EXPIRED"));
+        }
+
+        if let Some(quota) = &participant.quota
+            && let Err(wait) =
+                self.quotas
+                    .try_acquire(&participant_id, quota.rate_per_second, quota.burst)
+        {
+            return Err(ApiError::resource_exhausted(
+                "QUOTA_EXCEEDED",
+                format!(
+                    "participant {participant_id} exceeded its quota of {} calls/s",
+                    quota.rate_per_second
+                ),
+                wait,
+            ));
+        }
+
+        if let Some(envelope) = &envelope
+            && !self.replay.first_sighting(
+                &participant_id,
+                &envelope.message_id,
+                now_ms,
+                envelope.timestamp_ms + replay_window_ms,
+            )
+        {
+            call.replayed = true;
+            return Err(ApiError::already_exists(
+                "MESSAGE_REPLAYED",
+                format!(
+                    "message {} was already sent by {participant_id}",
+                    envelope.message_id
+                ),
+            ));
+        }
+
+        let result = self
+            .clone()
+            .checked_forward(
+                &directory,
+                route,
+                &mut parts,
+                body,
+                envelope.as_ref(),
+                rule.consent_required,
+                call,
+            )
+            .await;
+        if result.is_err()
+            && let Some(envelope) = &envelope
+        {
+            // Refused before reaching the upstream: the sender may correct the call and retry it
+            // with the same message id.
+            self.replay.forget(&participant_id, &envelope.message_id);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn checked_forward(
+        self: Arc<Self>,
+        directory: &Directory,
+        route: &Route,
+        parts: &mut http::request::Parts,
+        body: GatewayBody,
+        envelope: Option<&Envelope>,
+        consent_required: bool,
+        call: &mut CallRecord,
+    ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let streaming_request = route.client_streaming_methods.contains(&call.method);
+        let (request_body, buffered) = if streaming_request {
+            (body, None)
+        } else {
+            let collected = collect_limited(body, route.max_request_bytes).await?;
+            let message = single_message(&collected)
+                .map_err(|problem| ApiError::invalid_field("request", problem))?;
+            call.request_hash = Some(sha256(message));
+            if self.store_bodies {
+                call.request_body = Some(message.to_vec());
+            }
+            (GatewayBody::from(collected.clone()), Some(collected))
+        };
+        let request_hash_hex = call.request_hash.map(hex::encode).unwrap_or_default();
+        if let Some(envelope) = envelope {
+            let Some(participant) = directory.participant(&call.sender) else {
+                return Err(ApiError::unauthenticated(
+                    "UNKNOWN_PARTICIPANT",
+                    "participant vanished",
+                ));
+            };
+            let path = parts.uri.path().to_string();
+            envelope.verify(&participant.signing_key, &path, &request_hash_hex)?;
+        }
+        if consent_required {
+            let query = ConsentQuery {
+                participant: &call.sender,
+                subject_iin: &call.subject_iin,
+                purpose: &call.purpose,
+                consent_id: &call.consent_id,
+                now_ms: self.clock.now_millis(),
+            };
+            if let Err(refusal) = self.consent.check(query).await {
+                return Err(ApiError::permission_denied(
+                    "CONSENT_REQUIRED",
+                    refusal.to_string(),
+                ));
+            }
+        }
+
+        // The upstream learns who is calling from the gateway, never from the caller.
+        parts.headers.remove(envelope::SENDER);
+        if let Ok(sender) = HeaderValue::from_str(&call.sender) {
+            parts.headers.insert(envelope::SENDER, sender);
+        }
+        parts.extensions.insert(CallerIdentity {
+            participant_id: call.sender.clone(),
+        });
+        let upstream_request = http::Request::from_parts(clone_parts(parts), request_body);
+        let mut response = self
+            .forward(directory, route, upstream_request, buffered, call)
+            .await?;
+        if !request_hash_hex.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&request_hash_hex)
+        {
+            response.headers_mut().insert(envelope::REQUEST_HASH, value);
+        }
+        Ok(response)
+    }
+
+    async fn forward(
+        self: &Arc<Self>,
+        _directory: &Directory,
+        route: &Route,
+        mut request: http::Request<GatewayBody>,
+        buffered: Option<Bytes>,
+        call: &mut CallRecord,
+    ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let caller_timeout = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let timeout = upstream_timeout(caller_timeout, route.timeout);
+        if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(timeout)) {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let context = tracing::Span::current().context();
+            opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+            });
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+
+        let response = if route.is_local() {
+            let local = self.local_services.clone();
+            match local.oneshot(request).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        } else {
+            self.forward_upstream(route, request, buffered, deadline, call)
+                .await?
+        };
+
+        let (mut parts, body) = response.into_parts();
+        if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+            // Trailers-only response: the call is over; log it before the caller sees it.
+            call.status_code = status.code() as i32;
+            let position = self.finish(call).await?;
+            insert_position(&mut parts.headers, &position);
+            return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
+        }
+        let finisher = CallFinisher {
+            channel: self.clone(),
+            call: std::mem::take(call),
+        };
+        let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
+    }
+
+    async fn forward_upstream(
+        &self,
+        route: &Route,
+        request: http::Request<GatewayBody>,
+        buffered: Option<Bytes>,
+        deadline: tokio::time::Instant,
+        call: &mut CallRecord,
+    ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let breaker = self.breaker(&route.upstream);
+        if !breaker.allow() {
+            return Err(ApiError::unavailable(
+                "UPSTREAM_UNAVAILABLE",
+                format!("the circuit breaker for {} is open", route.upstream),
+            ));
+        }
+        let channel = self
+            .upstreams
+            .channel(&route.upstream, &route.upstream_server_name)
+            .map_err(|error| ApiError::unavailable("UPSTREAM_UNAVAILABLE", format!("{error:#}")))?;
+        let idempotent = buffered.is_some() && route.idempotent_methods.contains(&call.method);
+        let max_attempts = if idempotent {
+            route.retry.max_attempts.max(1)
+        } else {
+            1
+        };
+        let (parts, body) = request.into_parts();
+        let mut body = Some(body);
+        let mut backoff = route.retry.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            let attempt_body = match (&buffered, body.take()) {
+                (Some(bytes), _) if attempt > 1 => GatewayBody::from(bytes.clone()),
+                (_, Some(original)) => original,
+                (_, None) => GatewayBody::empty(),
+            };
+            let attempt_request = http::Request::from_parts(
+                clone_parts(&parts),
+                tonic::body::Body::new(attempt_body),
+            );
+            let sent =
+                tokio::time::timeout_at(deadline, channel.clone().oneshot(attempt_request)).await;
+            let sent = match sent {
+                // The channel enforces `grpc-timeout` itself; its expiry is the same deadline.
+                Ok(Err(transport_error)) if caused_by_timeout(&transport_error) => Err(()),
+                Err(_elapsed) => Err(()),
+                Ok(other) => Ok(other),
+            };
+            let failure = match sent {
+                Err(()) => {
+                    breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
+                    return Err(ApiError::new(
+                        Code::DeadlineExceeded,
+                        "UPSTREAM_TIMEOUT",
+                        format!(
+                            "{} did not answer within {:?}",
+                            route.upstream, route.timeout
+                        ),
+                    ));
+                }
+                Ok(Err(transport_error)) => format!("{transport_error}"),
+                Ok(Ok(response)) => {
+                    let status_in_headers = tonic::Status::from_header_map(response.headers());
+                    match status_in_headers {
+                        Some(status) if status.code() == Code::Unavailable => {
+                            status.message().to_string()
+                        }
+                        _ => {
+                            breaker.record_success();
+                            return Ok(response.map(GatewayBody::new));
+                        }
+                    }
+                }
+            };
+            breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
+            call.attempts = attempt;
+            if attempt >= max_attempts || !breaker.allow() {
+                return Err(ApiError::unavailable(
+                    "UPSTREAM_UNAVAILABLE",
+                    format!("{} is unavailable: {failure}", route.upstream),
+                ));
+            }
+            let jitter = rand::random_range(0.5..1.5);
+            let wait = backoff.mul_f64(jitter);
+            if tokio::time::Instant::now() + wait >= deadline {
+                return Err(ApiError::unavailable(
+                    "UPSTREAM_UNAVAILABLE",
+                    format!("{} is unavailable: {failure}", route.upstream),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Logs a refused call and answers it with the refusal.
+    async fn refuse(
+        self: Arc<Self>,
+        mut call: CallRecord,
+        refusal: ApiError,
+    ) -> http::Response<GatewayBody> {
+        call.status_code = refusal.code() as i32;
+        call.reason = refusal.reason().to_string();
+        tracing::info!(
+            participant = %call.sender,
+            service = %call.service,
+            method = %call.method,
+            reason = %call.reason,
+            "call refused"
+        );
+        let position = if self.mode == PolicyMode::Full {
+            self.finish(&mut call).await.ok()
+        } else {
+            self.metrics.observe(&call, call.started.elapsed());
+            None
+        };
+        let status: tonic::Status = refusal.into();
+        let mut response = status.into_http::<GatewayBody>();
+        if let Some(position) = position {
+            insert_position(response.headers_mut(), &position);
+        }
+        response
+    }
+
+    /// Writes the entry for a finished call and waits until it is durable.
+    async fn finish(
+        &self,
+        call: &mut CallRecord,
+    ) -> Result<crate::message_log::LogPosition, ApiError> {
+        let duration = call.started.elapsed();
+        self.metrics.observe(call, duration);
+        if self.mode == PolicyMode::PassThrough {
+            return Err(ApiError::internal("no message log in pass-through mode"));
+        }
+        let record = LogRecord {
+            time_ms: self.clock.now_millis(),
+            message_id: call.message_id.clone(),
+            correlation_id: call.correlation_id.clone(),
+            sender: call.sender.clone(),
+            user_id: call.user_id.clone(),
+            service: call.service.clone(),
+            method: call.method.clone(),
+            purpose: call.purpose.clone(),
+            subject_iin: call.subject_iin.clone(),
+            request_hash: call.request_hash.unwrap_or([0; 32]),
+            response_hash: call.response_hash,
+            status_code: call.status_code,
+            reason: call.reason.clone(),
+            duration_us: i64::try_from(duration.as_micros()).unwrap_or(i64::MAX),
+            channel: Channel::Sync,
+            personal_data: call.personal_data,
+            request_body: call.request_body.take(),
+            response_body: call.response_body.take(),
+        };
+        self.message_log.append(record).await.map_err(|error| {
+            tracing::error!(error = %error, "message log append failed");
+            ApiError::unavailable(
+                "MESSAGE_LOG_UNAVAILABLE",
+                "the gateway could not record the call in its message log",
+            )
+        })
+    }
+}
+
+/// Whether `error` (or one of its causes) is an expired gRPC deadline.
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// How long the upstream gets: the route's timeout, or the caller's deadline when that is
+/// shorter, less a margin (5 %, between 5 and 50 ms) in which the gateway still answers
+/// `DEADLINE_EXCEEDED` and writes its log entry before the caller's deadline passes.
+fn upstream_timeout(caller_timeout: Option<Duration>, route_timeout: Duration) -> Duration {
+    match caller_timeout {
+        Some(caller) if caller <= route_timeout => {
+            let margin = (caller / 20).clamp(Duration::from_millis(5), Duration::from_millis(50));
+            caller.saturating_sub(margin).max(Duration::from_millis(1))
+        }
+        _ => route_timeout,
+    }
+}
+
+fn insert_position(headers: &mut HeaderMap, position: &crate::message_log::LogPosition) {
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("{}:{}", position.chain_id, position.sequence))
+    {
+        headers.insert(envelope::LOG_POSITION, value);
+    }
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    let (mut cloned, ()) = match builder.body(()) {
+        Ok(request) => request.into_parts(),
+        Err(_) => http::Request::new(()).into_parts(),
+    };
+    cloned.extensions = parts.extensions.clone();
+    cloned
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut hash = [0_u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
+}
+
+async fn collect_limited(body: GatewayBody, max_bytes: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, max_bytes);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            Code::ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+            format!("the request exceeds the route's limit of {max_bytes} bytes"),
+        )),
+        Err(error) => Err(ApiError::new(
+            Code::Cancelled,
+            "REQUEST_INTERRUPTED",
+            format!("the request body could not be read: {error}"),
+        )),
+    }
+}
+
+fn caller_participant(extensions: &http::Extensions) -> Result<String, ApiError> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certificates = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs());
+    let Some(certificates) = certificates else {
+        return Err(ApiError::unauthenticated(
+            "CLIENT_CERTIFICATE_REQUIRED",
+            "the gateway requires a client certificate (mutual TLS)",
+        ));
+    };
+    let Some(leaf) = certificates.first() else {
+        return Err(ApiError::unauthenticated(
+            "CLIENT_CERTIFICATE_REQUIRED",
+            "the gateway requires a client certificate (mutual TLS)",
+        ));
+    };
+    shlyuz_kit::pki::participant_id_from_cert(leaf.as_ref()).map_err(|error| {
+        ApiError::unauthenticated(
+            "UNKNOWN_PARTICIPANT",
+            format!("no participant id in the client certificate: {error}"),
+        )
+    })
+}
+
+fn peer_certificate_sha256(extensions: &http::Extensions) -> Option<[u8; 32]> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certificates = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certificates.first().map(|leaf| sha256(leaf.as_ref()))
+}
+
+/// What is known about a call, filled in as it progresses, then logged.
+#[derive(Debug, Clone)]
+pub(crate) struct CallRecord {
+    pub(crate) started: Instant,
+    pub(crate) sender: String,
+    pub(crate) service: String,
+    pub(crate) method: String,
+    pub(crate) message_id: String,
+    pub(crate) correlation_id: String,
+    pub(crate) user_id: String,
+    pub(crate) purpose: String,
+    pub(crate) subject_iin: String,
+    pub(crate) consent_id: String,
+    pub(crate) personal_data: bool,
+    pub(crate) request_hash: Option<[u8; 32]>,
+    pub(crate) response_hash: Option<[u8; 32]>,
+    pub(crate) request_body: Option<Vec<u8>>,
+    pub(crate) response_body: Option<Vec<u8>>,
+    pub(crate) status_code: i32,
+    pub(crate) reason: String,
+    pub(crate) attempts: u32,
+    pub(crate) replayed: bool,
+}
+
+impl Default for CallRecord {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            sender: String::new(),
+            service: String::new(),
+            method: String::new(),
+            message_id: String::new(),
+            correlation_id: String::new(),
+            user_id: String::new(),
+            purpose: String::new(),
+            subject_iin: String::new(),
+            consent_id: String::new(),
+            personal_data: false,
+            request_hash: None,
+            response_hash: None,
+            request_body: None,
+            response_body: None,
+            status_code: 0,
+            reason: String::new(),
+            attempts: 1,
+            replayed: false,
+        }
+    }
+}
+
+impl CallRecord {
+    fn copy_envelope(&mut self, envelope: &Envelope) {
+        self.message_id = envelope.message_id.clone();
+        self.correlation_id = envelope.correlation_id.clone();
+        self.user_id = envelope.user_id.clone();
+        self.purpose = envelope.purpose.clone();
+        self.subject_iin = envelope.subject_iin.clone();
+        self.consent_id = envelope.consent_id.clone();
+    }
+
+    /// Keeps what can be read of an invalid envelope, bounded, so the refusal's log entry says
+    /// what was attempted.
+    fn copy_raw_envelope(&mut self, headers: &HeaderMap) {
+        let read = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|text| text.chars().take(64).collect::<String>())
+                .unwrap_or_default()
+        };
+        self.message_id = read(envelope::MESSAGE_ID);
+        self.purpose = read(envelope::PURPOSE);
+        self.subject_iin = read(envelope::SUBJECT_IIN);
+        self.correlation_id = read(envelope::CORRELATION_ID);
+    }
+}
+
+/// Logs a streamed call once its body ends.
+struct CallFinisher {
+    channel: Arc<SyncChannel>,
+    call: CallRecord,
+}
+
+impl CallFinisher {
+    async fn finish(
+        mut self,
+        status_code: i32,
+        reason: String,
+        response_hash: Option<[u8; 32]>,
+    ) -> Result<String, ApiError> {
+        self.call.status_code = status_code;
+        self.call.reason = reason;
+        self.call.response_hash = response_hash;
+        let position = self.channel.finish(&mut self.call).await?;
+        Ok(format!("{}:{}", position.chain_id, position.sequence))
+    }
+}
+
+enum LoggedState {
+    Streaming,
+    Finishing(BoxFuture<'static, HeaderMap>),
+    Done,
+}
+
+/// Passes the response body through, hashing and counting it; at its end writes the log entry and
+/// only then releases the trailers (which carry the call's status) to the caller.
+struct LoggedBody {
+    inner: GatewayBody,
+    hasher: Option<PayloadHasher>,
+    body_copy: Option<Vec<u8>>,
+    max_bytes: u64,
+    finisher: Option<CallFinisher>,
+    state: LoggedState,
+}
+
+impl LoggedBody {
+    fn new(inner: GatewayBody, finisher: CallFinisher, max_bytes: u64) -> Self {
+        let store = finisher.channel.store_bodies;
+        Self {
+            inner,
+            hasher: Some(PayloadHasher::default()),
+            body_copy: store.then(Vec::new),
+            max_bytes,
+            finisher: Some(finisher),
+            state: LoggedState::Streaming,
+        }
+    }
+
+    fn start_finishing(&mut self, mut trailers: HeaderMap, reason: String) {
+        let status_code = tonic::Status::from_header_map(&trailers)
+            .map(|status| status.code() as i32)
+            .unwrap_or(Code::Unknown as i32);
+        let response_hash = self.hasher.take().and_then(PayloadHasher::finish);
+        let Some(mut finisher) = self.finisher.take() else {
+            self.state = LoggedState::Done;
+            return;
+        };
+        finisher.call.response_body = self.body_copy.take();
+        self.state = LoggedState::Finishing(Box::pin(async move {
+            match finisher.finish(status_code, reason, response_hash).await {
+                Ok(position) => {
+                    if let Ok(value) = HeaderValue::from_str(&position) {
+                        trailers.insert(envelope::LOG_POSITION, value);
+                    }
+                    trailers
+                }
+                Err(error) => {
+                    let status: tonic::Status = error.into();
+                    let mut failed = HeaderMap::new();
+                    let _ = status.add_header(&mut failed);
+                    failed
+                }
+            }
+        }));
+    }
+}
+
+fn status_trailers(code: Code, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    let _ = tonic::Status::new(code, message).add_header(&mut trailers);
+    trailers
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                LoggedState::Done => return Poll::Ready(None),
+                LoggedState::Finishing(pending) => {
+                    let trailers = futures::ready!(pending.as_mut().poll(context));
+                    this.state = LoggedState::Done;
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                LoggedState::Streaming => {}
+            }
+            let polled = futures::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(context));
+            match polled {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        if let Some(hasher) = this.hasher.as_mut() {
+                            hasher.update(data);
+                            if hasher.bytes() > this.max_bytes {
+                                let message = format!(
+                                    "the response exceeds the route's limit of {} bytes",
+                                    this.max_bytes
+                                );
+                                this.start_finishing(
+                                    status_trailers(Code::ResourceExhausted, &message),
+                                    "MESSAGE_TOO_LARGE".to_string(),
+                                );
+                                continue;
+                            }
+                        }
+                        if let Some(copy) = this.body_copy.as_mut() {
+                            copy.extend_from_slice(data);
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    match frame.into_trailers() {
+                        Ok(trailers) => {
+                            this.start_finishing(trailers, String::new());
+                        }
+                        Err(_unknown_frame) => continue,
+                    }
+                }
+                Some(Err(error)) => {
+                    let status = tonic::Status::from_error(error.into());
+                    this.start_finishing(
+                        status_trailers(
+                            Code::Unavailable,
+                            &format!("the upstream failed mid-call: {}", status.message()),
+                        ),
+                        "UPSTREAM_UNAVAILABLE".to_string(),
+                    );
+                }
+                None => {
+                    this.start_finishing(
+                        status_trailers(
+                            Code::Internal,
+                            "the upstream ended the call without a status",
+                        ),
+                        "UPSTREAM_PROTOCOL_ERROR".to_string(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // The caller went away before the end: the call still gets its log entry.
+        if let Some(finisher) = self.finisher.take() {
+            let response_hash = self.hasher.take().and_then(PayloadHasher::finish);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = finisher
+                        .finish(
+                            Code::Cancelled as i32,
+                            "CALLER_CANCELLED".to_string(),
+                            response_hash,
+                        )
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Channels to upstreams, one multiplexed HTTP/2 connection per upstream address.
+struct UpstreamPool {
+    tls: Option<TlsFiles>,
+    channels: RwLock<HashMap<String, tonic::transport::Channel>>,
+}
+
+impl UpstreamPool {
+    fn new(tls: Option<TlsFiles>) -> Self {
+        Self {
+            tls,
+            channels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn channel(
+        &self,
+        address: &str,
+        server_name: &str,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let key = format!("{address}|{server_name}");
+        if let Some(found) = self
+            .channels
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let settings = shlyuz_kit::client::ClientSettings {
+            address: address.to_string(),
+            tls: self.tls.clone(),
+            server_name: server_name.to_string(),
+            connect_timeout: Duration::from_secs(3),
+        };
+        let channel = shlyuz_kit::client::connect_lazy(&settings)?;
+        let mut channels = self
+            .channels
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(channels.entry(key).or_insert(channel).clone())
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(header_value)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, header_value);
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! A gateway in front of an echo upstream, on loopback with mutual TLS, for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::echo::Echo;
+use shlyuz_gateway::envelope::EnvelopeBuilder;
+use shlyuz_gateway::{Gateway, GatewayParts};
+use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::db::Database;
+use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
+use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_proto::echo::v1::EchoRequest;
+use shlyuz_proto::echo::v1::echo_service_client::EchoServiceClient;
+use shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient;
+use shlyuz_proto::gateway::v1::{GetEntryRequest, ListEntriesRequest, LogEntry};
+use tonic::transport::Channel;
+
+/// A valid IIN used as the subject of personal-data calls.
+pub const SUBJECT: &str = "900101300017";
+
+pub const PARTICIPANTS: [&str; 7] = [
+    "gateway",
+    "registry",
+    "jauynger-portal",
+    "sdu",
+    "ops",
+    "intake",
+    "sdu-limited",
+];
+
+pub struct Harness {
+    pub directory_dir: tempfile::TempDir,
+    pub pki: DevPki,
+    pub gateway_address: SocketAddr,
+    pub echo: Echo,
+    pub consents: Arc<InMemoryConsents>,
+    pub gateway: Gateway,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    test_database: Option<TestDatabase>,
+}
+
+fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
+    let files = pki
+        .participant(participant)
+        .expect("participant in the PKI");
+    TlsFiles {
+        ca_cert: pki.ca_cert_path().to_path_buf(),
+        cert: files.tls_cert.clone(),
+        key: files.tls_key.clone(),
+    }
+}
+
+fn settings(name: &str, transport: Transport) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        transport,
+        readiness_grace: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+        max_connection_age: None,
+    }
+}
+
+fn directory_toml(
+    pki: &DevPki,
+    echo_address: SocketAddr,
+    dead_address: SocketAddr,
+    extra: &str,
+) -> String {
+    let mut text = String::from(
+        "[settings]\nmax_request_bytes = 65536\nmax_response_bytes = 65536\ndefault_timeout_ms = 2000\nreplay_window_secs = 300\n\n",
+    );
+    for participant in PARTICIPANTS {
+        let files = pki.participant(participant).expect("participant");
+        text.push_str(&format!(
+            "[[participants]]\nid = \"{participant}\"\nname = \"{participant} system\"\nsigning_public_key = \"{}\"\n",
+            files.signing_public_key.display()
+        ));
+        if participant == "sdu-limited" {
+            text.push_str("quota = { rate_per_second = 0.001, burst = 2 }\n");
+        }
+        text.push('\n');
+    }
+    for purpose in ["MILITARY_RECRUITMENT", "HOUSING_ALLOCATION", "OPERATIONS"] {
+        text.push_str(&format!(
+            "[[purposes]]\ncode = \"{purpose}\"\ndescription = \"{purpose}\"\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        r#"[[services]]
+name = "shlyuz.echo.v1.EchoService"
+upstream = "{echo_address}"
+upstream_server_name = "registry"
+timeout_ms = 2000
+personal_data = true
+idempotent_methods = ["Echo"]
+client_streaming_methods = ["EchoClientStream", "EchoBidiStream"]
+methods = ["Echo", "EchoServerStream", "EchoClientStream", "EchoBidiStream"]
+breaker = {{ failure_threshold = 10, open_ms = 5000 }}
+retry = {{ max_attempts = 3, initial_backoff_ms = 10 }}
+
+[[services]]
+name = "shlyuz.echo.v1.DeadService"
+upstream = "{dead_address}"
+upstream_server_name = "registry"
+timeout_ms = 1000
+personal_data = false
+breaker = {{ failure_threshold = 3, open_ms = 60000 }}
+retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
+
+[[services]]
+name = "shlyuz.gateway.v1.MessageLogService"
+upstream = "local"
+personal_data = false
+
+[[rules]]
+participant = "jauynger-portal"
+service = "shlyuz.echo.v1.EchoService"
+methods = ["Echo"]
+purposes = ["MILITARY_RECRUITMENT"]
+
+[[rules]]
+participant = "intake"
+service = "shlyuz.echo.v1.EchoService"
+methods = ["Echo"]
+purposes = ["MILITARY_RECRUITMENT"]
+consent_required = true
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.echo.v1.EchoService"
+methods = ["*"]
+purposes = ["OPERATIONS"]
+
+[[rules]]
+participant = "sdu-limited"
+service = "shlyuz.echo.v1.EchoService"
+methods = ["Echo"]
+purposes = ["OPERATIONS"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.echo.v1.DeadService"
+methods = ["*"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.MessageLogService"
+methods = ["*"]
+
+"#
+    ));
+    text.push_str(extra);
+    text
+}
+
+impl Harness {
+    pub async fn start_sqlite(extra_directory: &str) -> Harness {
+        let test_database = TestDatabase::sqlite().await;
+        let database = test_database.database().clone();
+        let mut harness = Self::start(database, extra_directory).await;
+        harness.test_database = Some(test_database);
+        harness
+    }
+
+    pub async fn start(database: Database, extra_directory: &str) -> Harness {
+        shlyuz_kit::install_crypto_provider();
+        let directory_dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::ensure(&directory_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        let metrics = MetricsRegistry::default();
+        let (trigger, signal) = shutdown_channel();
+
+        let echo = Echo::default();
+        let echo_server = GrpcServer::bind(
+            settings("echo", Transport::MutualTls(tls_files(&pki, "registry"))),
+            &metrics,
+        )
+        .await
+        .expect("bind echo");
+        let echo_address = echo_server.local_addr().expect("echo address");
+        let echo_routes = tonic::service::Routes::new(echo.clone().into_server());
+        let mut tasks = vec![tokio::spawn(echo_server.serve(echo_routes, signal.clone()))];
+
+        // A port that was bound and released: nothing listens there.
+        let dead_address = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address")
+        };
+
+        let directory_path = directory_dir.path().join("gateway-directory.toml");
+        std::fs::write(
+            &directory_path,
+            directory_toml(&pki, echo_address, dead_address, extra_directory),
+        )
+        .expect("write directory");
+
+        let database_for_gateway = database.clone();
+        database_for_gateway
+            .migrate(&shlyuz_gateway::MIGRATIONS)
+            .await
+            .expect("gateway migrations");
+        let consents = Arc::new(InMemoryConsents::default());
+        let gateway_files = pki.participant("gateway").expect("gateway files");
+        let signing_key =
+            SigningKey::from_pem_file(&gateway_files.signing_key).expect("gateway signing key");
+        let gateway = Gateway::start(GatewayParts {
+            database: database_for_gateway,
+            directory_file: directory_path.clone(),
+            targets: shlyuz_gateway::directory::TargetResolver::none(),
+            signing_key: Arc::new(signing_key),
+            consent: consents.clone(),
+            upstream_tls: Some(tls_files(&pki, "gateway")),
+            metrics: metrics.clone(),
+            clock: shlyuz_kit::clock::system_clock(),
+            settings: shlyuz_gateway::GatewaySettings::default(),
+            shutdown: signal.clone(),
+        })
+        .await
+        .expect("start gateway");
+        let gateway_server = GrpcServer::bind(
+            settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
+            &metrics,
+        )
+        .await
+        .expect("bind gateway");
+        let gateway_address = gateway_server.local_addr().expect("gateway address");
+        tasks.push(tokio::spawn(gateway_server.serve(gateway.routes(), signal)));
+
+        Harness {
+            directory_dir,
+            pki,
+            gateway_address,
+            echo,
+            consents,
+            gateway,
+            trigger,
+            tasks,
+            test_database: None,
+        }
+    }
+
+    pub async fn channel(&self, participant: &str) -> Channel {
+        let settings = ClientSettings {
+            address: self.gateway_address.to_string(),
+            tls: Some(tls_files(&self.pki, participant)),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        connect(&settings).await.expect("connect to the gateway")
+    }
+
+    pub async fn echo_client(&self, participant: &str) -> EchoServiceClient<Channel> {
+        EchoServiceClient::new(self.channel(participant).await)
+    }
+
+    pub async fn raw_client(&self, participant: &str) -> RawClient {
+        RawClient {
+            grpc: tonic::client::Grpc::new(self.channel(participant).await),
+        }
+    }
+
+    pub async fn dead_route_client(&self, participant: &str) -> RawClient {
+        self.raw_client(participant).await
+    }
+
+    pub fn personal_envelope(&self) -> EnvelopeBuilder {
+        EnvelopeBuilder {
+            purpose: "MILITARY_RECRUITMENT".to_string(),
+            subject_iin: SUBJECT.to_string(),
+            ..EnvelopeBuilder::default()
+        }
+    }
+
+    pub fn envelope(&self, purpose: &str) -> EnvelopeBuilder {
+        EnvelopeBuilder {
+            purpose: purpose.to_string(),
+            subject_iin: SUBJECT.to_string(),
+            ..EnvelopeBuilder::default()
+        }
+    }
+
+    pub fn signing_key(&self, participant: &str) -> SigningKey {
+        let files = self.pki.participant(participant).expect("participant");
+        SigningKey::from_pem_file(&files.signing_key).expect("signing key")
+    }
+
+    pub fn expired_leaf(&self, participant: &str) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        self.pki
+            .issue_leaf(
+                participant,
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            )
+            .expect("expired leaf")
+    }
+
+    pub async fn call_with_identity(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+        let cert_path: PathBuf = self
+            .directory_dir
+            .path()
+            .join(format!("{}.pem", uuid::Uuid::new_v4()));
+        let key_path = cert_path.with_extension("key");
+        std::fs::write(&cert_path, cert_pem)?;
+        std::fs::write(&key_path, key_pem)?;
+        let settings = ClientSettings {
+            address: self.gateway_address.to_string(),
+            tls: Some(TlsFiles {
+                ca_cert: self.pki.ca_cert_path().to_path_buf(),
+                cert: cert_path,
+                key: key_path,
+            }),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let channel = connect(&settings).await?;
+        let request = signed(
+            self,
+            "jauynger-portal",
+            "/shlyuz.echo.v1.EchoService/Echo",
+            &self.personal_envelope(),
+            echo_request("x"),
+        );
+        EchoServiceClient::new(channel).echo(request).await?;
+        Ok(())
+    }
+
+    pub async fn log_entry(&self, sender: &str, message_id: &str) -> LogEntry {
+        let mut client = MessageLogServiceClient::new(self.channel("ops").await);
+        client
+            .get_entry(GetEntryRequest {
+                message_id: message_id.to_string(),
+                sender: sender.to_string(),
+            })
+            .await
+            .expect("get entry")
+            .into_inner()
+            .entry
+            .expect("entry")
+    }
+
+    pub async fn log_entries_for_message(&self, sender: &str, message_id: &str) -> Vec<LogEntry> {
+        let mut client = MessageLogServiceClient::new(self.channel("ops").await);
+        let mut found = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_entries(ListEntriesRequest {
+                    sender: sender.to_string(),
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    ..ListEntriesRequest::default()
+                })
+                .await
+                .expect("list entries")
+                .into_inner();
+            found.extend(
+                page.entries
+                    .into_iter()
+                    .filter(|entry| entry.message_id == message_id),
+            );
+            if page.next_page_token.is_empty() {
+                return found;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.trigger.trigger();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.gateway.shutdown().await;
+        if let Some(test_database) = self.test_database.take() {
+            test_database.cleanup().await;
+        }
+    }
+}
+
+/// A request signed by `participant` for `path`.
+pub fn signed<M: prost::Message>(
+    harness: &Harness,
+    participant: &str,
+    path: &str,
+    builder: &EnvelopeBuilder,
+    message: M,
+) -> tonic::Request<M> {
+    let encoded = message.encode_to_vec();
+    let pairs = builder.sign(&harness.signing_key(participant), path, Some(&encoded));
+    let mut request = tonic::Request::new(message);
+    for (name, value) in pairs {
+        request.metadata_mut().insert(
+            name,
+            tonic::metadata::MetadataValue::try_from(value.as_str()).expect("metadata"),
+        );
+    }
+    request
+}
+
+/// A client-streaming request whose envelope is signed without a body hash.
+pub fn signed_streaming<S>(
+    harness: &Harness,
+    participant: &str,
+    path: &str,
+    stream: S,
+) -> tonic::Request<S> {
+    let builder = harness.envelope("OPERATIONS");
+    let pairs = builder.sign(&harness.signing_key(participant), path, None);
+    let mut request = tonic::Request::new(stream);
+    for (name, value) in pairs {
+        request.metadata_mut().insert(
+            name,
+            tonic::metadata::MetadataValue::try_from(value.as_str()).expect("metadata"),
+        );
+    }
+    request
+}
+
+pub fn echo_request(payload: &str) -> EchoRequest {
+    EchoRequest {
+        payload: payload.to_string(),
+        fail_with_code: 0,
+        delay_ms: 0,
+    }
+}
+
+/// Calls arbitrary paths with an `EchoRequest` body.
+pub struct RawClient {
+    grpc: tonic::client::Grpc<Channel>,
+}
+
+impl RawClient {
+    pub async fn unary(
+        &mut self,
+        path: &str,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<shlyuz_proto::echo::v1::EchoResponse>, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let path = http::uri::PathAndQuery::from_str(path)
+            .map_err(|error| tonic::Status::internal(error.to_string()))?;
+        self.grpc
+            .unary(request, path, tonic_prost::ProstCodec::default())
+            .await
+    }
+}
