@@ -47,7 +47,7 @@ pub struct Envelope {
     pub user_id: String,
     /// Empty when absent.
     pub purpose: String,
-    /// Empty when absent; otherwise a valid IIN.
+    /// Empty when absent; otherwise one valid IIN, or several separated by commas (batch calls).
     pub subject_iin: String,
     /// Empty when absent.
     pub consent_id: String,
@@ -84,6 +84,31 @@ fn violation(field: &str, description: &str) -> FieldViolation {
 fn is_token(text: &str, extra: &[char]) -> bool {
     text.chars()
         .all(|character| character.is_ascii_alphanumeric() || extra.contains(&character))
+}
+
+/// Most subjects one call may name: batch look-ups (e.g. a register review) name every person
+/// they ask about, comma-separated, and each gets its own subject-access-log row.
+pub const MAX_SUBJECTS: usize = 500;
+
+/// What is wrong with an `x-shlyuz-subject-iin` value, `None` when it is empty or a list of 1 to
+/// [`MAX_SUBJECTS`] valid IINs separated by commas.
+fn subject_list_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let mut count = 0;
+    for (index, part) in value.split(',').enumerate() {
+        count += 1;
+        if let Err(error) = Iin::parse(part) {
+            return Some(if index == 0 && !value.contains(',') {
+                error.to_string()
+            } else {
+                format!("IIN number {} of the list: {error}", index + 1)
+            });
+        }
+    }
+    (count > MAX_SUBJECTS)
+        .then(|| format!("names {count} subjects; at most {MAX_SUBJECTS} are allowed"))
 }
 
 /// Reads and validates the envelope; every problem is reported at once as `INVALID_ARGUMENT`
@@ -144,10 +169,8 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
     let subject_iin = header_text(headers, SUBJECT_IIN, &mut violations)
         .unwrap_or_default()
         .to_string();
-    if !subject_iin.is_empty()
-        && let Err(error) = Iin::parse(&subject_iin)
-    {
-        violations.push(violation(SUBJECT_IIN, &error.to_string()));
+    if let Some(problem) = subject_list_problem(&subject_iin) {
+        violations.push(violation(SUBJECT_IIN, &problem));
     }
 
     let consent_id = header_text(headers, CONSENT_ID, &mut violations)

@@ -146,6 +146,9 @@ impl SyncChannel {
             method,
             ..CallRecord::default()
         };
+        // What the caller claims, until the envelope is validated: a call refused before that
+        // (unknown participant, no route) is still logged under the message id it was sent with.
+        call.copy_raw_envelope(request.headers());
         let parent_context = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(request.headers()))
         });

@@ -634,3 +634,195 @@ async fn consent_is_checked_when_the_rule_requires_it() {
     assert_eq!(harness.echo.received(), 1);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_an_unregistered_participant_is_refused_and_logged() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client(harness::STRANGER).await;
+    let builder = harness.personal_envelope();
+    let request = signed(
+        &harness,
+        harness::STRANGER,
+        ECHO,
+        &builder,
+        echo_request("x"),
+    );
+    assert_refused(
+        client.echo(request).await,
+        Code::Unauthenticated,
+        "UNKNOWN_PARTICIPANT",
+    );
+    assert_eq!(harness.echo.received(), 0);
+    let entry = harness
+        .log_entry(harness::STRANGER, &builder.message_id)
+        .await;
+    assert_eq!(entry.reason, "UNKNOWN_PARTICIPANT");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_is_cut_off_with_resource_exhausted() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("ops").await;
+    // Ten answers of 10 KB each against the route's 64 KiB response limit.
+    let request = signed(
+        &harness,
+        "ops",
+        "/shlyuz.echo.v1.EchoService/EchoServerStream",
+        &harness.envelope("OPERATIONS"),
+        EchoServerStreamRequest {
+            payload: "ж".repeat(5_000),
+            repeat: 10,
+        },
+    );
+    let mut answers = client
+        .echo_server_stream(request)
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    let mut received = 0;
+    let status = loop {
+        match answers.next().await {
+            Some(Ok(_)) => received += 1,
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without the size refusal after {received} answers"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(received < 10, "the caller got {received} answers");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_not_marked_idempotent_is_never_retried() {
+    let harness = Harness::start_sqlite_with("", false).await;
+    let mut client = harness.echo_client("ops").await;
+    let mut unavailable = echo_request("x");
+    unavailable.fail_with_code = Code::Unavailable as i32;
+    let request = signed(
+        &harness,
+        "ops",
+        ECHO,
+        &harness.envelope("OPERATIONS"),
+        unavailable,
+    );
+    let status = client.echo(request).await.expect_err("unavailable");
+    assert_eq!(summarize_status(&status).reason, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(harness.echo.received(), 1, "one attempt only");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_reaches_the_upstream_and_calls_are_counted() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("jauynger-portal").await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = signed(
+        &harness,
+        "jauynger-portal",
+        ECHO,
+        &harness.personal_envelope(),
+        echo_request("x"),
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("metadata"),
+    );
+    let answer = client.echo(request).await.expect("call").into_inner();
+    let traceparent = answer
+        .metadata
+        .get("traceparent")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        traceparent.contains(trace_id),
+        "upstream saw traceparent {traceparent:?}"
+    );
+
+    let exposition = harness.metrics.encode();
+    let counted = exposition.lines().any(|line| {
+        line.starts_with("shlyuz_gateway_calls_total{")
+            && line.contains("participant=\"jauynger-portal\"")
+            && line.contains("method=\"Echo\"")
+            && line.contains("code=\"Ok\"")
+    });
+    assert!(counted, "{exposition}");
+    assert!(exposition.contains("shlyuz_gateway_call_duration_seconds_bucket"));
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_call_names_every_subject_in_the_access_log() {
+    let harness = Harness::start_sqlite(
+        r#"
+[[services]]
+name = "shlyuz.gateway.v1.AccessLogService"
+upstream = "local"
+personal_data = true
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.AccessLogService"
+methods = ["*"]
+purposes = ["OPERATIONS"]
+"#,
+    )
+    .await;
+    let other = "850315400025";
+    let batch = EnvelopeBuilder {
+        purpose: "OPERATIONS".to_string(),
+        subject_iin: format!("{},{other}", harness::SUBJECT),
+        ..EnvelopeBuilder::default()
+    };
+    let mut client = harness.echo_client("ops").await;
+    client
+        .echo(signed(&harness, "ops", ECHO, &batch, echo_request("batch")))
+        .await
+        .expect("batch call");
+
+    let too_many = EnvelopeBuilder {
+        subject_iin: vec![harness::SUBJECT; envelope::MAX_SUBJECTS + 1].join(","),
+        ..batch.clone()
+    };
+    let status = client
+        .echo(signed(&harness, "ops", ECHO, &too_many, echo_request("x")))
+        .await
+        .expect_err("too many subjects");
+    assert_eq!(
+        summarize_status(&status).fields,
+        vec![envelope::SUBJECT_IIN.to_string()]
+    );
+
+    let mut access_log =
+        shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient::new(
+            harness.channel("ops").await,
+        );
+    let lookup = EnvelopeBuilder {
+        purpose: "OPERATIONS".to_string(),
+        subject_iin: other.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    let request = signed(
+        &harness,
+        "ops",
+        "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess",
+        &lookup,
+        shlyuz_proto::gateway::v1::ListSubjectAccessRequest {
+            subject_iin: other.to_string(),
+            ..Default::default()
+        },
+    );
+    let accesses = access_log
+        .list_subject_access(request)
+        .await
+        .expect("access log")
+        .into_inner()
+        .accesses;
+    assert_eq!(accesses.len(), 1, "{accesses:?}");
+    assert_eq!(accesses[0].participant_id, "ops");
+    assert_eq!(accesses[0].method, "Echo");
+    assert_eq!(accesses[0].message_id, batch.message_id);
+    harness.stop().await;
+}

@@ -50,8 +50,8 @@ CREATE TABLE message_log_checkpoints (
     PRIMARY KEY (chain_id, sequence)
 );
 
--- One row per message-log entry about a subject's personal data, written in the same transaction
--- as the entry; (chain_id, sequence) names that entry.
+-- One row per subject named by a message-log entry about personal data (a batch call names
+-- several), written in the same transaction as the entry; (chain_id, sequence) names that entry.
 CREATE TABLE subject_access (
     chain_id TEXT NOT NULL,
     sequence BIGINT NOT NULL,
@@ -64,7 +64,7 @@ CREATE TABLE subject_access (
     purpose TEXT NOT NULL,
     message_id TEXT NOT NULL,
     status_code BIGINT NOT NULL,
-    PRIMARY KEY (chain_id, sequence)
+    PRIMARY KEY (chain_id, sequence, subject_iin)
 );
 
 -- ListSubjectAccess: one subject, newest first.

@@ -228,9 +228,20 @@ impl StoredEntry {
         }
     }
 
-    /// Whether this entry also has a row in the subject access log.
-    pub fn is_subject_access(&self) -> bool {
-        self.personal_data && !self.subject_iin.is_empty()
+    /// The subjects this entry adds to the subject access log: every IIN the call named (a
+    /// batch call names several, comma-separated), none when the service holds no personal data.
+    pub fn accessed_subjects(&self) -> Vec<&str> {
+        if !self.personal_data || self.subject_iin.is_empty() {
+            return Vec::new();
+        }
+        let mut subjects: Vec<&str> = self
+            .subject_iin
+            .split(',')
+            .filter(|iin| !iin.is_empty())
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        subjects
     }
 
     /// The canonical encoding of every field except the hash links: the format tag, then each

@@ -36,10 +36,17 @@ pub fn message_log_server(
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
 ) -> MessageLogServiceServer<MessageLogApi> {
-    MessageLogServiceServer::new(MessageLogApi {
-        database,
-        trusted_keys,
-    })
+    MessageLogServiceServer::new(MessageLogApi::new(database, trusted_keys))
+}
+
+impl MessageLogApi {
+    /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures.
+    pub fn new(database: Database, trusted_keys: Vec<VerifyingKey>) -> Self {
+        Self {
+            database,
+            trusted_keys,
+        }
+    }
 }
 
 /// The subject access log API.
@@ -50,7 +57,14 @@ pub struct AccessLogApi {
 
 /// The tonic server of the subject access log API.
 pub fn access_log_server(database: Database) -> AccessLogServiceServer<AccessLogApi> {
-    AccessLogServiceServer::new(AccessLogApi { database })
+    AccessLogServiceServer::new(AccessLogApi::new(database))
+}
+
+impl AccessLogApi {
+    /// The API over the subject access log in `database`.
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
 }
 
 fn entry_message(entry: StoredEntry) -> LogEntry {
@@ -221,8 +235,28 @@ impl AccessLogService for AccessLogApi {
         &self,
         request: Request<ListSubjectAccessRequest>,
     ) -> Result<Response<ListSubjectAccessResponse>, Status> {
+        let envelope_subjects = request
+            .metadata()
+            .get(crate::envelope::SUBJECT_IIN)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let message = request.into_inner();
         let subject = parse_iin_field("subject_iin", &message.subject_iin)?;
+        // Whose access log is read is itself personal data: only the subject the call names.
+        if !envelope_subjects
+            .split(',')
+            .any(|named| named == subject.as_str())
+        {
+            return Err(ApiError::permission_denied(
+                "SUBJECT_MISMATCH",
+                format!(
+                    "the envelope's {} does not name {subject}",
+                    crate::envelope::SUBJECT_IIN
+                ),
+            )
+            .into());
+        }
         let limit = page_size(message.page_size)?;
         let scope = format!("subject-access/{subject}");
         let cursor = decode_cursor(&message.page_token, &scope)?;

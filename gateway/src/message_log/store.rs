@@ -228,9 +228,14 @@ pub async fn write_batch(
             .execute(&mut *transaction)
             .await?;
     }
-    let accesses: Vec<&StoredEntry> = entries
+    let accesses: Vec<(&StoredEntry, &str)> = entries
         .iter()
-        .filter(|entry| entry.is_subject_access())
+        .flat_map(|entry| {
+            entry
+                .accessed_subjects()
+                .into_iter()
+                .map(move |subject| (entry, subject))
+        })
         .collect();
     for chunk in accesses.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -239,11 +244,11 @@ pub async fn write_batch(
             values_clause(chunk.len(), SUBJECT_ACCESS_COLUMNS.len())
         );
         let mut arguments = AnyArguments::default();
-        for entry in chunk {
+        for (entry, subject) in chunk {
             bind(&mut arguments, entry.chain_id.clone())?;
             bind(&mut arguments, entry.sequence)?;
             bind(&mut arguments, entry.time_ms)?;
-            bind(&mut arguments, entry.subject_iin.clone())?;
+            bind(&mut arguments, subject.to_string())?;
             bind(&mut arguments, entry.sender.clone())?;
             bind(&mut arguments, entry.user_id.clone())?;
             bind(&mut arguments, entry.service.clone())?;

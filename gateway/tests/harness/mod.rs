@@ -38,7 +38,11 @@ pub const PARTICIPANTS: [&str; 7] = [
     "sdu-limited",
 ];
 
+/// Has a certificate from the gateway's CA but is not registered in the directory.
+pub const STRANGER: &str = "stranger";
+
 pub struct Harness {
+    pub metrics: MetricsRegistry,
     pub directory_dir: tempfile::TempDir,
     pub pki: DevPki,
     pub gateway_address: SocketAddr,
@@ -77,7 +81,9 @@ fn directory_toml(
     echo_address: SocketAddr,
     dead_address: SocketAddr,
     extra: &str,
+    echo_idempotent: bool,
 ) -> String {
+    let echo_idempotent = if echo_idempotent { "\"Echo\"" } else { "" };
     let mut text = String::from(
         "[settings]\nmax_request_bytes = 65536\nmax_response_bytes = 65536\ndefault_timeout_ms = 2000\nreplay_window_secs = 300\n\n",
     );
@@ -104,7 +110,7 @@ upstream = "{echo_address}"
 upstream_server_name = "registry"
 timeout_ms = 2000
 personal_data = true
-idempotent_methods = ["Echo"]
+idempotent_methods = [{echo_idempotent}]
 client_streaming_methods = ["EchoClientStream", "EchoBidiStream"]
 methods = ["Echo", "EchoServerStream", "EchoClientStream", "EchoBidiStream"]
 breaker = {{ failure_threshold = 10, open_ms = 5000 }}
@@ -167,17 +173,33 @@ methods = ["*"]
 
 impl Harness {
     pub async fn start_sqlite(extra_directory: &str) -> Harness {
+        Self::start_sqlite_with(extra_directory, true).await
+    }
+
+    /// Like [`Harness::start_sqlite`]; `echo_idempotent` says whether `Echo` may be retried.
+    pub async fn start_sqlite_with(extra_directory: &str, echo_idempotent: bool) -> Harness {
         let test_database = TestDatabase::sqlite().await;
         let database = test_database.database().clone();
-        let mut harness = Self::start(database, extra_directory).await;
+        let mut harness = Self::start_with(database, extra_directory, echo_idempotent).await;
         harness.test_database = Some(test_database);
         harness
     }
 
     pub async fn start(database: Database, extra_directory: &str) -> Harness {
+        Self::start_with(database, extra_directory, true).await
+    }
+
+    pub async fn start_with(
+        database: Database,
+        extra_directory: &str,
+        echo_idempotent: bool,
+    ) -> Harness {
         shlyuz_kit::install_crypto_provider();
         let directory_dir = tempfile::tempdir().expect("temp dir");
-        let pki = DevPki::ensure(&directory_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        let mut pki_participants = PARTICIPANTS.to_vec();
+        pki_participants.push(STRANGER);
+        let pki =
+            DevPki::ensure(&directory_dir.path().join("pki"), &pki_participants).expect("pki");
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
@@ -201,7 +223,13 @@ impl Harness {
         let directory_path = directory_dir.path().join("gateway-directory.toml");
         std::fs::write(
             &directory_path,
-            directory_toml(&pki, echo_address, dead_address, extra_directory),
+            directory_toml(
+                &pki,
+                echo_address,
+                dead_address,
+                extra_directory,
+                echo_idempotent,
+            ),
         )
         .expect("write directory");
 
@@ -238,6 +266,7 @@ impl Harness {
         tasks.push(tokio::spawn(gateway_server.serve(gateway.routes(), signal)));
 
         Harness {
+            metrics,
             directory_dir,
             pki,
             gateway_address,

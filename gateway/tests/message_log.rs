@@ -1,0 +1,549 @@
+//! The message log against both storage backends: group-committed appends form one intact chain
+//! with signed checkpoints; edits, deletions and forged checkpoints are found by verification;
+//! listing pages and filters; the subject access log; data minimisation of bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_gateway::message_log::{
+    AccessLogApi, Channel, LogRecord, MessageLog, MessageLogApi, MessageLogError, MessageLogOptions,
+};
+use shlyuz_kit::db::Database;
+use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_proto::gateway::v1::access_log_service_server::AccessLogService;
+use shlyuz_proto::gateway::v1::message_log_service_server::MessageLogService;
+use shlyuz_proto::gateway::v1::{
+    GetEntryRequest, ListEntriesRequest, ListSubjectAccessRequest, VerifyChainRequest,
+    VerifyChainResponse,
+};
+use tonic::Code;
+
+const SUBJECT: &str = "900101300017";
+const OTHER_SUBJECT: &str = "850315400025";
+
+struct Keys {
+    _directory: tempfile::TempDir,
+    gateway: Arc<SigningKey>,
+    stranger: Arc<SigningKey>,
+}
+
+fn keys() -> Keys {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let pki = DevPki::ensure(directory.path(), &["gateway", "stranger"]).expect("pki");
+    let load = |participant: &str| {
+        let files = pki.participant(participant).expect("participant");
+        Arc::new(SigningKey::from_pem_file(&files.signing_key).expect("signing key"))
+    };
+    Keys {
+        gateway: load("gateway"),
+        stranger: load("stranger"),
+        _directory: directory,
+    }
+}
+
+fn record(number: usize) -> LogRecord {
+    LogRecord {
+        time_ms: 1_700_000_000_000 + number as i64,
+        message_id: uuid::Uuid::now_v7().to_string(),
+        correlation_id: format!("case-{}", number % 3),
+        sender: if number.is_multiple_of(2) { "intake" } else { "housing" }.to_string(),
+        user_id: String::new(),
+        service: "shlyuz.registry.v1.PersonRegistryService".to_string(),
+        method: "GetPerson".to_string(),
+        purpose: "MILITARY_RECRUITMENT".to_string(),
+        subject_iin: SUBJECT.to_string(),
+        request_hash: [number as u8; 32],
+        response_hash: Some([1; 32]),
+        status_code: 0,
+        reason: String::new(),
+        duration_us: 150,
+        channel: Channel::Sync,
+        personal_data: true,
+        request_body: Some(vec![1, 2, 3]),
+        response_body: Some(vec![4, 5]),
+    }
+}
+
+async fn start_log(
+    database: &Database,
+    key: Arc<SigningKey>,
+    options: MessageLogOptions,
+) -> MessageLog {
+    database
+        .migrate(&shlyuz_gateway::MIGRATIONS)
+        .await
+        .expect("migrations");
+    MessageLog::start(
+        database.clone(),
+        key,
+        options,
+        &MetricsRegistry::default(),
+        shlyuz_kit::clock::system_clock(),
+    )
+    .await
+    .expect("message log")
+}
+
+async fn verify(api: &MessageLogApi) -> VerifyChainResponse {
+    api.verify_chain(tonic::Request::new(VerifyChainRequest::default()))
+        .await
+        .expect("verify")
+        .into_inner()
+}
+
+async fn execute(database: &Database, sql: &str) {
+    sqlx::query(sql).execute(database.pool()).await.expect(sql);
+}
+
+shlyuz_kit::storage_test!(
+    concurrent_appends_form_one_intact_signed_chain,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 64,
+            checkpoint_every_entries: 50,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        let mut tasks = Vec::new();
+        for number in 0..300 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(
+                async move { log.append(record(number)).await },
+            ));
+        }
+        let mut sequences = Vec::new();
+        for task in tasks {
+            let position = task.await.expect("task").expect("append");
+            assert_eq!(position.chain_id, log.chain_id());
+            sequences.push(position.sequence);
+        }
+        sequences.sort_unstable();
+        assert_eq!(
+            sequences,
+            (1..=300).collect::<Vec<i64>>(),
+            "every entry has its own place"
+        );
+        log.shutdown().await;
+        assert_eq!(log.append(record(0)).await, Err(MessageLogError::Closed));
+
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        assert_eq!(report.chains.len(), 1);
+        assert_eq!(report.chains[0].entries, 300);
+        // A checkpoint closes the first batch that reaches 50 entries since the last one (so at most
+        // 50 + 63 entries apart), and shutdown signs the head.
+        assert!(report.chains[0].checkpoints > 300 / (50 + 63), "{report:?}");
+
+        // The same chain checked against a key that is not the gateway's fails at its first checkpoint.
+        let stranger_api =
+            MessageLogApi::new(database.clone(), vec![keys.stranger.verifying_key()]);
+        let report = verify(&stranger_api).await;
+        assert!(!report.intact);
+        assert!(
+            report.chains[0].problem.contains("not a gateway key"),
+            "{report:?}"
+        );
+    }
+);
+
+shlyuz_kit::storage_test!(
+    tampering_is_found_at_the_first_broken_entry,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            checkpoint_every_entries: 5,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        for number in 0..12 {
+            log.append(record(number)).await.expect("append");
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        assert!(verify(&api).await.intact);
+
+        // An edited field.
+        execute(
+            &database,
+            "UPDATE message_log_entries SET purpose = 'OPERATIONS' WHERE sequence = 4",
+        )
+        .await;
+        let report = verify(&api).await;
+        assert!(!report.intact);
+        assert_eq!(report.chains[0].first_broken_sequence, 4);
+        assert_eq!(
+            report.chains[0].entries, 3,
+            "entries before the break were checked"
+        );
+        execute(
+            &database,
+            "UPDATE message_log_entries SET purpose = 'MILITARY_RECRUITMENT' WHERE sequence = 4",
+        )
+        .await;
+        assert!(
+            verify(&api).await.intact,
+            "restoring the field restores the chain"
+        );
+
+        // A forged checkpoint signature.
+        execute(
+            &database,
+            "UPDATE message_log_checkpoints SET time_ms = time_ms + 1 WHERE sequence = 5",
+        )
+        .await;
+        let report = verify(&api).await;
+        assert_eq!(report.chains[0].first_broken_sequence, 5, "{report:?}");
+        assert!(
+            report.chains[0].problem.contains("invalid signature"),
+            "{report:?}"
+        );
+        execute(
+            &database,
+            "UPDATE message_log_checkpoints SET time_ms = time_ms - 1 WHERE sequence = 5",
+        )
+        .await;
+
+        // The tail cut off after a checkpoint (the final checkpoint signs entry 12).
+        execute(
+            &database,
+            "DELETE FROM message_log_entries WHERE sequence >= 11",
+        )
+        .await;
+        let report = verify(&api).await;
+        assert!(!report.intact);
+        assert!(
+            report.chains[0].problem.contains("entries were removed"),
+            "{report:?}"
+        );
+
+        // An entry removed from the middle.
+        execute(
+            &database,
+            "DELETE FROM message_log_entries WHERE sequence = 7",
+        )
+        .await;
+        let report = verify(&api).await;
+        assert_eq!(report.chains[0].first_broken_sequence, 7, "{report:?}");
+        assert!(report.chains[0].problem.contains("missing"), "{report:?}");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    an_unstorable_record_is_refused_alone,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        let mut poisoned = record(1);
+        poisoned.purpose = "BAD\0PURPOSE".to_string();
+        let (bad, good) = tokio::join!(log.append(poisoned), log.append(record(2)));
+        assert_eq!(bad, Err(MessageLogError::Unstorable("purpose")));
+        assert_eq!(good.expect("the other record is written").sequence, 1);
+        log.shutdown().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
+    entries_page_newest_first_with_filters,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        let mut message_ids = Vec::new();
+        for number in 0..25 {
+            let entry = record(number);
+            message_ids.push(entry.message_id.clone());
+            log.append(entry).await.expect("append");
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+
+        // Every intake entry (even numbers: 13 of 25), in pages of 5, newest first, no repeats.
+        let mut seen = Vec::new();
+        let mut page_token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = api
+                .list_entries(tonic::Request::new(ListEntriesRequest {
+                    sender: "intake".to_string(),
+                    page_size: 5,
+                    page_token: page_token.clone(),
+                    ..ListEntriesRequest::default()
+                }))
+                .await
+                .expect("list")
+                .into_inner();
+            pages += 1;
+            seen.extend(page.entries.iter().map(|entry| entry.time_ms));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            // A token only resumes the listing it came from.
+            let misused = api
+                .list_entries(tonic::Request::new(ListEntriesRequest {
+                    sender: "housing".to_string(),
+                    page_token: page.next_page_token.clone(),
+                    ..ListEntriesRequest::default()
+                }))
+                .await
+                .expect_err("token of another listing");
+            assert_eq!(summarize_status(&misused).fields, vec!["page_token"]);
+            page_token = page.next_page_token;
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<i64> = (0..25)
+            .rev()
+            .filter(|number| number % 2 == 0)
+            .map(|n| 1_700_000_000_000 + n)
+            .collect();
+        assert_eq!(seen, expected);
+
+        let by_correlation = api
+            .list_entries(tonic::Request::new(ListEntriesRequest {
+                correlation_id: "case-1".to_string(),
+                since_ms: 1_700_000_000_010,
+                until_ms: 1_700_000_000_020,
+                ..ListEntriesRequest::default()
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        let numbers: Vec<i64> = by_correlation
+            .entries
+            .iter()
+            .map(|entry| entry.time_ms - 1_700_000_000_000)
+            .collect();
+        assert_eq!(numbers, vec![19, 16, 13, 10]);
+
+        let entry = api
+            .get_entry(tonic::Request::new(GetEntryRequest {
+                message_id: message_ids[7].clone(),
+                sender: "housing".to_string(),
+            }))
+            .await
+            .expect("get")
+            .into_inner()
+            .entry
+            .expect("entry");
+        assert_eq!(entry.time_ms, 1_700_000_000_007);
+        assert!(
+            entry.request_body.is_empty(),
+            "bodies are not stored by default"
+        );
+
+        for (request, field) in [
+            (
+                ListEntriesRequest {
+                    subject_iin: "900101300015".to_string(),
+                    ..ListEntriesRequest::default()
+                },
+                "subject_iin",
+            ),
+            (
+                ListEntriesRequest {
+                    since_ms: 10,
+                    until_ms: 5,
+                    ..ListEntriesRequest::default()
+                },
+                "until_ms",
+            ),
+            (
+                ListEntriesRequest {
+                    page_size: -1,
+                    ..ListEntriesRequest::default()
+                },
+                "page_size",
+            ),
+            (
+                ListEntriesRequest {
+                    page_token: "garbage".to_string(),
+                    ..ListEntriesRequest::default()
+                },
+                "page_token",
+            ),
+        ] {
+            let status = api
+                .list_entries(tonic::Request::new(request))
+                .await
+                .expect_err(field);
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert_eq!(summarize_status(&status).fields, vec![field.to_string()]);
+        }
+        let missing = api
+            .get_entry(tonic::Request::new(GetEntryRequest {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                sender: "intake".to_string(),
+            }))
+            .await
+            .expect_err("unknown message");
+        assert_eq!(summarize_status(&missing).reason, "ENTRY_NOT_FOUND");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    bodies_are_kept_only_when_configured,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            store_bodies: true,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        let entry = record(3);
+        let message_id = entry.message_id.clone();
+        log.append(entry).await.expect("append");
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        let stored = api
+            .get_entry(tonic::Request::new(GetEntryRequest {
+                message_id,
+                sender: "housing".to_string(),
+            }))
+            .await
+            .expect("get")
+            .into_inner()
+            .entry
+            .expect("entry");
+        assert_eq!(
+            (stored.request_body, stored.response_body),
+            (vec![1, 2, 3], vec![4, 5])
+        );
+        // A stored body is covered by the chain: swapping it is tampering.
+        execute(
+            &database,
+            "UPDATE message_log_entries SET response_body = request_body",
+        )
+        .await;
+        assert!(!verify(&api).await.intact);
+    }
+);
+
+fn access_request(
+    subject: &str,
+    envelope_subjects: &str,
+    page_size: i32,
+    page_token: &str,
+) -> tonic::Request<ListSubjectAccessRequest> {
+    let mut request = tonic::Request::new(ListSubjectAccessRequest {
+        subject_iin: subject.to_string(),
+        page_size,
+        page_token: page_token.to_string(),
+    });
+    request.metadata_mut().insert(
+        shlyuz_gateway::envelope::SUBJECT_IIN,
+        envelope_subjects.parse().expect("metadata"),
+    );
+    request
+}
+
+shlyuz_kit::storage_test!(
+    subject_access_log_names_every_subject_of_a_batch,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        for number in 0..4 {
+            log.append(record(number)).await.expect("append");
+        }
+        let mut batch = record(10);
+        batch.subject_iin = format!("{SUBJECT},{OTHER_SUBJECT}");
+        batch.sender = "housing".to_string();
+        batch.purpose = "HOUSING_REGISTER_REVIEW".to_string();
+        log.append(batch).await.expect("append batch");
+        let mut not_personal = record(11);
+        not_personal.personal_data = false;
+        log.append(not_personal).await.expect("append");
+        log.shutdown().await;
+        let api = AccessLogApi::new(database.clone());
+
+        let first = api
+            .list_subject_access(access_request(SUBJECT, SUBJECT, 3, ""))
+            .await
+            .expect("first page")
+            .into_inner();
+        assert_eq!(first.accesses.len(), 3);
+        assert_eq!(
+            first.accesses[0].purpose, "HOUSING_REGISTER_REVIEW",
+            "newest first"
+        );
+        let second = api
+            .list_subject_access(access_request(SUBJECT, SUBJECT, 3, &first.next_page_token))
+            .await
+            .expect("second page")
+            .into_inner();
+        assert_eq!(
+            second.accesses.len(),
+            2,
+            "5 personal-data calls named the subject"
+        );
+        assert!(second.next_page_token.is_empty());
+
+        let other = api
+            .list_subject_access(access_request(OTHER_SUBJECT, OTHER_SUBJECT, 0, ""))
+            .await
+            .expect("other subject")
+            .into_inner();
+        assert_eq!(other.accesses.len(), 1);
+        assert_eq!(other.accesses[0].participant_id, "housing");
+
+        let mismatch = api
+            .list_subject_access(access_request(OTHER_SUBJECT, SUBJECT, 0, ""))
+            .await
+            .expect_err("reading someone else's log");
+        assert_eq!(summarize_status(&mismatch).reason, "SUBJECT_MISMATCH");
+        let invalid = api
+            .list_subject_access(access_request("90010130001", SUBJECT, 0, ""))
+            .await
+            .expect_err("bad IIN");
+        assert_eq!(summarize_status(&invalid).fields, vec!["subject_iin"]);
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_chain_is_checkpointed_on_its_interval() {
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let database = test_database.database().clone();
+    let keys = keys();
+    let options = MessageLogOptions {
+        checkpoint_every_entries: 1_000_000,
+        checkpoint_interval: Duration::from_millis(50),
+        ..MessageLogOptions::default()
+    };
+    let log = start_log(&database, keys.gateway.clone(), options).await;
+    log.append(record(1)).await.expect("append");
+    // Wait (bounded) for the writer's timer to sign the head while no entry arrives.
+    let mut checkpoints = 0_i64;
+    for _ in 0..100 {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM message_log_checkpoints")
+            .fetch_one(database.pool())
+            .await
+            .expect("count");
+        checkpoints = row.0;
+        if checkpoints > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        checkpoints, 1,
+        "the idle head was signed without waiting for more entries"
+    );
+    log.shutdown().await;
+    test_database.cleanup().await;
+}
