@@ -66,6 +66,12 @@ pub enum Command {
         #[arg(long, value_enum)]
         target: Target,
     },
+    /// Run a benchmark and print its figures (see docs/performance.md).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        bench: crate::bench::BenchCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         /// Only this target (default: every target).
@@ -96,7 +102,7 @@ impl Cli {
         }
         let data_dir = match &self.command {
             Command::Up { data_dir } | Command::Migrate { data_dir, .. } => data_dir.as_ref(),
-            Command::Serve { .. } => None,
+            Command::Serve { .. } | Command::Bench { .. } => None,
         };
         if let Some(data_dir) = data_dir {
             overrides.push((
@@ -169,6 +175,7 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
     match command {
         Command::Up { .. } => crate::up::run_up(config).await,
         Command::Serve { target } => serve(config, target).await,
+        Command::Bench { bench } => crate::bench::run(bench).await,
         Command::Migrate { target, .. } => {
             let targets = match target {
                 Some(one) => vec![one],

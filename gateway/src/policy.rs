@@ -60,14 +60,16 @@ impl QuotaBuckets {
 const REPLAY_SHARDS: usize = 32;
 
 /// Remembers `(sender, message id)` pairs for the replay window; sharded so concurrent calls
-/// rarely contend for one lock.
+/// rarely contend for one lock. A message id is a UUID, kept as its 128-bit value (24 bytes per
+/// remembered message with its expiry), so a window of a million calls stays within tens of MiB.
 pub struct ReplayGuard {
     shards: Vec<Mutex<ReplayShard>>,
 }
 
 #[derive(Default)]
 struct ReplayShard {
-    seen: HashMap<(String, String), i64>,
+    /// Per sender: message id → when the memory of it may be dropped (epoch ms).
+    seen: HashMap<String, HashMap<u128, i64>>,
     next_purge_ms: i64,
 }
 
@@ -81,7 +83,25 @@ impl Default for ReplayGuard {
     }
 }
 
+/// The id as a number; an id that is not a UUID (the envelope check refuses those first) is
+/// hashed instead, so the guard never fails open.
+fn message_key(message_id: &str) -> u128 {
+    match uuid::Uuid::try_parse(message_id) {
+        Ok(uuid) => uuid.as_u128(),
+        Err(_) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            message_id.hash(&mut hasher);
+            u128::from(hasher.finish())
+        }
+    }
+}
+
 impl ReplayGuard {
+    fn shard(&self, message_key: u128) -> std::sync::MutexGuard<'_, ReplayShard> {
+        // UUIDv7 ids start with a timestamp: take the shard from the random low bits.
+        lock(&self.shards[(message_key as usize) % REPLAY_SHARDS])
+    }
+
     /// Records the pair; `false` when it was already seen and has not expired (a replay).
     /// `expires_at_ms` is when the message would be refused by the timestamp check anyway.
     pub fn first_sighting(
@@ -91,20 +111,23 @@ impl ReplayGuard {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> bool {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        sender.hash(&mut hasher);
-        message_id.hash(&mut hasher);
-        let shard_index = (hasher.finish() as usize) % REPLAY_SHARDS;
-        let mut shard = lock(&self.shards[shard_index]);
+        let key = message_key(message_id);
+        let mut shard = self.shard(key);
         if now_ms >= shard.next_purge_ms {
-            shard.seen.retain(|_, expiry| *expiry > now_ms);
+            shard.seen.retain(|_, messages| {
+                messages.retain(|_, expiry| *expiry > now_ms);
+                !messages.is_empty()
+            });
             shard.next_purge_ms = now_ms + 10_000;
         }
-        let key = (sender.to_string(), message_id.to_string());
-        match shard.seen.get(&key) {
+        let messages = match shard.seen.get_mut(sender) {
+            Some(messages) => messages,
+            None => shard.seen.entry(sender.to_string()).or_default(),
+        };
+        match messages.get(&key) {
             Some(expiry) if *expiry > now_ms => false,
             _ => {
-                shard.seen.insert(key, expires_at_ms);
+                messages.insert(key, expires_at_ms);
                 true
             }
         }
@@ -112,13 +135,10 @@ impl ReplayGuard {
 
     /// Forgets a pair, so a call refused before reaching the upstream may be sent again.
     pub fn forget(&self, sender: &str, message_id: &str) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        sender.hash(&mut hasher);
-        message_id.hash(&mut hasher);
-        let shard_index = (hasher.finish() as usize) % REPLAY_SHARDS;
-        lock(&self.shards[shard_index])
-            .seen
-            .remove(&(sender.to_string(), message_id.to_string()));
+        let key = message_key(message_id);
+        if let Some(messages) = self.shard(key).seen.get_mut(sender) {
+            messages.remove(&key);
+        }
     }
 }
 
@@ -226,18 +246,24 @@ mod tests {
     #[test]
     fn replay_is_refused_until_expiry() {
         let guard = ReplayGuard::default();
-        assert!(guard.first_sighting("a", "m1", 1_000, 2_000));
-        assert!(!guard.first_sighting("a", "m1", 1_500, 2_500));
+        let m1 = "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11";
+        assert!(guard.first_sighting("a", m1, 1_000, 2_000));
+        assert!(!guard.first_sighting("a", m1, 1_500, 2_500));
         assert!(
-            guard.first_sighting("b", "m1", 1_500, 2_500),
+            guard.first_sighting("b", m1, 1_500, 2_500),
             "another sender may use the id"
         );
         assert!(
-            guard.first_sighting("a", "m1", 2_001, 3_000),
+            guard.first_sighting("a", m1, 2_001, 3_000),
             "after expiry the timestamp check refuses instead"
         );
-        guard.forget("a", "m1");
-        assert!(guard.first_sighting("a", "m1", 2_002, 3_000));
+        guard.forget("a", m1);
+        assert!(guard.first_sighting("a", m1, 2_002, 3_000));
+        assert!(guard.first_sighting("a", "not-a-uuid", 2_002, 3_000));
+        assert!(
+            !guard.first_sighting("a", "not-a-uuid", 2_003, 3_000),
+            "other ids are remembered too"
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub struct SyncChannel {
     quotas: QuotaBuckets,
     replay: ReplayGuard,
     breakers: RwLock<HashMap<String, Arc<CircuitBreaker>>>,
+    identities: IdentityCache,
     metrics: GatewayMetrics,
     clock: SharedClock,
     mode: PolicyMode,
@@ -93,6 +94,7 @@ impl SyncChannel {
             quotas: QuotaBuckets::default(),
             replay: ReplayGuard::default(),
             breakers: RwLock::new(HashMap::new()),
+            identities: IdentityCache::default(),
             metrics: parts.metrics,
             clock: parts.clock,
             mode: parts.mode,
@@ -200,7 +202,7 @@ impl SyncChannel {
                 .await;
         }
 
-        let participant_id = caller_participant(&parts.extensions)?;
+        let participant_id = self.identities.participant_of(&parts.extensions)?;
         tracing::Span::current().record("participant", participant_id.as_str());
         call.sender = participant_id.clone();
         let Some(participant) = directory.participant(&participant_id) else {
@@ -457,6 +459,11 @@ impl SyncChannel {
                 .await?
         };
 
+        if self.mode == PolicyMode::PassThrough {
+            // Routing only: the response goes back untouched, without hashing or logging.
+            self.metrics.observe(call, call.started.elapsed());
+            return Ok(response);
+        }
         let (mut parts, body) = response.into_parts();
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
@@ -710,29 +717,61 @@ async fn collect_limited(body: GatewayBody, max_bytes: usize) -> Result<Bytes, A
     }
 }
 
-fn caller_participant(extensions: &http::Extensions) -> Result<String, ApiError> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let certificates = extensions
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.peer_certs());
-    let Some(certificates) = certificates else {
-        return Err(ApiError::unauthenticated(
-            "CLIENT_CERTIFICATE_REQUIRED",
-            "the gateway requires a client certificate (mutual TLS)",
-        ));
-    };
-    let Some(leaf) = certificates.first() else {
-        return Err(ApiError::unauthenticated(
-            "CLIENT_CERTIFICATE_REQUIRED",
-            "the gateway requires a client certificate (mutual TLS)",
-        ));
-    };
-    shlyuz_kit::pki::participant_id_from_cert(leaf.as_ref()).map_err(|error| {
-        ApiError::unauthenticated(
-            "UNKNOWN_PARTICIPANT",
-            format!("no participant id in the client certificate: {error}"),
-        )
-    })
+/// Participant ids read from client certificates, remembered by certificate so that X.509 is
+/// parsed once per client certificate, not once per call. Bounded: cleared when it grows past
+/// [`IDENTITY_CACHE_LIMIT`] certificates.
+#[derive(Default)]
+struct IdentityCache {
+    by_certificate: RwLock<HashMap<Vec<u8>, Result<String, String>>>,
+}
+
+const IDENTITY_CACHE_LIMIT: usize = 4_096;
+
+impl IdentityCache {
+    fn participant_of(&self, extensions: &http::Extensions) -> Result<String, ApiError> {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let certificates = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs());
+        let Some(leaf) = certificates
+            .as_ref()
+            .and_then(|certificates| certificates.first())
+        else {
+            return Err(ApiError::unauthenticated(
+                "CLIENT_CERTIFICATE_REQUIRED",
+                "the gateway requires a client certificate (mutual TLS)",
+            ));
+        };
+        let der: &[u8] = leaf.as_ref();
+        let cached = self
+            .by_certificate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(der)
+            .cloned();
+        let identity = match cached {
+            Some(identity) => identity,
+            None => {
+                let identity = shlyuz_kit::pki::participant_id_from_cert(der)
+                    .map_err(|error| error.to_string());
+                let mut cache = self
+                    .by_certificate
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if cache.len() >= IDENTITY_CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(der.to_vec(), identity.clone());
+                identity
+            }
+        };
+        identity.map_err(|error| {
+            ApiError::unauthenticated(
+                "UNKNOWN_PARTICIPANT",
+                format!("no participant id in the client certificate: {error}"),
+            )
+        })
+    }
 }
 
 fn peer_certificate_sha256(extensions: &http::Extensions) -> Option<[u8; 32]> {

@@ -48,7 +48,12 @@ fn record(number: usize) -> LogRecord {
         time_ms: 1_700_000_000_000 + number as i64,
         message_id: uuid::Uuid::now_v7().to_string(),
         correlation_id: format!("case-{}", number % 3),
-        sender: if number.is_multiple_of(2) { "intake" } else { "housing" }.to_string(),
+        sender: if number.is_multiple_of(2) {
+            "intake"
+        } else {
+            "housing"
+        }
+        .to_string(),
         user_id: String::new(),
         service: "shlyuz.registry.v1.PersonRegistryService".to_string(),
         method: "GetPerson".to_string(),

@@ -49,8 +49,24 @@ const SUBJECT_ACCESS_COLUMNS: [&str; 11] = [
     "status_code",
 ];
 
-/// Rows per INSERT statement: far below SQLite's and PostgreSQL's bind-parameter limits.
-const ROWS_PER_STATEMENT: usize = 128;
+/// Rows per multi-row INSERT, largest first: a batch is split greedily into these sizes, so only a
+/// few distinct statements exist and each stays prepared in the connection's statement cache.
+/// Kept small because SQLite looks bind parameters up by name in a linear list (quadratic in the
+/// parameters of one statement).
+const STATEMENT_ROWS: [usize; 3] = [16, 4, 1];
+
+/// `items` split into runs of [`STATEMENT_ROWS`] sizes, largest first.
+fn statement_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    for size in STATEMENT_ROWS {
+        while items.len() >= size {
+            let (chunk, rest) = items.split_at(size);
+            chunks.push(chunk);
+            items = rest;
+        }
+    }
+    chunks
+}
 
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +206,7 @@ pub async fn write_batch(
     checkpoint: Option<&StoredCheckpoint>,
 ) -> Result<(), sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
-    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(entries) {
         let sql = format!(
             "INSERT INTO message_log_entries ({}) VALUES {}",
             ENTRY_COLUMNS.join(", "),
@@ -237,7 +253,7 @@ pub async fn write_batch(
                 .map(move |subject| (entry, subject))
         })
         .collect();
-    for chunk in accesses.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&accesses) {
         let sql = format!(
             "INSERT INTO subject_access ({}) VALUES {}",
             SUBJECT_ACCESS_COLUMNS.join(", "),
@@ -582,6 +598,18 @@ mod tests {
     #[test]
     fn values_clause_numbers_placeholders_row_by_row() {
         assert_eq!(values_clause(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
+
+    #[test]
+    fn batches_split_into_few_statement_sizes() {
+        let items: Vec<usize> = (0..41).collect();
+        let sizes: Vec<usize> = statement_chunks(&items)
+            .iter()
+            .map(|chunk| chunk.len())
+            .collect();
+        assert_eq!(sizes, vec![16, 16, 4, 4, 1]);
+        let rejoined: Vec<usize> = statement_chunks(&items).concat();
+        assert_eq!(rejoined, items);
     }
 
     #[test]

@@ -1,0 +1,45 @@
+//! `shlyuz bench gateway` keeps working: a small run completes every scenario without a failed call.
+
+use std::process::Command;
+
+#[test]
+fn gateway_bench_runs_every_scenario_without_failures() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shlyuz"))
+        .args([
+            "bench",
+            "gateway",
+            "--requests",
+            "300",
+            "--concurrency",
+            "8",
+            "--connections",
+            "2",
+            "--memory-streams",
+            "16",
+            "--skip-nginx",
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("SHLYUZ_CONFIG")
+        .output()
+        .expect("run shlyuz bench gateway");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for scenario in ["direct", "gateway, full policy", "gateway, pure proxy"] {
+        let row = stdout
+            .lines()
+            .find(|line| line.starts_with(scenario) && !line.contains("memory"))
+            .unwrap_or_else(|| panic!("no row for {scenario} in:\n{stdout}"));
+        let failed: u64 = row
+            .split_whitespace()
+            .last()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(u64::MAX);
+        assert_eq!(failed, 0, "{row}");
+    }
+    assert!(stdout.contains("gateway resident memory"), "{stdout}");
+}
