@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shlyuz_kit::config::{ConfigError, TargetConfig};
 
+use crate::async_channel::AsyncOptions;
 use crate::message_log::MessageLogOptions;
 use crate::proxy::PolicyMode;
 
@@ -38,12 +39,25 @@ pub struct GatewayConfig {
     pub checkpoint_every_entries: i64,
     /// A signed checkpoint at least this often, in seconds, while entries arrive.
     pub checkpoint_interval_secs: u64,
+    /// Time to live of an async message that does not set one, in seconds.
+    pub async_default_ttl_secs: u64,
+    /// Longest time to live an async message may ask for, in seconds.
+    pub async_max_ttl_secs: u64,
+    /// Wait before the second delivery attempt, in milliseconds (doubles per attempt).
+    pub async_retry_initial_ms: u64,
+    /// Longest wait between delivery attempts, in milliseconds.
+    pub async_retry_max_ms: u64,
+    /// Async deliveries in flight per gateway instance.
+    pub async_delivery_concurrency: usize,
+    /// How often the async queue is polled when nothing wakes the dispatcher, in milliseconds.
+    pub async_poll_ms: u64,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         let target = TargetConfig::on_port(50051);
         let log = MessageLogOptions::default();
+        let delivery = AsyncOptions::default();
         Self {
             listen: target.listen,
             database_url: target.database_url,
@@ -56,6 +70,12 @@ impl Default for GatewayConfig {
             log_batch_max: log.max_batch,
             checkpoint_every_entries: log.checkpoint_every_entries,
             checkpoint_interval_secs: log.checkpoint_interval.as_secs(),
+            async_default_ttl_secs: delivery.default_ttl.as_secs(),
+            async_max_ttl_secs: delivery.max_ttl.as_secs(),
+            async_retry_initial_ms: delivery.retry_initial.as_millis() as u64,
+            async_retry_max_ms: delivery.retry_max.as_millis() as u64,
+            async_delivery_concurrency: delivery.delivery_concurrency,
+            async_poll_ms: delivery.poll_interval.as_millis() as u64,
         }
     }
 }
@@ -84,6 +104,33 @@ impl GatewayConfig {
             return Err(ConfigError::key(
                 "gateway.checkpoint_every_entries",
                 "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            (
+                "gateway.async_default_ttl_secs",
+                self.async_default_ttl_secs,
+            ),
+            ("gateway.async_max_ttl_secs", self.async_max_ttl_secs),
+            (
+                "gateway.async_retry_initial_ms",
+                self.async_retry_initial_ms,
+            ),
+            ("gateway.async_retry_max_ms", self.async_retry_max_ms),
+            (
+                "gateway.async_delivery_concurrency",
+                self.async_delivery_concurrency as u64,
+            ),
+            ("gateway.async_poll_ms", self.async_poll_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
+        if self.async_default_ttl_secs > self.async_max_ttl_secs {
+            return Err(ConfigError::key(
+                "gateway.async_default_ttl_secs",
+                "must not exceed gateway.async_max_ttl_secs",
             ));
         }
         if self.directory_poll_ms == 0 {
@@ -115,6 +162,15 @@ impl GatewayConfig {
                 checkpoint_interval: Duration::from_secs(self.checkpoint_interval_secs.max(1)),
                 store_bodies: self.store_bodies,
             },
+            async_channel: AsyncOptions {
+                default_ttl: Duration::from_secs(self.async_default_ttl_secs),
+                max_ttl: Duration::from_secs(self.async_max_ttl_secs),
+                retry_initial: Duration::from_millis(self.async_retry_initial_ms),
+                retry_max: Duration::from_millis(self.async_retry_max_ms),
+                delivery_concurrency: self.async_delivery_concurrency,
+                poll_interval: Duration::from_millis(self.async_poll_ms),
+                ..AsyncOptions::default()
+            },
         }
     }
 }
@@ -128,6 +184,8 @@ pub struct GatewaySettings {
     pub directory_poll_interval: Duration,
     /// Message-log batching, checkpoints and body storage.
     pub message_log: MessageLogOptions,
+    /// Async channel retries, expiry and polling.
+    pub async_channel: AsyncOptions,
 }
 
 impl Default for GatewaySettings {

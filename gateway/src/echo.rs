@@ -1,9 +1,10 @@
 //! An echo upstream for gateway tests and benchmarks: answers with what it received and the
 //! `x-shlyuz-*` metadata it saw, can be told to fail or wait, and counts the calls it served.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -16,11 +17,13 @@ use shlyuz_proto::echo::v1::{
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// The echo service; clones share the served counter.
+/// The echo service; clones share the counters.
 #[derive(Clone, Default)]
 pub struct Echo {
     served: Arc<AtomicI64>,
     received: Arc<AtomicI64>,
+    /// Unary calls received per `x-shlyuz-message-id`.
+    by_message_id: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Echo {
@@ -32,6 +35,15 @@ impl Echo {
     /// How many unary calls reached this instance, failed ones included.
     pub fn received(&self) -> i64 {
         self.received.load(Ordering::SeqCst)
+    }
+
+    /// Unary calls received per `x-shlyuz-message-id` (calls without one are not counted). A
+    /// receiver that deduplicates by message id acts once per key, however many calls arrived.
+    pub fn calls_by_message_id(&self) -> HashMap<String, u32> {
+        self.by_message_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The tonic service.
@@ -46,6 +58,18 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.received.fetch_add(1, Ordering::SeqCst);
+        if let Some(message_id) = request
+            .metadata()
+            .get("x-shlyuz-message-id")
+            .and_then(|value| value.to_str().ok())
+        {
+            *self
+                .by_message_id
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(message_id.to_string())
+                .or_default() += 1;
+        }
         let metadata = request
             .metadata()
             .iter()

@@ -1,6 +1,7 @@
 //! Shlyuz integration gateway (ИШ/ШЭП mimic): sync proxy, async channel, message log, directory,
 //! access log, policy.
 
+pub mod async_channel;
 pub mod config;
 pub mod consent;
 pub mod directory;
@@ -12,6 +13,7 @@ pub mod message_log;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -34,17 +36,31 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "gateway";
 
-static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "message log, checkpoints, subject access log",
-    sql: include_str!("../migrations/sqlite/0001_message_log.sql"),
-}];
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "message log, checkpoints, subject access log",
+        sql: include_str!("../migrations/sqlite/0001_message_log.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "async channel queue and inboxes",
+        sql: include_str!("../migrations/sqlite/0002_async_channel.sql"),
+    },
+];
 
-static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "message log, checkpoints, subject access log",
-    sql: include_str!("../migrations/postgres/0001_message_log.sql"),
-}];
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "message log, checkpoints, subject access log",
+        sql: include_str!("../migrations/postgres/0001_message_log.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "async channel queue and inboxes",
+        sql: include_str!("../migrations/postgres/0002_async_channel.sql"),
+    },
+];
 
 /// Database migrations of the gateway, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -76,10 +92,11 @@ pub struct GatewayParts {
     pub shutdown: ShutdownSignal,
 }
 
-/// A running gateway: the sync channel and its message log.
+/// A running gateway: the sync channel, the async channel and the message log.
 pub struct Gateway {
     channel: Arc<SyncChannel>,
     message_log: MessageLog,
+    async_channel: std::sync::Mutex<Option<async_channel::AsyncChannel>>,
 }
 
 impl Gateway {
@@ -110,8 +127,21 @@ impl Gateway {
             parts.clock.clone(),
         )
         .await?;
+        let upstreams = upstream::Upstreams::new(parts.upstream_tls);
+        let async_channel = async_channel::AsyncChannel::start(
+            parts.database.clone(),
+            directory_handle.clone(),
+            upstreams.clone(),
+            message_log.clone(),
+            parts.consent.clone(),
+            parts.clock.clone(),
+            parts.settings.async_channel.clone(),
+            &parts.metrics,
+            parts.shutdown.clone(),
+        );
         let local_services =
             tonic::service::Routes::new(directory::directory_server(directory_handle.clone()))
+                .add_service(async_channel.server())
                 .add_service(message_log::message_log_server(
                     parts.database.clone(),
                     trusted_keys,
@@ -123,7 +153,7 @@ impl Gateway {
             directory: directory_handle,
             message_log: message_log.clone(),
             consent: parts.consent,
-            upstream_tls: parts.upstream_tls,
+            upstreams,
             local_services,
             metrics: metrics::GatewayMetrics::registered(&parts.metrics),
             clock: parts.clock,
@@ -133,6 +163,7 @@ impl Gateway {
         Ok(Gateway {
             channel,
             message_log,
+            async_channel: std::sync::Mutex::new(Some(async_channel)),
         })
     }
 
@@ -146,8 +177,17 @@ impl Gateway {
         tonic::service::Routes::from(axum::Router::new().fallback_service(handler))
     }
 
-    /// Flushes the message log and writes its final checkpoint.
+    /// Waits for the async delivery loop to stop (it stops on the shutdown signal), then
+    /// flushes the message log and writes its final checkpoint.
     pub async fn shutdown(&self) {
+        let async_channel = self
+            .async_channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(async_channel) = async_channel {
+            async_channel.stopped().await;
+        }
         self.message_log.shutdown().await;
     }
 }

@@ -16,7 +16,6 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::server::TlsFiles;
 use tonic::Code;
 use tower::ServiceExt;
 
@@ -27,7 +26,11 @@ use crate::grpc_frames::{PayloadHasher, format_grpc_timeout, parse_grpc_timeout,
 use crate::identity::CallerIdentity;
 use crate::message_log::{Channel, LogRecord, MessageLog};
 use crate::metrics::GatewayMetrics;
-use crate::policy::{CircuitBreaker, QuotaBuckets, ReplayGuard};
+use crate::policy::{QuotaBuckets, ReplayGuard};
+use crate::upstream::Upstreams;
+
+/// The async channel's service, whose SendMessage deduplicates message ids itself.
+const ASYNC_CHANNEL_SERVICE: &str = "shlyuz.gateway.v1.AsyncChannelService";
 
 /// The body type of requests and responses inside the gateway.
 pub type GatewayBody = axum::body::Body;
@@ -48,11 +51,10 @@ pub struct SyncChannel {
     directory: DirectoryHandle,
     message_log: MessageLog,
     consent: Arc<dyn ConsentChecker>,
-    upstreams: UpstreamPool,
+    upstreams: Arc<Upstreams>,
     local_services: axum::Router,
     quotas: QuotaBuckets,
     replay: ReplayGuard,
-    breakers: RwLock<HashMap<String, Arc<CircuitBreaker>>>,
     identities: IdentityCache,
     metrics: GatewayMetrics,
     clock: SharedClock,
@@ -68,8 +70,8 @@ pub struct SyncChannelParts {
     pub message_log: MessageLog,
     /// The consent store.
     pub consent: Arc<dyn ConsentChecker>,
-    /// The gateway's own client identity towards upstreams (`None`: plaintext upstreams).
-    pub upstream_tls: Option<TlsFiles>,
+    /// Connections and circuit breakers of the upstreams, shared with the async channel.
+    pub upstreams: Arc<Upstreams>,
     /// The gateway's own gRPC services (directory, message log, access log), reached like upstreams.
     pub local_services: axum::Router,
     /// Metrics.
@@ -89,33 +91,16 @@ impl SyncChannel {
             directory: parts.directory,
             message_log: parts.message_log,
             consent: parts.consent,
-            upstreams: UpstreamPool::new(parts.upstream_tls),
+            upstreams: parts.upstreams,
             local_services: parts.local_services,
             quotas: QuotaBuckets::default(),
             replay: ReplayGuard::default(),
-            breakers: RwLock::new(HashMap::new()),
             identities: IdentityCache::default(),
             metrics: parts.metrics,
             clock: parts.clock,
             mode: parts.mode,
             store_bodies: parts.store_bodies,
         })
-    }
-
-    fn breaker(&self, upstream: &str) -> Arc<CircuitBreaker> {
-        if let Some(found) = self
-            .breakers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(upstream)
-        {
-            return found.clone();
-        }
-        let mut breakers = self
-            .breakers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        breakers.entry(upstream.to_string()).or_default().clone()
     }
 
     /// Handles one call end to end. The call runs in its own task, so that it reaches its
@@ -311,7 +296,12 @@ impl SyncChannel {
             ));
         }
 
+        // SendMessage is idempotent on the message id by design (a repeat gets the first
+        // receipt), so a resent message id is answered by the async channel, not refused here.
+        let idempotent_by_message_id =
+            call.service == ASYNC_CHANNEL_SERVICE && call.method == "SendMessage";
         if let Some(envelope) = &envelope
+            && !idempotent_by_message_id
             && !self.replay.first_sighting(
                 &participant_id,
                 &envelope.message_id,
@@ -488,7 +478,7 @@ impl SyncChannel {
         deadline: tokio::time::Instant,
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
-        let breaker = self.breaker(&route.upstream);
+        let breaker = self.upstreams.breaker(&route.upstream);
         if !breaker.allow() {
             return Err(ApiError::unavailable(
                 "UPSTREAM_UNAVAILABLE",
@@ -1035,49 +1025,6 @@ impl Drop for LoggedBody {
                 });
             }
         }
-    }
-}
-
-/// Channels to upstreams, one multiplexed HTTP/2 connection per upstream address.
-struct UpstreamPool {
-    tls: Option<TlsFiles>,
-    channels: RwLock<HashMap<String, tonic::transport::Channel>>,
-}
-
-impl UpstreamPool {
-    fn new(tls: Option<TlsFiles>) -> Self {
-        Self {
-            tls,
-            channels: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn channel(
-        &self,
-        address: &str,
-        server_name: &str,
-    ) -> anyhow::Result<tonic::transport::Channel> {
-        let key = format!("{address}|{server_name}");
-        if let Some(found) = self
-            .channels
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&key)
-        {
-            return Ok(found.clone());
-        }
-        let settings = shlyuz_kit::client::ClientSettings {
-            address: address.to_string(),
-            tls: self.tls.clone(),
-            server_name: server_name.to_string(),
-            connect_timeout: Duration::from_secs(3),
-        };
-        let channel = shlyuz_kit::client::connect_lazy(&settings)?;
-        let mut channels = self
-            .channels
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(channels.entry(key).or_insert(channel).clone())
     }
 }
 

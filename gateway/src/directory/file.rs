@@ -41,6 +41,8 @@ pub(super) struct ParticipantEntry {
     pub(super) quota: Option<QuotaEntry>,
     #[serde(default)]
     pub(super) assert_roles: bool,
+    #[serde(default)]
+    pub(super) accept_messages_from: Vec<String>,
 }
 
 /// A participant's `quota = { … }`.

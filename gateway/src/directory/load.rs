@@ -235,7 +235,18 @@ fn compile_participants(
                 certificate_sha256,
                 quota,
                 assert_roles: entry.assert_roles,
+                accept_messages_from: entry.accept_messages_from.clone(),
             });
+        }
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        for sender in &entry.accept_messages_from {
+            if sender != "*" && !declared.contains_key(sender) {
+                problems.add(
+                    format!("participants[{index}].accept_messages_from"),
+                    format!("participant \"{sender}\" is not declared"),
+                );
+            }
         }
     }
     CompiledParticipants { compiled, declared }

@@ -55,6 +55,17 @@ pub struct Participant {
     pub quota: Option<Quota>,
     /// Whether the participant may assert `x-shlyuz-user-role`.
     pub assert_roles: bool,
+    /// Participants whose async-channel messages this participant accepts in its inbox (`*`: any).
+    pub accept_messages_from: Vec<String>,
+}
+
+impl Participant {
+    /// Whether `sender` may put messages into this participant's inbox.
+    pub fn accepts_messages_from(&self, sender: &str) -> bool {
+        self.accept_messages_from
+            .iter()
+            .any(|allowed| allowed == WILDCARD_METHOD || allowed == sender)
+    }
 }
 
 /// A token-bucket rate limit.

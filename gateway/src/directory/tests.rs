@@ -967,7 +967,31 @@ fn default_directory_loads_against_a_dev_pki() {
         ])
     );
     assert!(directory.routes().all(Route::is_local));
-    assert_eq!(directory.routes().count(), 3);
+    assert_eq!(directory.routes().count(), 4);
+    let async_channel = "shlyuz.gateway.v1.AsyncChannelService";
+    for participant in DEFAULT_PARTICIPANTS
+        .iter()
+        .filter(|participant| **participant != "gateway")
+    {
+        assert!(
+            directory
+                .rule(participant, async_channel, "SendMessage")
+                .is_some(),
+            "{participant} may use the async channel"
+        );
+    }
+    assert!(
+        directory
+            .participant("housing")
+            .unwrap()
+            .accepts_messages_from("notify")
+    );
+    assert!(
+        !directory
+            .participant("housing")
+            .unwrap()
+            .accepts_messages_from("sdu")
+    );
 
     let directory_service = "shlyuz.gateway.v1.DirectoryService";
     let message_log = "shlyuz.gateway.v1.MessageLogService";

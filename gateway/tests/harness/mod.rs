@@ -93,6 +93,9 @@ fn directory_toml(
             "[[participants]]\nid = \"{participant}\"\nname = \"{participant} system\"\nsigning_public_key = \"{}\"\n",
             files.signing_public_key.display()
         ));
+        if participant == "intake" {
+            text.push_str("accept_messages_from = [\"ops\"]\n");
+        }
         if participant == "sdu-limited" {
             text.push_str("quota = { rate_per_second = 0.001, burst = 2 }\n");
         }
@@ -129,6 +132,26 @@ retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
 name = "shlyuz.gateway.v1.MessageLogService"
 upstream = "local"
 personal_data = false
+
+[[services]]
+name = "shlyuz.gateway.v1.AsyncChannelService"
+upstream = "local"
+personal_data = false
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.AsyncChannelService"
+methods = ["*"]
+
+[[rules]]
+participant = "intake"
+service = "shlyuz.gateway.v1.AsyncChannelService"
+methods = ["*"]
+
+[[rules]]
+participant = "jauynger-portal"
+service = "shlyuz.gateway.v1.AsyncChannelService"
+methods = ["*"]
 
 [[rules]]
 participant = "jauynger-portal"
@@ -194,6 +217,21 @@ impl Harness {
         extra_directory: &str,
         echo_idempotent: bool,
     ) -> Harness {
+        Self::start_custom(
+            database,
+            extra_directory,
+            echo_idempotent,
+            fast_async_settings(),
+        )
+        .await
+    }
+
+    pub async fn start_custom(
+        database: Database,
+        extra_directory: &str,
+        echo_idempotent: bool,
+        gateway_settings: shlyuz_gateway::GatewaySettings,
+    ) -> Harness {
         shlyuz_kit::install_crypto_provider();
         let directory_dir = tempfile::tempdir().expect("temp dir");
         let mut pki_participants = PARTICIPANTS.to_vec();
@@ -251,7 +289,7 @@ impl Harness {
             upstream_tls: Some(tls_files(&pki, "gateway")),
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
-            settings: shlyuz_gateway::GatewaySettings::default(),
+            settings: gateway_settings,
             shutdown: signal.clone(),
         })
         .await
@@ -301,6 +339,30 @@ impl Harness {
 
     pub async fn dead_route_client(&self, participant: &str) -> RawClient {
         self.raw_client(participant).await
+    }
+
+    /// Another gateway instance on the same database and directory (as a second replica would
+    /// be): it is not served, but its async dispatcher shares the queue.
+    pub async fn second_gateway(&self, database: Database) -> SecondGateway {
+        let (trigger, signal) = shutdown_channel();
+        let gateway_files = self.pki.participant("gateway").expect("gateway files");
+        let signing_key =
+            SigningKey::from_pem_file(&gateway_files.signing_key).expect("gateway signing key");
+        let gateway = Gateway::start(GatewayParts {
+            database,
+            directory_file: self.directory_dir.path().join("gateway-directory.toml"),
+            targets: shlyuz_gateway::directory::TargetResolver::none(),
+            signing_key: Arc::new(signing_key),
+            consent: self.consents.clone(),
+            upstream_tls: Some(tls_files(&self.pki, "gateway")),
+            metrics: MetricsRegistry::default(),
+            clock: shlyuz_kit::clock::system_clock(),
+            settings: fast_async_settings(),
+            shutdown: signal,
+        })
+        .await
+        .expect("start the second gateway");
+        SecondGateway { gateway, trigger }
     }
 
     pub fn personal_envelope(&self) -> EnvelopeBuilder {
@@ -416,6 +478,28 @@ impl Harness {
             test_database.cleanup().await;
         }
     }
+}
+
+/// A second gateway instance; see [`Harness::second_gateway`].
+pub struct SecondGateway {
+    gateway: Gateway,
+    trigger: ShutdownTrigger,
+}
+
+impl SecondGateway {
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        self.gateway.shutdown().await;
+    }
+}
+
+/// Gateway settings with async retries and polling fast enough for tests.
+pub fn fast_async_settings() -> shlyuz_gateway::GatewaySettings {
+    let mut settings = shlyuz_gateway::GatewaySettings::default();
+    settings.async_channel.retry_initial = Duration::from_millis(50);
+    settings.async_channel.retry_max = Duration::from_millis(200);
+    settings.async_channel.poll_interval = Duration::from_millis(50);
+    settings
 }
 
 /// A request signed by `participant` for `path`.

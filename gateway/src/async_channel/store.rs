@@ -1,0 +1,484 @@
+//! The async channel's SQL: the durable queue (`async_messages`) and the inboxes (`async_inbox`).
+//! Portable SQL except the claim of due messages, where PostgreSQL adds `FOR UPDATE SKIP LOCKED`
+//! so that several gateway replicas share the queue without waiting on each other's rows.
+
+use shlyuz_kit::db::{Database, Dialect};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Delivery states as stored.
+pub const ON_DELIVERY: &str = "ON_DELIVERY";
+/// The target answered OK or the recipient acknowledged.
+pub const DELIVERED: &str = "DELIVERED";
+/// The target answered with a permanent error.
+pub const NOT_DELIVERED: &str = "NOT_DELIVERED";
+/// Expired before delivery.
+pub const DELIVERY_STOPPED: &str = "DELIVERY_STOPPED";
+
+/// Inbox item kinds as stored.
+pub const KIND_MESSAGE: &str = "MESSAGE";
+/// The outcome of a sent message.
+pub const KIND_RESULT: &str = "RESULT";
+
+/// One message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    /// Row id (UUID).
+    pub id: String,
+    /// Sending participant.
+    pub sender: String,
+    /// Envelope message id.
+    pub message_id: String,
+    /// Envelope correlation id.
+    pub correlation_id: String,
+    /// Envelope user id.
+    pub user_id: String,
+    /// Envelope purpose.
+    pub purpose: String,
+    /// Envelope subject IIN(s).
+    pub subject_iin: String,
+    /// Envelope consent id.
+    pub consent_id: String,
+    /// Target service (empty for recipient messages).
+    pub service: String,
+    /// Target method (empty for recipient messages).
+    pub method: String,
+    /// Recipient participant (empty for service messages).
+    pub recipient: String,
+    /// Who receives the outcome.
+    pub reply_to: String,
+    /// The serialized message.
+    pub payload: Vec<u8>,
+    /// Its protobuf type, for recipients.
+    pub payload_type: String,
+    /// The target route carries personal data.
+    pub personal_data: bool,
+    /// One of the states above.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Accepted at, epoch ms.
+    pub accepted_ms: i64,
+    /// Expires at, epoch ms.
+    pub expires_ms: i64,
+    /// Next attempt not before, epoch ms.
+    pub next_attempt_ms: i64,
+    /// Final state reached at, epoch ms (0 while on delivery).
+    pub finished_ms: i64,
+    /// gRPC code of the final answer.
+    pub response_code: i64,
+    /// Status message of the final answer.
+    pub response_message: String,
+    /// Response message on success.
+    pub response_payload: Option<Vec<u8>>,
+    /// The last failure.
+    pub last_error: String,
+}
+
+const MESSAGE_COLUMNS: &str = "id, sender, message_id, correlation_id, user_id, purpose, subject_iin, consent_id, \
+     service, method, recipient, reply_to, payload, payload_type, personal_data, state, attempts, accepted_ms, \
+     expires_ms, next_attempt_ms, finished_ms, response_code, response_message, response_payload, last_error";
+
+fn message_from_row(row: &AnyRow) -> Result<MessageRow, sqlx::Error> {
+    let personal_data: i64 = row.try_get("personal_data")?;
+    Ok(MessageRow {
+        id: row.try_get("id")?,
+        sender: row.try_get("sender")?,
+        message_id: row.try_get("message_id")?,
+        correlation_id: row.try_get("correlation_id")?,
+        user_id: row.try_get("user_id")?,
+        purpose: row.try_get("purpose")?,
+        subject_iin: row.try_get("subject_iin")?,
+        consent_id: row.try_get("consent_id")?,
+        service: row.try_get("service")?,
+        method: row.try_get("method")?,
+        recipient: row.try_get("recipient")?,
+        reply_to: row.try_get("reply_to")?,
+        payload: row.try_get("payload")?,
+        payload_type: row.try_get("payload_type")?,
+        personal_data: personal_data != 0,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        accepted_ms: row.try_get("accepted_ms")?,
+        expires_ms: row.try_get("expires_ms")?,
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+        response_code: row.try_get("response_code")?,
+        response_message: row.try_get("response_message")?,
+        response_payload: row.try_get("response_payload")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+/// Whether `error` is a unique-key violation (a concurrent duplicate).
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database_error) => {
+            database_error.is_unique_violation()
+                || database_error.code().as_deref() == Some("23505")
+                || database_error
+                    .message()
+                    .contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+/// The message `message_id` of `sender`.
+pub async fn find(
+    database: &Database,
+    sender: &str,
+    message_id: &str,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM async_messages WHERE sender = $1 AND message_id = $2"
+    ))
+    .bind(sender.to_string())
+    .bind(message_id.to_string())
+    .fetch_optional(database.pool())
+    .await?;
+    row.as_ref().map(message_from_row).transpose()
+}
+
+/// Stores a new message (and, for a recipient, its inbox item). Returns the stored row and
+/// whether the sender had already sent this message id (then nothing is written).
+pub async fn insert(
+    database: &Database,
+    message: &MessageRow,
+) -> Result<(MessageRow, bool), sqlx::Error> {
+    if let Some(existing) = find(database, &message.sender, &message.message_id).await? {
+        return Ok((existing, true));
+    }
+    let written = async {
+        let mut transaction = database.pool().begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO async_messages ({MESSAGE_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+        ))
+        .bind(message.id.clone())
+        .bind(message.sender.clone())
+        .bind(message.message_id.clone())
+        .bind(message.correlation_id.clone())
+        .bind(message.user_id.clone())
+        .bind(message.purpose.clone())
+        .bind(message.subject_iin.clone())
+        .bind(message.consent_id.clone())
+        .bind(message.service.clone())
+        .bind(message.method.clone())
+        .bind(message.recipient.clone())
+        .bind(message.reply_to.clone())
+        .bind(message.payload.clone())
+        .bind(message.payload_type.clone())
+        .bind(i64::from(message.personal_data))
+        .bind(message.state.clone())
+        .bind(message.attempts)
+        .bind(message.accepted_ms)
+        .bind(message.expires_ms)
+        .bind(message.next_attempt_ms)
+        .bind(message.finished_ms)
+        .bind(message.response_code)
+        .bind(message.response_message.clone())
+        .bind(message.response_payload.clone())
+        .bind(message.last_error.clone())
+        .execute(&mut *transaction)
+        .await?;
+        if !message.recipient.is_empty() {
+            insert_inbox_item(&mut transaction, &message.recipient, KIND_MESSAGE, &message.id, message.accepted_ms).await?;
+        }
+        transaction.commit().await
+    }
+    .await;
+    match written {
+        Ok(()) => Ok((message.clone(), false)),
+        Err(error) if is_unique_violation(&error) => {
+            match find(database, &message.sender, &message.message_id).await? {
+                Some(existing) => Ok((existing, true)),
+                None => Err(error),
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn insert_inbox_item(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    participant: &str,
+    kind: &str,
+    message_row_id: &str,
+    created_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO async_inbox (item_id, participant, kind, message_row_id, created_ms, acked) VALUES ($1, $2, $3, $4, $5, 0)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(participant.to_string())
+    .bind(kind.to_string())
+    .bind(message_row_id.to_string())
+    .bind(created_ms)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due service-target messages for `owner` until `lease_until_ms`, counting
+/// the attempt. A message is due when it is on delivery, its next attempt has come, it has not
+/// expired, and nobody holds an unexpired claim on it.
+pub async fn claim_due(
+    database: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let lock = match database.dialect() {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE async_messages SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM async_messages \
+             WHERE state = 'ON_DELIVERY' AND recipient = '' AND next_attempt_ms <= $3 \
+             AND expires_ms > $3 AND lease_until_ms <= $3 \
+             ORDER BY next_attempt_ms LIMIT $4{lock}) \
+         RETURNING {MESSAGE_COLUMNS}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(owner.to_string())
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(database.pool())
+        .await?;
+    rows.iter().map(message_from_row).collect()
+}
+
+/// Puts a claimed message back for another attempt at `next_attempt_ms`.
+pub async fn reschedule(
+    database: &Database,
+    id: &str,
+    owner: &str,
+    next_attempt_ms: i64,
+    last_error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE async_messages SET next_attempt_ms = $1, last_error = $2, lease_owner = '', lease_until_ms = 0 \
+         WHERE id = $3 AND lease_owner = $4 AND state = 'ON_DELIVERY'",
+    )
+    .bind(next_attempt_ms)
+    .bind(last_error.to_string())
+    .bind(id.to_string())
+    .bind(owner.to_string())
+    .execute(database.pool())
+    .await?;
+    Ok(())
+}
+
+/// The final answer of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// DELIVERED, NOT_DELIVERED or DELIVERY_STOPPED.
+    pub state: &'static str,
+    /// When, epoch ms.
+    pub finished_ms: i64,
+    /// gRPC code of the answer.
+    pub response_code: i64,
+    /// Its status message.
+    pub response_message: String,
+    /// The response on success.
+    pub response_payload: Option<Vec<u8>>,
+}
+
+/// Records the final state of a message `owner` holds and puts its outcome into the `reply_to`
+/// inbox, in one transaction. `false` when the claim was lost (another instance took over).
+pub async fn finish(
+    database: &Database,
+    message: &MessageRow,
+    owner: &str,
+    finish: &Finish,
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    let updated = sqlx::query(
+        "UPDATE async_messages SET state = $1, finished_ms = $2, response_code = $3, response_message = $4, \
+         response_payload = $5, lease_owner = '', lease_until_ms = 0 \
+         WHERE id = $6 AND lease_owner = $7 AND state = 'ON_DELIVERY'",
+    )
+    .bind(finish.state.to_string())
+    .bind(finish.finished_ms)
+    .bind(finish.response_code)
+    .bind(finish.response_message.clone())
+    .bind(finish.response_payload.clone())
+    .bind(message.id.clone())
+    .bind(owner.to_string())
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        transaction.rollback().await?;
+        return Ok(false);
+    }
+    if message.recipient.is_empty() {
+        insert_inbox_item(
+            &mut transaction,
+            &message.reply_to,
+            KIND_RESULT,
+            &message.id,
+            finish.finished_ms,
+        )
+        .await?;
+    }
+    transaction.commit().await?;
+    Ok(true)
+}
+
+/// Ends every expired message that nobody is delivering now as DELIVERY_STOPPED (with its
+/// outcome in the reply-to inbox, or its unacknowledged inbox item withdrawn); returns them.
+pub async fn stop_expired(
+    database: &Database,
+    owner: &str,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    // Claim them first, so that two instances never stop the same message twice.
+    let lock = match database.dialect() {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    let rows = sqlx::query(&format!(
+        "UPDATE async_messages SET lease_owner = $1, lease_until_ms = $2 \
+         WHERE id IN (SELECT id FROM async_messages WHERE state = 'ON_DELIVERY' AND expires_ms <= $3 \
+             AND lease_until_ms <= $3 ORDER BY expires_ms LIMIT $4{lock}) \
+         RETURNING {MESSAGE_COLUMNS}"
+    ))
+    .bind(owner.to_string())
+    .bind(now_ms + 60_000)
+    .bind(now_ms)
+    .bind(limit)
+    .fetch_all(database.pool())
+    .await?;
+    let claimed: Vec<MessageRow> = rows
+        .iter()
+        .map(message_from_row)
+        .collect::<Result<_, _>>()?;
+    let mut stopped = Vec::with_capacity(claimed.len());
+    for message in claimed {
+        let outcome = Finish {
+            state: DELIVERY_STOPPED,
+            finished_ms: now_ms,
+            response_code: i64::from(tonic::Code::DeadlineExceeded as i32),
+            response_message: if message.last_error.is_empty() {
+                "the message expired before it was delivered".to_string()
+            } else {
+                format!(
+                    "the message expired before it was delivered; last error: {}",
+                    message.last_error
+                )
+            },
+            response_payload: None,
+        };
+        if finish(database, &message, owner, &outcome).await? {
+            if !message.recipient.is_empty() {
+                sqlx::query("UPDATE async_inbox SET acked = 1 WHERE message_row_id = $1 AND kind = 'MESSAGE'")
+                    .bind(message.id.clone())
+                    .execute(database.pool())
+                    .await?;
+            }
+            stopped.push(message);
+        }
+    }
+    Ok(stopped)
+}
+
+/// One inbox item with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxRow {
+    /// Item id.
+    pub item_id: String,
+    /// MESSAGE or RESULT.
+    pub kind: String,
+    /// Entered the inbox at, epoch ms.
+    pub created_ms: i64,
+    /// The message.
+    pub message: MessageRow,
+}
+
+/// Up to `limit` unacknowledged items of `participant`, oldest first.
+pub async fn pending_inbox(
+    database: &Database,
+    participant: &str,
+    limit: i64,
+) -> Result<Vec<InboxRow>, sqlx::Error> {
+    let columns: String = MESSAGE_COLUMNS
+        .split(',')
+        .map(|column| format!("m.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT i.item_id, i.kind, i.created_ms, {columns} FROM async_inbox i \
+         JOIN async_messages m ON m.id = i.message_row_id \
+         WHERE i.participant = $1 AND i.acked = 0 ORDER BY i.created_ms, i.item_id LIMIT $2"
+    ))
+    .bind(participant.to_string())
+    .bind(limit)
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(InboxRow {
+                item_id: row.try_get("item_id")?,
+                kind: row.try_get("kind")?,
+                created_ms: row.try_get("created_ms")?,
+                message: message_from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+/// Acknowledges `participant`'s items; a MESSAGE item acknowledged ends its message DELIVERED.
+/// Returns the messages delivered by this acknowledgement and how many items were acknowledged.
+pub async fn acknowledge(
+    database: &Database,
+    participant: &str,
+    item_ids: &[String],
+    now_ms: i64,
+) -> Result<(usize, Vec<MessageRow>), sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    let mut acknowledged = 0;
+    let mut delivered = Vec::new();
+    for item_id in item_ids {
+        let row = sqlx::query(
+            "UPDATE async_inbox SET acked = 1 WHERE item_id = $1 AND participant = $2 AND acked = 0 \
+             RETURNING kind, message_row_id",
+        )
+        .bind(item_id.clone())
+        .bind(participant.to_string())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { continue };
+        acknowledged += 1;
+        let kind: String = row.try_get("kind")?;
+        let message_row_id: String = row.try_get("message_row_id")?;
+        if kind == KIND_MESSAGE {
+            let updated = sqlx::query(&format!(
+                "UPDATE async_messages SET state = 'DELIVERED', finished_ms = $1, attempts = attempts + 1 \
+                 WHERE id = $2 AND state = 'ON_DELIVERY' RETURNING {MESSAGE_COLUMNS}"
+            ))
+            .bind(now_ms)
+            .bind(message_row_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if let Some(updated) = updated {
+                delivered.push(message_from_row(&updated)?);
+            }
+        }
+    }
+    transaction.commit().await?;
+    Ok((acknowledged, delivered))
+}
+
+/// Messages on delivery and the acceptance time of the oldest, for the queue metrics.
+pub async fn queue_stats(database: &Database) -> Result<(i64, Option<i64>), sqlx::Error> {
+    let row = sqlx::query("SELECT COUNT(*) AS depth, MIN(accepted_ms) AS oldest FROM async_messages WHERE state = 'ON_DELIVERY'")
+        .fetch_one(database.pool())
+        .await?;
+    Ok((row.try_get("depth")?, row.try_get("oldest")?))
+}
