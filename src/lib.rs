@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod process;
 pub mod targets;
 pub mod up;

@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Echo {
     served: Arc<AtomicI64>,
     received: Arc<AtomicI64>,
-    /// Unary calls received per `x-shlyuz-message-id`.
-    by_message_id: Arc<Mutex<HashMap<String, u32>>>,
+    /// Unary calls received per `x-shlyuz-message-id`, and when the first arrived.
+    by_message_id: Arc<Mutex<HashMap<String, (u32, std::time::Instant)>>>,
 }
 
 impl Echo {
@@ -43,7 +43,19 @@ impl Echo {
         self.by_message_id
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .iter()
+            .map(|(message_id, (calls, _))| (message_id.clone(), *calls))
+            .collect()
+    }
+
+    /// When the first call with each `x-shlyuz-message-id` arrived.
+    pub fn first_arrivals(&self) -> HashMap<String, std::time::Instant> {
+        self.by_message_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(message_id, (_, arrived))| (message_id.clone(), *arrived))
+            .collect()
     }
 
     /// The tonic service.
@@ -63,12 +75,12 @@ impl EchoService for Echo {
             .get("x-shlyuz-message-id")
             .and_then(|value| value.to_str().ok())
         {
-            *self
-                .by_message_id
+            self.by_message_id
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .entry(message_id.to_string())
-                .or_default() += 1;
+                .or_insert_with(|| (0, std::time::Instant::now()))
+                .0 += 1;
         }
         let metadata = request
             .metadata()

@@ -15,13 +15,17 @@ use shlyuz_gateway::echo::Echo;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::pki::{DevPki, SigningKey};
-use shlyuz_kit::server::{GrpcServer, READINESS_SERVICE, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::echo::v1::EchoRequest;
 use tonic::transport::Channel;
 
 use super::load::{self, LoadResult, RequestFactory};
+use crate::process::{
+    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, free_port,
+    tls_files, write_echo_directory,
+};
 
 /// Options of `shlyuz bench gateway`.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,8 +52,6 @@ pub struct GatewayBenchArgs {
 }
 
 const ECHO_PATH: &str = "/shlyuz.echo.v1.EchoService/Echo";
-const BENCH_PARTICIPANT: &str = "bench";
-const PURPOSE: &str = "OPERATIONS";
 const SUBJECT: &str = "900101300017";
 const WARMUP_CALLS: usize = 2_000;
 
@@ -65,13 +67,10 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         "--requests, --concurrency and --connections must be positive"
     );
     let work_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let pki = DevPki::ensure(
-        &work_dir.path().join("pki"),
-        &["gateway", "echo", BENCH_PARTICIPANT],
-    )?;
-    let bench_files = tls_files(&pki, BENCH_PARTICIPANT)?;
+    let pki = DevPki::ensure(&work_dir.path().join("pki"), &PARTICIPANTS)?;
+    let bench_files = tls_files(&pki, CLIENT_PARTICIPANT)?;
     let bench_key = SigningKey::from_pem_file(
-        &pki.participant(BENCH_PARTICIPANT)
+        &pki.participant(CLIENT_PARTICIPANT)
             .context("bench participant")?
             .signing_key,
     )?;
@@ -111,11 +110,15 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         result: measure(&direct, &args, plain_requests()).await,
     });
 
-    let directory = write_directory(work_dir.path(), &pki, echo_address)?;
+    let directory =
+        write_echo_directory(work_dir.path(), &pki, echo_address, Duration::from_secs(10))?;
     {
-        let gateway =
-            GatewayProcess::start(work_dir.path(), &pki, &directory, "full", database.url())
-                .await?;
+        let gateway = GatewayProcess::start(
+            &pki,
+            &directory,
+            &gateway_options(work_dir.path(), "full", database.url())?,
+        )
+        .await?;
         let idle_kib = gateway.resident_kib();
         let through = channels(
             &gateway.address.to_string(),
@@ -152,11 +155,9 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     }
     {
         let gateway = GatewayProcess::start(
-            work_dir.path(),
             &pki,
             &directory,
-            "pass_through",
-            database.url(),
+            &gateway_options(work_dir.path(), "pass_through", database.url())?,
         )
         .await?;
         let through = channels(
@@ -198,6 +199,20 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     let _ = echo_task.await;
     print_report(&scenarios);
     Ok(())
+}
+
+fn gateway_options(
+    work_dir: &Path,
+    mode: &str,
+    database_url: &str,
+) -> anyhow::Result<GatewayProcessOptions> {
+    Ok(GatewayProcessOptions {
+        mode: mode.to_string(),
+        database_url: database_url.to_string(),
+        port: free_port()?,
+        data_dir: work_dir.join(format!("gateway-{mode}")),
+        extra_gateway_config: String::new(),
+    })
 }
 
 async fn measure(
@@ -300,17 +315,6 @@ fn signed_requests(
     })
 }
 
-fn tls_files(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
-    let files = pki
-        .participant(participant)
-        .with_context(|| format!("no PKI files for {participant}"))?;
-    Ok(TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    })
-}
-
 fn server_settings(name: &str, transport: Transport) -> ServerSettings {
     ServerSettings {
         name: name.to_string(),
@@ -339,197 +343,6 @@ async fn channels(
         opened.push(connect(&settings).await?);
     }
     Ok(opened)
-}
-
-fn write_directory(
-    work_dir: &Path,
-    pki: &DevPki,
-    echo_address: SocketAddr,
-) -> anyhow::Result<PathBuf> {
-    let key_of = |participant: &str| -> anyhow::Result<String> {
-        Ok(pki
-            .participant(participant)
-            .with_context(|| format!("no PKI files for {participant}"))?
-            .signing_public_key
-            .display()
-            .to_string())
-    };
-    let text = format!(
-        r#"[[participants]]
-id = "gateway"
-name = "Shlyuz gateway"
-signing_public_key = "{gateway_key}"
-
-[[participants]]
-id = "{BENCH_PARTICIPANT}"
-name = "Benchmark client"
-signing_public_key = "{bench_key}"
-
-[[purposes]]
-code = "{PURPOSE}"
-
-[[services]]
-name = "shlyuz.echo.v1.EchoService"
-upstream = "{echo_address}"
-upstream_server_name = "echo"
-personal_data = true
-methods = ["Echo"]
-idempotent_methods = ["Echo"]
-
-[[rules]]
-participant = "{BENCH_PARTICIPANT}"
-service = "shlyuz.echo.v1.EchoService"
-methods = ["Echo"]
-purposes = ["{PURPOSE}"]
-"#,
-        gateway_key = key_of("gateway")?,
-        bench_key = key_of(BENCH_PARTICIPANT)?,
-    );
-    let path = work_dir.join("bench-directory.toml");
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn toml_string(value: &str) -> String {
-    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// A gateway in its own process, as deployed.
-struct GatewayProcess {
-    child: tokio::process::Child,
-    address: SocketAddr,
-}
-
-impl GatewayProcess {
-    async fn start(
-        work_dir: &Path,
-        pki: &DevPki,
-        directory: &Path,
-        mode: &str,
-        database_url: &str,
-    ) -> anyhow::Result<GatewayProcess> {
-        let port = free_port()?;
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let data_dir = work_dir.join(format!("gateway-{mode}"));
-        std::fs::create_dir_all(&data_dir)?;
-        let files = tls_files(pki, "gateway")?;
-        let signing_key = pki
-            .participant("gateway")
-            .context("gateway files")?
-            .signing_key;
-        let config = format!(
-            "data_dir = {}\n\n[telemetry]\nlog_level = \"warn\"\nlog_format = \"json\"\nadmin_listen = \"\"\n\n[tls]\nmode = \"mutual\"\nca_cert = {}\ncert = {}\nkey = {}\nsigning_key = {}\n\n[gateway]\nlisten = \"{address}\"\ndirectory_file = {}\npolicy_mode = \"{mode}\"\ndatabase_url = {}\n",
-            toml_string(&data_dir.display().to_string()),
-            toml_string(&files.ca_cert.display().to_string()),
-            toml_string(&files.cert.display().to_string()),
-            toml_string(&files.key.display().to_string()),
-            toml_string(&signing_key.display().to_string()),
-            toml_string(&directory.display().to_string()),
-            toml_string(database_url),
-        );
-        let config_path = data_dir.join("shlyuz.toml");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(data_dir.join("gateway.log"))?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--target", "gateway", "--config"])
-            .arg(&config_path)
-            .env_remove("SHLYUZ_CONFIG")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start the gateway process")?;
-        let process = GatewayProcess { child, address };
-        process.wait_ready(pki).await.with_context(|| {
-            format!(
-                "the gateway did not become ready; see {}",
-                data_dir.join("gateway.log").display()
-            )
-        })?;
-        Ok(process)
-    }
-
-    async fn wait_ready(&self, pki: &DevPki) -> anyhow::Result<()> {
-        let settings = ClientSettings {
-            address: self.address.to_string(),
-            tls: Some(tls_files(pki, BENCH_PARTICIPANT)?),
-            server_name: "gateway".to_string(),
-            connect_timeout: Duration::from_secs(1),
-        };
-        for _ in 0..200 {
-            if let Ok(channel) = connect(&settings).await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                let answer = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: READINESS_SERVICE.to_string(),
-                    })
-                    .await;
-                if let Ok(answer) = answer
-                    && answer.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("not ready after 10 s")
-    }
-
-    /// The process's resident memory now, KiB.
-    fn resident_kib(&self) -> u64 {
-        self.child
-            .id()
-            .and_then(super::process_memory_kib)
-            .map_or(0, |(resident, _)| resident)
-    }
-
-    /// Runs `work` while sampling the process's resident memory; returns the work's result and
-    /// the peak resident set in KiB.
-    async fn peak_memory_during<F>(&self, work: F) -> (F::Output, u64)
-    where
-        F: std::future::Future,
-    {
-        let pid = self.child.id().unwrap_or_default();
-        {
-            let sampler = tokio::spawn(async move {
-                let mut peak = 0;
-                loop {
-                    match super::process_memory_kib(pid) {
-                        Some((resident, _)) => peak = peak.max(resident),
-                        None => return peak,
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-            let output = work.await;
-            sampler.abort();
-            let sampled = sampler.await.unwrap_or(0);
-            // VmHWM catches a peak between two samples.
-            let high_water = super::process_memory_kib(pid).map_or(0, |(_, high_water)| high_water);
-            (output, sampled.max(high_water))
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SIGTERM: the gateway drains and flushes its log as in production.
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
 }
 
 fn nginx_binary() -> Option<PathBuf> {
@@ -630,13 +443,13 @@ http {{
 
 /// The message log's database for the run: an SQLite file in the gateway's data directory, or a
 /// fresh database on the given PostgreSQL server.
-struct BenchDatabase {
+pub(crate) struct BenchDatabase {
     url: String,
     postgres: Option<(String, String)>,
 }
 
 impl BenchDatabase {
-    async fn create(server_url: Option<&str>) -> anyhow::Result<BenchDatabase> {
+    pub(crate) async fn create(server_url: Option<&str>) -> anyhow::Result<BenchDatabase> {
         let Some(server_url) = server_url else {
             return Ok(BenchDatabase {
                 url: String::new(),
@@ -656,11 +469,11 @@ impl BenchDatabase {
         })
     }
 
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    fn description(&self) -> String {
+    pub(crate) fn description(&self) -> String {
         if self.url.is_empty() {
             "SQLite (WAL, synchronous=FULL)".to_string()
         } else {
@@ -668,7 +481,7 @@ impl BenchDatabase {
         }
     }
 
-    async fn drop_database(&self) {
+    pub(crate) async fn drop_database(&self) {
         if let Some((server_url, name)) = &self.postgres
             && let Ok(admin) = shlyuz_kit::db::Database::connect(server_url, 1).await
         {

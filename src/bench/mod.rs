@@ -2,6 +2,7 @@
 //! percentiles of several scenarios measured in one run, so ratios between them are meaningful on
 //! whatever machine runs them.
 
+pub mod async_channel;
 pub mod gateway;
 pub mod load;
 pub mod stats;
@@ -11,12 +12,15 @@ pub mod stats;
 pub enum BenchCommand {
     /// The gateway against direct calls and nginx grpc_pass: throughput, latency, memory.
     Gateway(gateway::GatewayBenchArgs),
+    /// The async channel: accepted messages per second and send-to-delivered latency.
+    Async(async_channel::AsyncBenchArgs),
 }
 
 /// Runs one benchmark.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Gateway(args) => gateway::run(args).await,
+        BenchCommand::Async(args) => async_channel::run(args).await,
     }
 }
 

@@ -110,20 +110,6 @@ fn message_from_row(row: &AnyRow) -> Result<MessageRow, sqlx::Error> {
     })
 }
 
-/// Whether `error` is a unique-key violation (a concurrent duplicate).
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(database_error) => {
-            database_error.is_unique_violation()
-                || database_error.code().as_deref() == Some("23505")
-                || database_error
-                    .message()
-                    .contains("UNIQUE constraint failed")
-        }
-        _ => false,
-    }
-}
-
 /// The message `message_id` of `sender`.
 pub async fn find(
     database: &Database,
@@ -141,20 +127,24 @@ pub async fn find(
 }
 
 /// Stores a new message (and, for a recipient, its inbox item). Returns the stored row and
-/// whether the sender had already sent this message id (then nothing is written).
+/// whether the sender had already sent this message id (then nothing is written). One statement
+/// (`ON CONFLICT DO NOTHING`) in the common case, so acceptance costs one round trip and commit.
 pub async fn insert(
     database: &Database,
     message: &MessageRow,
 ) -> Result<(MessageRow, bool), sqlx::Error> {
-    if let Some(existing) = find(database, &message.sender, &message.message_id).await? {
-        return Ok((existing, true));
-    }
-    let written = async {
-        let mut transaction = database.pool().begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO async_messages ({MESSAGE_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
-        ))
+    // A recipient message and its inbox item commit together; a service message is one row.
+    let mut transaction = if message.recipient.is_empty() {
+        None
+    } else {
+        Some(database.pool().begin().await?)
+    };
+    let sql = format!(
+        "INSERT INTO async_messages ({MESSAGE_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) \
+         ON CONFLICT (sender, message_id) DO NOTHING RETURNING id"
+    );
+    let statement = sqlx::query(&sql)
         .bind(message.id.clone())
         .bind(message.sender.clone())
         .bind(message.message_id.clone())
@@ -179,25 +169,32 @@ pub async fn insert(
         .bind(message.response_code)
         .bind(message.response_message.clone())
         .bind(message.response_payload.clone())
-        .bind(message.last_error.clone())
-        .execute(&mut *transaction)
+        .bind(message.last_error.clone());
+    let inserted = match transaction.as_mut() {
+        Some(transaction) => statement.fetch_optional(&mut **transaction).await?,
+        None => statement.fetch_optional(database.pool()).await?,
+    };
+    if inserted.is_none() {
+        if let Some(transaction) = transaction {
+            transaction.rollback().await?;
+        }
+        return match find(database, &message.sender, &message.message_id).await? {
+            Some(existing) => Ok((existing, true)),
+            None => Err(sqlx::Error::RowNotFound),
+        };
+    }
+    if let Some(mut transaction) = transaction {
+        insert_inbox_item(
+            &mut transaction,
+            &message.recipient,
+            KIND_MESSAGE,
+            &message.id,
+            message.accepted_ms,
+        )
         .await?;
-        if !message.recipient.is_empty() {
-            insert_inbox_item(&mut transaction, &message.recipient, KIND_MESSAGE, &message.id, message.accepted_ms).await?;
-        }
-        transaction.commit().await
+        transaction.commit().await?;
     }
-    .await;
-    match written {
-        Ok(()) => Ok((message.clone(), false)),
-        Err(error) if is_unique_violation(&error) => {
-            match find(database, &message.sender, &message.message_id).await? {
-                Some(existing) => Ok((existing, true)),
-                None => Err(error),
-            }
-        }
-        Err(error) => Err(error),
-    }
+    Ok((message.clone(), false))
 }
 
 async fn insert_inbox_item(
