@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The `shlyuz` binary: one image for every target (`shlyuz serve --target gateway|registry|notify|
 # intake|housing`, `shlyuz migrate`). Build: docker build -t shlyuz:0.1.0 .
 # Kubernetes manifests and operations: k8s/ and docs/operations.md.
