@@ -26,6 +26,10 @@ if [ ! -x "$TOOLS/bin/python" ]; then
 fi
 "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check "${REQUIREMENTS[@]}"
 export PATH="$TOOLS/bin:$PATH"
+if ! command -v openssl >/dev/null 2>&1; then
+  # generate-signing-keys.sh needs it; Debian's package.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 
 step() { printf '\n--> %s\n' "$*"; }
 
