@@ -215,7 +215,10 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
     trigger
         .trigger_on_os_signals()
         .context("cannot install signal handlers")?;
-    let prepared = prepare_target(&config, target, identity, &metrics).await?;
+    let mut prepared = prepare_target(&config, target, identity, &metrics).await?;
+    if let Some(health_address) = config.health.address() {
+        prepared.server.bind_health_listener(health_address).await?;
+    }
     let admin = if config.telemetry.admin_listen.is_empty() {
         None
     } else {

@@ -21,6 +21,8 @@ pub struct ShlyuzConfig {
     pub tls: TlsConfig,
     /// Graceful shutdown timings.
     pub shutdown: ShutdownConfig,
+    /// The plaintext health-probe listener of `serve`.
+    pub health: HealthConfig,
     /// The integration gateway.
     pub gateway: GatewayConfig,
     /// The registry service.
@@ -40,12 +42,30 @@ impl Default for ShlyuzConfig {
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            health: HealthConfig::default(),
             gateway: GatewayConfig::default(),
             registry: TargetConfig::on_port(50052),
             notify: TargetConfig::on_port(50053),
             intake: TargetConfig::on_port(50054),
             housing: TargetConfig::on_port(50055),
         }
+    }
+}
+
+/// The `[health]` section: a plaintext listener that serves only `grpc.health.v1.Health`, for
+/// probes that cannot present a client certificate (the kubelet's native gRPC probes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Address of the health-only listener of `serve` (e.g. `0.0.0.0:8081`); empty disables it.
+    /// `up` ignores it.
+    pub listen: String,
+}
+
+impl HealthConfig {
+    /// The listener address, when one is configured and valid.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -71,6 +91,14 @@ impl ShlyuzConfig {
             if let Err(error) = self.target(target).validate(target.name()) {
                 problems.extend(error.problems);
             }
+        }
+        if !self.health.listen.is_empty()
+            && self.health.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "config key `health.listen`: {:?} is not an address like 0.0.0.0:8081",
+                self.health.listen
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("config key `data_dir`: must not be empty".to_string());

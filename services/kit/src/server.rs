@@ -1,6 +1,9 @@
 //! gRPC server bootstrap shared by every target: mutual TLS (or plaintext only when configured),
 //! tonic-health with `""` for liveness and [`READINESS_SERVICE`] for readiness, reflection, gRPC
 //! metrics, and graceful shutdown (readiness NOT_SERVING → drain in-flight calls → return).
+//!
+//! Optionally a second, plaintext listener serves only `grpc.health.v1.Health` from the same
+//! reporter, because the kubelet's native gRPC probes cannot present a client certificate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +70,7 @@ pub struct GrpcServer {
     listener: tokio::net::TcpListener,
     tls_config: Option<ServerTlsConfig>,
     health_reporter: HealthReporter,
+    health_listener: Option<tokio::net::TcpListener>,
     metrics: GrpcServerMetrics,
 }
 
@@ -87,7 +91,32 @@ impl GrpcServer {
             listener,
             tls_config,
             health_reporter,
+            health_listener: None,
         })
+    }
+
+    /// Binds a plaintext listener that serves only `grpc.health.v1.Health` (liveness `""` and
+    /// readiness [`READINESS_SERVICE`]) for probes that cannot do mutual TLS, such as the kubelet's
+    /// native gRPC probes. It answers nothing else: no routes, no reflection. It keeps answering
+    /// through the readiness grace and the drain, and closes when the main server has stopped.
+    pub async fn bind_health_listener(&mut self, address: SocketAddr) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: cannot listen for health probes on {address}",
+                    self.settings.name
+                )
+            })?;
+        self.health_listener = Some(listener);
+        Ok(())
+    }
+
+    /// The address of the plaintext health listener, when one is bound.
+    pub fn health_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.health_listener
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
     }
 
     /// The address actually bound (useful with port 0).
@@ -142,45 +171,70 @@ impl GrpcServer {
                     let _ = stream.set_nodelay(true);
                 })
             });
-        let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
-        let mut server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = drain_receiver.await;
-        }));
+        let health_task = self.health_listener.map(|listener| {
+            let health_only = tonic::transport::Server::builder().add_service(
+                tonic_health::pb::health_server::HealthServer::new(
+                    tonic_health::server::HealthService::from_health_reporter(
+                        self.health_reporter.clone(),
+                    ),
+                ),
+            );
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(health_only.serve_with_incoming(incoming))
+        });
+        let health_reporter = &self.health_reporter;
+        let settings = &self.settings;
+        let result: anyhow::Result<()> = async {
+            let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
+            let mut server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+                let _ = drain_receiver.await;
+            }));
 
-        self.health_reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
-        self.health_reporter
-            .set_service_status(READINESS_SERVICE, ServingStatus::Serving)
-            .await;
-        tracing::info!(target_name = %name, address = %self.settings.listen, "serving");
+            health_reporter
+                .set_service_status("", ServingStatus::Serving)
+                .await;
+            health_reporter
+                .set_service_status(READINESS_SERVICE, ServingStatus::Serving)
+                .await;
+            tracing::info!(target_name = %name, address = %settings.listen, "serving");
 
-        tokio::select! {
-            finished = &mut server_task => {
-                return finished
+            tokio::select! {
+                finished = &mut server_task => {
+                    return finished
+                        .with_context(|| format!("{name}: server task failed"))?
+                        .with_context(|| format!("{name}: server failed"));
+                }
+                () = shutdown.wait() => {}
+            }
+
+            health_reporter
+                .set_service_status(READINESS_SERVICE, ServingStatus::NotServing)
+                .await;
+            tracing::info!(target_name = %name, grace = ?settings.readiness_grace, "readiness off, draining");
+            tokio::time::sleep(settings.readiness_grace).await;
+            let _ = drain_sender.send(());
+            match tokio::time::timeout(settings.drain_timeout, &mut server_task).await {
+                Ok(finished) => finished
                     .with_context(|| format!("{name}: server task failed"))?
-                    .with_context(|| format!("{name}: server failed"));
+                    .with_context(|| format!("{name}: server failed"))?,
+                Err(_) => {
+                    server_task.abort();
+                    tracing::warn!(target_name = %name, "drain timeout reached, cutting remaining calls");
+                }
             }
-            () = shutdown.wait() => {}
+            tracing::info!(target_name = %name, "stopped");
+            Ok(())
         }
-
-        self.health_reporter
-            .set_service_status(READINESS_SERVICE, ServingStatus::NotServing)
-            .await;
-        tracing::info!(target_name = %name, grace = ?self.settings.readiness_grace, "readiness off, draining");
-        tokio::time::sleep(self.settings.readiness_grace).await;
-        let _ = drain_sender.send(());
-        match tokio::time::timeout(self.settings.drain_timeout, &mut server_task).await {
-            Ok(finished) => finished
-                .with_context(|| format!("{name}: server task failed"))?
-                .with_context(|| format!("{name}: server failed"))?,
-            Err(_) => {
-                server_task.abort();
-                tracing::warn!(target_name = %name, "drain timeout reached, cutting remaining calls");
+        .await;
+        // The health listener holds no work worth draining, and an open Watch stream would keep
+        // a graceful stop waiting forever: close it outright once the main server has stopped.
+        if let Some(health_task) = health_task {
+            health_task.abort();
+            if let Ok(Err(error)) = health_task.await {
+                tracing::warn!(target_name = %name, %error, "health listener failed");
             }
         }
-        tracing::info!(target_name = %name, "stopped");
-        Ok(())
+        result
     }
 }
 
@@ -331,5 +385,161 @@ pub fn split_grpc_path(path: &str) -> (String, String) {
     match trimmed.split_once('/') {
         Some((service, method)) => (service.to_string(), method.to_string()),
         None => (trimmed.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+    use super::*;
+    use crate::pki::DevPki;
+    use crate::shutdown::shutdown_channel;
+
+    async fn mutual_tls_server(
+        pki_dir: &std::path::Path,
+        readiness_grace: Duration,
+    ) -> (GrpcServer, SocketAddr, SocketAddr) {
+        let pki = DevPki::ensure(pki_dir, &["registry"]).expect("development PKI");
+        let files = pki.participant("registry").expect("registry files");
+        let settings = ServerSettings {
+            name: "registry".to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transport: Transport::MutualTls(TlsFiles {
+                ca_cert: pki.ca_cert_path().to_path_buf(),
+                cert: files.tls_cert,
+                key: files.tls_key,
+            }),
+            readiness_grace,
+            drain_timeout: Duration::from_secs(5),
+            max_connection_age: None,
+        };
+        let mut server = GrpcServer::bind(settings, &MetricsRegistry::default())
+            .await
+            .expect("bind");
+        server
+            .bind_health_listener(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind health listener");
+        let main = server.local_addr().expect("main address");
+        let health = server
+            .health_local_addr()
+            .expect("health listener bound")
+            .expect("health address");
+        (server, main, health)
+    }
+
+    async fn plaintext_channel(address: SocketAddr) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("plaintext connection to the health listener")
+    }
+
+    fn request(service: &str) -> HealthCheckRequest {
+        HealthCheckRequest {
+            service: service.to_string(),
+        }
+    }
+
+    async fn next_status(stream: &mut tonic::Streaming<HealthCheckResponse>) -> Option<Status> {
+        let message = stream.message().await.expect("watch stream")?;
+        Some(Status::try_from(message.status).expect("known status"))
+    }
+
+    #[tokio::test]
+    async fn plaintext_health_listener_reports_liveness_and_readiness_through_the_drain() {
+        let pki_dir = tempfile::tempdir().expect("temp dir");
+        // A long grace keeps the server in the "readiness off" phase while the test looks.
+        let (server, main, health) =
+            mutual_tls_server(pki_dir.path(), Duration::from_secs(600)).await;
+        let (trigger, signal) = shutdown_channel();
+        let serving = tokio::spawn(server.serve(tonic::service::Routes::default(), signal));
+
+        let channel = plaintext_channel(health).await;
+        let mut health_client = HealthClient::new(channel.clone());
+        let mut readiness = health_client
+            .watch(request(READINESS_SERVICE))
+            .await
+            .expect("watch readiness")
+            .into_inner();
+        let mut status = next_status(&mut readiness).await;
+        while status == Some(Status::ServiceUnknown) {
+            status = next_status(&mut readiness).await;
+        }
+        assert_eq!(status, Some(Status::Serving));
+        let liveness = health_client
+            .check(request(""))
+            .await
+            .expect("liveness check without a client certificate");
+        assert_eq!(liveness.into_inner().status, Status::Serving as i32);
+
+        // Only health is served there: reflection (served on the main port) is not.
+        let mut reflection =
+            tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+                channel,
+            );
+        let refused = reflection
+            .server_reflection_info(futures::stream::iter(Vec::<
+                tonic_reflection::pb::v1::ServerReflectionRequest,
+            >::new()))
+            .await
+            .expect_err("reflection on the health listener");
+        assert_eq!(refused.code(), tonic::Code::Unimplemented);
+
+        // The main port still demands TLS: a plaintext client gets no health answer there.
+        let main_plaintext = tonic::transport::Endpoint::from_shared(format!("http://{main}"))
+            .expect("endpoint")
+            .connect()
+            .await;
+        if let Ok(main_channel) = main_plaintext {
+            let answer = HealthClient::new(main_channel).check(request("")).await;
+            assert!(answer.is_err(), "plaintext call on the mTLS port answered");
+        }
+
+        trigger.trigger();
+        assert_eq!(next_status(&mut readiness).await, Some(Status::NotServing));
+        let liveness = health_client
+            .check(request(""))
+            .await
+            .expect("liveness during the drain");
+        assert_eq!(liveness.into_inner().status, Status::Serving as i32);
+        serving.abort();
+    }
+
+    #[tokio::test]
+    async fn plaintext_health_listener_closes_when_the_server_stops() {
+        let pki_dir = tempfile::tempdir().expect("temp dir");
+        let (server, _main, health) = mutual_tls_server(pki_dir.path(), Duration::ZERO).await;
+        let (trigger, signal) = shutdown_channel();
+        let serving = tokio::spawn(server.serve(tonic::service::Routes::default(), signal));
+        let mut health_client = HealthClient::new(plaintext_channel(health).await);
+        let mut liveness = health_client
+            .watch(request(""))
+            .await
+            .expect("watch liveness")
+            .into_inner();
+        let mut status = next_status(&mut liveness).await;
+        while status == Some(Status::ServiceUnknown) {
+            status = next_status(&mut liveness).await;
+        }
+        assert_eq!(status, Some(Status::Serving));
+
+        trigger.trigger();
+        serving
+            .await
+            .expect("serve task")
+            .expect("server stopped cleanly");
+        let reconnect = tonic::transport::Endpoint::from_shared(format!("http://{health}"))
+            .expect("endpoint")
+            .connect()
+            .await;
+        assert!(
+            reconnect.is_err(),
+            "health listener still accepts connections"
+        );
     }
 }
