@@ -220,6 +220,62 @@ fn kubernetes_gateway_directory_is_valid() {
     }
 }
 
+/// What a directory decides: who takes part, which services are routed how, who may call what.
+fn decisions(directory: &Directory) -> Vec<String> {
+    let mut lines = Vec::new();
+    for participant in directory.participants() {
+        lines.push(format!(
+            "participant {} accepts messages from {:?}",
+            participant.id, participant.accept_messages_from
+        ));
+        for allowed in directory.allowed_methods(&participant.id) {
+            lines.push(format!("{} may call {allowed:?}", participant.id));
+        }
+    }
+    for route in directory.routes() {
+        let mut idempotent: Vec<&String> = route.idempotent_methods.iter().collect();
+        idempotent.sort();
+        lines.push(format!(
+            "route {} local={} personal_data={} methods={:?} idempotent={idempotent:?}",
+            route.service,
+            route.is_local(),
+            route.personal_data,
+            route.methods
+        ));
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kubernetes_directory_decides_what_the_default_directory_decides() {
+    // The two files differ only in key paths and upstream addresses (Service DNS names instead of
+    // `target:` names); participants, routes and rules must not drift apart.
+    let work = tempfile::tempdir().expect("temp dir");
+    let pki = DevPki::ensure(&work.path().join("pki"), &PARTICIPANTS).expect("development PKI");
+    let folder = work.path().join("directory");
+    std::fs::create_dir_all(&folder).expect("directory folder");
+    copy_directory_config_map(&pki, &folder);
+    let kubernetes = Directory::load(
+        &folder.join("gateway-directory.toml"),
+        &TargetResolver::none(),
+    )
+    .unwrap_or_else(|error| panic!("{}", error.problems().join("\n")));
+    let targets = TargetResolver::new(
+        ["registry", "notify", "intake", "housing"]
+            .iter()
+            .map(|name| (name.to_string(), "127.0.0.1:9".to_string()))
+            .collect(),
+    );
+    let default = Directory::from_toml_str(
+        shlyuz_gateway::directory::DEFAULT_DIRECTORY,
+        work.path(),
+        &targets,
+    )
+    .unwrap_or_else(|error| panic!("{}", error.problems().join("\n")));
+    assert_eq!(decisions(&kubernetes), decisions(&default));
+}
+
 #[test]
 fn bad_health_listen_address_is_named() {
     let output = Command::new(SHLYUZ)
