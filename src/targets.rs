@@ -178,7 +178,11 @@ pub async fn build_service(
                 gateway: Some(gateway),
             })
         }
-        Target::Registry | Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+        Target::Registry => Ok(TargetService {
+            routes: shlyuz_registry::routes(prepared.database.clone()),
+            gateway: None,
+        }),
+        Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),

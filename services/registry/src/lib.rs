@@ -1,12 +1,59 @@
 //! Shlyuz registry service: adapters for state databases (ГБД ФЛ, АХАЖ, ЕГКН, state property, Қазтізілім, military register, dispensaries, criminal records, mobile citizens, consent, НУЦ mimic).
 
-use shlyuz_kit::db::Migrations;
+use shlyuz_kit::db::{EmbeddedMigration, Migrations};
+
+pub mod embedded;
+pub mod fixtures;
+pub mod grpc;
+pub mod population;
+pub mod records;
+pub mod reference;
+pub mod source;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "registry";
 
+/// Persons `shlyuz up` generates on first start, when the registry database is empty.
+pub const UP_POPULATION: usize = 10_000;
+
+/// Seed of the population `shlyuz up` generates.
+pub const UP_SEED: u64 = 1;
+
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "registry tables",
+    sql: include_str!("../migrations/sqlite/0001_registries.sql"),
+}];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "registry tables",
+    sql: include_str!("../migrations/postgres/0001_registries.sql"),
+}];
+
 /// Database migrations of the registry target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// The registry target's gRPC routes over the embedded backend in `database`.
+pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
+    let source = std::sync::Arc::new(embedded::EmbeddedRegistry::new(database));
+    grpc::RegistryServices::new(source).routes()
+}
+
+/// Generates the `shlyuz up` population when the registry holds no person yet; returns the
+/// report when it seeded, `None` when data was already there.
+pub async fn seed_if_empty(
+    database: shlyuz_kit::db::Database,
+    population: usize,
+    seed: u64,
+) -> anyhow::Result<Option<population::SeedReport>> {
+    let registry = embedded::EmbeddedRegistry::new(database);
+    if registry.person_count().await? > 0 {
+        return Ok(None);
+    }
+    let report = population::seed_population(&registry, population, seed).await?;
+    Ok(Some(report))
+}
