@@ -1,6 +1,6 @@
 //! Loading, validation and lookups of the directory, and the default directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use shlyuz_kit::pki::{DevPki, VerifyingKey};
@@ -933,7 +933,12 @@ fn default_directory_loads_against_a_dev_pki() {
     let path = write_default_if_missing(data_dir.path()).unwrap();
     assert_eq!(path, data_dir.path().join("gateway-directory.toml"));
 
-    let directory = Directory::load(&path, &TargetResolver::none()).unwrap();
+    // The registry routes name `target:registry`, which `shlyuz up` resolves.
+    let targets = TargetResolver::new(HashMap::from([(
+        "registry".to_string(),
+        "127.0.0.1:50052".to_string(),
+    )]));
+    let directory = Directory::load(&path, &targets).unwrap();
     let mut expected_ids = DEFAULT_PARTICIPANTS.to_vec();
     expected_ids.sort_unstable();
     let participant_ids: Vec<&str> = directory
@@ -966,8 +971,20 @@ fn default_directory_loads_against_a_dev_pki() {
             "OPERATIONS",
         ])
     );
-    assert!(directory.routes().all(Route::is_local));
-    assert_eq!(directory.routes().count(), 3);
+    // The gateway's own three services are local; the nine registry services go to the target.
+    assert_eq!(
+        directory.routes().filter(|route| route.is_local()).count(),
+        3
+    );
+    assert_eq!(directory.routes().count(), 12);
+    let housing_review = directory
+        .rule(
+            "housing",
+            "shlyuz.registry.v1.StatePropertyRegistryService",
+            "BatchListPrivatisationContracts",
+        )
+        .unwrap();
+    assert!(housing_review.purposes.contains("HOUSING_REGISTER_REVIEW"));
 
     let directory_service = "shlyuz.gateway.v1.DirectoryService";
     let message_log = "shlyuz.gateway.v1.MessageLogService";
