@@ -2,6 +2,7 @@
 
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
+pub mod consent;
 pub mod embedded;
 pub mod fixtures;
 pub mod grpc;
@@ -19,17 +20,31 @@ pub const UP_POPULATION: usize = 10_000;
 /// Seed of the population `shlyuz up` generates.
 pub const UP_SEED: u64 = 1;
 
-static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "registry tables",
-    sql: include_str!("../migrations/sqlite/0001_registries.sql"),
-}];
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "registry tables",
+        sql: include_str!("../migrations/sqlite/0001_registries.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "consents and sms outbox",
+        sql: include_str!("../migrations/sqlite/0002_consents.sql"),
+    },
+];
 
-static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "registry tables",
-    sql: include_str!("../migrations/postgres/0001_registries.sql"),
-}];
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "registry tables",
+        sql: include_str!("../migrations/postgres/0001_registries.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "consents and sms outbox",
+        sql: include_str!("../migrations/postgres/0002_consents.sql"),
+    },
+];
 
 /// Database migrations of the registry target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -39,8 +54,16 @@ pub static MIGRATIONS: Migrations = Migrations {
 
 /// The registry target's gRPC routes over the embedded backend in `database`.
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
-    let source = std::sync::Arc::new(embedded::EmbeddedRegistry::new(database));
-    grpc::RegistryServices::new(source).routes()
+    let source: std::sync::Arc<dyn source::RegistrySource> =
+        std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
+    let consent = consent::ConsentServiceImpl::new(
+        database,
+        source.clone(),
+        shlyuz_kit::clock::system_clock(),
+    );
+    grpc::RegistryServices::new(source)
+        .routes()
+        .add_service(consent.into_server())
 }
 
 /// Generates the `shlyuz up` population when the registry holds no person yet; returns the

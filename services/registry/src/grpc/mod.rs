@@ -90,7 +90,7 @@ pub(crate) fn subject_iins<T>(
 }
 
 /// One page of `records` sorted by `key` (unique per record), AIP-158 style.
-pub(crate) fn paginate<T>(
+pub fn paginate<T>(
     mut records: Vec<T>,
     key: impl Fn(&T) -> String,
     scope: &str,
@@ -117,7 +117,7 @@ pub(crate) fn paginate<T>(
 }
 
 /// `NOT_FOUND` / `PERSON_NOT_FOUND` for a single-person look-up.
-pub(crate) fn person_not_found(iin: &Iin) -> ApiError {
+pub fn person_not_found(iin: &Iin) -> ApiError {
     ApiError::not_found(
         REASON_PERSON_NOT_FOUND,
         "no person with this iin in the registry",
