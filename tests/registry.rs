@@ -45,6 +45,8 @@ struct Stack {
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
+    registry_address: SocketAddr,
+    registry_database: shlyuz_kit::db::Database,
 }
 
 fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
@@ -147,7 +149,9 @@ impl Stack {
             gateway,
             trigger,
             tasks,
+            registry_database: registry_database.database().clone(),
             databases: vec![registry_database, gateway_database],
+            registry_address,
         }
     }
 
@@ -550,4 +554,129 @@ async fn housing_review_batches_find_each_removal_reason() {
     assert_eq!(summary.code, Code::InvalidArgument);
     assert_eq!(summary.fields, vec!["iins".to_string()]);
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
+    use shlyuz_gateway::consent::{ConsentChecker, ConsentQuery, ConsentRefusal, RegistryConsents};
+
+    let stack = Stack::start().await;
+    let subject = rules::CLEAN_CANDIDATE;
+    let mut consents = pb::consent_service_client::ConsentServiceClient::new(
+        stack.channel("jauynger-portal").await,
+    );
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("millis");
+    let pending = consents
+        .request_consent(stack.signed(
+            "jauynger-portal",
+            "/shlyuz.registry.v1.ConsentService/RequestConsent",
+            "PERSONAL_DATA_CONSENT",
+            subject,
+            pb::RequestConsentRequest {
+                subject_iin: subject.to_string(),
+                participant: "intake".to_string(),
+                purpose: RECRUITMENT.to_string(),
+                scopes: vec!["shlyuz.registry.v1.PersonRegistryService".to_string()],
+                expire_time_ms: now_ms + 3_600_000,
+            },
+        ))
+        .await
+        .expect("request consent")
+        .into_inner()
+        .consent
+        .expect("consent");
+
+    // The SMS with the OTP waits in the registry's outbox until notify exists.
+    let outbox_reader = shlyuz_registry::consent::ConsentServiceImpl::new(
+        stack.registry_database.clone(),
+        Arc::new(EmbeddedRegistry::new(stack.registry_database.clone())),
+        shlyuz_kit::clock::system_clock(),
+    );
+    let sms = outbox_reader
+        .outbox(&pending.consent_id)
+        .await
+        .expect("outbox");
+    let marker = "Код подтверждения: ";
+    let start = sms[0].body.find(marker).expect("otp") + marker.len();
+    let otp = sms[0].body[start..start + 6].to_string();
+
+    let active = consents
+        .confirm_consent(stack.signed(
+            "jauynger-portal",
+            "/shlyuz.registry.v1.ConsentService/ConfirmConsent",
+            "PERSONAL_DATA_CONSENT",
+            subject,
+            pb::ConfirmConsentRequest {
+                consent_id: pending.consent_id.clone(),
+                otp,
+            },
+        ))
+        .await
+        .expect("confirm")
+        .into_inner()
+        .consent
+        .expect("consent");
+    assert_eq!(active.state, pb::ConsentState::Active as i32);
+
+    // The gateway's checker, asking the registry directly with the gateway's identity; no cache
+    // so that the revocation below is seen on the next call.
+    let channel = connect(&ClientSettings {
+        address: stack.registry_address.to_string(),
+        tls: Some(tls_files(&stack.pki, "gateway")),
+        server_name: "registry".to_string(),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("channel to the registry");
+    let checker = RegistryConsents::new(channel, Duration::ZERO);
+    let query = |participant| ConsentQuery {
+        participant,
+        subject_iin: subject,
+        purpose: RECRUITMENT,
+        consent_id: &pending.consent_id,
+        now_ms,
+    };
+    assert_eq!(checker.check(query("intake")).await, Ok(()));
+    assert_eq!(
+        checker.check(query("housing")).await,
+        Err(ConsentRefusal::Mismatch(pending.consent_id.clone()))
+    );
+
+    consents
+        .revoke_consent(stack.signed(
+            "jauynger-portal",
+            "/shlyuz.registry.v1.ConsentService/RevokeConsent",
+            "PERSONAL_DATA_CONSENT",
+            subject,
+            pb::RevokeConsentRequest {
+                consent_id: pending.consent_id.clone(),
+            },
+        ))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        checker.check(query("intake")).await,
+        Err(ConsentRefusal::Revoked(pending.consent_id.clone()))
+    );
+    let unknown = uuid_like_unknown();
+    assert_eq!(
+        checker
+            .check(ConsentQuery {
+                consent_id: &unknown,
+                ..query("intake")
+            })
+            .await,
+        Err(ConsentRefusal::Unknown(unknown.clone()))
+    );
+    stack.stop().await;
+}
+
+fn uuid_like_unknown() -> String {
+    "00000000-0000-4000-8000-000000000000".to_string()
 }

@@ -971,12 +971,12 @@ fn default_directory_loads_against_a_dev_pki() {
             "OPERATIONS",
         ])
     );
-    // The gateway's own three services are local; the nine registry services go to the target.
+    // The gateway's own three services are local; ten registry services go to the target.
     assert_eq!(
         directory.routes().filter(|route| route.is_local()).count(),
         3
     );
-    assert_eq!(directory.routes().count(), 12);
+    assert_eq!(directory.routes().count(), 13);
     let housing_review = directory
         .rule(
             "housing",
