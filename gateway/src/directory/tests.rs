@@ -968,15 +968,16 @@ fn default_directory_loads_against_a_dev_pki() {
             "CITIZEN_NOTIFICATION",
             "PERSONAL_DATA_CONSENT",
             "SUBJECT_ACCESS_REPORT",
+            "DIGITAL_SIGNATURE",
             "OPERATIONS",
         ])
     );
-    // The gateway's own three services are local; ten registry services go to the target.
+    // The gateway's own three services are local; eleven registry services go to the target.
     assert_eq!(
         directory.routes().filter(|route| route.is_local()).count(),
         3
     );
-    assert_eq!(directory.routes().count(), 13);
+    assert_eq!(directory.routes().count(), 14);
     let housing_review = directory
         .rule(
             "housing",

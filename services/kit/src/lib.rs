@@ -12,6 +12,7 @@ pub mod paging;
 pub mod pki;
 pub mod server;
 pub mod shutdown;
+pub mod signed_document;
 pub mod subject;
 pub mod telemetry;
 

@@ -2,6 +2,7 @@
 
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
+pub mod certificate_authority;
 pub mod consent;
 pub mod embedded;
 pub mod fixtures;
@@ -31,6 +32,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consents and sms outbox",
         sql: include_str!("../migrations/sqlite/0002_consents.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "certificate authority",
+        sql: include_str!("../migrations/sqlite/0003_certificate_authority.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -44,6 +50,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consents and sms outbox",
         sql: include_str!("../migrations/postgres/0002_consents.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "certificate authority",
+        sql: include_str!("../migrations/postgres/0003_certificate_authority.sql"),
+    },
 ];
 
 /// Database migrations of the registry target, per dialect.
@@ -56,6 +67,11 @@ pub static MIGRATIONS: Migrations = Migrations {
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
         std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
+    let certificate_authority = certificate_authority::CertificateAuthorityServiceImpl::new(
+        database.clone(),
+        source.clone(),
+        shlyuz_kit::clock::system_clock(),
+    );
     let consent = consent::ConsentServiceImpl::new(
         database,
         source.clone(),
@@ -64,6 +80,7 @@ pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     grpc::RegistryServices::new(source)
         .routes()
         .add_service(consent.into_server())
+        .add_service(certificate_authority.into_server())
 }
 
 /// Generates the `shlyuz up` population when the registry holds no person yet; returns the
