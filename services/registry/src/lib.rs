@@ -11,6 +11,7 @@ pub mod population;
 pub mod records;
 pub mod reference;
 pub mod source;
+pub mod upstream;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "registry";
@@ -67,16 +68,22 @@ pub static MIGRATIONS: Migrations = Migrations {
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
         std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
+    routes_with_source(database, source)
+}
+
+/// The routes with registry data from `source` (e.g. an [`upstream::UpstreamRegistry`] falling
+/// back to the embedded tables); consents and certificates always live in `database`.
+pub fn routes_with_source(
+    database: shlyuz_kit::db::Database,
+    source: std::sync::Arc<dyn source::RegistrySource>,
+) -> tonic::service::Routes {
+    let clock = shlyuz_kit::clock::system_clock();
     let certificate_authority = certificate_authority::CertificateAuthorityServiceImpl::new(
         database.clone(),
         source.clone(),
-        shlyuz_kit::clock::system_clock(),
+        clock.clone(),
     );
-    let consent = consent::ConsentServiceImpl::new(
-        database,
-        source.clone(),
-        shlyuz_kit::clock::system_clock(),
-    );
+    let consent = consent::ConsentServiceImpl::new(database, source.clone(), clock);
     grpc::RegistryServices::new(source)
         .routes()
         .add_service(consent.into_server())

@@ -26,6 +26,32 @@ pub trait TableRow: Sized + Send + Unpin + 'static {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
     /// The IIN the row belongs to.
     fn iin(&self) -> &str;
+    /// The value of a TEXT column, `None` for other columns and unknown names.
+    fn text_column(&self, column: &str) -> Option<&str>;
+}
+
+/// A column value that may be TEXT.
+pub trait ColumnText {
+    /// The text, for TEXT columns.
+    fn column_text(&self) -> Option<&str>;
+}
+
+impl ColumnText for String {
+    fn column_text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl ColumnText for i64 {
+    fn column_text(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl ColumnText for f64 {
+    fn column_text(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A value that binds as one `Any` argument without copying.
@@ -132,6 +158,13 @@ macro_rules! table_row {
 
             fn iin(&self) -> &str {
                 &self.$iin
+            }
+
+            fn text_column(&self, column: &str) -> Option<&str> {
+                match column {
+                    $( stringify!($field) => self.$field.column_text(), )*
+                    _ => None,
+                }
             }
         }
     };
