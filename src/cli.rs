@@ -72,6 +72,22 @@ pub enum Command {
         #[command(subcommand)]
         bench: crate::bench::BenchCommand,
     },
+    /// Replace the registry data with a deterministic synthetic population (same N and seed,
+    /// same people), or with the records of a fixture file.
+    Seed {
+        /// Number of persons.
+        #[arg(long, default_value_t = shlyuz_registry::UP_POPULATION)]
+        population: usize,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = shlyuz_registry::UP_SEED)]
+        seed: u64,
+        /// Also load this fixture file (TOML) after generating.
+        #[arg(long, value_name = "FILE")]
+        fixture: Option<PathBuf>,
+        /// Data directory for the default SQLite file (data_dir).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Apply database migrations and exit.
     Migrate {
         /// Only this target (default: every target).
@@ -101,7 +117,9 @@ impl Cli {
             overrides.push(("telemetry.log_format".to_string(), quoted(name)));
         }
         let data_dir = match &self.command {
-            Command::Up { data_dir } | Command::Migrate { data_dir, .. } => data_dir.as_ref(),
+            Command::Up { data_dir }
+            | Command::Migrate { data_dir, .. }
+            | Command::Seed { data_dir, .. } => data_dir.as_ref(),
             Command::Serve { .. } | Command::Bench { .. } => None,
         };
         if let Some(data_dir) = data_dir {
@@ -176,6 +194,12 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
         Command::Up { .. } => crate::up::run_up(config).await,
         Command::Serve { target } => serve(config, target).await,
         Command::Bench { bench } => crate::bench::run(bench).await,
+        Command::Seed {
+            population,
+            seed,
+            fixture,
+            ..
+        } => seed_registry(&config, population, seed, fixture).await,
         Command::Migrate { target, .. } => {
             let targets = match target {
                 Some(one) => vec![one],
@@ -189,6 +213,40 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
             Ok(())
         }
     }
+}
+
+async fn seed_registry(
+    config: &ShlyuzConfig,
+    population: usize,
+    seed: u64,
+    fixture: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let fixture = match fixture {
+        Some(path) => Some(shlyuz_registry::fixtures::read(&path)?),
+        None => None,
+    };
+    let database = open_database(config, Target::Registry, &config.data_dir).await?;
+    let registry = shlyuz_registry::embedded::EmbeddedRegistry::new(database.clone());
+    let report = shlyuz_registry::population::seed_population(&registry, population, seed).await;
+    let outcome = match report {
+        Ok(report) => {
+            println!(
+                "seeded {} persons ({} records) with seed {seed} in {:.1} s",
+                report.persons,
+                report.records,
+                report.elapsed.as_secs_f64()
+            );
+            match &fixture {
+                Some(records) => shlyuz_registry::fixtures::load(&registry, records).await,
+                None => Ok(()),
+            }
+        }
+        Err(error) => Err(error),
+    };
+    database.close().await;
+    outcome
 }
 
 async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::consent::{
+    ConsentChecker, InMemoryConsents, REGISTRY_CONSENT_CACHE_TTL, RegistryConsents,
+};
 use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::db::{Database, Migrations};
@@ -160,12 +162,13 @@ pub async fn build_service(
                 shlyuz_gateway::directory::write_default_if_missing(&config.data_dir)
                     .context("gateway: default directory")?;
             }
+            let consent = consent_checker(&targets, prepared.identity.tls.clone())?;
             let gateway = Gateway::start(GatewayParts {
                 database: prepared.database.clone(),
                 directory_file,
                 targets,
                 signing_key: Arc::new(signing_key),
-                consent: Arc::new(InMemoryConsents::default()),
+                consent,
                 upstream_tls: prepared.identity.tls.clone(),
                 metrics: metrics.clone(),
                 clock: shlyuz_kit::clock::system_clock(),
@@ -178,11 +181,37 @@ pub async fn build_service(
                 gateway: Some(gateway),
             })
         }
-        Target::Registry | Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+        Target::Registry => Ok(TargetService {
+            routes: shlyuz_registry::routes(prepared.database.clone()),
+            gateway: None,
+        }),
+        Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),
     }
+}
+
+/// The gateway's consent check: the registry's ConsentService where the registry target runs
+/// beside the gateway (`shlyuz up`), else consents held in memory.
+fn consent_checker(
+    targets: &TargetResolver,
+    tls: Option<shlyuz_kit::server::TlsFiles>,
+) -> anyhow::Result<Arc<dyn ConsentChecker>> {
+    let Some(address) = targets.resolve(Target::Registry.name()) else {
+        return Ok(Arc::new(InMemoryConsents::default()));
+    };
+    let channel = shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
+        address: address.to_string(),
+        tls,
+        server_name: Target::Registry.name().to_string(),
+        connect_timeout: Duration::from_secs(2),
+    })
+    .context("gateway: consent channel to the registry")?;
+    Ok(Arc::new(RegistryConsents::new(
+        channel,
+        REGISTRY_CONSENT_CACHE_TTL,
+    )))
 }
 
 /// Serves a prepared target until shutdown, then flushes what it must and closes its database.

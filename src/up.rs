@@ -108,6 +108,25 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
         };
         prepared_targets.push(prepare_target(&config, target, identity, &metrics).await?);
     }
+    for prepared in &prepared_targets {
+        if prepared.target == Target::Registry {
+            let seeded = shlyuz_registry::seed_if_empty(
+                prepared.database.clone(),
+                shlyuz_registry::UP_POPULATION,
+                shlyuz_registry::UP_SEED,
+            )
+            .await
+            .context("registry: synthetic population")?;
+            if let Some(report) = seeded {
+                tracing::info!(
+                    persons = report.persons,
+                    records = report.records,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "registry seeded with the synthetic population"
+                );
+            }
+        }
+    }
     let mut addresses = BTreeMap::new();
     for prepared in &prepared_targets {
         addresses.insert(

@@ -1,11 +1,15 @@
 //! The consent hook: for access rules that require consent, `x-shlyuz-consent-id` must name an
-//! active consent of that subject for that participant and purpose. The registry's
-//! `ConsentService` provides the real store; until it is wired in, the check sits behind this trait.
+//! active consent of that subject for that participant and purpose. [`RegistryConsents`] asks the
+//! registry's `ConsentService`; [`InMemoryConsents`] serves tests and gateways without a registry.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use shlyuz_proto::registry::v1::consent_service_client::ConsentServiceClient;
+use shlyuz_proto::registry::v1::{Consent, ConsentState, GetConsentRequest};
+use tonic::transport::Channel;
 
 /// What the gateway asks about one call.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +35,9 @@ pub enum ConsentRefusal {
     /// The id names no consent.
     #[error("consent {0} does not exist")]
     Unknown(String),
+    /// The consent was never confirmed by the subject's OTP (or was locked after wrong OTPs).
+    #[error("consent {0} is not confirmed by the subject")]
+    NotConfirmed(String),
     /// The consent was revoked by the subject.
     #[error("consent {0} was revoked")]
     Revoked(String),
@@ -124,5 +131,144 @@ impl InMemoryConsents {
 impl ConsentChecker for InMemoryConsents {
     fn check<'a>(&'a self, query: ConsentQuery<'a>) -> BoxFuture<'a, Result<(), ConsentRefusal>> {
         Box::pin(async move { self.evaluate(query) })
+    }
+}
+
+/// How long [`RegistryConsents`] trusts an answer: revocation takes effect within this time.
+pub const REGISTRY_CONSENT_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Answers kept at most; beyond that the expired ones are dropped first, then all.
+const REGISTRY_CONSENT_CACHE_LIMIT: usize = 10_000;
+
+/// Deadline of one `GetConsent` call to the registry.
+const REGISTRY_CONSENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct CachedConsent {
+    fetched: Instant,
+    consent: Consent,
+}
+
+/// Consents held by the registry's `ConsentService`, asked directly over mTLS (not through the
+/// gateway's own proxy) and cached for a short time. Only found consents are cached: an unknown
+/// id or a failed call is asked again next time, so an error is never served from the cache.
+pub struct RegistryConsents {
+    client: ConsentServiceClient<Channel>,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, CachedConsent>>,
+}
+
+impl RegistryConsents {
+    /// A checker over a channel to the registry, trusting answers for `ttl`.
+    pub fn new(channel: Channel, ttl: Duration) -> Self {
+        Self {
+            client: ConsentServiceClient::new(channel),
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, consent_id: &str) -> Option<Consent> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(consent_id)
+            .filter(|entry| entry.fetched.elapsed() < self.ttl)
+            .map(|entry| entry.consent.clone())
+    }
+
+    fn remember(&self, consent_id: &str, consent: &Consent) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= REGISTRY_CONSENT_CACHE_LIMIT {
+            let ttl = self.ttl;
+            cache.retain(|_, entry| entry.fetched.elapsed() < ttl);
+            if cache.len() >= REGISTRY_CONSENT_CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            consent_id.to_string(),
+            CachedConsent {
+                fetched: Instant::now(),
+                consent: consent.clone(),
+            },
+        );
+    }
+
+    async fn fetch(&self, consent_id: &str) -> Result<Consent, ConsentRefusal> {
+        if let Some(consent) = self.cached(consent_id) {
+            return Ok(consent);
+        }
+        let mut request = tonic::Request::new(GetConsentRequest {
+            consent_id: consent_id.to_string(),
+        });
+        request.set_timeout(REGISTRY_CONSENT_TIMEOUT);
+        let mut client = self.client.clone();
+        match client.get_consent(request).await {
+            Ok(response) => {
+                let consent = response
+                    .into_inner()
+                    .consent
+                    .ok_or_else(|| ConsentRefusal::Unavailable("empty answer".to_string()))?;
+                self.remember(consent_id, &consent);
+                Ok(consent)
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(ConsentRefusal::Unknown(consent_id.to_string()))
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                Err(ConsentRefusal::Unknown(consent_id.to_string()))
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "consent check failed");
+                Err(ConsentRefusal::Unavailable(format!(
+                    "the registry answered {:?}",
+                    status.code()
+                )))
+            }
+        }
+    }
+}
+
+/// Whether `consent` covers the call.
+fn evaluate_registry_consent(
+    consent: &Consent,
+    query: ConsentQuery<'_>,
+) -> Result<(), ConsentRefusal> {
+    let id = || query.consent_id.to_string();
+    match ConsentState::try_from(consent.state) {
+        Ok(ConsentState::Active) => {}
+        Ok(ConsentState::Revoked) => return Err(ConsentRefusal::Revoked(id())),
+        Ok(ConsentState::Expired) => return Err(ConsentRefusal::Expired(id())),
+        _ => return Err(ConsentRefusal::NotConfirmed(id())),
+    }
+    if consent.expire_time_ms <= query.now_ms {
+        return Err(ConsentRefusal::Expired(id()));
+    }
+    if consent.subject_iin != query.subject_iin
+        || consent.participant != query.participant
+        || consent.purpose != query.purpose
+    {
+        return Err(ConsentRefusal::Mismatch(id()));
+    }
+    Ok(())
+}
+
+impl ConsentChecker for RegistryConsents {
+    fn check<'a>(&'a self, query: ConsentQuery<'a>) -> BoxFuture<'a, Result<(), ConsentRefusal>> {
+        Box::pin(async move {
+            if query.consent_id.is_empty() {
+                return Err(ConsentRefusal::Missing);
+            }
+            let consent = self.fetch(query.consent_id).await?;
+            evaluate_registry_consent(&consent, query)
+        })
     }
 }

@@ -19,3 +19,12 @@ pub mod echo {
         tonic::include_proto!("shlyuz.echo.v1");
     }
 }
+
+/// State-registry adapters: persons, civil registry, cadastre, property, equity, military,
+/// dispensaries, criminal records, mobile citizens, consent, certificate authority.
+pub mod registry {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.registry.v1");
+    }
+}

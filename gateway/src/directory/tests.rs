@@ -1,6 +1,6 @@
 //! Loading, validation and lookups of the directory, and the default directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use shlyuz_kit::pki::{DevPki, VerifyingKey};
@@ -933,7 +933,12 @@ fn default_directory_loads_against_a_dev_pki() {
     let path = write_default_if_missing(data_dir.path()).unwrap();
     assert_eq!(path, data_dir.path().join("gateway-directory.toml"));
 
-    let directory = Directory::load(&path, &TargetResolver::none()).unwrap();
+    // The registry routes name `target:registry`, which `shlyuz up` resolves.
+    let targets = TargetResolver::new(HashMap::from([(
+        "registry".to_string(),
+        "127.0.0.1:50052".to_string(),
+    )]));
+    let directory = Directory::load(&path, &targets).unwrap();
     let mut expected_ids = DEFAULT_PARTICIPANTS.to_vec();
     expected_ids.sort_unstable();
     let participant_ids: Vec<&str> = directory
@@ -963,11 +968,24 @@ fn default_directory_loads_against_a_dev_pki() {
             "CITIZEN_NOTIFICATION",
             "PERSONAL_DATA_CONSENT",
             "SUBJECT_ACCESS_REPORT",
+            "DIGITAL_SIGNATURE",
             "OPERATIONS",
         ])
     );
-    assert!(directory.routes().all(Route::is_local));
-    assert_eq!(directory.routes().count(), 4);
+    // The gateway's own four services are local; eleven registry services go to the target.
+    assert_eq!(
+        directory.routes().filter(|route| route.is_local()).count(),
+        4
+    );
+    assert_eq!(directory.routes().count(), 15);
+    let housing_review = directory
+        .rule(
+            "housing",
+            "shlyuz.registry.v1.StatePropertyRegistryService",
+            "BatchListPrivatisationContracts",
+        )
+        .unwrap();
+    assert!(housing_review.purposes.contains("HOUSING_REGISTER_REVIEW"));
     let async_channel = "shlyuz.gateway.v1.AsyncChannelService";
     for participant in DEFAULT_PARTICIPANTS
         .iter()

@@ -12,6 +12,8 @@ pub mod paging;
 pub mod pki;
 pub mod server;
 pub mod shutdown;
+pub mod signed_document;
+pub mod subject;
 pub mod telemetry;
 
 /// Installs rustls's `ring` crypto provider as the process default. Call once at start-up, before

@@ -1,12 +1,106 @@
 //! Shlyuz registry service: adapters for state databases (ГБД ФЛ, АХАЖ, ЕГКН, state property, Қазтізілім, military register, dispensaries, criminal records, mobile citizens, consent, НУЦ mimic).
 
-use shlyuz_kit::db::Migrations;
+use shlyuz_kit::db::{EmbeddedMigration, Migrations};
+
+pub mod certificate_authority;
+pub mod consent;
+pub mod embedded;
+pub mod fixtures;
+pub mod grpc;
+pub mod population;
+pub mod records;
+pub mod reference;
+pub mod source;
+pub mod upstream;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "registry";
 
+/// Persons `shlyuz up` generates on first start, when the registry database is empty.
+pub const UP_POPULATION: usize = 10_000;
+
+/// Seed of the population `shlyuz up` generates.
+pub const UP_SEED: u64 = 1;
+
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "registry tables",
+        sql: include_str!("../migrations/sqlite/0001_registries.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "consents and sms outbox",
+        sql: include_str!("../migrations/sqlite/0002_consents.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "certificate authority",
+        sql: include_str!("../migrations/sqlite/0003_certificate_authority.sql"),
+    },
+];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "registry tables",
+        sql: include_str!("../migrations/postgres/0001_registries.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "consents and sms outbox",
+        sql: include_str!("../migrations/postgres/0002_consents.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "certificate authority",
+        sql: include_str!("../migrations/postgres/0003_certificate_authority.sql"),
+    },
+];
+
 /// Database migrations of the registry target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// The registry target's gRPC routes over the embedded backend in `database`.
+pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
+    let source: std::sync::Arc<dyn source::RegistrySource> =
+        std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
+    routes_with_source(database, source)
+}
+
+/// The routes with registry data from `source` (e.g. an [`upstream::UpstreamRegistry`] falling
+/// back to the embedded tables); consents and certificates always live in `database`.
+pub fn routes_with_source(
+    database: shlyuz_kit::db::Database,
+    source: std::sync::Arc<dyn source::RegistrySource>,
+) -> tonic::service::Routes {
+    let clock = shlyuz_kit::clock::system_clock();
+    let certificate_authority = certificate_authority::CertificateAuthorityServiceImpl::new(
+        database.clone(),
+        source.clone(),
+        clock.clone(),
+    );
+    let consent = consent::ConsentServiceImpl::new(database, source.clone(), clock);
+    grpc::RegistryServices::new(source)
+        .routes()
+        .add_service(consent.into_server())
+        .add_service(certificate_authority.into_server())
+}
+
+/// Generates the `shlyuz up` population when the registry holds no person yet; returns the
+/// report when it seeded, `None` when data was already there.
+pub async fn seed_if_empty(
+    database: shlyuz_kit::db::Database,
+    population: usize,
+    seed: u64,
+) -> anyhow::Result<Option<population::SeedReport>> {
+    let registry = embedded::EmbeddedRegistry::new(database);
+    if registry.person_count().await? > 0 {
+        return Ok(None);
+    }
+    let report = population::seed_population(&registry, population, seed).await?;
+    Ok(Some(report))
+}

@@ -1,0 +1,530 @@
+//! ConsentService: a subject consents to a participant processing their data for a purpose; the
+//! consent becomes active only when the subject types the OTP sent to their phone (from the
+//! mobile citizens database). Until notify exists, the SMS waits in the `sms_outbox` table.
+//! OTPs are kept only as SHA-256 hashes; five wrong OTPs lock the consent; a subject may ask for
+//! at most five consents per ten minutes, so neither OTPs nor SMS can be sprayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use shlyuz_kit::clock::SharedClock;
+use shlyuz_kit::db::Database;
+use shlyuz_kit::error::{ApiError, parse_iin_field};
+use shlyuz_kit::iin::Iin;
+use shlyuz_kit::subject::{SUBJECT_IIN_METADATA, Subjects};
+use shlyuz_proto::registry::v1 as pb;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::{REASON_PHONE_NOT_FOUND, paginate};
+use crate::source::RegistrySource;
+
+/// Wrong OTPs after which a consent is locked.
+pub const MAX_OTP_ATTEMPTS: i64 = 5;
+/// How long an OTP is accepted.
+pub const OTP_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// Consent requests one subject may make per [`REQUEST_WINDOW`].
+pub const MAX_REQUESTS_PER_WINDOW: i64 = 5;
+/// The window of [`MAX_REQUESTS_PER_WINDOW`].
+pub const REQUEST_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Longest consent: one year.
+pub const MAX_CONSENT_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+const STATE_PENDING: i64 = 1;
+const STATE_ACTIVE: i64 = 2;
+const STATE_REVOKED: i64 = 3;
+const STATE_EXPIRED: i64 = 4;
+const STATE_LOCKED: i64 = 5;
+
+const CONSENT_COLUMNS: &str = "consent_id, subject_iin, participant, purpose, scopes, state, \
+     create_time_ms, expire_time_ms, confirm_time_ms, revoke_time_ms, otp_sha256, \
+     otp_expire_time_ms, failed_attempts";
+
+/// One SMS waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Destination, E.164.
+    pub phone_number: String,
+    /// Subject the SMS is about.
+    pub subject_iin: String,
+    /// The consent it confirms.
+    pub consent_id: String,
+    /// The text, with the OTP.
+    pub body: String,
+}
+
+struct StoredConsent {
+    consent: pb::Consent,
+    otp_sha256: String,
+    otp_expire_time_ms: i64,
+    failed_attempts: i64,
+}
+
+fn consent_from_row(row: &AnyRow) -> Result<StoredConsent, sqlx::Error> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(StoredConsent {
+        consent: pb::Consent {
+            consent_id: row.try_get("consent_id")?,
+            subject_iin: row.try_get("subject_iin")?,
+            participant: row.try_get("participant")?,
+            purpose: row.try_get("purpose")?,
+            scopes: scopes
+                .split('\n')
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_string)
+                .collect(),
+            state: i32::try_from(row.try_get::<i64, _>("state")?).unwrap_or(0),
+            create_time_ms: row.try_get("create_time_ms")?,
+            expire_time_ms: row.try_get("expire_time_ms")?,
+            confirm_time_ms: row.try_get("confirm_time_ms")?,
+            revoke_time_ms: row.try_get("revoke_time_ms")?,
+        },
+        otp_sha256: row.try_get("otp_sha256")?,
+        otp_expire_time_ms: row.try_get("otp_expire_time_ms")?,
+        failed_attempts: row.try_get("failed_attempts")?,
+    })
+}
+
+fn otp_hash(consent_id: &str, otp: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{consent_id}:{otp}").as_bytes(),
+    );
+    hex::encode(digest.as_ref())
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An ACTIVE consent past its expiry reads as EXPIRED.
+fn effective(mut consent: pb::Consent, now_ms: i64) -> pb::Consent {
+    if consent.state == STATE_ACTIVE as i32 && consent.expire_time_ms <= now_ms {
+        consent.state = STATE_EXPIRED as i32;
+    }
+    consent
+}
+
+fn validate_code(field: &str, value: &str, allowed: fn(char) -> bool) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 100 || !value.chars().all(allowed) {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be 1 to 100 characters of the allowed set",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_consent_id(value: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(value)
+        .map(|_| ())
+        .map_err(|_| ApiError::invalid_field("consent_id", "must be a UUID"))
+}
+
+fn consent_not_found() -> ApiError {
+    ApiError::not_found("CONSENT_NOT_FOUND", "no consent with this id")
+}
+
+/// The consent service over the registry database and a source for phones.
+#[derive(Clone)]
+pub struct ConsentServiceImpl {
+    database: Database,
+    source: Arc<dyn RegistrySource>,
+    clock: SharedClock,
+}
+
+impl ConsentServiceImpl {
+    /// The service over `database` (consents, outbox) and `source` (persons, phones).
+    pub fn new(database: Database, source: Arc<dyn RegistrySource>, clock: SharedClock) -> Self {
+        Self {
+            database,
+            source,
+            clock,
+        }
+    }
+
+    /// The tonic server.
+    pub fn into_server(self) -> pb::consent_service_server::ConsentServiceServer<Self> {
+        pb::consent_service_server::ConsentServiceServer::new(self)
+    }
+
+    /// The SMS waiting for `consent_id`, oldest first (tests, and notify once it exists).
+    pub async fn outbox(&self, consent_id: &str) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT phone_number, subject_iin, consent_id, body FROM sms_outbox
+             WHERE consent_id = $1 ORDER BY create_time_ms, message_id",
+        )
+        .bind(consent_id)
+        .fetch_all(self.database.pool())
+        .await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            messages.push(OutboxMessage {
+                phone_number: row.try_get("phone_number")?,
+                subject_iin: row.try_get("subject_iin")?,
+                consent_id: row.try_get("consent_id")?,
+                body: row.try_get("body")?,
+            });
+        }
+        Ok(messages)
+    }
+
+    async fn load(&self, consent_id: &str) -> Result<StoredConsent, ApiError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONSENT_COLUMNS} FROM consents WHERE consent_id = $1"
+        ))
+        .bind(consent_id)
+        .fetch_optional(self.database.pool())
+        .await?;
+        match row {
+            Some(row) => Ok(consent_from_row(&row)?),
+            None => Err(consent_not_found()),
+        }
+    }
+
+    /// A request routed by the gateway must name the consent's subject; a direct call (the
+    /// gateway's own consent check, reaching the registry over mTLS) carries no subject.
+    fn require_subject_if_routed<T>(
+        request: &Request<T>,
+        subject_iin: &str,
+    ) -> Result<(), ApiError> {
+        if request.metadata().get(SUBJECT_IIN_METADATA).is_none() {
+            return Ok(());
+        }
+        let subjects = Subjects::from_metadata(request.metadata())?;
+        let iin = parse_iin_field("subject_iin", subject_iin)?;
+        subjects.require("subject_iin", &iin)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
+    async fn request_consent(
+        &self,
+        request: Request<pb::RequestConsentRequest>,
+    ) -> Result<Response<pb::RequestConsentResponse>, Status> {
+        let message = request.get_ref();
+        let subject: Iin = parse_iin_field("subject_iin", &message.subject_iin)?;
+        validate_code("participant", &message.participant, |character| {
+            character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+        })?;
+        validate_code("purpose", &message.purpose, |character| {
+            character.is_ascii_uppercase() || character.is_ascii_digit() || character == '_'
+        })?;
+        if message.scopes.len() > 20
+            || message
+                .scopes
+                .iter()
+                .any(|scope| scope.is_empty() || scope.len() > 200 || scope.contains('\n'))
+        {
+            return Err(ApiError::invalid_field(
+                "scopes",
+                "at most 20 scopes of 1 to 200 characters, no line breaks",
+            )
+            .into());
+        }
+        let now_ms = self.clock.now_millis();
+        if message.expire_time_ms <= now_ms
+            || message.expire_time_ms > now_ms + millis(MAX_CONSENT_LIFETIME)
+        {
+            return Err(ApiError::invalid_field(
+                "expire_time_ms",
+                "must be in the future and at most one year ahead",
+            )
+            .into());
+        }
+        let subjects = Subjects::from_metadata(request.metadata())?;
+        subjects.require("subject_iin", &subject)?;
+
+        let persons = self
+            .source
+            .persons(std::slice::from_ref(&subject))
+            .await
+            .map_err(ApiError::from)?;
+        if persons.is_empty() {
+            return Err(crate::grpc::person_not_found(&subject).into());
+        }
+        let phone = self
+            .source
+            .phones(std::slice::from_ref(&subject))
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::failed_precondition(
+                    REASON_PHONE_NOT_FOUND,
+                    "no phone is linked to the subject: the OTP cannot be sent",
+                )
+            })?;
+
+        let window_start = now_ms - millis(REQUEST_WINDOW);
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) AS recent FROM consents WHERE subject_iin = $1 AND create_time_ms > $2",
+        )
+        .bind(subject.as_str())
+        .bind(window_start)
+        .fetch_one(self.database.pool())
+        .await
+        .and_then(|row| row.try_get("recent"))
+        .map_err(ApiError::from)?;
+        if recent >= MAX_REQUESTS_PER_WINDOW {
+            return Err(ApiError::resource_exhausted(
+                "OTP_REQUESTS_EXCEEDED",
+                "too many consent requests for this subject; try again later",
+                REQUEST_WINDOW,
+            )
+            .into());
+        }
+
+        let consent_id = uuid::Uuid::new_v4().to_string();
+        let otp = format!("{:06}", rand::rng().random_range(0..1_000_000));
+        let otp_expire_time_ms = now_ms + millis(OTP_LIFETIME);
+        let consent = pb::Consent {
+            consent_id: consent_id.clone(),
+            subject_iin: subject.as_str().to_string(),
+            participant: message.participant.clone(),
+            purpose: message.purpose.clone(),
+            scopes: message.scopes.clone(),
+            state: STATE_PENDING as i32,
+            create_time_ms: now_ms,
+            expire_time_ms: message.expire_time_ms,
+            confirm_time_ms: 0,
+            revoke_time_ms: 0,
+        };
+        let body = format!(
+            "{participant} дербес деректеріңізге қол жеткізуге келісім сұрайды ({purpose}). \
+             Растау коды: {otp}. / {participant} запрашивает согласие на доступ к персональным \
+             данным ({purpose}). Код подтверждения: {otp}.",
+            participant = message.participant,
+            purpose = message.purpose,
+        );
+        let mut transaction = self.database.pool().begin().await.map_err(ApiError::from)?;
+        sqlx::query(&format!(
+            "INSERT INTO consents ({CONSENT_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, 0)"
+        ))
+        .bind(&consent.consent_id)
+        .bind(&consent.subject_iin)
+        .bind(&consent.participant)
+        .bind(&consent.purpose)
+        .bind(consent.scopes.join("\n"))
+        .bind(STATE_PENDING)
+        .bind(now_ms)
+        .bind(consent.expire_time_ms)
+        .bind(otp_hash(&consent_id, &otp))
+        .bind(otp_expire_time_ms)
+        .execute(&mut *transaction)
+        .await
+        .map_err(ApiError::from)?;
+        sqlx::query(
+            "INSERT INTO sms_outbox (message_id, phone_number, subject_iin, consent_id, body, create_time_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&phone.phone_number)
+        .bind(subject.as_str())
+        .bind(&consent_id)
+        .bind(body)
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await
+        .map_err(ApiError::from)?;
+        transaction.commit().await.map_err(ApiError::from)?;
+        tracing::info!(consent_id = %consent_id, participant = %consent.participant, purpose = %consent.purpose, "consent requested, otp queued");
+        Ok(Response::new(pb::RequestConsentResponse {
+            consent: Some(consent),
+            otp_expire_time_ms,
+        }))
+    }
+
+    async fn confirm_consent(
+        &self,
+        request: Request<pb::ConfirmConsentRequest>,
+    ) -> Result<Response<pb::ConfirmConsentResponse>, Status> {
+        let message = request.get_ref();
+        validate_consent_id(&message.consent_id)?;
+        if message.otp.len() != 6 || !message.otp.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(ApiError::invalid_field("otp", "must be 6 digits").into());
+        }
+        let stored = self.load(&message.consent_id).await?;
+        Self::require_subject_if_routed(&request, &stored.consent.subject_iin)?;
+        let now_ms = self.clock.now_millis();
+        match i64::from(stored.consent.state) {
+            STATE_PENDING => {}
+            STATE_LOCKED => {
+                return Err(ApiError::resource_exhausted(
+                    "OTP_ATTEMPTS_EXCEEDED",
+                    "too many wrong otps: request a new consent",
+                    REQUEST_WINDOW,
+                )
+                .into());
+            }
+            _ => {
+                return Err(ApiError::failed_precondition(
+                    "CONSENT_NOT_PENDING",
+                    "the consent is not waiting for an otp",
+                )
+                .into());
+            }
+        }
+        if stored.failed_attempts >= MAX_OTP_ATTEMPTS {
+            return Err(ApiError::resource_exhausted(
+                "OTP_ATTEMPTS_EXCEEDED",
+                "too many wrong otps: request a new consent",
+                REQUEST_WINDOW,
+            )
+            .into());
+        }
+        if now_ms > stored.otp_expire_time_ms {
+            return Err(ApiError::failed_precondition(
+                "OTP_EXPIRED",
+                "the otp has expired: request a new consent",
+            )
+            .into());
+        }
+        if otp_hash(&message.consent_id, &message.otp) != stored.otp_sha256 {
+            // Counting and locking happen in one statement, so parallel guesses cannot exceed it.
+            let row = sqlx::query(
+                "UPDATE consents SET failed_attempts = failed_attempts + 1,
+                        state = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE state END
+                 WHERE consent_id = $1 AND state = $4
+                 RETURNING failed_attempts",
+            )
+            .bind(&message.consent_id)
+            .bind(MAX_OTP_ATTEMPTS)
+            .bind(STATE_LOCKED)
+            .bind(STATE_PENDING)
+            .fetch_optional(self.database.pool())
+            .await
+            .map_err(ApiError::from)?;
+            let attempts: i64 = match row {
+                Some(row) => row.try_get("failed_attempts").map_err(ApiError::from)?,
+                None => MAX_OTP_ATTEMPTS,
+            };
+            tracing::warn!(consent_id = %message.consent_id, attempts, "wrong otp");
+            if attempts >= MAX_OTP_ATTEMPTS {
+                return Err(ApiError::resource_exhausted(
+                    "OTP_ATTEMPTS_EXCEEDED",
+                    "too many wrong otps: request a new consent",
+                    REQUEST_WINDOW,
+                )
+                .into());
+            }
+            return Err(
+                ApiError::permission_denied("OTP_INVALID", "the otp is wrong")
+                    .with_metadata("attempts_left", (MAX_OTP_ATTEMPTS - attempts).to_string())
+                    .into(),
+            );
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE consents SET state = $2, confirm_time_ms = $3
+             WHERE consent_id = $1 AND state = $4 AND failed_attempts < $5
+             RETURNING {CONSENT_COLUMNS}"
+        ))
+        .bind(&message.consent_id)
+        .bind(STATE_ACTIVE)
+        .bind(now_ms)
+        .bind(STATE_PENDING)
+        .bind(MAX_OTP_ATTEMPTS)
+        .fetch_optional(self.database.pool())
+        .await
+        .map_err(ApiError::from)?;
+        let Some(row) = row else {
+            return Err(ApiError::failed_precondition(
+                "CONSENT_NOT_PENDING",
+                "the consent is not waiting for an otp",
+            )
+            .into());
+        };
+        let confirmed = consent_from_row(&row).map_err(ApiError::from)?;
+        Ok(Response::new(pb::ConfirmConsentResponse {
+            consent: Some(effective(confirmed.consent, now_ms)),
+        }))
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<pb::GetConsentRequest>,
+    ) -> Result<Response<pb::GetConsentResponse>, Status> {
+        validate_consent_id(&request.get_ref().consent_id)?;
+        let stored = self.load(&request.get_ref().consent_id).await?;
+        Self::require_subject_if_routed(&request, &stored.consent.subject_iin)?;
+        Ok(Response::new(pb::GetConsentResponse {
+            consent: Some(effective(stored.consent, self.clock.now_millis())),
+        }))
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<pb::ListConsentsRequest>,
+    ) -> Result<Response<pb::ListConsentsResponse>, Status> {
+        let message = request.get_ref();
+        let subject = parse_iin_field("subject_iin", &message.subject_iin)?;
+        Subjects::from_metadata(request.metadata())?.require("subject_iin", &subject)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {CONSENT_COLUMNS} FROM consents WHERE subject_iin = $1"
+        ))
+        .bind(subject.as_str())
+        .fetch_all(self.database.pool())
+        .await
+        .map_err(ApiError::from)?;
+        let now_ms = self.clock.now_millis();
+        let mut consents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            consents.push(effective(
+                consent_from_row(row).map_err(ApiError::from)?.consent,
+                now_ms,
+            ));
+        }
+        let (page, next_page_token) = paginate(
+            consents,
+            // Newest first: ascending on the time left until the end of time.
+            |consent| {
+                format!(
+                    "{:020}/{}",
+                    i64::MAX - consent.create_time_ms,
+                    consent.consent_id
+                )
+            },
+            &format!("consents/{}", subject.as_str()),
+            message.page_size,
+            &message.page_token,
+        )?;
+        Ok(Response::new(pb::ListConsentsResponse {
+            consents: page,
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<pb::RevokeConsentRequest>,
+    ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
+        let consent_id = request.get_ref().consent_id.clone();
+        validate_consent_id(&consent_id)?;
+        let stored = self.load(&consent_id).await?;
+        let subject = parse_iin_field("subject_iin", &stored.consent.subject_iin)?;
+        Subjects::from_metadata(request.metadata())?.require("subject_iin", &subject)?;
+        let now_ms = self.clock.now_millis();
+        sqlx::query(
+            "UPDATE consents SET state = $2, revoke_time_ms = $3
+             WHERE consent_id = $1 AND state IN ($4, $5)",
+        )
+        .bind(&consent_id)
+        .bind(STATE_REVOKED)
+        .bind(now_ms)
+        .bind(STATE_PENDING)
+        .bind(STATE_ACTIVE)
+        .execute(self.database.pool())
+        .await
+        .map_err(ApiError::from)?;
+        let revoked = self.load(&consent_id).await?;
+        tracing::info!(consent_id = %consent_id, "consent revoked");
+        Ok(Response::new(pb::RevokeConsentResponse {
+            consent: Some(effective(revoked.consent, now_ms)),
+        }))
+    }
+}

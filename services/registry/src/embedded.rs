@@ -1,0 +1,223 @@
+//! The embedded backend: the registries' own tables in the service's database, filled by the
+//! population generator or fixture files.
+
+use futures::FutureExt as _;
+use shlyuz_kit::db::{Database, Dialect};
+use shlyuz_kit::iin::Iin;
+use sqlx::Row;
+
+use crate::records::{
+    ConvictionRecord, DATA_TABLES, DispensaryRecordRow, EquityContractRecord, ImprisonmentRecord,
+    MarriageRecord, MilitaryRegistrationRecord, PersonRecord, PhoneRecord, Population,
+    PrivatisationContractRecord, RealEstateRightRecord, ServiceHousingRecord, ServicePeriodRecord,
+    TableRow,
+};
+use crate::source::{Records, RegistrySource, SourceError};
+
+/// Rows one bulk INSERT statement carries.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The registries' tables.
+#[derive(Clone)]
+pub struct EmbeddedRegistry {
+    database: Database,
+}
+
+impl EmbeddedRegistry {
+    /// The backend over an open, migrated database.
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Number of persons stored.
+    pub async fn person_count(&self) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS persons FROM persons")
+            .fetch_one(self.database.pool())
+            .await?;
+        row.try_get("persons")
+    }
+
+    /// Deletes every registry record (not consents or certificates), in one transaction.
+    pub async fn clear(&self) -> Result<(), sqlx::Error> {
+        let mut transaction = self.database.pool().begin().await?;
+        clear_in(&mut transaction).await?;
+        transaction.commit().await
+    }
+
+    /// Inserts a population in one transaction: all of it or nothing.
+    pub async fn insert_population(&self, population: &Population) -> Result<(), sqlx::Error> {
+        let mut transaction = self.database.pool().begin().await?;
+        insert_population_in(&mut transaction, population).await?;
+        transaction.commit().await
+    }
+
+    /// The SQL dialect, for the few statements that differ.
+    pub fn dialect(&self) -> Dialect {
+        self.database.dialect()
+    }
+
+    async fn select<T: TableRow>(
+        &self,
+        columns: &[&str],
+        iins: &[Iin],
+    ) -> Result<Vec<T>, SourceError> {
+        if iins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = placeholder_list(iins.len());
+        let condition = columns
+            .iter()
+            .map(|column| format!("{column} IN ({placeholders})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
+            T::COLUMNS.join(", "),
+            T::TABLE,
+            T::ORDER_COLUMN
+        );
+        let mut query = sqlx::query(&sql);
+        for iin in iins {
+            query = query.bind(iin.as_str());
+        }
+        let rows = query.fetch_all(self.database.pool()).await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            records.push(T::from_row(row)?);
+        }
+        Ok(records)
+    }
+}
+
+/// Deletes every registry record on `connection` (inside the caller's transaction).
+pub async fn clear_in(connection: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    for table in DATA_TABLES {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts every record of `population` on `connection` (inside the caller's transaction).
+pub async fn insert_population_in(
+    connection: &mut sqlx::AnyConnection,
+    population: &Population,
+) -> Result<(), sqlx::Error> {
+    insert_rows(connection, &population.persons).await?;
+    insert_rows(connection, &population.marriages).await?;
+    insert_rows(connection, &population.real_estate_rights).await?;
+    insert_rows(connection, &population.privatisation_contracts).await?;
+    insert_rows(connection, &population.equity_contracts).await?;
+    insert_rows(connection, &population.military_registrations).await?;
+    insert_rows(connection, &population.service_periods).await?;
+    insert_rows(connection, &population.service_housing).await?;
+    insert_rows(connection, &population.dispensary_records).await?;
+    insert_rows(connection, &population.convictions).await?;
+    insert_rows(connection, &population.imprisonments).await?;
+    insert_rows(connection, &population.phones).await?;
+    Ok(())
+}
+
+/// `$1, $2, …, $count`.
+fn placeholder_list(count: usize) -> String {
+    (1..=count)
+        .map(|index| format!("${index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Multi-row INSERTs of `rows` with literal values, [`ROWS_PER_STATEMENT`] rows each. Bulk loads
+/// of millions of generated rows are dominated by per-argument overhead of bound parameters, so
+/// values are written as escaped SQL literals instead (docs/decisions.md).
+async fn insert_rows<T: TableRow>(
+    connection: &mut sqlx::AnyConnection,
+    rows: &[T],
+) -> Result<(), sqlx::Error> {
+    let header = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        T::TABLE,
+        T::COLUMNS.join(", ")
+    );
+    let mut statement = String::with_capacity(ROWS_PER_STATEMENT * 200);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        statement.clear();
+        statement.push_str(&header);
+        for (index, row) in chunk.iter().enumerate() {
+            if index > 0 {
+                statement.push_str(", ");
+            }
+            row.write_values(&mut statement);
+        }
+        sqlx::raw_sql(statement.as_str())
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+impl RegistrySource for EmbeddedRegistry {
+    fn persons<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PersonRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn children<'a>(&'a self, parent_iins: &'a [Iin]) -> Records<'a, PersonRecord> {
+        self.select(&["mother_iin", "father_iin"], parent_iins)
+            .boxed()
+    }
+
+    fn marriages<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, MarriageRecord> {
+        self.select(&["husband_iin", "wife_iin"], iins).boxed()
+    }
+
+    fn real_estate_rights<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, RealEstateRightRecord> {
+        self.select(&["holder_iin"], iins).boxed()
+    }
+
+    fn privatisation_contracts<'a>(
+        &'a self,
+        iins: &'a [Iin],
+    ) -> Records<'a, PrivatisationContractRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn equity_contracts<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, EquityContractRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn military_registrations<'a>(
+        &'a self,
+        iins: &'a [Iin],
+    ) -> Records<'a, MilitaryRegistrationRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn service_periods<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServicePeriodRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn service_housing<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServiceHousingRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn dispensary_records<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, DispensaryRecordRow> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn convictions<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ConvictionRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn imprisonments<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ImprisonmentRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+
+    fn phones<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PhoneRecord> {
+        self.select(&["iin"], iins).boxed()
+    }
+}

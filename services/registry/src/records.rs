@@ -1,0 +1,529 @@
+//! The records the registries hold, one struct per table row: what the embedded backend stores,
+//! what fixture files and the population generator produce, and what every backend returns.
+//! Dates are `YYYY-MM-DD` text (empty when absent); enums are the proto enum numbers.
+
+use sqlx::Row;
+use sqlx::any::{AnyArguments, AnyRow};
+
+/// A query with `Any` arguments.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
+/// A row type stored in one table of the embedded backend.
+pub trait TableRow: Sized + Send + Unpin + 'static {
+    /// Table name.
+    const TABLE: &'static str;
+    /// Columns, in field order.
+    const COLUMNS: &'static [&'static str];
+    /// Column that holds the person's IIN (the look-up key).
+    const IIN_COLUMN: &'static str;
+    /// Column that orders one person's rows (primary key or date).
+    const ORDER_COLUMN: &'static str;
+    /// Binds every column, in [`TableRow::COLUMNS`] order.
+    fn bind_columns<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+    /// Appends `(v1, v2, …)` with every column as an SQL literal, for bulk loading.
+    fn write_values(&self, out: &mut String);
+    /// Reads a row selected with [`TableRow::COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
+    /// The IIN the row belongs to.
+    fn iin(&self) -> &str;
+    /// The value of a TEXT column, `None` for other columns and unknown names.
+    fn text_column(&self, column: &str) -> Option<&str>;
+}
+
+/// A column value that may be TEXT.
+pub trait ColumnText {
+    /// The text, for TEXT columns.
+    fn column_text(&self) -> Option<&str>;
+}
+
+impl ColumnText for String {
+    fn column_text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl ColumnText for i64 {
+    fn column_text(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl ColumnText for f64 {
+    fn column_text(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A value that binds as one `Any` argument without copying.
+pub trait BindColumn {
+    /// Adds `self` to the query's arguments.
+    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+}
+
+impl BindColumn for String {
+    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(self.as_str())
+    }
+}
+
+impl BindColumn for i64 {
+    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(*self)
+    }
+}
+
+impl BindColumn for f64 {
+    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(*self)
+    }
+}
+
+/// A value written as an SQL literal by the bulk loader (valid in SQLite and PostgreSQL).
+pub trait SqlLiteral {
+    /// Appends the literal.
+    fn write_literal(&self, out: &mut String);
+}
+
+impl SqlLiteral for String {
+    fn write_literal(&self, out: &mut String) {
+        out.push('\'');
+        for character in self.chars() {
+            match character {
+                '\'' => out.push_str("''"),
+                // Neither database stores NUL in TEXT; the generator never produces it.
+                '\0' => {}
+                other => out.push(other),
+            }
+        }
+        out.push('\'');
+    }
+}
+
+impl SqlLiteral for i64 {
+    fn write_literal(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl SqlLiteral for f64 {
+    fn write_literal(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let value = if self.is_finite() { *self } else { 0.0 };
+        let _ = write!(out, "{value:?}");
+    }
+}
+
+macro_rules! table_row {
+    (
+        $(#[$struct_meta:meta])*
+        $name:ident, table = $table:literal, iin = $iin:ident, order = $order:ident,
+        { $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)? }
+    ) => {
+        $(#[$struct_meta])*
+        #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl TableRow for $name {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+            const IIN_COLUMN: &'static str = stringify!($iin);
+            const ORDER_COLUMN: &'static str = stringify!($order);
+
+            fn bind_columns<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+                $( let query = self.$field.bind_column(query); )*
+                query
+            }
+
+            fn write_values(&self, out: &mut String) {
+                out.push('(');
+                let mut first = true;
+                $(
+                    if !first {
+                        out.push_str(", ");
+                    }
+                    first = false;
+                    self.$field.write_literal(out);
+                )*
+                let _ = first;
+                out.push(')');
+            }
+
+            fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+                Ok(Self { $( $field: row.try_get(stringify!($field))?, )* })
+            }
+
+            fn iin(&self) -> &str {
+                &self.$iin
+            }
+
+            fn text_column(&self, column: &str) -> Option<&str> {
+                match column {
+                    $( stringify!($field) => self.$field.column_text(), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+table_row! {
+    /// A person of the individuals database (ГБД ФЛ) with the birth record of civil registration.
+    PersonRecord, table = "persons", iin = iin, order = iin, {
+        /// IIN.
+        iin: String,
+        /// Surname.
+        last_name: String,
+        /// Given name.
+        first_name: String,
+        /// Patronymic or empty.
+        patronymic: String,
+        /// Date of birth.
+        birth_date: String,
+        /// `Sex` enum number.
+        sex: i64,
+        /// ISO 3166-1 alpha-2 citizenship, empty when stateless.
+        citizenship: String,
+        /// `LifeStatus` enum number.
+        life_status: i64,
+        /// Date of death or of the missing-person decision.
+        status_date: String,
+        /// `LegalCapacity` enum number.
+        legal_capacity: i64,
+        /// Country of permanent residence abroad, or empty.
+        residence_abroad_country: String,
+        /// KATO of the region of the registered address.
+        region_kato: String,
+        /// Region name.
+        region_name: String,
+        /// KATO of the locality.
+        locality_kato: String,
+        /// Locality name.
+        locality_name: String,
+        /// Street, house, flat.
+        street_address: String,
+        /// Identity document number.
+        identity_document_number: String,
+        /// KATO of the place of birth.
+        birth_place_kato: String,
+        /// Mother's IIN or empty.
+        mother_iin: String,
+        /// Father's IIN or empty.
+        father_iin: String,
+    }
+}
+
+table_row! {
+    /// A marriage act record (and its divorce).
+    MarriageRecord, table = "marriages", iin = husband_iin, order = registered_on, {
+        /// Act record id.
+        marriage_id: String,
+        /// Husband.
+        husband_iin: String,
+        /// Wife.
+        wife_iin: String,
+        /// Date registered.
+        registered_on: String,
+        /// Date dissolved or empty.
+        dissolved_on: String,
+    }
+}
+
+table_row! {
+    /// A right registered in the real-estate cadastre.
+    RealEstateRightRecord, table = "real_estate_rights", iin = holder_iin, order = right_id, {
+        /// Registration id.
+        right_id: String,
+        /// Holder.
+        holder_iin: String,
+        /// Cadastral number.
+        cadastral_number: String,
+        /// `RightType` enum number.
+        right_type: i64,
+        /// Region KATO.
+        region_kato: String,
+        /// Region name.
+        region_name: String,
+        /// Locality KATO.
+        locality_kato: String,
+        /// Locality name.
+        locality_name: String,
+        /// Street, house, flat.
+        street_address: String,
+        /// Area, m².
+        area_m2: f64,
+        /// Holder's share.
+        share: f64,
+        /// Date registered.
+        registered_on: String,
+        /// Date terminated or empty.
+        terminated_on: String,
+    }
+}
+
+table_row! {
+    /// A housing privatisation contract of the State Property Register.
+    PrivatisationContractRecord, table = "privatisation_contracts", iin = iin, order = contract_number, {
+        /// Contract number.
+        contract_number: String,
+        /// Who privatised.
+        iin: String,
+        /// Region KATO.
+        region_kato: String,
+        /// Region name.
+        region_name: String,
+        /// Locality KATO.
+        locality_kato: String,
+        /// Locality name.
+        locality_name: String,
+        /// Street, house, flat.
+        street_address: String,
+        /// Area, m².
+        area_m2: f64,
+        /// Date concluded.
+        concluded_on: String,
+    }
+}
+
+table_row! {
+    /// A shared-participation contract of Қазтізілім.
+    EquityContractRecord, table = "equity_contracts", iin = iin, order = contract_number, {
+        /// Registration number.
+        contract_number: String,
+        /// Participant.
+        iin: String,
+        /// `EquityContractKind` enum number.
+        kind: i64,
+        /// Developer.
+        developer_name: String,
+        /// Region KATO.
+        region_kato: String,
+        /// Region name.
+        region_name: String,
+        /// Locality KATO.
+        locality_kato: String,
+        /// Locality name.
+        locality_name: String,
+        /// Street, house, flat.
+        street_address: String,
+        /// Area, m².
+        area_m2: f64,
+        /// Date registered.
+        registered_on: String,
+        /// Date terminated or empty.
+        terminated_on: String,
+    }
+}
+
+table_row! {
+    /// A person's entry on the military register.
+    MilitaryRegistrationRecord, table = "military_registrations", iin = iin, order = iin, {
+        /// IIN.
+        iin: String,
+        /// `RegistrationStatus` enum number.
+        status: i64,
+        /// KATO of the Defence Affairs Department.
+        office_kato: String,
+        /// Fitness category.
+        fitness_category: String,
+        /// Rank.
+        military_rank: String,
+    }
+}
+
+table_row! {
+    /// A period of military service.
+    ServicePeriodRecord, table = "service_periods", iin = iin, order = started_on, {
+        /// Record id.
+        period_id: String,
+        /// IIN.
+        iin: String,
+        /// Military unit.
+        unit: String,
+        /// KATO of the duty station.
+        locality_kato: String,
+        /// Position.
+        position: String,
+        /// First day.
+        started_on: String,
+        /// Last day or empty.
+        ended_on: String,
+    }
+}
+
+table_row! {
+    /// Service housing received at a duty station.
+    ServiceHousingRecord, table = "service_housing", iin = iin, order = started_on, {
+        /// Record id.
+        housing_id: String,
+        /// IIN.
+        iin: String,
+        /// Region KATO.
+        region_kato: String,
+        /// Region name.
+        region_name: String,
+        /// Locality KATO.
+        locality_kato: String,
+        /// Locality name.
+        locality_name: String,
+        /// Street, house, flat.
+        street_address: String,
+        /// Area, m².
+        area_m2: f64,
+        /// Lease start.
+        started_on: String,
+        /// Hand-back date or empty.
+        ended_on: String,
+    }
+}
+
+table_row! {
+    /// A registration at a dispensary.
+    DispensaryRecordRow, table = "dispensary_records", iin = iin, order = record_id, {
+        /// Record id.
+        record_id: String,
+        /// IIN.
+        iin: String,
+        /// `Dispensary` enum number.
+        dispensary: i64,
+        /// Region KATO.
+        region_kato: String,
+        /// ICD-10 code.
+        diagnosis_code: String,
+        /// Date registered.
+        registered_on: String,
+        /// Date deregistered or empty.
+        deregistered_on: String,
+    }
+}
+
+table_row! {
+    /// A conviction.
+    ConvictionRecord, table = "convictions", iin = iin, order = convicted_on, {
+        /// Record id.
+        conviction_id: String,
+        /// IIN.
+        iin: String,
+        /// Article of the Criminal Code.
+        article: String,
+        /// Court.
+        court: String,
+        /// Sentence.
+        sentence: String,
+        /// Verdict date.
+        convicted_on: String,
+        /// 1 when expunged.
+        expunged: i64,
+    }
+}
+
+table_row! {
+    /// A stay in a place of deprivation of liberty.
+    ImprisonmentRecord, table = "imprisonments", iin = iin, order = started_on, {
+        /// Record id.
+        imprisonment_id: String,
+        /// IIN.
+        iin: String,
+        /// Institution.
+        institution: String,
+        /// First day.
+        started_on: String,
+        /// Release date or empty.
+        released_on: String,
+    }
+}
+
+table_row! {
+    /// A phone linked to an e-gov account.
+    PhoneRecord, table = "phones", iin = iin, order = iin, {
+        /// IIN.
+        iin: String,
+        /// E.164 number.
+        phone_number: String,
+        /// Operator.
+        operator_name: String,
+    }
+}
+
+/// Every record of a population (generated, or read from a fixture file).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Population {
+    /// Persons.
+    pub persons: Vec<PersonRecord>,
+    /// Marriages.
+    pub marriages: Vec<MarriageRecord>,
+    /// Cadastre rights.
+    pub real_estate_rights: Vec<RealEstateRightRecord>,
+    /// Privatisation contracts.
+    pub privatisation_contracts: Vec<PrivatisationContractRecord>,
+    /// Equity contracts.
+    pub equity_contracts: Vec<EquityContractRecord>,
+    /// Military registrations.
+    pub military_registrations: Vec<MilitaryRegistrationRecord>,
+    /// Service periods.
+    pub service_periods: Vec<ServicePeriodRecord>,
+    /// Service housing.
+    pub service_housing: Vec<ServiceHousingRecord>,
+    /// Dispensary records.
+    pub dispensary_records: Vec<DispensaryRecordRow>,
+    /// Convictions.
+    pub convictions: Vec<ConvictionRecord>,
+    /// Imprisonments.
+    pub imprisonments: Vec<ImprisonmentRecord>,
+    /// Phones.
+    pub phones: Vec<PhoneRecord>,
+}
+
+impl Population {
+    /// Number of records of every kind.
+    pub fn record_count(&self) -> usize {
+        self.persons.len()
+            + self.marriages.len()
+            + self.real_estate_rights.len()
+            + self.privatisation_contracts.len()
+            + self.equity_contracts.len()
+            + self.military_registrations.len()
+            + self.service_periods.len()
+            + self.service_housing.len()
+            + self.dispensary_records.len()
+            + self.convictions.len()
+            + self.imprisonments.len()
+            + self.phones.len()
+    }
+
+    /// Empties every list, keeping the allocations for the next chunk.
+    pub fn clear(&mut self) {
+        self.persons.clear();
+        self.marriages.clear();
+        self.real_estate_rights.clear();
+        self.privatisation_contracts.clear();
+        self.equity_contracts.clear();
+        self.military_registrations.clear();
+        self.service_periods.clear();
+        self.service_housing.clear();
+        self.dispensary_records.clear();
+        self.convictions.clear();
+        self.imprisonments.clear();
+        self.phones.clear();
+    }
+}
+
+/// Every table of registry data, for clearing before a re-seed.
+pub const DATA_TABLES: [&str; 12] = [
+    PersonRecord::TABLE,
+    MarriageRecord::TABLE,
+    RealEstateRightRecord::TABLE,
+    PrivatisationContractRecord::TABLE,
+    EquityContractRecord::TABLE,
+    MilitaryRegistrationRecord::TABLE,
+    ServicePeriodRecord::TABLE,
+    ServiceHousingRecord::TABLE,
+    DispensaryRecordRow::TABLE,
+    ConvictionRecord::TABLE,
+    ImprisonmentRecord::TABLE,
+    PhoneRecord::TABLE,
+];

@@ -1,0 +1,566 @@
+//! The upstream backend: the same [`RegistrySource`] over an external registry's HTTP(S) JSON
+//! API, with timeouts, retries with backoff (every call is a read), a circuit breaker and a
+//! configurable JSON mapping per record kind. What the external system answers is checked before
+//! it is believed: malformed or partial answers are `DATA_LOSS`, failures `UNAVAILABLE`, each
+//! with a reason — never a wrong answer, and nothing is cached, so neither is an error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use shlyuz_kit::iin::Iin;
+
+use crate::records::{
+    ConvictionRecord, DispensaryRecordRow, EquityContractRecord, ImprisonmentRecord,
+    MarriageRecord, MilitaryRegistrationRecord, PersonRecord, PhoneRecord,
+    PrivatisationContractRecord, RealEstateRightRecord, ServiceHousingRecord, ServicePeriodRecord,
+    TableRow,
+};
+use crate::source::{Records, RegistrySource, SourceError};
+
+/// Largest answer accepted from an external registry.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// `ErrorInfo` reasons of upstream failures.
+pub mod reasons {
+    /// No answer within the timeout, after every attempt.
+    pub const TIMEOUT: &str = "UPSTREAM_TIMEOUT";
+    /// Connection refused, reset, or 5xx/429 after every attempt.
+    pub const UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
+    /// The registry refused the request (4xx other than 429).
+    pub const REJECTED: &str = "UPSTREAM_REJECTED";
+    /// The circuit breaker is open after repeated failures; the registry is not called.
+    pub const CIRCUIT_OPEN: &str = "UPSTREAM_CIRCUIT_OPEN";
+    /// No endpoint is configured for this kind of record.
+    pub const NOT_CONFIGURED: &str = "UPSTREAM_NOT_CONFIGURED";
+    /// The answer is not the JSON the mapping describes.
+    pub const MALFORMED: &str = "UPSTREAM_MALFORMED";
+    /// The answer says, or shows, that it is incomplete.
+    pub const PARTIAL: &str = "UPSTREAM_PARTIAL";
+}
+
+/// How one kind of record is fetched and read.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointMapping {
+    /// Path under the base URL; the request is `POST {"<request_field>": [iins]}`.
+    pub path: String,
+    /// Name of the request's IIN-list field.
+    #[serde(default = "default_request_field")]
+    pub request_field: String,
+    /// JSON pointer to the array of records in the answer; empty: the answer is the array.
+    #[serde(default)]
+    pub records_pointer: String,
+    /// JSON pointer to a boolean that is `false` when the registry could not answer fully.
+    #[serde(default)]
+    pub complete_pointer: Option<String>,
+    /// Column → JSON pointer inside a record; a column not listed is read from `/<column>`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Columns that must be present in every record (the IIN columns always are).
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+impl UpstreamSettings {
+    /// Reads settings from a TOML file (unknown keys are refused, naming the key).
+    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+}
+
+fn default_request_field() -> String {
+    "iins".to_string()
+}
+
+/// Settings of one external registry.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// Base URL, `https://…` in production.
+    pub base_url: String,
+    /// Deadline of one attempt.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Connection deadline.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Attempts in total, first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First backoff; doubles each retry, with jitter.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one trial call.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+    /// PEM CA certificate to trust instead of the platform roots (a state CA, a test CA).
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Endpoint per record kind: `persons`, `children`, `marriages`, `real_estate_rights`,
+    /// `privatisation_contracts`, `equity_contracts`, `military_registrations`,
+    /// `service_periods`, `service_housing`, `dispensary_records`, `convictions`,
+    /// `imprisonments`, `phones`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointMapping>,
+}
+
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff_ms() -> u64 {
+    100
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    10_000
+}
+
+/// The record kinds an endpoint can be configured for.
+pub const RECORD_KINDS: [&str; 13] = [
+    "persons",
+    "children",
+    "marriages",
+    "real_estate_rights",
+    "privatisation_contracts",
+    "equity_contracts",
+    "military_registrations",
+    "service_periods",
+    "service_housing",
+    "dispensary_records",
+    "convictions",
+    "imprisonments",
+    "phones",
+];
+
+#[derive(Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// An external registry behind the adapter trait.
+pub struct UpstreamRegistry {
+    settings: UpstreamSettings,
+    client: reqwest::Client,
+    breaker: Mutex<Breaker>,
+    fallback: Option<Arc<dyn RegistrySource>>,
+}
+
+enum Attempt {
+    Retry(SourceError),
+    Fail(SourceError),
+}
+
+impl UpstreamRegistry {
+    /// A client for `settings`; record kinds without an endpoint go to `fallback` (e.g. the
+    /// embedded tables) or fail with `UPSTREAM_NOT_CONFIGURED`.
+    pub fn new(
+        settings: UpstreamSettings,
+        fallback: Option<Arc<dyn RegistrySource>>,
+    ) -> anyhow::Result<Self> {
+        for kind in settings.endpoints.keys() {
+            if !RECORD_KINDS.contains(&kind.as_str()) {
+                anyhow::bail!(
+                    "upstream endpoint {kind:?} is not a record kind (known: {})",
+                    RECORD_KINDS.join(", ")
+                );
+            }
+        }
+        if settings.max_attempts == 0 {
+            anyhow::bail!("upstream max_attempts must be at least 1");
+        }
+        // reqwest is built without a bundled provider: rustls uses the process-wide ring one.
+        shlyuz_kit::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .tls_backend_rustls();
+        if let Some(path) = &settings.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
+                anyhow::anyhow!("{} is not a PEM certificate: {error}", path.display())
+            })?;
+            builder = builder.tls_certs_only([certificate]);
+        }
+        let client = builder
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot build the upstream http client: {error}"))?;
+        Ok(Self {
+            settings,
+            client,
+            breaker: Mutex::new(Breaker::default()),
+            fallback,
+        })
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `Err` while the breaker is open; after `breaker_open_ms` one call goes through as a trial.
+    fn admit(&self) -> Result<(), SourceError> {
+        let mut breaker = self.breaker();
+        if let Some(until) = breaker.open_until {
+            if Instant::now() < until {
+                return Err(SourceError::Unavailable {
+                    reason: reasons::CIRCUIT_OPEN,
+                    message: "the registry failed repeatedly; calls are paused".to_string(),
+                });
+            }
+            // Half-open: this call is the trial; a failure re-opens at once.
+            breaker.open_until = None;
+            breaker.consecutive_failures = self.settings.breaker_failures.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn record_outcome(&self, failed: bool) {
+        let mut breaker = self.breaker();
+        if !failed {
+            breaker.consecutive_failures = 0;
+            return;
+        }
+        breaker.consecutive_failures += 1;
+        if breaker.consecutive_failures >= self.settings.breaker_failures {
+            breaker.open_until =
+                Some(Instant::now() + Duration::from_millis(self.settings.breaker_open_ms));
+            tracing::warn!(base_url = %self.settings.base_url, "upstream circuit breaker opened");
+        }
+    }
+
+    async fn attempt(&self, url: &str, body: &Value) -> Result<Value, Attempt> {
+        let response = match self.client.post(url).json(body).send().await {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => {
+                return Err(Attempt::Retry(SourceError::Unavailable {
+                    reason: reasons::TIMEOUT,
+                    message: "the registry did not answer in time".to_string(),
+                }));
+            }
+            Err(error) => {
+                return Err(Attempt::Retry(SourceError::Unavailable {
+                    reason: reasons::UNAVAILABLE,
+                    message: format!("cannot reach the registry: {error}"),
+                }));
+            }
+        };
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Attempt::Retry(SourceError::Unavailable {
+                reason: reasons::UNAVAILABLE,
+                message: format!("the registry answered http {}", status.as_u16()),
+            }));
+        }
+        if !status.is_success() {
+            return Err(Attempt::Fail(SourceError::Unavailable {
+                reason: reasons::REJECTED,
+                message: format!("the registry refused the request: http {}", status.as_u16()),
+            }));
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(Attempt::Fail(SourceError::DataLoss {
+                reason: reasons::MALFORMED,
+                message: "the answer is larger than accepted".to_string(),
+            }));
+        }
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) if error.is_timeout() => {
+                return Err(Attempt::Retry(SourceError::Unavailable {
+                    reason: reasons::TIMEOUT,
+                    message: "the registry's answer did not finish in time".to_string(),
+                }));
+            }
+            Err(error) => {
+                return Err(Attempt::Retry(SourceError::Unavailable {
+                    reason: reasons::UNAVAILABLE,
+                    message: format!("the answer was cut off: {error}"),
+                }));
+            }
+        };
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(Attempt::Fail(SourceError::DataLoss {
+                reason: reasons::MALFORMED,
+                message: "the answer is larger than accepted".to_string(),
+            }));
+        }
+        serde_json::from_slice(&bytes).map_err(|error| {
+            Attempt::Fail(SourceError::DataLoss {
+                reason: reasons::MALFORMED,
+                message: format!("the answer is not JSON: {error}"),
+            })
+        })
+    }
+
+    /// POSTs the IINs with retries and returns the parsed answer.
+    async fn call(&self, mapping: &EndpointMapping, iins: &[Iin]) -> Result<Value, SourceError> {
+        self.admit()?;
+        let url = format!(
+            "{}/{}",
+            self.settings.base_url.trim_end_matches('/'),
+            mapping.path.trim_start_matches('/')
+        );
+        let iin_list: Vec<&str> = iins.iter().map(Iin::as_str).collect();
+        let body = serde_json::json!({ mapping.request_field.clone(): iin_list });
+        let mut backoff = Duration::from_millis(self.settings.initial_backoff_ms);
+        let mut attempt_number = 1;
+        loop {
+            match self.attempt(&url, &body).await {
+                Ok(value) => {
+                    self.record_outcome(false);
+                    return Ok(value);
+                }
+                Err(Attempt::Fail(error)) => {
+                    // The registry is up (it answered); the answer is what is wrong.
+                    self.record_outcome(false);
+                    return Err(error);
+                }
+                Err(Attempt::Retry(error)) => {
+                    if attempt_number >= self.settings.max_attempts {
+                        self.record_outcome(true);
+                        return Err(error);
+                    }
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2 + 1);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = backoff.saturating_mul(2);
+                    attempt_number += 1;
+                }
+            }
+        }
+    }
+
+    async fn fetch<T: TableRow + DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        owner_columns: &[&str],
+        iins: &[Iin],
+    ) -> Result<Vec<T>, SourceError> {
+        if iins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(mapping) = self.settings.endpoints.get(kind) else {
+            return Err(SourceError::Unavailable {
+                reason: reasons::NOT_CONFIGURED,
+                message: format!("no upstream endpoint is configured for {kind}"),
+            });
+        };
+        let answer = self.call(mapping, iins).await?;
+        map_records(&answer, mapping, owner_columns, iins)
+    }
+}
+
+fn malformed(message: String) -> SourceError {
+    SourceError::DataLoss {
+        reason: reasons::MALFORMED,
+        message,
+    }
+}
+
+fn partial(message: String) -> SourceError {
+    SourceError::DataLoss {
+        reason: reasons::PARTIAL,
+        message,
+    }
+}
+
+/// Reads records out of an answer with `mapping`, refusing anything that does not add up.
+fn map_records<T: TableRow + DeserializeOwned>(
+    answer: &Value,
+    mapping: &EndpointMapping,
+    owner_columns: &[&str],
+    iins: &[Iin],
+) -> Result<Vec<T>, SourceError> {
+    if let Some(pointer) = &mapping.complete_pointer {
+        match answer.pointer(pointer) {
+            Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => {
+                return Err(partial(
+                    "the registry marked its answer incomplete".to_string(),
+                ));
+            }
+            _ => return Err(malformed(format!("no boolean at {pointer}"))),
+        }
+    }
+    let records = if mapping.records_pointer.is_empty() {
+        Some(answer)
+    } else {
+        answer.pointer(&mapping.records_pointer)
+    };
+    let Some(Value::Array(records)) = records else {
+        return Err(malformed(format!(
+            "no array of records at {:?}",
+            mapping.records_pointer
+        )));
+    };
+    let asked: HashSet<&str> = iins.iter().map(Iin::as_str).collect();
+    let mut mapped = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        if !record.is_object() {
+            return Err(malformed(format!("record {index} is not an object")));
+        }
+        let mut object = serde_json::Map::new();
+        for column in T::COLUMNS {
+            let pointer = mapping
+                .fields
+                .get(*column)
+                .cloned()
+                .unwrap_or_else(|| format!("/{column}"));
+            match record.pointer(&pointer) {
+                Some(Value::Null) | None => {
+                    let required = owner_columns.contains(column) && owner_columns.len() == 1
+                        || mapping.required.iter().any(|name| name == column);
+                    if required {
+                        return Err(partial(format!("record {index} has no {column}")));
+                    }
+                }
+                Some(value) => {
+                    object.insert((*column).to_string(), value.clone());
+                }
+            }
+        }
+        let row: T = serde_json::from_value(Value::Object(object))
+            .map_err(|error| malformed(format!("record {index}: {error}")))?;
+        let belongs = owner_columns.iter().any(|column| {
+            row.text_column(column)
+                .is_some_and(|value| asked.contains(value))
+        });
+        if !belongs {
+            return Err(malformed(format!(
+                "record {index} is about a person that was not asked about"
+            )));
+        }
+        mapped.push(row);
+    }
+    Ok(mapped)
+}
+
+macro_rules! upstream_or_fallback {
+    ($self:ident, $method:ident, $kind:literal, $owners:expr, $iins:ident) => {{
+        if !$self.settings.endpoints.contains_key($kind) {
+            if let Some(fallback) = &$self.fallback {
+                return fallback.$method($iins);
+            }
+        }
+        $self.fetch($kind, $owners, $iins).boxed()
+    }};
+}
+
+impl RegistrySource for UpstreamRegistry {
+    fn persons<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PersonRecord> {
+        upstream_or_fallback!(self, persons, "persons", &["iin"], iins)
+    }
+
+    fn children<'a>(&'a self, parent_iins: &'a [Iin]) -> Records<'a, PersonRecord> {
+        upstream_or_fallback!(
+            self,
+            children,
+            "children",
+            &["mother_iin", "father_iin"],
+            parent_iins
+        )
+    }
+
+    fn marriages<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, MarriageRecord> {
+        upstream_or_fallback!(
+            self,
+            marriages,
+            "marriages",
+            &["husband_iin", "wife_iin"],
+            iins
+        )
+    }
+
+    fn real_estate_rights<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, RealEstateRightRecord> {
+        upstream_or_fallback!(
+            self,
+            real_estate_rights,
+            "real_estate_rights",
+            &["holder_iin"],
+            iins
+        )
+    }
+
+    fn privatisation_contracts<'a>(
+        &'a self,
+        iins: &'a [Iin],
+    ) -> Records<'a, PrivatisationContractRecord> {
+        upstream_or_fallback!(
+            self,
+            privatisation_contracts,
+            "privatisation_contracts",
+            &["iin"],
+            iins
+        )
+    }
+
+    fn equity_contracts<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, EquityContractRecord> {
+        upstream_or_fallback!(self, equity_contracts, "equity_contracts", &["iin"], iins)
+    }
+
+    fn military_registrations<'a>(
+        &'a self,
+        iins: &'a [Iin],
+    ) -> Records<'a, MilitaryRegistrationRecord> {
+        upstream_or_fallback!(
+            self,
+            military_registrations,
+            "military_registrations",
+            &["iin"],
+            iins
+        )
+    }
+
+    fn service_periods<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServicePeriodRecord> {
+        upstream_or_fallback!(self, service_periods, "service_periods", &["iin"], iins)
+    }
+
+    fn service_housing<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServiceHousingRecord> {
+        upstream_or_fallback!(self, service_housing, "service_housing", &["iin"], iins)
+    }
+
+    fn dispensary_records<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, DispensaryRecordRow> {
+        upstream_or_fallback!(
+            self,
+            dispensary_records,
+            "dispensary_records",
+            &["iin"],
+            iins
+        )
+    }
+
+    fn convictions<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ConvictionRecord> {
+        upstream_or_fallback!(self, convictions, "convictions", &["iin"], iins)
+    }
+
+    fn imprisonments<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ImprisonmentRecord> {
+        upstream_or_fallback!(self, imprisonments, "imprisonments", &["iin"], iins)
+    }
+
+    fn phones<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PhoneRecord> {
+        upstream_or_fallback!(self, phones, "phones", &["iin"], iins)
+    }
+}
