@@ -647,12 +647,12 @@ fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// How long the upstream gets: the route's timeout, or the caller's deadline when that is
-/// shorter, less a margin (5 %, between 5 and 50 ms) in which the gateway still answers
+/// shorter, less a margin (10 %, between 20 and 100 ms) in which the gateway still answers
 /// `DEADLINE_EXCEEDED` and writes its log entry before the caller's deadline passes.
 fn upstream_timeout(caller_timeout: Option<Duration>, route_timeout: Duration) -> Duration {
     match caller_timeout {
         Some(caller) if caller <= route_timeout => {
-            let margin = (caller / 20).clamp(Duration::from_millis(5), Duration::from_millis(50));
+            let margin = (caller / 10).clamp(Duration::from_millis(20), Duration::from_millis(100));
             caller.saturating_sub(margin).max(Duration::from_millis(1))
         }
         _ => route_timeout,

@@ -420,7 +420,7 @@ async fn upstream_status_details_and_deadlines_pass_through() {
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), "echo was told to fail");
 
-    // The route allows 2 s; the caller allows 200 ms: the caller's deadline wins.
+    // The route allows 2 s; the caller allows 500 ms: the caller's deadline wins.
     let mut slow = echo_request("x");
     slow.delay_ms = 1_000;
     let mut request = signed(
@@ -430,7 +430,7 @@ async fn upstream_status_details_and_deadlines_pass_through() {
         &harness.personal_envelope(),
         slow,
     );
-    request.set_timeout(Duration::from_millis(200));
+    request.set_timeout(Duration::from_millis(500));
     let started = std::time::Instant::now();
     let status = client.echo(request).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");

@@ -235,28 +235,11 @@ impl AccessLogService for AccessLogApi {
         &self,
         request: Request<ListSubjectAccessRequest>,
     ) -> Result<Response<ListSubjectAccessResponse>, Status> {
-        let envelope_subjects = request
-            .metadata()
-            .get(crate::envelope::SUBJECT_IIN)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        // Whose access log is read is itself personal data: only the subject the call names.
+        let named = shlyuz_kit::subject::Subjects::from_metadata(request.metadata());
         let message = request.into_inner();
         let subject = parse_iin_field("subject_iin", &message.subject_iin)?;
-        // Whose access log is read is itself personal data: only the subject the call names.
-        if !envelope_subjects
-            .split(',')
-            .any(|named| named == subject.as_str())
-        {
-            return Err(ApiError::permission_denied(
-                "SUBJECT_MISMATCH",
-                format!(
-                    "the envelope's {} does not name {subject}",
-                    crate::envelope::SUBJECT_IIN
-                ),
-            )
-            .into());
-        }
+        named?.require("subject_iin", &subject)?;
         let limit = page_size(message.page_size)?;
         let scope = format!("subject-access/{subject}");
         let cursor = decode_cursor(&message.page_token, &scope)?;

@@ -6,6 +6,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod envelope;
 pub mod error;
 pub mod iin;
 pub mod paging;

@@ -11,10 +11,10 @@ use crate::error::{ApiError, parse_iin_field};
 use crate::iin::Iin;
 
 /// Metadata key of the subject IIN(s), as forwarded by the gateway.
-pub const SUBJECT_IIN_METADATA: &str = "x-shlyuz-subject-iin";
+pub use crate::envelope::SUBJECT_IIN as SUBJECT_IIN_METADATA;
 
 /// Most persons one call may name, in the header and in a batch request.
-pub const MAX_SUBJECTS: usize = 500;
+pub use crate::envelope::MAX_SUBJECTS;
 
 /// `ErrorInfo` reason when a request asks about someone the envelope does not name.
 pub const REASON_SUBJECT_MISMATCH: &str = "SUBJECT_MISMATCH";
