@@ -1,6 +1,7 @@
 //! The `shlyuz` binary's library: configuration of the whole system, its targets, and the
 //! commands that run them (`up`, `serve`, `migrate`).
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod targets;

@@ -680,3 +680,21 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
 fn uuid_like_unknown() -> String {
     "00000000-0000-4000-8000-000000000000".to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_bench_runs_both_paths_without_errors() {
+    let figures = shlyuz::bench::registry::run(shlyuz::bench::registry::RegistryBenchOptions {
+        persons: 300,
+        duration: Duration::from_millis(300),
+        concurrency: 2,
+        postgres_url: None,
+    })
+    .await
+    .expect("bench");
+    let runs = &figures[0].runs;
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert!(run.calls > 0, "{}: no successful call", run.path);
+        assert_eq!(run.errors, 0, "{}", run.path);
+    }
+}
