@@ -314,3 +314,40 @@ async fn the_grpc_service_reports_upstream_failures_with_their_reason() {
         .expect("person");
     assert_eq!(person.first_name, "Нұрлан");
 }
+
+#[tokio::test]
+async fn the_registry_section_names_a_bad_upstream_file() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let database = test_database.database().clone();
+
+    let good = directory.path().join("upstream.toml");
+    std::fs::write(
+        &good,
+        "base_url = \"http://127.0.0.1:9\"\n[endpoints.persons]\npath = \"persons\"\nrecords_pointer = \"/data/items\"\n",
+    )
+    .expect("write");
+    let config = shlyuz_registry::config::RegistryConfig {
+        upstream_file: good,
+        ..Default::default()
+    };
+    assert!(config.routes(database.clone()).is_ok());
+
+    let bad = directory.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "base_url = \"http://127.0.0.1:9\"\n[endpoints.pets]\npath = \"pets\"\n",
+    )
+    .expect("write");
+    let config = shlyuz_registry::config::RegistryConfig {
+        upstream_file: bad,
+        ..Default::default()
+    };
+    let error = config.routes(database).err().expect("refused");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("registry.upstream_file") && text.contains("pets"),
+        "{text}"
+    );
+    test_database.cleanup().await;
+}
