@@ -343,7 +343,9 @@ async fn the_registry_section_names_a_bad_upstream_file() {
         upstream_file: bad,
         ..Default::default()
     };
-    let error = config.routes(database).err().expect("refused");
+    let Err(error) = config.routes(database) else {
+        panic!("a bad upstream file must be refused");
+    };
     let text = format!("{error:#}");
     assert!(
         text.contains("registry.upstream_file") && text.contains("pets"),
