@@ -26,7 +26,7 @@ pub struct ShlyuzConfig {
     /// The integration gateway.
     pub gateway: GatewayConfig,
     /// The registry service.
-    pub registry: TargetConfig,
+    pub registry: shlyuz_registry::config::RegistryConfig,
     /// The notify service.
     pub notify: TargetConfig,
     /// The intake service.
@@ -44,7 +44,7 @@ impl Default for ShlyuzConfig {
             shutdown: ShutdownConfig::default(),
             health: HealthConfig::default(),
             gateway: GatewayConfig::default(),
-            registry: TargetConfig::on_port(50052),
+            registry: shlyuz_registry::config::RegistryConfig::default(),
             notify: TargetConfig::on_port(50053),
             intake: TargetConfig::on_port(50054),
             housing: TargetConfig::on_port(50055),
@@ -74,7 +74,7 @@ impl ShlyuzConfig {
     pub fn target(&self, target: Target) -> TargetConfig {
         match target {
             Target::Gateway => self.gateway.target(),
-            Target::Registry => self.registry.clone(),
+            Target::Registry => self.registry.target(),
             Target::Notify => self.notify.clone(),
             Target::Intake => self.intake.clone(),
             Target::Housing => self.housing.clone(),

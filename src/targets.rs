@@ -182,7 +182,7 @@ pub async fn build_service(
             })
         }
         Target::Registry => Ok(TargetService {
-            routes: shlyuz_registry::routes(prepared.database.clone()),
+            routes: config.registry.routes(prepared.database.clone())?,
             gateway: None,
         }),
         Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {

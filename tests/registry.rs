@@ -680,3 +680,91 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
 fn uuid_like_unknown() -> String {
     "00000000-0000-4000-8000-000000000000".to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_bench_runs_both_paths_without_errors() {
+    let figures = shlyuz::bench::registry::run(shlyuz::bench::registry::RegistryBenchOptions {
+        persons: 300,
+        duration: Duration::from_millis(300),
+        concurrency: 2,
+        postgres_url: None,
+    })
+    .await
+    .expect("bench");
+    let runs = &figures[0].runs;
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert!(run.calls > 0, "{}: no successful call", run.path);
+        assert_eq!(run.errors, 0, "{}", run.path);
+    }
+}
+
+fn run_seed(data_dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shlyuz"))
+        .args(["seed", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .args(["--log-level", "warn"])
+        .env_remove("SHLYUZ_CONFIG")
+        .output()
+        .expect("run shlyuz seed")
+}
+
+async fn stored_iins(data_dir: &std::path::Path) -> (i64, Vec<String>) {
+    let url = shlyuz_kit::db::default_sqlite_url(data_dir, "registry");
+    let database = shlyuz_kit::db::Database::connect(&url, 1)
+        .await
+        .expect("registry database");
+    let registry = EmbeddedRegistry::new(database.clone());
+    let count = registry.person_count().await.expect("count");
+    let iins = registry.sample_iins(1_000).await.expect("iins");
+    database.close().await;
+    (count, iins)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shlyuz_seed_is_deterministic_and_loads_fixtures() {
+    let first = tempfile::tempdir().expect("temp dir");
+    let second = tempfile::tempdir().expect("temp dir");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("services/registry/fixtures/rules.toml");
+    let output = run_seed(
+        first.path(),
+        &[
+            "--population",
+            "400",
+            "--seed",
+            "9",
+            "--fixture",
+            fixture.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("seeded 400 persons"));
+    let output = run_seed(second.path(), &["--population", "400", "--seed", "9"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let (with_fixture, _) = stored_iins(first.path()).await;
+    assert_eq!(
+        with_fixture, 420,
+        "400 generated and 20 hand-picked persons"
+    );
+    // Seeding again replaces the data: same seed, same people.
+    let output = run_seed(first.path(), &["--population", "400", "--seed", "9"]);
+    assert!(output.status.success());
+    assert_eq!(
+        stored_iins(first.path()).await,
+        stored_iins(second.path()).await
+    );
+
+    let output = run_seed(first.path(), &["--population", "many"]);
+    assert_eq!(output.status.code(), Some(2), "clap refuses a non-number");
+}

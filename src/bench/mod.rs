@@ -5,6 +5,7 @@
 pub mod async_channel;
 pub mod gateway;
 pub mod load;
+pub mod registry;
 pub mod stats;
 
 /// The benchmarks.
@@ -14,6 +15,25 @@ pub enum BenchCommand {
     Gateway(gateway::GatewayBenchArgs),
     /// The async channel: accepted messages per second and send-to-delivered latency.
     Async(async_channel::AsyncBenchArgs),
+    /// Registry look-ups per second, direct and through the gateway, on SQLite and PostgreSQL.
+    Registry(RegistryBenchArgs),
+}
+
+/// Options of `shlyuz bench registry`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryBenchArgs {
+    /// Persons to seed.
+    #[arg(long, default_value_t = 100_000)]
+    pub persons: usize,
+    /// Measuring time per run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// PostgreSQL server (any database on it) for the second backend; default: SQLite only.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Runs one benchmark.
@@ -21,6 +41,14 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Gateway(args) => gateway::run(args).await,
         BenchCommand::Async(args) => async_channel::run(args).await,
+        BenchCommand::Registry(args) => registry::run(registry::RegistryBenchOptions {
+            persons: args.persons,
+            duration: std::time::Duration::from_secs(args.seconds.max(1)),
+            concurrency: args.concurrency.max(1),
+            postgres_url: args.database_url,
+        })
+        .await
+        .map(|_| ()),
     }
 }
 

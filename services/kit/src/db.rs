@@ -111,6 +111,12 @@ impl Database {
         self.dialect
     }
 
+    /// Runs one statement without parameters (administration: CREATE/DROP DATABASE).
+    pub async fn execute_raw(&self, statement: &str) -> anyhow::Result<()> {
+        self.pool.execute(statement).await?;
+        Ok(())
+    }
+
     /// Applies the pending migrations of this dialect; already applied ones are checked against
     /// their checksum so an edited migration is refused instead of silently diverging.
     pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {

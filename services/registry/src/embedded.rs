@@ -42,6 +42,15 @@ impl EmbeddedRegistry {
         row.try_get("persons")
     }
 
+    /// Up to `limit` stored IINs, in key order (benchmarks pick subjects from them).
+    pub async fn sample_iins(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT iin FROM persons ORDER BY iin LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.database.pool())
+            .await?;
+        rows.iter().map(|row| row.try_get("iin")).collect()
+    }
+
     /// Deletes every registry record (not consents or certificates), in one transaction.
     pub async fn clear(&self) -> Result<(), sqlx::Error> {
         let mut transaction = self.database.pool().begin().await?;

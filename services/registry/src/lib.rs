@@ -3,6 +3,7 @@
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
 pub mod certificate_authority;
+pub mod config;
 pub mod consent;
 pub mod embedded;
 pub mod fixtures;

@@ -141,6 +141,7 @@ pub struct Generator {
     generated: usize,
     serials: HashMap<(i32, bool), u16>,
     region_weights_total: u32,
+    privatisations: u64,
 }
 
 impl Generator {
@@ -152,6 +153,7 @@ impl Generator {
             generated: 0,
             serials: HashMap::new(),
             region_weights_total: REGIONS.iter().map(|region| region.weight).sum(),
+            privatisations: 0,
         }
     }
 
@@ -530,11 +532,12 @@ impl Generator {
                 });
             }
             if head_age >= 45 && self.chance(0.35) {
-                let contract_number = format!("ПР-{}", self.rng.random_range(100_000..999_999));
+                self.privatisations += 1;
+                let contract_number = format!("ПР-{:08}", self.privatisations);
                 let concluded_on = self.date_in_years(1992, 2000).to_string();
                 out.privatisation_contracts
                     .push(PrivatisationContractRecord {
-                        contract_number: format!("{contract_number}-{}", &head.iin[6..]),
+                        contract_number,
                         iin: head.iin.clone(),
                         region_kato: home.region.kato.to_string(),
                         region_name: home.region.name.to_string(),

@@ -147,7 +147,7 @@ async fn start_server() -> (SocketAddr, Counters) {
     (address, counters)
 }
 
-fn registry(address: SocketAddr, scenario: &str) -> UpstreamRegistry {
+fn person_endpoints() -> BTreeMap<String, EndpointMapping> {
     let fields = BTreeMap::from([
         ("last_name".to_string(), "/fio/surname".to_string()),
         ("first_name".to_string(), "/fio/name".to_string()),
@@ -158,8 +158,22 @@ fn registry(address: SocketAddr, scenario: &str) -> UpstreamRegistry {
         ("region_kato".to_string(), "/address/regionKato".to_string()),
         ("region_name".to_string(), "/address/regionName".to_string()),
     ]);
-    let settings = UpstreamSettings {
-        base_url: format!("http://{address}/{scenario}"),
+    BTreeMap::from([(
+        "persons".to_string(),
+        EndpointMapping {
+            path: "persons".to_string(),
+            request_field: "personIins".to_string(),
+            records_pointer: "/data/items".to_string(),
+            complete_pointer: Some("/complete".to_string()),
+            fields,
+            required: vec!["last_name".to_string(), "first_name".to_string()],
+        },
+    )])
+}
+
+fn base_settings() -> UpstreamSettings {
+    UpstreamSettings {
+        base_url: String::new(),
         timeout_ms: 300,
         connect_timeout_ms: 300,
         max_attempts: 3,
@@ -167,17 +181,14 @@ fn registry(address: SocketAddr, scenario: &str) -> UpstreamRegistry {
         breaker_failures: 2,
         breaker_open_ms: 60_000,
         ca_cert: None,
-        endpoints: BTreeMap::from([(
-            "persons".to_string(),
-            EndpointMapping {
-                path: "persons".to_string(),
-                request_field: "personIins".to_string(),
-                records_pointer: "/data/items".to_string(),
-                complete_pointer: Some("/complete".to_string()),
-                fields,
-                required: vec!["last_name".to_string(), "first_name".to_string()],
-            },
-        )]),
+        endpoints: person_endpoints(),
+    }
+}
+
+fn registry(address: SocketAddr, scenario: &str) -> UpstreamRegistry {
+    let settings = UpstreamSettings {
+        base_url: format!("http://{address}/{scenario}"),
+        ..base_settings()
     };
     UpstreamRegistry::new(settings, None).expect("upstream registry")
 }
@@ -313,4 +324,116 @@ async fn the_grpc_service_reports_upstream_failures_with_their_reason() {
         .person
         .expect("person");
     assert_eq!(person.first_name, "Нұрлан");
+}
+
+#[tokio::test]
+async fn the_registry_section_names_a_bad_upstream_file() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let database = test_database.database().clone();
+
+    let good = directory.path().join("upstream.toml");
+    std::fs::write(
+        &good,
+        "base_url = \"http://127.0.0.1:9\"\n[endpoints.persons]\npath = \"persons\"\nrecords_pointer = \"/data/items\"\n",
+    )
+    .expect("write");
+    let config = shlyuz_registry::config::RegistryConfig {
+        upstream_file: good,
+        ..Default::default()
+    };
+    assert!(config.routes(database.clone()).is_ok());
+
+    let bad = directory.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "base_url = \"http://127.0.0.1:9\"\n[endpoints.pets]\npath = \"pets\"\n",
+    )
+    .expect("write");
+    let config = shlyuz_registry::config::RegistryConfig {
+        upstream_file: bad,
+        ..Default::default()
+    };
+    let Err(error) = config.routes(database) else {
+        panic!("a bad upstream file must be refused");
+    };
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("registry.upstream_file") && text.contains("pets"),
+        "{text}"
+    );
+    test_database.cleanup().await;
+}
+
+/// Accepts TLS connections for axum with a certificate of a development CA.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+#[tokio::test]
+async fn https_registries_are_trusted_only_through_the_configured_ca() {
+    shlyuz_kit::install_crypto_provider();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let pki =
+        shlyuz_kit::pki::DevPki::ensure(&directory.path().join("pki"), &["registry"]).expect("pki");
+    let files = pki.participant("registry").expect("files");
+    let certificates = shlyuz_kit::pki::load_certs(&files.tls_cert).expect("certs");
+    let key = shlyuz_kit::pki::load_private_key(&files.tls_key).expect("key");
+    let server_config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = tcp.local_addr().expect("address");
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, Router::new().route("/ok/persons", post(ok))).await;
+    });
+
+    let settings_with = |ca_cert: std::path::PathBuf| {
+        let settings = UpstreamSettings {
+            base_url: format!("https://127.0.0.1:{}/ok", address.port()),
+            ca_cert: Some(ca_cert),
+            ..base_settings()
+        };
+        UpstreamRegistry::new(settings, None).expect("registry")
+    };
+    let trusted = settings_with(pki.ca_cert_path().to_path_buf());
+    let persons = trusted.persons(&iins()).await.expect("https answer");
+    assert_eq!(persons.len(), 1);
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_pki =
+        shlyuz_kit::pki::DevPki::ensure(&other.path().join("pki"), &["registry"]).expect("pki");
+    let untrusted = settings_with(other_pki.ca_cert_path().to_path_buf());
+    assert_eq!(
+        reason_of(untrusted.persons(&iins()).await),
+        ("unavailable", reasons::UNAVAILABLE)
+    );
 }

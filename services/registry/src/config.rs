@@ -1,0 +1,73 @@
+//! The `[registry]` configuration section: the target's listener and database, and where the
+//! external registries are described.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use shlyuz_kit::config::TargetConfig;
+use shlyuz_kit::db::Database;
+
+use crate::embedded::EmbeddedRegistry;
+use crate::source::RegistrySource;
+use crate::upstream::{UpstreamRegistry, UpstreamSettings};
+
+/// Everything configurable about the registry target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Database URL; empty means `<data_dir>/registry.db`.
+    pub database_url: String,
+    /// Size of the database connection pool.
+    pub database_max_connections: u32,
+    /// Maximum age of a client connection in seconds (0: unlimited).
+    pub max_connection_age_secs: u64,
+    /// TOML file of external registries ([`UpstreamSettings`]); empty: every record comes from
+    /// the embedded tables. Record kinds without an endpoint there still do.
+    pub upstream_file: PathBuf,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        let target = TargetConfig::on_port(50052);
+        Self {
+            listen: target.listen,
+            database_url: target.database_url,
+            database_max_connections: target.database_max_connections,
+            max_connection_age_secs: target.max_connection_age_secs,
+            upstream_file: PathBuf::new(),
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The listener and database part.
+    pub fn target(&self) -> TargetConfig {
+        TargetConfig {
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            database_max_connections: self.database_max_connections,
+            max_connection_age_secs: self.max_connection_age_secs,
+        }
+    }
+
+    /// The registry's routes: embedded tables, or external registries where configured.
+    pub fn routes(&self, database: Database) -> anyhow::Result<tonic::service::Routes> {
+        if self.upstream_file.as_os_str().is_empty() {
+            return Ok(crate::routes(database));
+        }
+        let source = upstream_source(&self.upstream_file, database.clone())
+            .context("config key `registry.upstream_file`")?;
+        Ok(crate::routes_with_source(database, source))
+    }
+}
+
+fn upstream_source(path: &Path, database: Database) -> anyhow::Result<Arc<dyn RegistrySource>> {
+    let settings = UpstreamSettings::from_toml_file(path)?;
+    let embedded: Arc<dyn RegistrySource> = Arc::new(EmbeddedRegistry::new(database));
+    Ok(Arc::new(UpstreamRegistry::new(settings, Some(embedded))?))
+}
