@@ -210,6 +210,14 @@ impl GatewayProcess {
         anyhow::bail!("not ready after 10 s")
     }
 
+    /// CPU seconds the process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.child
+            .id()
+            .and_then(crate::bench::process_cpu_seconds)
+            .unwrap_or(0.0)
+    }
+
     /// The process's resident memory now, KiB.
     pub fn resident_kib(&self) -> u64 {
         self.child

@@ -58,6 +58,30 @@ const WARMUP_CALLS: usize = 2_000;
 struct Scenario {
     name: &'static str,
     result: LoadResult,
+    /// CPU the gateway process spent per successful call, when the gateway is a process here.
+    gateway_cpu_us_per_call: Option<f64>,
+}
+
+/// Measures like [`measure`] and also the gateway process's CPU per call during the measured part.
+async fn measure_gateway(
+    gateway: &GatewayProcess,
+    channels: &[Channel],
+    args: &GatewayBenchArgs,
+    requests: RequestFactory,
+) -> (LoadResult, f64) {
+    let warmup = load::run(channels, args.concurrency, WARMUP_CALLS, requests.clone()).await;
+    if warmup.failed > 0 {
+        eprintln!(
+            "warm-up had {} failures: {}",
+            warmup.failed,
+            warmup.first_error.unwrap_or_default()
+        );
+    }
+    let before = gateway.cpu_seconds();
+    let offset_requests: RequestFactory = Arc::new(move |index| requests(WARMUP_CALLS + index));
+    let result = load::run(channels, args.concurrency, args.requests, offset_requests).await;
+    let cpu_us = (gateway.cpu_seconds() - before) * 1e6 / (result.succeeded.max(1) as f64);
+    (result, cpu_us)
 }
 
 /// Runs the gateway benchmark and prints its report.
@@ -108,6 +132,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     scenarios.push(Scenario {
         name: "direct",
         result: measure(&direct, &args, plain_requests()).await,
+        gateway_cpu_us_per_call: None,
     });
 
     let directory =
@@ -128,7 +153,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         )
         .await?;
         let signed = signed_requests(&bench_key, WARMUP_CALLS + args.requests + args.requests);
-        let full = measure(&through, &args, signed.clone()).await;
+        let (full, full_cpu) = measure_gateway(&gateway, &through, &args, signed.clone()).await;
         // Memory at many concurrent streams, on the same process after the measured run.
         let offset = WARMUP_CALLS + args.requests;
         let (memory_run, peak_rss_kib) = gateway
@@ -142,6 +167,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         scenarios.push(Scenario {
             name: "gateway, full policy",
             result: full,
+            gateway_cpu_us_per_call: Some(full_cpu),
         });
         println!(
             "gateway resident memory: {:.1} MiB idle; peak {:.1} MiB at {} concurrent streams ({} calls, {} failed)",
@@ -167,9 +193,11 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
             args.connections,
         )
         .await?;
+        let (result, cpu) = measure_gateway(&gateway, &through, &args, plain_requests()).await;
         scenarios.push(Scenario {
             name: "gateway, pure proxy",
-            result: measure(&through, &args, plain_requests()).await,
+            result,
+            gateway_cpu_us_per_call: Some(cpu),
         });
         gateway.stop().await;
     }
@@ -186,6 +214,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
             scenarios.push(Scenario {
                 name: "nginx grpc_pass",
                 result: measure(&through, &args, plain_requests()).await,
+                gateway_cpu_us_per_call: None,
             });
             proxy.stop().await;
         }
@@ -242,22 +271,26 @@ fn print_report(scenarios: &[Scenario]) {
         .map(|scenario| scenario.result.rate());
     println!();
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "scenario", "calls/s", "p50 ms", "p99 ms", "× direct", "× nginx", "failed"
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>8}",
+        "scenario", "calls/s", "p50 ms", "p99 ms", "× direct", "× nginx", "gw CPU µs", "failed"
     );
     for scenario in scenarios {
         let result = &scenario.result;
         let versus_nginx = nginx_rate.map_or("-".to_string(), |rate| {
             format!("{:.2}", result.rate() / rate)
         });
+        let cpu = scenario
+            .gateway_cpu_us_per_call
+            .map_or("-".to_string(), |micros| format!("{micros:.0}"));
         println!(
-            "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8}",
+            "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>12} {:>8}",
             scenario.name,
             result.rate(),
             result.latency.p50_us as f64 / 1000.0,
             result.latency.p99_us as f64 / 1000.0,
             result.rate() / direct_rate.max(f64::MIN_POSITIVE),
             versus_nginx,
+            cpu,
             result.failed
         );
         if let Some(error) = &result.first_error {

@@ -69,6 +69,20 @@ pub fn machine_description() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds, from /proc (Linux only; /proc
+/// reports it in USER_HZ, 100 per second on Linux).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 /// Resident and peak resident memory of process `pid` in KiB, from /proc (Linux only).
 pub fn process_memory_kib(pid: u32) -> Option<(u64, u64)> {
     let status =
