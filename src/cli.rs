@@ -293,7 +293,9 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
     let service = build_service(
         &config,
         &prepared,
-        shlyuz_gateway::directory::TargetResolver::none(),
+        shlyuz_gateway::directory::TargetResolver::new(
+            config.gateway.targets.clone().into_iter().collect(),
+        ),
         &metrics,
         signal.clone(),
     )

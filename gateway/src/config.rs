@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     pub directory_file: PathBuf,
     /// How often the directory file is checked for changes, in milliseconds (SIGHUP reloads at once).
     pub directory_poll_ms: u64,
+    /// Where `target:<name>` upstreams of the directory go when the gateway runs alone
+    /// (`serve --target gateway`), e.g. `{ registry = "registry:50052" }`; `up` uses the addresses
+    /// it bound instead.
+    pub targets: std::collections::BTreeMap<String, String>,
     /// `full` (every check and the message log) or `pass_through` (routing only; benchmarks).
     pub policy_mode: PolicyMode,
     /// Keep request and response bodies in the message log (off: data minimisation).
@@ -65,6 +69,7 @@ impl Default for GatewayConfig {
             max_connection_age_secs: target.max_connection_age_secs,
             directory_file: PathBuf::new(),
             directory_poll_ms: 2_000,
+            targets: std::collections::BTreeMap::new(),
             policy_mode: PolicyMode::Full,
             store_bodies: log.store_bodies,
             log_batch_max: log.max_batch,
