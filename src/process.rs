@@ -21,14 +21,8 @@ pub const PARTICIPANTS: [&str; 3] = ["gateway", "echo", CLIENT_PARTICIPANT];
 
 /// The certificate files of `participant`.
 pub fn tls_files(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
-    let files = pki
-        .participant(participant)
-        .with_context(|| format!("no PKI files for {participant}"))?;
-    Ok(TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    })
+    pki.tls_files(participant)
+        .with_context(|| format!("no PKI files for {participant}"))
 }
 
 /// A port nobody listens on right now.

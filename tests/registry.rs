@@ -14,7 +14,7 @@ use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::pki::{DevPki, SigningKey};
-use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::registry::v1 as pb;
@@ -49,26 +49,6 @@ struct Stack {
     registry_database: shlyuz_kit::db::Database,
 }
 
-fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
-    let files = pki.participant(participant).expect("participant");
-    TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    }
-}
-
-fn server_settings(name: &str, transport: Transport) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        transport,
-        readiness_grace: Duration::ZERO,
-        drain_timeout: Duration::from_secs(5),
-        max_connection_age: None,
-    }
-}
-
 impl Stack {
     async fn start() -> Stack {
         shlyuz_kit::install_crypto_provider();
@@ -92,9 +72,9 @@ impl Stack {
             .await
             .expect("load fixture");
         let registry_server = GrpcServer::bind(
-            server_settings(
+            ServerSettings::loopback(
                 "registry",
-                Transport::MutualTls(tls_files(&pki, "registry")),
+                Transport::MutualTls(pki.tls_files("registry").expect("participant files")),
             ),
             &metrics,
         )
@@ -126,7 +106,7 @@ impl Stack {
             )])),
             signing_key: Arc::new(signing_key),
             consent: Arc::new(InMemoryConsents::default()),
-            upstream_tls: Some(tls_files(&pki, "gateway")),
+            upstream_tls: Some(pki.tls_files("gateway").expect("participant files")),
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: GatewaySettings::default(),
@@ -135,7 +115,10 @@ impl Stack {
         .await
         .expect("start gateway");
         let gateway_server = GrpcServer::bind(
-            server_settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
+            ServerSettings::loopback(
+                "gateway",
+                Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
+            ),
             &metrics,
         )
         .await
@@ -158,7 +141,7 @@ impl Stack {
     async fn channel(&self, participant: &str) -> Channel {
         connect(&ClientSettings {
             address: self.gateway_address.to_string(),
-            tls: Some(tls_files(&self.pki, participant)),
+            tls: Some(self.pki.tls_files(participant).expect("participant files")),
             server_name: "gateway".to_string(),
             connect_timeout: Duration::from_secs(5),
         })
@@ -628,7 +611,7 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
     // so that the revocation below is seen on the next call.
     let channel = connect(&ClientSettings {
         address: stack.registry_address.to_string(),
-        tls: Some(tls_files(&stack.pki, "gateway")),
+        tls: Some(stack.pki.tls_files("gateway").expect("participant files")),
         server_name: "registry".to_string(),
         connect_timeout: Duration::from_secs(5),
     })

@@ -103,7 +103,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     let metrics = MetricsRegistry::default();
     let (trigger, signal) = shutdown_channel();
     let echo_server = GrpcServer::bind(
-        server_settings("echo", Transport::MutualTls(tls_files(&pki, "echo")?)),
+        ServerSettings::loopback("echo", Transport::MutualTls(tls_files(&pki, "echo")?)),
         &metrics,
     )
     .await?;
@@ -346,17 +346,6 @@ fn signed_requests(
         }
         request
     })
-}
-
-fn server_settings(name: &str, transport: Transport) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        transport,
-        readiness_grace: Duration::ZERO,
-        drain_timeout: Duration::from_secs(5),
-        max_connection_age: None,
-    }
 }
 
 async fn channels(

@@ -15,7 +15,7 @@ use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::Database;
 use shlyuz_kit::pki::{DevPki, SigningKey};
-use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::registry::v1::GetPersonRequest;
@@ -117,28 +117,6 @@ async fn sqlx_execute(database: &Database, statement: &str) -> anyhow::Result<()
     database.execute_raw(statement).await
 }
 
-fn tls_files(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
-    let files = pki
-        .participant(participant)
-        .with_context(|| format!("no participant {participant}"))?;
-    Ok(TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    })
-}
-
-fn server_settings(name: &str, transport: Transport) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        transport,
-        readiness_grace: Duration::ZERO,
-        drain_timeout: Duration::from_secs(5),
-        max_connection_age: None,
-    }
-}
-
 async fn run_backend(
     backend: &'static str,
     url: &str,
@@ -157,9 +135,9 @@ async fn run_backend(
     anyhow::ensure!(!subjects.is_empty(), "the seeded registry holds no person");
 
     let registry_server = GrpcServer::bind(
-        server_settings(
+        ServerSettings::loopback(
             "registry",
-            Transport::MutualTls(tls_files(pki, "registry")?),
+            Transport::MutualTls(crate::process::tls_files(pki, "registry")?),
         ),
         &metrics,
     )
@@ -193,7 +171,7 @@ async fn run_backend(
         )])),
         signing_key: Arc::new(gateway_key),
         consent: Arc::new(InMemoryConsents::default()),
-        upstream_tls: Some(tls_files(pki, "gateway")?),
+        upstream_tls: Some(crate::process::tls_files(pki, "gateway")?),
         metrics: metrics.clone(),
         clock: shlyuz_kit::clock::system_clock(),
         settings: GatewaySettings::default(),
@@ -201,7 +179,10 @@ async fn run_backend(
     })
     .await?;
     let gateway_server = GrpcServer::bind(
-        server_settings("gateway", Transport::MutualTls(tls_files(pki, "gateway")?)),
+        ServerSettings::loopback(
+            "gateway",
+            Transport::MutualTls(crate::process::tls_files(pki, "gateway")?),
+        ),
         &metrics,
     )
     .await?;
@@ -261,7 +242,7 @@ async fn load(
         channels.push(
             connect(&ClientSettings {
                 address: address.to_string(),
-                tls: Some(tls_files(pki, "ops")?),
+                tls: Some(crate::process::tls_files(pki, "ops")?),
                 server_name: server_name.to_string(),
                 connect_timeout: Duration::from_secs(5),
             })

@@ -54,28 +54,6 @@ pub struct Harness {
     test_database: Option<TestDatabase>,
 }
 
-fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
-    let files = pki
-        .participant(participant)
-        .expect("participant in the PKI");
-    TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    }
-}
-
-fn settings(name: &str, transport: Transport) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        transport,
-        readiness_grace: Duration::ZERO,
-        drain_timeout: Duration::from_secs(5),
-        max_connection_age: None,
-    }
-}
-
 fn directory_toml(
     pki: &DevPki,
     echo_address: SocketAddr,
@@ -243,7 +221,10 @@ impl Harness {
 
         let echo = Echo::default();
         let echo_server = GrpcServer::bind(
-            settings("echo", Transport::MutualTls(tls_files(&pki, "registry"))),
+            ServerSettings::loopback(
+                "echo",
+                Transport::MutualTls(pki.tls_files("registry").expect("participant files")),
+            ),
             &metrics,
         )
         .await
@@ -286,7 +267,7 @@ impl Harness {
             targets: shlyuz_gateway::directory::TargetResolver::none(),
             signing_key: Arc::new(signing_key),
             consent: consents.clone(),
-            upstream_tls: Some(tls_files(&pki, "gateway")),
+            upstream_tls: Some(pki.tls_files("gateway").expect("participant files")),
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: gateway_settings,
@@ -295,7 +276,10 @@ impl Harness {
         .await
         .expect("start gateway");
         let gateway_server = GrpcServer::bind(
-            settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
+            ServerSettings::loopback(
+                "gateway",
+                Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
+            ),
             &metrics,
         )
         .await
@@ -320,7 +304,7 @@ impl Harness {
     pub async fn channel(&self, participant: &str) -> Channel {
         let settings = ClientSettings {
             address: self.gateway_address.to_string(),
-            tls: Some(tls_files(&self.pki, participant)),
+            tls: Some(self.pki.tls_files(participant).expect("participant files")),
             server_name: "gateway".to_string(),
             connect_timeout: Duration::from_secs(5),
         };
@@ -354,7 +338,7 @@ impl Harness {
             targets: shlyuz_gateway::directory::TargetResolver::none(),
             signing_key: Arc::new(signing_key),
             consent: self.consents.clone(),
-            upstream_tls: Some(tls_files(&self.pki, "gateway")),
+            upstream_tls: Some(self.pki.tls_files("gateway").expect("participant files")),
             metrics: MetricsRegistry::default(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: fast_async_settings(),

@@ -64,6 +64,21 @@ pub struct ServerSettings {
     pub max_connection_age: Option<Duration>,
 }
 
+impl ServerSettings {
+    /// A server on an ephemeral loopback port that drains for at most 5 s and has no readiness
+    /// grace: what tests and benchmarks run.
+    pub fn loopback(name: &str, transport: Transport) -> ServerSettings {
+        ServerSettings {
+            name: name.to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transport,
+            readiness_grace: Duration::ZERO,
+            drain_timeout: Duration::from_secs(5),
+            max_connection_age: None,
+        }
+    }
+}
+
 /// A bound gRPC server, not yet serving.
 pub struct GrpcServer {
     settings: ServerSettings,

@@ -192,7 +192,9 @@ impl NationalCa {
         params.not_before = not_before;
         params.not_after = not_after;
         let mut serial = uuid::Uuid::new_v4().into_bytes();
-        serial[0] &= 0x7f;
+        // Positive and without a leading zero byte: DER keeps all 16 bytes, so the serial read
+        // back from the certificate is the one recorded at issue (a leading zero would be dropped).
+        serial[0] = (serial[0] & 0x7f) | 0x40;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let certificate = params
             .signed_by(&key, &self.issuer)
@@ -425,6 +427,44 @@ mod tests {
             RevocationStatus::Good,
         )])));
         (ca, issued, table, now)
+    }
+
+    #[tokio::test]
+    async fn every_issued_serial_is_the_one_the_verifier_reads() {
+        // A serial with a leading zero byte would lose it in DER, so the status lookup by the
+        // serial read from the certificate would miss the one recorded at issue (1 in 128 before).
+        let now = OffsetDateTime::now_utc();
+        let ca = NationalCa::generate(now).expect("ca");
+        let verifier = DocumentVerifier::new(ca.certificate_pem()).expect("verifier");
+        let document = b"serial";
+        for _ in 0..400 {
+            let issued = ca
+                .issue(
+                    &holder(),
+                    "Әлия",
+                    None,
+                    now - time::Duration::hours(1),
+                    now + time::Duration::days(1),
+                )
+                .expect("issue");
+            let table = Table(Mutex::new(HashMap::from([(
+                issued.serial_hex.clone(),
+                RevocationStatus::Good,
+            )])));
+            let signature = sign_document(&issued.private_key_pem, document).expect("sign");
+            let signer = verifier
+                .verify(
+                    document,
+                    &signature,
+                    &issued.certificate_pem,
+                    &holder(),
+                    now,
+                    &table,
+                )
+                .await
+                .expect("the recorded serial is found");
+            assert_eq!(signer.serial_hex, issued.serial_hex);
+        }
     }
 
     #[tokio::test]

@@ -86,6 +86,17 @@ pub struct DevPki {
 }
 
 impl DevPki {
+    /// The certificate files `participant` presents (client) or serves with (server), with the
+    /// CA that verifies the other side; `None` when the participant has no files here.
+    pub fn tls_files(&self, participant: &str) -> Option<crate::server::TlsFiles> {
+        let files = self.participant(participant)?;
+        Some(crate::server::TlsFiles {
+            ca_cert: self.ca_cert_path().to_path_buf(),
+            cert: files.tls_cert,
+            key: files.tls_key,
+        })
+    }
+
     /// Loads the CA under `dir` (creating it on first use) and issues the files of every listed
     /// participant that lacks them; existing files are reused, never overwritten.
     pub fn ensure(dir: &Path, participants: &[&str]) -> Result<DevPki, PkiError> {
