@@ -1,0 +1,99 @@
+"""A small Shlyuz client written only from the published contract: proto/ and docs/gateway.md.
+
+It connects to the gateway with mutual TLS using the files `shlyuz up` lists in endpoints.json, and
+signs the envelope exactly as docs/gateway.md specifies (Ed25519 over the canonical string).
+"""
+import base64
+import datetime
+import hashlib
+import json
+import pathlib
+import sys
+import uuid
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "generated"))
+
+CANONICAL_VERSION = "shlyuz-envelope-v1"
+
+
+def canonical_string(message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request_bytes):
+    """The nine lines of docs/gateway.md joined by a single newline, no trailing newline."""
+    request_hash = hashlib.sha256(request_bytes).hexdigest() if request_bytes is not None else ""
+    return "\n".join(
+        [CANONICAL_VERSION, message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request_hash]
+    )
+
+
+def now_timestamp():
+    """RFC 3339 UTC with milliseconds and Z, as the envelope expects."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Participant:
+    """A participant's identity: its TLS files and its message-signing key."""
+
+    def __init__(self, endpoints, participant_id):
+        files = endpoints["participants"][participant_id]
+        self.id = participant_id
+        self.ca = pathlib.Path(endpoints["ca_cert"]).read_bytes()
+        self.cert = pathlib.Path(files["tls_cert"]).read_bytes()
+        self.key = pathlib.Path(files["tls_key"]).read_bytes()
+        self.signing_key = load_ed25519_key(pathlib.Path(files["signing_key"]).read_bytes())
+
+    def channel(self, address):
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+        return grpc.secure_channel(address, credentials)
+
+    def envelope(self, path, request, purpose="", subject_iin="", user_id="", consent_id="", correlation_id="",
+                 message_id=None, timestamp=None):
+        """The metadata of a signed call of `path` carrying the protobuf message `request`."""
+        message_id = message_id or str(uuid.uuid4())
+        timestamp = timestamp or now_timestamp()
+        text = canonical_string(
+            message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request.SerializeToString()
+        )
+        signature = base64.b64encode(self.signing_key.sign(text.encode("utf-8"))).decode("ascii")
+        metadata = [
+            ("x-shlyuz-message-id", message_id),
+            ("x-shlyuz-timestamp", timestamp),
+            ("x-shlyuz-signature", signature),
+        ]
+        for name, value in [
+            ("x-shlyuz-correlation-id", correlation_id),
+            ("x-shlyuz-user-id", user_id),
+            ("x-shlyuz-purpose", purpose),
+            ("x-shlyuz-subject-iin", subject_iin),
+            ("x-shlyuz-consent-id", consent_id),
+        ]:
+            if value:
+                metadata.append((name, value))
+        return metadata
+
+
+def load_ed25519_key(pem):
+    """An Ed25519 private key from PKCS#8 PEM, version 1 or 2 (ring writes version 2, with the
+    public key attached, which not every library reads: then the 32-byte seed is taken from its
+    CurvePrivateKey, the OCTET STRING 04 20 inside the privateKey field 04 22)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError:
+        body = b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----"))
+        der = base64.b64decode(body)
+        marker = der.find(b"\x04\x22\x04\x20")
+        if marker < 0 or len(der) < marker + 36:
+            raise ValueError("not an Ed25519 PKCS#8 key")
+        key = Ed25519PrivateKey.from_private_bytes(der[marker + 4 : marker + 36])
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("not an Ed25519 key")
+    return key
+
+
+def load_endpoints(path):
+    return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))

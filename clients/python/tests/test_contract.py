@@ -1,0 +1,129 @@
+"""The public surface of Shlyuz proven with a gRPC implementation it does not share code with
+(grpcio) and a client written from proto/ and docs/gateway.md only. The live tests need a running
+`shlyuz up` whose registry holds the rules fixture: SHLYUZ_ENDPOINTS names its endpoints.json
+(clients/python/run-contract.sh prepares both).
+"""
+import base64
+import hashlib
+import os
+import pathlib
+import sys
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import shlyuz_client  # noqa: E402
+from shlyuz.gateway.v1 import access_log_pb2, access_log_pb2_grpc  # noqa: E402
+from shlyuz.registry.v1 import person_pb2, person_pb2_grpc  # noqa: E402
+
+GET_PERSON = "/shlyuz.registry.v1.PersonRegistryService/GetPerson"
+LIST_ACCESS = "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess"
+CLEAN_CANDIDATE = "980512391010"  # services/registry/fixtures/rules.toml
+
+
+def test_the_documented_worked_example_signs_to_the_documented_signature():
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    body = bytes.fromhex("0a0c393030313031333030303137")
+    assert hashlib.sha256(body).hexdigest() == "2daffebfcabb587e0c427cb55ac631fa9ca3c1c765a94392021ade47706b648d"
+    text = shlyuz_client.canonical_string(
+        "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",
+        GET_PERSON,
+        "2026-11-25T07:30:00.123Z",
+        "850315400025",
+        "900101300017",
+        "MILITARY_RECRUITMENT",
+        "",
+        body,
+    )
+    signature = base64.b64encode(key.sign(text.encode())).decode()
+    assert signature == (
+        "pURJj2h0AclzUmbgx0pqFG1w8w4C2FnTCdiWwS1Bq7YGh63VtuDi6y1BniXwD+b5xB0uX9zQgLzX2/5w0Z5TDg=="
+    )
+
+
+@pytest.fixture(scope="module")
+def endpoints():
+    path = os.environ.get("SHLYUZ_ENDPOINTS")
+    if not path:
+        pytest.fail("SHLYUZ_ENDPOINTS must name the endpoints.json of a running `shlyuz up`")
+    return shlyuz_client.load_endpoints(path)
+
+
+def error_details(error):
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no google.rpc.Status details in {error}"
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "shlyuz"
+            reason = info.reason
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            fields = [violation.field for violation in bad_request.field_violations]
+    return reason, fields
+
+
+def get_person(endpoints, participant_id, iin, purpose="MILITARY_RECRUITMENT", tamper=None):
+    participant = shlyuz_client.Participant(endpoints, participant_id)
+    request = person_pb2.GetPersonRequest(iin=iin)
+    metadata = participant.envelope(GET_PERSON, request, purpose=purpose, subject_iin=iin)
+    if tamper:
+        metadata = tamper(metadata)
+    with participant.channel(endpoints["gateway"]) as channel:
+        stub = person_pb2_grpc.PersonRegistryServiceStub(channel)
+        response, call = stub.GetPerson.with_call(request, metadata=metadata)
+        return request, response, call
+
+
+def test_a_signed_lookup_returns_the_person_with_request_hash_and_log_position(endpoints):
+    request, response, call = get_person(endpoints, "intake", CLEAN_CANDIDATE)
+    assert response.person.iin == CLEAN_CANDIDATE
+    assert response.person.last_name
+    headers = dict(call.initial_metadata())
+    assert headers["x-shlyuz-request-hash"] == hashlib.sha256(request.SerializeToString()).hexdigest()
+    trailers = dict(call.trailing_metadata())
+    chain_id, sequence = trailers["x-shlyuz-log-position"].rsplit(":", 1)
+    assert chain_id and int(sequence) > 0
+
+
+def test_a_forged_signature_is_refused_with_its_reason(endpoints):
+    def forge(metadata):
+        return [(name, "A" * 86 + "==" if name == "x-shlyuz-signature" else value) for name, value in metadata]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        get_person(endpoints, "intake", CLEAN_CANDIDATE, tamper=forge)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_details(refused.value)[0] == "SIGNATURE_INVALID"
+
+
+def test_a_purpose_outside_the_rule_is_refused(endpoints):
+    with pytest.raises(grpc.RpcError) as refused:
+        get_person(endpoints, "intake", CLEAN_CANDIDATE, purpose="SUBJECT_ACCESS_REPORT")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(refused.value)[0] == "PURPOSE_NOT_ALLOWED"
+
+
+def test_an_invalid_iin_names_the_metadata_key(endpoints):
+    with pytest.raises(grpc.RpcError) as refused:
+        get_person(endpoints, "intake", "980512391011")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused.value)[1] == ["x-shlyuz-subject-iin"]
+
+
+def test_the_citizen_sees_who_looked_at_their_data(endpoints):
+    get_person(endpoints, "intake", CLEAN_CANDIDATE)
+    portal = shlyuz_client.Participant(endpoints, "jauynger-portal")
+    request = access_log_pb2.ListSubjectAccessRequest(subject_iin=CLEAN_CANDIDATE)
+    metadata = portal.envelope(LIST_ACCESS, request, purpose="SUBJECT_ACCESS_REPORT", subject_iin=CLEAN_CANDIDATE)
+    with portal.channel(endpoints["gateway"]) as channel:
+        accesses = access_log_pb2_grpc.AccessLogServiceStub(channel).ListSubjectAccess(request, metadata=metadata)
+    looked = [(access.participant_id, access.method, access.purpose) for access in accesses.accesses]
+    assert ("intake", "GetPerson", "MILITARY_RECRUITMENT") in looked
