@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use shlyuz_kit::error::{ApiError, parse_iin_field};
 use shlyuz_kit::iin::Iin;
 use shlyuz_kit::paging;
-use shlyuz_kit::signed_document::{DocumentError, DocumentVerifier, RevocationSource};
+use shlyuz_kit::signed_document::{
+    DocumentError, DocumentVerifier, RevocationSource, RevocationStatus,
+};
 use shlyuz_proto::intake::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -38,20 +41,70 @@ pub fn application_document(vacancy_id: &str, candidate_iin: &str, consent_id: &
     .into_bytes()
 }
 
-/// EDS verification: the trusted CA and where revocation is asked.
+/// The certification authority whose EDS intake accepts: its certificate and revocation status.
+/// The registry's CA is a personal-data route, so every query names the signer as its subject.
+pub trait CertificateAuthority: Send + Sync {
+    /// The CA certificate, PEM.
+    fn ca_certificate_pem<'a>(&'a self, subject: &'a Iin) -> BoxFuture<'a, Result<String, String>>;
+    /// The status of the certificate with serial `serial_hex` held by `subject`.
+    fn status<'a>(
+        &'a self,
+        serial_hex: &'a str,
+        subject: &'a Iin,
+    ) -> BoxFuture<'a, Result<RevocationStatus, String>>;
+}
+
+struct SubjectRevocation<'a> {
+    authority: &'a dyn CertificateAuthority,
+    subject: &'a Iin,
+}
+
+impl RevocationSource for SubjectRevocation<'_> {
+    fn status<'a>(
+        &'a self,
+        serial_hex: &'a str,
+    ) -> BoxFuture<'a, Result<RevocationStatus, String>> {
+        self.authority.status(serial_hex, self.subject)
+    }
+}
+
+/// EDS verification against one CA; the CA certificate is fetched once, on first use, so the
+/// service starts even while the registry is down (decision 49).
 #[derive(Clone)]
 pub struct SignatureCheck {
-    verifier: Arc<DocumentVerifier>,
-    revocation: Arc<dyn RevocationSource>,
+    authority: Arc<dyn CertificateAuthority>,
+    verifier: Arc<tokio::sync::OnceCell<DocumentVerifier>>,
 }
 
 impl SignatureCheck {
-    /// Trusts `verifier`'s CA and asks `revocation` (the registry's CA through the gateway).
-    pub fn new(verifier: DocumentVerifier, revocation: Arc<dyn RevocationSource>) -> Self {
+    /// Trusts the CA `authority` names and asks it about revocation.
+    pub fn new(authority: Arc<dyn CertificateAuthority>) -> Self {
         Self {
-            verifier: Arc::new(verifier),
-            revocation,
+            authority,
+            verifier: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    async fn verifier(&self, subject: &Iin) -> Result<&DocumentVerifier, ApiError> {
+        self.verifier
+            .get_or_try_init(|| async {
+                let pem = self
+                    .authority
+                    .ca_certificate_pem(subject)
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(error = %error, "ca certificate unavailable");
+                        ApiError::unavailable(
+                            "CA_CERTIFICATE_UNAVAILABLE",
+                            "the certification authority cannot be reached",
+                        )
+                    })?;
+                DocumentVerifier::new(&pem).map_err(|error| {
+                    tracing::error!(error = %error, "ca certificate unusable");
+                    ApiError::internal("the certification authority's certificate is unusable")
+                })
+            })
+            .await
     }
 }
 
@@ -160,16 +213,21 @@ impl IntakeServices {
             )
             .with_reason(REASON_DOCUMENT_MISMATCH));
         }
+        let revocation = SubjectRevocation {
+            authority: self.signatures.authority.as_ref(),
+            subject: signer_iin,
+        };
         let verified = self
             .signatures
-            .verifier
+            .verifier(signer_iin)
+            .await?
             .verify(
                 &signed.document,
                 &signed.signature,
                 &signed.signer_certificate_pem,
                 signer_iin,
                 self.store_now(),
-                self.signatures.revocation.as_ref(),
+                &revocation,
             )
             .await
             .map_err(|error| signature_error(field, &error))?;

@@ -3,6 +3,7 @@
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
 pub mod dossier;
+pub mod gateway;
 pub mod grpc;
 pub mod roles;
 pub mod store;

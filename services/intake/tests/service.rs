@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use shlyuz_intake::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
-use shlyuz_intake::grpc::{IntakeServices, SignatureCheck, application_document};
+use shlyuz_intake::grpc::{
+    CertificateAuthority, IntakeServices, SignatureCheck, application_document,
+};
 use shlyuz_intake::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
 use shlyuz_intake::store::Store;
 use shlyuz_kit::calendar::WorkingCalendar;
@@ -16,9 +18,7 @@ use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::iin::Iin;
-use shlyuz_kit::signed_document::{
-    DocumentVerifier, NationalCa, RevocationSource, RevocationStatus, sign_document,
-};
+use shlyuz_kit::signed_document::{NationalCa, RevocationStatus, sign_document};
 use shlyuz_proto::intake::v1 as pb;
 use shlyuz_proto::intake::v1::application_service_server::ApplicationService as _;
 use shlyuz_proto::intake::v1::report_service_server::ReportService as _;
@@ -43,15 +43,28 @@ const AGREEMENT: &[u8] = b"%PDF-1.7\n% agreement\n";
 /// Filed Friday 20 March 2026, 10:00 Astana, just before Nauryz.
 const START: OffsetDateTime = datetime!(2026-03-20 10:00 +5);
 
-struct TableRevocation(Mutex<HashMap<String, RevocationStatus>>);
+/// The CA as a table: its certificate and the status of every serial it issued.
+struct TableAuthority {
+    ca_pem: String,
+    statuses: Mutex<HashMap<String, RevocationStatus>>,
+}
 
-impl RevocationSource for TableRevocation {
+impl CertificateAuthority for TableAuthority {
+    fn ca_certificate_pem<'a>(
+        &'a self,
+        _subject: &'a Iin,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        let pem = self.ca_pem.clone();
+        Box::pin(async move { Ok(pem) })
+    }
+
     fn status<'a>(
         &'a self,
         serial_hex: &'a str,
+        _subject: &'a Iin,
     ) -> BoxFuture<'a, Result<RevocationStatus, String>> {
         let status = self
-            .0
+            .statuses
             .lock()
             .map(|table| {
                 table
@@ -152,7 +165,7 @@ struct Harness {
     services: IntakeServices,
     clock: ManualClock,
     ca: NationalCa,
-    revocations: Arc<TableRevocation>,
+    revocations: Arc<TableAuthority>,
     lookups: Arc<FixtureLookups>,
 }
 
@@ -164,16 +177,18 @@ impl Harness {
             .expect("migrate");
         let clock = ManualClock::new(START);
         let ca = NationalCa::generate(START - time::Duration::days(400)).expect("ca");
-        let revocations = Arc::new(TableRevocation(Mutex::new(HashMap::new())));
+        let revocations = Arc::new(TableAuthority {
+            ca_pem: ca.certificate_pem().to_string(),
+            statuses: Mutex::new(HashMap::new()),
+        });
         let lookups = Arc::new(FixtureLookups {
             fail_criminal: AtomicBool::new(false),
         });
-        let verifier = DocumentVerifier::new(ca.certificate_pem()).expect("verifier");
         let services = IntakeServices::new(
             Store::new(database, clock.shared(), WorkingCalendar::kazakhstan()),
             RolePolicy::new([PORTAL.to_string(), "sdu".to_string()]),
             lookups.clone(),
-            SignatureCheck::new(verifier, revocations.clone()),
+            SignatureCheck::new(revocations.clone()),
             vec![EXECUTOR.to_string(), OTHER_EXECUTOR.to_string()],
         );
         Harness {
@@ -197,7 +212,7 @@ impl Harness {
             .issue(&iin, "Test Holder", None, not_before, not_after)
             .expect("issue");
         self.revocations
-            .0
+            .statuses
             .lock()
             .expect("lock")
             .insert(issued.serial_hex.clone(), RevocationStatus::Good);
@@ -218,7 +233,7 @@ impl Harness {
 
     fn revoke(&self, signer: &Signer) {
         self.revocations
-            .0
+            .statuses
             .lock()
             .expect("lock")
             .insert(signer.serial_hex.clone(), RevocationStatus::Revoked);
