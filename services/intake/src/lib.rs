@@ -5,6 +5,7 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 pub mod dossier;
 pub mod gateway;
 pub mod grpc;
+pub mod outbox;
 pub mod roles;
 pub mod store;
 pub mod workflow;

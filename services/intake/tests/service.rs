@@ -11,8 +11,9 @@ use shlyuz_intake::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
 use shlyuz_intake::grpc::{
     CertificateAuthority, IntakeServices, SignatureCheck, application_document,
 };
+use shlyuz_intake::outbox::{DeliveryReport, NotificationSender, deliver_pending};
 use shlyuz_intake::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
-use shlyuz_intake::store::Store;
+use shlyuz_intake::store::{OutboxRow, Store};
 use shlyuz_kit::calendar::WorkingCalendar;
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
@@ -1109,3 +1110,55 @@ shlyuz_kit::storage_test!(overdue_across_nauryz, |database: Database| async move
     assert_eq!(overdue(Role::Head, HEAD).await, 1);
     assert_eq!(overdue(Role::ModExecutor, EXECUTOR).await, 0);
 });
+
+struct FlakySender {
+    fail: AtomicBool,
+    sent: Mutex<Vec<String>>,
+}
+
+impl NotificationSender for FlakySender {
+    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
+        let result = if self.fail.load(Ordering::SeqCst) {
+            Err("notify unavailable".to_string())
+        } else {
+            self.sent
+                .lock()
+                .map(|mut sent| sent.push(message.template_id.clone()))
+                .map_err(|_| "poisoned".to_string())
+        };
+        Box::pin(async move { result })
+    }
+}
+
+shlyuz_kit::storage_test!(
+    outbox_survives_a_notify_outage,
+    |database: Database| async move {
+        let harness = Harness::new(database).await;
+        let vacancy_id = harness.vacancy().await;
+        let signer = harness.signer(CLEAN);
+        let filed = harness
+            .apply(&vacancy_id, CLEAN, &signer)
+            .await
+            .expect("apply");
+        harness.assign(&filed.application_id).await;
+        let sender = FlakySender {
+            fail: AtomicBool::new(true),
+            sent: Mutex::new(Vec::new()),
+        };
+        let store = harness.services.store();
+        let report = deliver_pending(store, &sender, 10).await.expect("deliver");
+        assert_eq!(report, DeliveryReport { sent: 0, failed: 2 });
+        // Not due again until the retry delay has passed.
+        sender.fail.store(false, Ordering::SeqCst);
+        let report = deliver_pending(store, &sender, 10).await.expect("deliver");
+        assert_eq!(report, DeliveryReport::default());
+        harness.clock.advance(time::Duration::seconds(6));
+        let report = deliver_pending(store, &sender, 10).await.expect("deliver");
+        assert_eq!(report, DeliveryReport { sent: 2, failed: 0 });
+        assert_eq!(
+            *sender.sent.lock().expect("lock"),
+            vec!["intake.status.submitted", "intake.status.accepted"]
+        );
+        assert!(store.pending_outbox(10).await.expect("pending").is_empty());
+    }
+);
