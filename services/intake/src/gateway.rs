@@ -297,3 +297,42 @@ impl CertificateAuthority for GatewayCertificateAuthority {
         })
     }
 }
+
+/// Stands in for the gateway while intake has no gateway address (`serve` before the gateway
+/// address key exists): every look-up fails, so dossiers stay incomplete and signatures cannot
+/// be checked — loudly, never silently passed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGateway;
+
+const NO_GATEWAY: &str = "intake has no gateway address configured";
+
+impl RegistryLookups for NoGateway {
+    fn collect<'a>(&'a self, _context: &'a LookupContext) -> BoxFuture<'a, RegistryAnswers> {
+        Box::pin(async move {
+            RegistryAnswers {
+                person: Err(NO_GATEWAY.to_string()),
+                family: Err(NO_GATEWAY.to_string()),
+                dispensaries: Err(NO_GATEWAY.to_string()),
+                criminal: Err(NO_GATEWAY.to_string()),
+                military: Err(NO_GATEWAY.to_string()),
+            }
+        })
+    }
+}
+
+impl CertificateAuthority for NoGateway {
+    fn ca_certificate_pem<'a>(
+        &'a self,
+        _subject: &'a Iin,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { Err(NO_GATEWAY.to_string()) })
+    }
+
+    fn status<'a>(
+        &'a self,
+        _serial_hex: &'a str,
+        _subject: &'a Iin,
+    ) -> BoxFuture<'a, Result<RevocationStatus, String>> {
+        Box::pin(async move { Err(NO_GATEWAY.to_string()) })
+    }
+}

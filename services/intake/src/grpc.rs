@@ -386,7 +386,7 @@ fn future_time(field: &str, value: i64, now: i64) -> Result<(), ApiError> {
 }
 
 fn official_iin(caller: &Caller) -> Result<Iin, ApiError> {
-    // Officials sign with their own EDS; the portal forwards their IIN as the user id.
+    // Officials sign with their own EDS; their user id is their IIN (checked in roles.rs).
     parse_iin_field(shlyuz_kit::envelope::USER_ID, &caller.user_id)
 }
 

@@ -2,6 +2,7 @@
 
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
+pub mod config;
 pub mod dossier;
 pub mod gateway;
 pub mod grpc;
@@ -30,3 +31,47 @@ pub static MIGRATIONS: Migrations = Migrations {
     sqlite: SQLITE_MIGRATIONS,
     postgres: POSTGRES_MIGRATIONS,
 };
+
+/// The intake routes over `database`, calling the registry through `gateway` (a channel to the
+/// gateway presenting intake's client certificate) signed with `signing_key`; with no gateway
+/// the services run but every dossier stays incomplete and no signature can be checked.
+pub fn routes(
+    database: shlyuz_kit::db::Database,
+    config: &config::IntakeConfig,
+    gateway: Option<tonic::transport::Channel>,
+    signing_key: std::sync::Arc<shlyuz_kit::pki::SigningKey>,
+) -> tonic::service::Routes {
+    use std::sync::Arc;
+    let (lookups, authority): (
+        Arc<dyn dossier::RegistryLookups>,
+        Arc<dyn grpc::CertificateAuthority>,
+    ) = match gateway {
+        Some(channel) => (
+            Arc::new(gateway::GatewayRegistryLookups::new(
+                channel.clone(),
+                signing_key.clone(),
+            )),
+            Arc::new(gateway::GatewayCertificateAuthority::new(
+                channel,
+                signing_key,
+            )),
+        ),
+        None => {
+            tracing::warn!("intake has no gateway address: dossiers and signatures unavailable");
+            (Arc::new(gateway::NoGateway), Arc::new(gateway::NoGateway))
+        }
+    };
+    let store = store::Store::new(
+        database,
+        shlyuz_kit::clock::system_clock(),
+        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+    );
+    grpc::IntakeServices::new(
+        store,
+        roles::RolePolicy::new(config.role_asserting_participants.iter().cloned()),
+        lookups,
+        grpc::SignatureCheck::new(authority),
+        config.executors.clone(),
+    )
+    .routes()
+}

@@ -1,7 +1,7 @@
 //! Who is calling: the participant the gateway authenticated (`x-shlyuz-sender`), the user id it
 //! forwards (`x-shlyuz-user-id`) and the role the participant asserts (`x-shlyuz-user-role`,
 //! plus `x-shlyuz-user-region` for ДДО executors). Roles are trusted only from participants the
-//! intake configuration lists; a candidate's user id is their IIN.
+//! intake configuration lists; every user id is the user's IIN.
 
 use std::collections::BTreeSet;
 
@@ -202,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn a_candidate_user_id_must_be_an_iin() {
+    fn a_user_id_must_be_an_iin() {
         let policy = RolePolicy::new(["jauynger-portal".to_string()]);
         let error = policy
             .caller(&metadata(&[
@@ -223,7 +223,7 @@ mod tests {
         let caller = policy
             .caller(&metadata(&[
                 (SENDER, "sdu"),
-                (USER_ID, "ddo-7"),
+                (USER_ID, "800202400021"),
                 (USER_ROLE, "ddo_executor"),
                 (USER_REGION, "110000000"),
             ]))
