@@ -980,7 +980,12 @@ fn default_directory_loads_against_a_dev_pki() {
         4
     );
     assert_eq!(directory.routes().count(), 18);
-    assert!(directory.participant("jauynger-portal").unwrap().assert_roles);
+    assert!(
+        directory
+            .participant("jauynger-portal")
+            .unwrap()
+            .assert_roles
+    );
     assert!(directory.participant("sdu").unwrap().assert_roles);
     assert!(!directory.participant("housing").unwrap().assert_roles);
     let housing_review = directory
