@@ -778,3 +778,52 @@ async fn signatures_are_checked_against_the_registry_ca() {
         .expect("valid certificate");
     stack.stop().await;
 }
+
+/// The eligibility rules against the registry's fixture people, with the personal file collected
+/// through the gateway by the production look-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eligibility_rules_against_the_fixture_people() {
+    use shlyuz_intake::dossier::{Dossier, LookupContext, RegistryLookups, ineligibility};
+    let stack = Stack::start().await;
+    let lookups = shlyuz_intake::gateway::GatewayRegistryLookups::new(
+        stack.channel("intake").await,
+        Arc::new(signing_key(&stack.pki, "intake")),
+    );
+    // 25 November 2026, noon in Astana.
+    let today = shlyuz_intake::workflow::local_date(1_795_590_000_000);
+    for (iin, expected) in [
+        (rules::CLEAN_CANDIDATE, None),
+        (rules::SERVICEMAN_CLEAN, None),
+        (rules::NARCOLOGICAL_CANDIDATE, Some("наркологическом")),
+        (rules::CONVICTED_CANDIDATE, Some("судимость")),
+        (rules::SERVICEMAN_CHILD_IMPRISONED_CHILD, Some("судимость")),
+        (rules::SERVICEMAN_CLEAN_CHILD, Some("менее 18")),
+        (rules::SERVICEMAN_FOREIGN_CITIZEN, Some("не гражданин")),
+        (rules::SERVICEMAN_INCAPABLE, Some("дееспособность")),
+        (rules::DEAD_PERSON, Some("живым")),
+        ("850101399906", Some("не найдено")),
+    ] {
+        let context = LookupContext {
+            candidate_iin: iin.to_string(),
+            consent_id: CONSENT.to_string(),
+            user_id: EXECUTOR.to_string(),
+        };
+        let dossier = Dossier::from_answers(lookups.collect(&context).await);
+        assert!(
+            dossier.is_complete(),
+            "{iin}: {:?}",
+            dossier.missing_sources
+        );
+        let verdict = ineligibility(&dossier, today);
+        match expected {
+            None => assert_eq!(verdict, None, "{iin}"),
+            Some(fragment) => assert!(
+                verdict
+                    .as_deref()
+                    .is_some_and(|reason| reason.contains(fragment)),
+                "{iin}: {verdict:?}"
+            ),
+        }
+    }
+    stack.stop().await;
+}

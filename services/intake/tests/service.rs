@@ -1162,3 +1162,105 @@ shlyuz_kit::storage_test!(
         assert!(store.pending_outbox(10).await.expect("pending").is_empty());
     }
 );
+
+shlyuz_kit::storage_test!(
+    all_requests_page_and_filter,
+    |database: Database| async move {
+        let harness = Harness::new(database).await;
+        let vacancy_id = harness.vacancy().await;
+        let other_vacancy = harness.vacancy().await;
+        for (vacancy, candidate) in [
+            (&vacancy_id, CLEAN),
+            (&vacancy_id, NARCOLOGICAL),
+            (&other_vacancy, CLEAN),
+        ] {
+            let signer = harness.signer(candidate);
+            harness
+                .apply(vacancy, candidate, &signer)
+                .await
+                .expect("apply");
+        }
+        let list = |page_token: String, vacancy: String| {
+            let services = harness.services.clone();
+            async move {
+                services
+                    .list_applications(request(
+                        Role::Head,
+                        HEAD,
+                        pb::ListApplicationsRequest {
+                            page_size: 2,
+                            page_token,
+                            vacancy_id: vacancy,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        };
+        let first = list(String::new(), String::new())
+            .await
+            .expect("first page");
+        assert_eq!(first.applications.len(), 2);
+        assert!(!first.next_page_token.is_empty());
+        let second = list(first.next_page_token.clone(), String::new())
+            .await
+            .expect("second page");
+        assert_eq!(second.applications.len(), 1);
+        assert_eq!(second.next_page_token, "");
+        let mut seen: Vec<String> = first
+            .applications
+            .iter()
+            .chain(&second.applications)
+            .map(|application| application.application_id.clone())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 3);
+        let filtered = list(String::new(), other_vacancy.clone())
+            .await
+            .expect("filtered");
+        assert_eq!(filtered.applications.len(), 1);
+        assert_eq!(filtered.applications[0].vacancy_id, other_vacancy);
+        // A token is not a free-form cursor.
+        let status = list("garbage".into(), String::new())
+            .await
+            .expect_err("bad token");
+        assert_eq!(
+            summarize_status(&status).fields,
+            vec!["page_token".to_string()]
+        );
+
+        let vacancies = harness
+            .services
+            .list_vacancies(request(
+                Role::Candidate,
+                CLEAN,
+                pb::ListVacanciesRequest {
+                    state: pb::VacancyState::Open as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("vacancies")
+            .into_inner()
+            .vacancies;
+        assert_eq!(vacancies.len(), 2);
+        harness
+            .services
+            .close_vacancy(request(
+                Role::Head,
+                HEAD,
+                pb::CloseVacancyRequest {
+                    vacancy_id: other_vacancy.clone(),
+                },
+            ))
+            .await
+            .expect("close");
+        let signer = harness.signer(NARCOLOGICAL);
+        assert_eq!(
+            reason(harness.apply(&other_vacancy, NARCOLOGICAL, &signer).await),
+            (tonic::Code::FailedPrecondition, "VACANCY_CLOSED".into())
+        );
+    }
+);
