@@ -342,7 +342,7 @@ impl Stack {
         candidate: &str,
         certificate: &registry::IssueCertificateResponse,
     ) -> Result<pb::Application, tonic::Status> {
-        let document = application_document(vacancy_id, candidate, CONSENT);
+        let document = application_document(vacancy_id, candidate, CONSENT, &[]);
         let signature = sign_document(&certificate.private_key_pem, &document).expect("sign");
         self.applications()
             .await
@@ -363,6 +363,7 @@ impl Stack {
                     otp_reference: String::new(),
                     phone_number: "+77011234567".into(),
                     language: "kk".into(),
+                    attachments: Vec::new(),
                 },
             ))
             .await

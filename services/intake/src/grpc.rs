@@ -16,12 +16,20 @@ use tonic::{Request, Response, Status};
 use crate::dossier::{self, Dossier, LookupContext, RegistryLookups};
 use crate::roles::{Caller, Role, RolePolicy, validate_kato};
 use crate::store::{
-    self, ApplicationFilter, ApplicationRow, NewApplication, Store, Updates, VacancyRow, Value,
+    self, ApplicationFilter, ApplicationRow, AttachmentRow, NewApplication, NewAttachment, Store,
+    Updates, VacancyRow, Value,
 };
 use crate::workflow::{self, Action, State};
 
-/// Largest PDF accepted (scanned conclusion, agreement): 10 MiB.
-pub const MAX_PDF_BYTES: usize = 10 * 1024 * 1024;
+/// Largest PDF accepted (scanned conclusion, agreement): 3 MiB, under the gateway's 4 MiB limit.
+pub const MAX_PDF_BYTES: usize = 3 * 1024 * 1024;
+/// Most attachments per application.
+pub const MAX_ATTACHMENTS: usize = 5;
+/// Largest attachment: 1 MiB.
+pub const MAX_ATTACHMENT_BYTES: usize = 1024 * 1024;
+/// Largest total of attachments in one application: 3 MiB, so the request with its form stays
+/// under the gateway's 4 MiB limit.
+pub const MAX_ATTACHMENTS_TOTAL: usize = 3 * 1024 * 1024;
 /// Largest signed application form: 64 KiB.
 pub const MAX_APPLICATION_BYTES: usize = 64 * 1024;
 /// Longest free-text field.
@@ -33,12 +41,89 @@ pub const REASON_REGION_MISMATCH: &str = "DDO_REGION_MISMATCH";
 pub const REASON_DOCUMENT_MISMATCH: &str = "SIGNED_DOCUMENT_MISMATCH";
 
 /// The canonical application form a candidate signs: binding the signature to the vacancy, the
-/// candidate and the consent, so it cannot be replayed for another vacancy.
-pub fn application_document(vacancy_id: &str, candidate_iin: &str, consent_id: &str) -> Vec<u8> {
-    format!(
+/// candidate, the consent and each attachment (lowercase hex SHA-256, in order), so it cannot be
+/// replayed for another vacancy nor the attachments swapped.
+pub fn application_document(
+    vacancy_id: &str,
+    candidate_iin: &str,
+    consent_id: &str,
+    attachment_sha256: &[String],
+) -> Vec<u8> {
+    let mut text = format!(
         "shlyuz-intake-application-v1\nvacancy_id={vacancy_id}\ncandidate_iin={candidate_iin}\nconsent_id={consent_id}\n"
-    )
-    .into_bytes()
+    );
+    for hash in attachment_sha256 {
+        text.push_str(&format!("attachment_sha256={hash}\n"));
+    }
+    text.into_bytes()
+}
+
+fn validate_attachments(attachments: &[pb::Attachment]) -> Result<Vec<NewAttachment>, ApiError> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid_field(
+            "attachments",
+            "at most 5 attachments",
+        ));
+    }
+    let total: usize = attachments
+        .iter()
+        .map(|attachment| attachment.content.len())
+        .sum();
+    if total > MAX_ATTACHMENTS_TOTAL {
+        return Err(ApiError::invalid_field(
+            "attachments",
+            "are larger than 3 MiB together",
+        ));
+    }
+    attachments
+        .iter()
+        .enumerate()
+        .map(|(index, attachment)| {
+            let field = |name: &str| format!("attachments[{index}].{name}");
+            let file_name = attachment.file_name.trim();
+            if file_name.is_empty()
+                || file_name.chars().count() > 200
+                || file_name.contains(['/', '\\'])
+            {
+                return Err(ApiError::invalid_field(
+                    field("file_name"),
+                    "must be 1 to 200 characters without path separators",
+                ));
+            }
+            if attachment.content_type != "application/pdf" {
+                return Err(ApiError::invalid_field(
+                    field("content_type"),
+                    "must be application/pdf",
+                ));
+            }
+            if attachment.content.len() > MAX_ATTACHMENT_BYTES {
+                return Err(ApiError::invalid_field(
+                    field("content"),
+                    "is larger than 1 MiB",
+                ));
+            }
+            pdf_field(&field("content"), &attachment.content)?;
+            Ok(NewAttachment {
+                file_name: file_name.to_string(),
+                content_type: attachment.content_type.clone(),
+                description: text_field(&field("description"), &attachment.description, false)?,
+                sha256: shlyuz_kit::envelope::sha256_hex(&attachment.content),
+                content: attachment.content.clone(),
+            })
+        })
+        .collect()
+}
+
+fn attachment_to_proto(attachment: AttachmentRow) -> pb::Attachment {
+    pb::Attachment {
+        attachment_id: attachment.attachment_id,
+        file_name: attachment.file_name,
+        content_type: attachment.content_type,
+        content: attachment.content,
+        description: attachment.description,
+        size_bytes: attachment.size_bytes,
+        sha256: attachment.sha256,
+    }
 }
 
 /// The certification authority whose EDS intake accepts: its certificate and revocation status.
@@ -325,6 +410,7 @@ pub fn view(role: Role, application: &ApplicationRow) -> pb::Application {
             create_time_ms: application.create_time_ms,
             update_time_ms: application.update_time_ms,
             dossier_json: application.dossier_json.clone(),
+            attachments: Vec::new(),
         },
     }
 }
@@ -518,6 +604,11 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             "kk" => "kk",
             _ => return Err(ApiError::invalid_field("language", "must be ru or kk").into()),
         };
+        let attachments = validate_attachments(&request.attachments)?;
+        let hashes: Vec<String> = attachments
+            .iter()
+            .map(|attachment| attachment.sha256.clone())
+            .collect();
         let (signature_kind, signature_reference) = match (
             request.signed_application.as_ref(),
             request.otp_reference.trim(),
@@ -530,7 +621,8 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
                     )
                     .into());
                 }
-                let expected = application_document(&vacancy_id, candidate.as_str(), &consent_id);
+                let expected =
+                    application_document(&vacancy_id, candidate.as_str(), &consent_id, &hashes);
                 let serial = self
                     .verify(
                         "signed_application",
@@ -561,6 +653,7 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
                     language: language.to_string(),
                     signature_kind: signature_kind.to_string(),
                     signature_reference,
+                    attachments,
                 },
                 &caller.actor(),
             )
@@ -576,7 +669,37 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
         let row = self
             .visible(&caller, &request.get_ref().application_id)
             .await?;
-        respond!(GetApplicationResponse, self, caller, row)
+        let mut application = self.view(&caller, &row);
+        if matches!(caller.role, Role::Head | Role::ModExecutor) {
+            application.attachments = self
+                .store
+                .attachments(&row.application_id)
+                .await?
+                .into_iter()
+                .map(attachment_to_proto)
+                .collect();
+        }
+        Ok(Response::new(pb::GetApplicationResponse {
+            application: Some(application),
+        }))
+    }
+
+    async fn get_application_attachment(
+        &self,
+        request: Request<pb::GetApplicationAttachmentRequest>,
+    ) -> Result<Response<pb::GetApplicationAttachmentResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(&[Role::Head, Role::ModExecutor])?;
+        let request = request.into_inner();
+        let attachment_id = uuid_field("attachment_id", &request.attachment_id)?;
+        let row = self.visible(&caller, &request.application_id).await?;
+        let attachment = self
+            .store
+            .attachment(&row.application_id, &attachment_id)
+            .await?;
+        Ok(Response::new(pb::GetApplicationAttachmentResponse {
+            attachment: Some(attachment_to_proto(attachment)),
+        }))
     }
 
     async fn list_applications(
@@ -615,6 +738,7 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             region_kato: request.region_kato,
             candidate_iin: request.candidate_iin,
             overdue_only: request.overdue_only,
+            archived_only: request.archived_only,
         };
         let (rows, next) = self
             .store

@@ -14,17 +14,31 @@ pub mod workflow;
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "intake";
 
-static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "vacancies, applications, events, notification outbox",
-    sql: include_str!("../migrations/sqlite/0001_intake.sql"),
-}];
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "vacancies, applications, events, notification outbox",
+        sql: include_str!("../migrations/sqlite/0001_intake.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "application attachments",
+        sql: include_str!("../migrations/sqlite/0002_attachments.sql"),
+    },
+];
 
-static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "vacancies, applications, events, notification outbox",
-    sql: include_str!("../migrations/postgres/0001_intake.sql"),
-}];
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "vacancies, applications, events, notification outbox",
+        sql: include_str!("../migrations/postgres/0001_intake.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "application attachments",
+        sql: include_str!("../migrations/postgres/0002_attachments.sql"),
+    },
+];
 
 /// Database migrations of the intake target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {

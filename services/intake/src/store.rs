@@ -220,6 +220,42 @@ pub struct NewApplication {
     pub signature_kind: String,
     /// Certificate serial or OTP reference.
     pub signature_reference: String,
+    /// PDF copies, in the order the signed form lists them.
+    pub attachments: Vec<NewAttachment>,
+}
+
+/// A validated PDF attachment to store with a new application.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    /// File name.
+    pub file_name: String,
+    /// `application/pdf`.
+    pub content_type: String,
+    /// What the document is.
+    pub description: String,
+    /// The PDF.
+    pub content: Vec<u8>,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// A stored attachment; `content` is empty unless asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRow {
+    /// UUID.
+    pub attachment_id: String,
+    /// File name.
+    pub file_name: String,
+    /// `application/pdf`.
+    pub content_type: String,
+    /// What the document is.
+    pub description: String,
+    /// Size of the content.
+    pub size_bytes: i64,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+    /// The PDF, when fetched.
+    pub content: Vec<u8>,
 }
 
 /// A column value a transition sets.
@@ -295,6 +331,8 @@ pub struct ApplicationFilter {
     pub candidate_iin: String,
     /// Only applications whose step owed by the caller's role is overdue.
     pub overdue_only: bool,
+    /// Only completed and rejected applications (the archive).
+    pub archived_only: bool,
 }
 
 /// One group of the report.
@@ -524,6 +562,25 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         }
+        for (position, attachment) in new.attachments.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO application_attachments (attachment_id, application_id, position, \
+                 file_name, content_type, description, size_bytes, sha256, content, create_time_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(new_id())
+            .bind(&application_id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&attachment.file_name)
+            .bind(&attachment.content_type)
+            .bind(&attachment.description)
+            .bind(i64::try_from(attachment.content.len()).unwrap_or(i64::MAX))
+            .bind(&attachment.sha256)
+            .bind(attachment.content.clone())
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
         insert_event(
             &mut transaction,
             &application_id,
@@ -641,30 +698,42 @@ impl Store {
     ) -> Result<(Vec<ApplicationRow>, Option<String>), ApiError> {
         let mut conditions = Vec::new();
         let mut binds: Vec<Value> = Vec::new();
-        let mut push = |condition: &str, value: Value, conditions: &mut Vec<String>| {
-            binds.push(value);
-            conditions.push(condition.replace('?', &format!("${}", binds.len())));
+        // Each `?` of a condition takes the next value, numbered as `$n`.
+        let mut push_many = |condition: &str, values: Vec<Value>, conditions: &mut Vec<String>| {
+            let mut text = String::new();
+            let mut values = values.into_iter();
+            for (index, part) in condition.split('?').enumerate() {
+                if index > 0
+                    && let Some(value) = values.next()
+                {
+                    binds.push(value);
+                    text.push_str(&format!("${}", binds.len()));
+                }
+                text.push_str(part);
+            }
+            conditions.push(text);
         };
+
         match caller.role {
-            Role::Candidate => push(
+            Role::Candidate => push_many(
                 "candidate_iin = ?",
-                Value::Text(caller.user_id.clone()),
+                vec![Value::Text(caller.user_id.clone())],
                 &mut conditions,
             ),
-            Role::ModExecutor => push(
+            Role::ModExecutor => push_many(
                 "assignee_user_id = ?",
-                Value::Text(caller.user_id.clone()),
+                vec![Value::Text(caller.user_id.clone())],
                 &mut conditions,
             ),
-            Role::DdoExecutor => push(
+            Role::DdoExecutor => push_many(
                 "ddo_region_kato = ?",
-                Value::Text(caller.region_kato.clone()),
+                vec![Value::Text(caller.region_kato.clone())],
                 &mut conditions,
             ),
             Role::Head => {}
         }
         if let Some(state) = filter.state {
-            push("state = ?", Value::Int(state.code()), &mut conditions);
+            push_many("state = ?", vec![Value::Int(state.code())], &mut conditions);
         }
         for (column, value) in [
             ("vacancy_id", &filter.vacancy_id),
@@ -673,29 +742,39 @@ impl Store {
             ("candidate_iin", &filter.candidate_iin),
         ] {
             if !value.is_empty() {
-                push(
+                push_many(
                     &format!("{column} = ?"),
-                    Value::Text(value.clone()),
+                    vec![Value::Text(value.clone())],
                     &mut conditions,
                 );
             }
         }
         if filter.overdue_only {
-            push(
+            push_many(
                 "deadline_role = ?",
-                Value::Text(caller.role.name().to_string()),
+                vec![Value::Text(caller.role.name().to_string())],
                 &mut conditions,
             );
-            push(
+            push_many(
                 "deadline_ms > 0 AND deadline_ms <= ?",
-                Value::Int(self.now_ms()),
+                vec![Value::Int(self.now_ms())],
+                &mut conditions,
+            );
+        }
+        if filter.archived_only {
+            push_many(
+                "state IN (?, ?)",
+                vec![
+                    Value::Int(State::Completed.code()),
+                    Value::Int(State::Rejected.code()),
+                ],
                 &mut conditions,
             );
         }
         if let Some(after) = after {
-            push(
+            push_many(
                 "application_id < ?",
-                Value::Text(after.to_string()),
+                vec![Value::Text(after.to_string())],
                 &mut conditions,
             );
         }
@@ -717,6 +796,56 @@ impl Store {
             application.application_id.clone()
         });
         Ok((applications, next))
+    }
+
+    /// The attachments of an application, without content, in filing order.
+    pub async fn attachments(&self, application_id: &str) -> Result<Vec<AttachmentRow>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT attachment_id, file_name, content_type, description, size_bytes, sha256 \
+             FROM application_attachments WHERE application_id = $1 ORDER BY position",
+        )
+        .bind(application_id)
+        .fetch_all(self.database.pool())
+        .await?;
+        let mut attachments = Vec::with_capacity(rows.len());
+        for row in rows {
+            attachments.push(AttachmentRow {
+                attachment_id: row.try_get("attachment_id")?,
+                file_name: row.try_get("file_name")?,
+                content_type: row.try_get("content_type")?,
+                description: row.try_get("description")?,
+                size_bytes: row.try_get("size_bytes")?,
+                sha256: row.try_get("sha256")?,
+                content: Vec::new(),
+            });
+        }
+        Ok(attachments)
+    }
+
+    /// One attachment with its content.
+    pub async fn attachment(
+        &self,
+        application_id: &str,
+        attachment_id: &str,
+    ) -> Result<AttachmentRow, ApiError> {
+        let row = sqlx::query(
+            "SELECT attachment_id, file_name, content_type, description, size_bytes, sha256, \
+             content FROM application_attachments WHERE application_id = $1 AND attachment_id = $2",
+        )
+        .bind(application_id)
+        .bind(attachment_id)
+        .fetch_optional(self.database.pool())
+        .await?
+        .ok_or_else(|| ApiError::not_found("ATTACHMENT_NOT_FOUND", "no such attachment"))?;
+        Ok(AttachmentRow {
+            attachment_id: row.try_get("attachment_id")?,
+            file_name: row.try_get("file_name")?,
+            content_type: row.try_get("content_type")?,
+            description: row.try_get("description")?,
+            size_bytes: row.try_get("size_bytes")?,
+            sha256: row.try_get("sha256")?,
+            content: row.try_get("content")?,
+        })
     }
 
     /// Every event of an application, oldest first.

@@ -274,8 +274,21 @@ impl Harness {
         candidate: &str,
         signer: &Signer,
     ) -> Result<pb::Application, tonic::Status> {
+        self.apply_with(vacancy_id, candidate, signer, Vec::new(), Vec::new())
+            .await
+    }
+
+    /// Files with `attachments`, the signed form listing `signed_hashes`.
+    async fn apply_with(
+        &self,
+        vacancy_id: &str,
+        candidate: &str,
+        signer: &Signer,
+        attachments: Vec<pb::Attachment>,
+        signed_hashes: Vec<String>,
+    ) -> Result<pb::Application, tonic::Status> {
         let consent_id = "0190f5a2-7c1e-7000-8000-000000000001";
-        let document = application_document(vacancy_id, candidate, consent_id);
+        let document = application_document(vacancy_id, candidate, consent_id, &signed_hashes);
         let signature = sign_document(&signer.key_pem, &document).expect("sign");
         self.services
             .create_application(request(
@@ -292,6 +305,7 @@ impl Harness {
                     otp_reference: String::new(),
                     phone_number: "+77011234567".into(),
                     language: "ru".into(),
+                    attachments,
                 },
             ))
             .await
@@ -969,7 +983,7 @@ shlyuz_kit::storage_test!(signature_failures, |database: Database| async move {
     let valid = harness.signer(CLEAN);
     let other_vacancy = harness.vacancy().await;
     let consent_id = "0190f5a2-7c1e-7000-8000-000000000001";
-    let document = application_document(&other_vacancy, CLEAN, consent_id);
+    let document = application_document(&other_vacancy, CLEAN, consent_id, &[]);
     let signature = sign_document(&valid.key_pem, &document).expect("sign");
     let replayed = harness
         .services
@@ -987,6 +1001,7 @@ shlyuz_kit::storage_test!(signature_failures, |database: Database| async move {
                 otp_reference: String::new(),
                 phone_number: "+77011234567".into(),
                 language: "ru".into(),
+                attachments: Vec::new(),
             },
         ))
         .await;
@@ -1262,5 +1277,153 @@ shlyuz_kit::storage_test!(
             reason(harness.apply(&other_vacancy, NARCOLOGICAL, &signer).await),
             (tonic::Code::FailedPrecondition, "VACANCY_CLOSED".into())
         );
+    }
+);
+
+fn pdf_attachment(name: &str, content: &[u8]) -> pb::Attachment {
+    pb::Attachment {
+        file_name: name.into(),
+        content_type: "application/pdf".into(),
+        content: content.to_vec(),
+        description: "диплом о среднем образовании".into(),
+        ..Default::default()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    shlyuz_kit::envelope::sha256_hex(bytes)
+}
+
+shlyuz_kit::storage_test!(
+    pdf_attachments_and_the_archive,
+    |database: Database| async move {
+        let harness = Harness::new(database).await;
+        let vacancy_id = harness.vacancy().await;
+        let signer = harness.signer(CLEAN);
+        let diploma = b"%PDF-1.4\n% diploma\n".to_vec();
+
+        // Only PDFs.
+        let mut not_pdf = pdf_attachment("diploma.docx", b"PK\x03\x04");
+        not_pdf.content_type = "application/vnd.openxmlformats".into();
+        let status = harness
+            .apply_with(&vacancy_id, CLEAN, &signer, vec![not_pdf], Vec::new())
+            .await
+            .expect_err("not a pdf");
+        assert_eq!(
+            summarize_status(&status).fields,
+            vec!["attachments[0].content_type".to_string()]
+        );
+        // Too large.
+        let mut large = b"%PDF-1.4\n".to_vec();
+        large.resize(1024 * 1024 + 1, b' ');
+        let status = harness
+            .apply_with(
+                &vacancy_id,
+                CLEAN,
+                &signer,
+                vec![pdf_attachment("big.pdf", &large)],
+                vec![sha256_hex(&large)],
+            )
+            .await
+            .expect_err("too large");
+        assert_eq!(
+            summarize_status(&status).fields,
+            vec!["attachments[0].content".to_string()]
+        );
+        // The signature covers the attachments: another file than the one signed is refused.
+        let status = harness
+            .apply_with(
+                &vacancy_id,
+                CLEAN,
+                &signer,
+                vec![pdf_attachment("diploma.pdf", &diploma)],
+                vec![sha256_hex(b"%PDF-1.4\n% another\n")],
+            )
+            .await
+            .expect_err("swapped attachment");
+        assert_eq!(summarize_status(&status).reason, "SIGNED_DOCUMENT_MISMATCH");
+
+        let filed = harness
+            .apply_with(
+                &vacancy_id,
+                CLEAN,
+                &signer,
+                vec![pdf_attachment("diploma.pdf", &diploma)],
+                vec![sha256_hex(&diploma)],
+            )
+            .await
+            .expect("apply with attachment");
+        let id = filed.application_id.clone();
+        assert!(
+            filed.attachments.is_empty(),
+            "candidates get no attachment list back"
+        );
+        let head_view = harness.get(Role::Head, HEAD, &id).await.expect("head view");
+        assert_eq!(head_view.attachments.len(), 1);
+        assert_eq!(head_view.attachments[0].sha256, sha256_hex(&diploma));
+        assert!(head_view.attachments[0].content.is_empty());
+        let attachment_id = head_view.attachments[0].attachment_id.clone();
+        let fetch = |role: Role, user: &'static str| {
+            let services = harness.services.clone();
+            let id = id.clone();
+            let attachment_id = attachment_id.clone();
+            async move {
+                services
+                    .get_application_attachment(request(
+                        role,
+                        user,
+                        pb::GetApplicationAttachmentRequest {
+                            application_id: id,
+                            attachment_id,
+                        },
+                    ))
+                    .await
+                    .map(|response| response.into_inner().attachment.expect("attachment"))
+            }
+        };
+        assert_eq!(
+            fetch(Role::Head, HEAD).await.expect("head").content,
+            diploma
+        );
+        assert_eq!(
+            reason(fetch(Role::Candidate, CLEAN).await).1,
+            "ROLE_NOT_ALLOWED"
+        );
+
+        // The archive holds completed and rejected applications only.
+        harness.assign(&id).await;
+        harness
+            .services
+            .reject_application(request(
+                Role::Head,
+                HEAD,
+                pb::RejectApplicationRequest {
+                    application_id: id.clone(),
+                    internal_reason: "неполный комплект документов".into(),
+                },
+            ))
+            .await
+            .expect("reject");
+        let narcological = harness.signer(NARCOLOGICAL);
+        harness
+            .apply(&vacancy_id, NARCOLOGICAL, &narcological)
+            .await
+            .expect("apply");
+        let archive = harness
+            .services
+            .list_applications(request(
+                Role::Head,
+                HEAD,
+                pb::ListApplicationsRequest {
+                    archived_only: true,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("archive")
+            .into_inner()
+            .applications;
+        assert_eq!(archive.len(), 1);
+        assert_eq!(archive[0].application_id, id);
     }
 );
