@@ -828,3 +828,139 @@ async fn eligibility_rules_against_the_fixture_people() {
     }
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_check_and_medical_refusals_through_the_gateway() {
+    let stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+    let certificate = stack.certificate(candidate, false).await;
+    let mut officials = stack.officials().await;
+    let ddo_certificate = stack.certificate(DDO, true).await;
+
+    for refusal in ["special check", "medical"] {
+        let filed = stack
+            .apply(&vacancy_id, candidate, &certificate)
+            .await
+            .expect("apply");
+        let id = filed.application_id;
+        stack.assign_and_build(&id).await;
+        officials
+            .send_to_special_check(stack.call(
+                "sdu",
+                &format!("{APP}SendToSpecialCheck"),
+                EXECUTOR,
+                "mod_executor",
+                None,
+                pb::SendToSpecialCheckRequest {
+                    application_id: id.clone(),
+                },
+            ))
+            .await
+            .expect("special check");
+        let rejected = if refusal == "special check" {
+            officials
+                .reject_application(stack.call(
+                    "sdu",
+                    &format!("{APP}RejectApplication"),
+                    EXECUTOR,
+                    "mod_executor",
+                    None,
+                    pb::RejectApplicationRequest {
+                        application_id: id.clone(),
+                        internal_reason: "ст. 38 п. 4: сведения специальной проверки".into(),
+                    },
+                ))
+                .await
+                .expect("reject")
+                .into_inner()
+                .application
+                .expect("application")
+        } else {
+            officials
+                .send_to_medical(stack.call(
+                    "sdu",
+                    &format!("{APP}SendToMedical"),
+                    EXECUTOR,
+                    "mod_executor",
+                    None,
+                    pb::SendToMedicalRequest {
+                        application_id: id.clone(),
+                        appointment: Some(pb::MedicalAppointment {
+                            ddo_region_kato: AKMOLA.into(),
+                            address: "Көкшетау, ДДО".into(),
+                            appointment_time_ms: shlyuz_kit::clock::system_clock().now_millis()
+                                + 86_400_000,
+                        }),
+                    },
+                ))
+                .await
+                .expect("medical");
+            // A ДДО executor of another region cannot record the result.
+            let status = officials
+                .record_medical_result(stack.call(
+                    "sdu",
+                    &format!("{APP}RecordMedicalResult"),
+                    DDO,
+                    "ddo_executor",
+                    Some("710000000"),
+                    pb::RecordMedicalResultRequest {
+                        application_id: id.clone(),
+                        outcome: pb::MedicalOutcome::Fail as i32,
+                        signed_conclusion: Some(pb::SignedDocument {
+                            document: PDF.to_vec(),
+                            signature:
+                                sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                            signer_certificate_pem: ddo_certificate.certificate_pem.clone(),
+                        }),
+                    },
+                ))
+                .await
+                .expect_err("other region");
+            assert_eq!(status.code(), Code::NotFound);
+            officials
+                .record_medical_result(stack.call(
+                    "sdu",
+                    &format!("{APP}RecordMedicalResult"),
+                    DDO,
+                    "ddo_executor",
+                    Some(AKMOLA),
+                    pb::RecordMedicalResultRequest {
+                        application_id: id.clone(),
+                        outcome: pb::MedicalOutcome::Fail as i32,
+                        signed_conclusion: Some(pb::SignedDocument {
+                            document: PDF.to_vec(),
+                            signature:
+                                sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                            signer_certificate_pem: ddo_certificate.certificate_pem.clone(),
+                        }),
+                    },
+                ))
+                .await
+                .expect("medical fail");
+            officials
+                .get_application(stack.call(
+                    "sdu",
+                    &format!("{APP}GetApplication"),
+                    HEAD,
+                    "head",
+                    None,
+                    pb::GetApplicationRequest {
+                        application_id: id.clone(),
+                    },
+                ))
+                .await
+                .expect("head view")
+                .into_inner()
+                .application
+                .expect("application")
+        };
+        assert_eq!(
+            rejected.state,
+            pb::ApplicationState::Rejected as i32,
+            "{refusal}"
+        );
+        assert!(!rejected.rejection_reason.is_empty(), "{refusal}");
+    }
+    stack.stop().await;
+}

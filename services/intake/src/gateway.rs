@@ -336,3 +336,23 @@ impl CertificateAuthority for NoGateway {
         Box::pin(async move { Err(NO_GATEWAY.to_string()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shlyuz_kit::error::ApiError;
+
+    #[test]
+    fn only_the_registrys_unknown_person_means_no_data() {
+        let unknown: tonic::Status =
+            ApiError::not_found(REASON_PERSON_NOT_FOUND, "no person with this iin").into();
+        assert_eq!(absent_if_unknown::<()>(Err(unknown)), Ok(None));
+        // A NOT_FOUND from the gateway (no route) is a failure, never "no record".
+        let no_route: tonic::Status =
+            ApiError::not_found("SERVICE_NOT_FOUND", "no such service").into();
+        assert!(absent_if_unknown::<()>(Err(no_route)).is_err());
+        let unavailable: tonic::Status =
+            ApiError::unavailable("UPSTREAM_UNAVAILABLE", "registry down").into();
+        assert!(absent_if_unknown::<()>(Err(unavailable)).is_err());
+    }
+}
