@@ -192,7 +192,9 @@ impl NationalCa {
         params.not_before = not_before;
         params.not_after = not_after;
         let mut serial = uuid::Uuid::new_v4().into_bytes();
-        serial[0] &= 0x7f;
+        // Positive (top bit clear) and without a leading zero byte, which DER would drop: the
+        // serial the verifier reads back must be exactly `serial_hex`.
+        serial[0] = (serial[0] & 0x7f) | 0x40;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let certificate = params
             .signed_by(&key, &self.issuer)
@@ -425,6 +427,27 @@ mod tests {
             RevocationStatus::Good,
         )])));
         (ca, issued, table, now)
+    }
+
+    #[test]
+    fn the_issued_serial_is_the_serial_in_the_certificate() {
+        // A leading zero byte (1 serial in 128 before the fix) was dropped by DER, so revocation
+        // queries asked about a serial the CA had never recorded.
+        let (ca, _, _, now) = setup();
+        for _ in 0..200 {
+            let issued = ca
+                .issue(
+                    &holder(),
+                    "Қасымов Ерлан",
+                    None,
+                    now,
+                    now + time::Duration::days(1),
+                )
+                .expect("issue");
+            let der = pem_body(&issued.certificate_pem, "CERTIFICATE").expect("pem");
+            let (_, certificate) = X509Certificate::from_der(&der).expect("der");
+            assert_eq!(hex::encode(certificate.raw_serial()), issued.serial_hex);
+        }
     }
 
     #[tokio::test]
