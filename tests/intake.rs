@@ -554,6 +554,30 @@ async fn a_clean_candidate_reaches_the_order_to_report() {
         ))
         .await
         .expect("draft");
+    // The candidate reads the drafted agreement in the cabinet and signs exactly those bytes.
+    let to_sign = stack
+        .applications()
+        .await
+        .get_application(stack.call(
+            "jauynger-portal",
+            &format!("{APP}GetApplication"),
+            candidate,
+            "candidate",
+            None,
+            pb::GetApplicationRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("candidate view")
+        .into_inner()
+        .application
+        .expect("application");
+    assert_eq!(
+        to_sign.candidate_status,
+        pb::CandidateStatus::AgreementToSign as i32
+    );
+    assert_eq!(to_sign.agreement_document, AGREEMENT);
     stack
         .applications()
         .await

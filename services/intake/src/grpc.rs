@@ -411,6 +411,7 @@ pub fn view(role: Role, application: &ApplicationRow) -> pb::Application {
             update_time_ms: application.update_time_ms,
             dossier_json: application.dossier_json.clone(),
             attachments: Vec::new(),
+            agreement_document: Vec::new(),
         },
     }
 }
@@ -670,6 +671,10 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             .visible(&caller, &request.get_ref().application_id)
             .await?;
         let mut application = self.view(&caller, &row);
+        if caller.role != Role::DdoExecutor {
+            // The candidate signs exactly these bytes, and keeps the agreement signed by both.
+            application.agreement_document = row.agreement_document.clone().unwrap_or_default();
+        }
         if matches!(caller.role, Role::Head | Role::ModExecutor) {
             application.attachments = self
                 .store
