@@ -30,7 +30,7 @@ pub struct ShlyuzConfig {
     /// The notify service.
     pub notify: TargetConfig,
     /// The intake service.
-    pub intake: TargetConfig,
+    pub intake: shlyuz_intake::config::IntakeConfig,
     /// The housing service.
     pub housing: TargetConfig,
 }
@@ -46,7 +46,7 @@ impl Default for ShlyuzConfig {
             gateway: GatewayConfig::default(),
             registry: shlyuz_registry::config::RegistryConfig::default(),
             notify: TargetConfig::on_port(50053),
-            intake: TargetConfig::on_port(50054),
+            intake: shlyuz_intake::config::IntakeConfig::default(),
             housing: TargetConfig::on_port(50055),
         }
     }
@@ -76,7 +76,7 @@ impl ShlyuzConfig {
             Target::Gateway => self.gateway.target(),
             Target::Registry => self.registry.target(),
             Target::Notify => self.notify.clone(),
-            Target::Intake => self.intake.clone(),
+            Target::Intake => self.intake.target(),
             Target::Housing => self.housing.clone(),
         }
     }
@@ -85,6 +85,9 @@ impl ShlyuzConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if let Err(error) = self.gateway.validate() {
+            problems.extend(error.problems);
+        }
+        if let Err(error) = self.intake.validate() {
             problems.extend(error.problems);
         }
         for target in Target::ALL {

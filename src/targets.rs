@@ -185,11 +185,44 @@ pub async fn build_service(
             routes: config.registry.routes(prepared.database.clone())?,
             gateway: None,
         }),
-        Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+        Target::Intake => Ok(TargetService {
+            routes: intake_routes(config, prepared, &targets)?,
+            gateway: None,
+        }),
+        Target::Notify | Target::Housing => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),
     }
+}
+
+/// Intake's routes, calling the registry through the gateway when its address is known (`up`
+/// resolves it; `serve` gets it when the gateway address key lands with notify).
+fn intake_routes(
+    config: &ShlyuzConfig,
+    prepared: &PreparedTarget,
+    targets: &TargetResolver,
+) -> anyhow::Result<tonic::service::Routes> {
+    let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
+        .context("intake: message-signing key (tls.signing_key)")?;
+    let gateway = match targets.resolve(Target::Gateway.name()) {
+        Some(address) => Some(
+            shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
+                address: address.to_string(),
+                tls: prepared.identity.tls.clone(),
+                server_name: Target::Gateway.name().to_string(),
+                connect_timeout: Duration::from_secs(2),
+            })
+            .context("intake: channel to the gateway")?,
+        ),
+        None => None,
+    };
+    Ok(shlyuz_intake::routes(
+        prepared.database.clone(),
+        &config.intake,
+        gateway,
+        Arc::new(signing_key),
+    ))
 }
 
 /// The gateway's consent check: the registry's ConsentService where the registry target runs

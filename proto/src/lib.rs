@@ -28,3 +28,11 @@ pub mod registry {
         tonic::include_proto!("shlyuz.registry.v1");
     }
 }
+
+/// Contract-service recruitment (Jauynger): vacancies, applications and their workflow, reports.
+pub mod intake {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.intake.v1");
+    }
+}

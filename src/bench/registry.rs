@@ -165,10 +165,11 @@ async fn run_backend(
     let gateway = Gateway::start(GatewayParts {
         database: gateway_database.clone(),
         directory_file,
-        targets: TargetResolver::new(HashMap::from([(
-            "registry".to_string(),
-            registry_address.to_string(),
-        )])),
+        // The default directory also routes intake, which this bench does not run or call.
+        targets: TargetResolver::new(HashMap::from([
+            ("registry".to_string(), registry_address.to_string()),
+            ("intake".to_string(), "127.0.0.1:9".to_string()),
+        ])),
         signing_key: Arc::new(gateway_key),
         consent: Arc::new(InMemoryConsents::default()),
         upstream_tls: Some(crate::process::tls_files(pki, "gateway")?),

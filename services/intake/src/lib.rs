@@ -1,12 +1,91 @@
 //! Shlyuz intake service: Jauynger contract-service recruitment, from application to order to report.
 
-use shlyuz_kit::db::Migrations;
+use shlyuz_kit::db::{EmbeddedMigration, Migrations};
+
+pub mod config;
+pub mod dossier;
+pub mod gateway;
+pub mod grpc;
+pub mod outbox;
+pub mod roles;
+pub mod store;
+pub mod workflow;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "intake";
 
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "vacancies, applications, events, notification outbox",
+        sql: include_str!("../migrations/sqlite/0001_intake.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "application attachments",
+        sql: include_str!("../migrations/sqlite/0002_attachments.sql"),
+    },
+];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "vacancies, applications, events, notification outbox",
+        sql: include_str!("../migrations/postgres/0001_intake.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "application attachments",
+        sql: include_str!("../migrations/postgres/0002_attachments.sql"),
+    },
+];
+
 /// Database migrations of the intake target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// The intake routes over `database`, calling the registry through `gateway` (a channel to the
+/// gateway presenting intake's client certificate) signed with `signing_key`; with no gateway
+/// the services run but every dossier stays incomplete and no signature can be checked.
+pub fn routes(
+    database: shlyuz_kit::db::Database,
+    config: &config::IntakeConfig,
+    gateway: Option<tonic::transport::Channel>,
+    signing_key: std::sync::Arc<shlyuz_kit::pki::SigningKey>,
+) -> tonic::service::Routes {
+    use std::sync::Arc;
+    let (lookups, authority): (
+        Arc<dyn dossier::RegistryLookups>,
+        Arc<dyn grpc::CertificateAuthority>,
+    ) = match gateway {
+        Some(channel) => (
+            Arc::new(gateway::GatewayRegistryLookups::new(
+                channel.clone(),
+                signing_key.clone(),
+            )),
+            Arc::new(gateway::GatewayCertificateAuthority::new(
+                channel,
+                signing_key,
+            )),
+        ),
+        None => {
+            tracing::warn!("intake has no gateway address: dossiers and signatures unavailable");
+            (Arc::new(gateway::NoGateway), Arc::new(gateway::NoGateway))
+        }
+    };
+    let store = store::Store::new(
+        database,
+        shlyuz_kit::clock::system_clock(),
+        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+    );
+    grpc::IntakeServices::new(
+        store,
+        roles::RolePolicy::new(config.role_asserting_participants.iter().cloned()),
+        lookups,
+        grpc::SignatureCheck::new(authority),
+        config.executors.clone(),
+    )
+    .routes()
+}

@@ -1,0 +1,990 @@
+//! The intake target behind a real gateway with mutual TLS and the shipped default directory:
+//! the portal and the officials' workstation call intake with asserted roles; intake builds the
+//! personal file from the registry and checks EDS against the registry's CA, both through the
+//! gateway with its own signed envelope.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
+use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
+use shlyuz_intake::grpc::application_document;
+use shlyuz_kit::client::{ClientSettings, connect, connect_lazy};
+use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
+use shlyuz_kit::signed_document::sign_document;
+use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_proto::intake::v1 as pb;
+use shlyuz_proto::registry::v1 as registry;
+use shlyuz_registry::embedded::EmbeddedRegistry;
+use shlyuz_registry::fixtures::{self, rules};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const PARTICIPANTS: [&str; 8] = [
+    "gateway",
+    "registry",
+    "notify",
+    "intake",
+    "housing",
+    "jauynger-portal",
+    "sdu",
+    "ops",
+];
+// Officials are persons of the fixture: the CA issues certificates to known persons only.
+const HEAD: &str = rules::SERVICEMAN_CLEAN;
+const DDO: &str = rules::SERVICEMAN_EQUITY;
+const EXECUTOR: &str = "850505300011";
+const AKMOLA: &str = "110000000";
+const CONSENT: &str = "0190f5a2-7c1e-7000-8000-0000000000c1";
+const PDF: &[u8] = b"%PDF-1.7\n% scanned conclusion\n";
+const AGREEMENT: &[u8] = b"%PDF-1.7\n% agreement on concluding a contract\n";
+
+struct Stack {
+    _data_dir: tempfile::TempDir,
+    pki: DevPki,
+    gateway_address: SocketAddr,
+    gateway: Gateway,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    databases: Vec<TestDatabase>,
+    intake_database: shlyuz_kit::db::Database,
+}
+
+fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
+    let files = pki.participant(participant).expect("participant");
+    TlsFiles {
+        ca_cert: pki.ca_cert_path().to_path_buf(),
+        cert: files.tls_cert.clone(),
+        key: files.tls_key.clone(),
+    }
+}
+
+fn server_settings(name: &str, transport: Transport) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        transport,
+        readiness_grace: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+        max_connection_age: None,
+    }
+}
+
+fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
+    SigningKey::from_pem_file(
+        &pki.participant(participant)
+            .expect("participant")
+            .signing_key,
+    )
+    .expect("signing key")
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        shlyuz_kit::install_crypto_provider();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::ensure(&data_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        let metrics = MetricsRegistry::default();
+        let (trigger, signal) = shutdown_channel();
+
+        let registry_database = TestDatabase::sqlite().await;
+        let database = registry_database.database().clone();
+        database
+            .migrate(&shlyuz_registry::MIGRATIONS)
+            .await
+            .expect("registry migrations");
+        let embedded = EmbeddedRegistry::new(database.clone());
+        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
+        fixtures::load(&embedded, &fixture)
+            .await
+            .expect("load fixture");
+        let registry_server = GrpcServer::bind(
+            server_settings(
+                "registry",
+                Transport::MutualTls(tls_files(&pki, "registry")),
+            ),
+            &metrics,
+        )
+        .await
+        .expect("bind registry");
+        let registry_address = registry_server.local_addr().expect("registry address");
+        let mut tasks = vec![tokio::spawn(
+            registry_server.serve(shlyuz_registry::routes(database), signal.clone()),
+        )];
+
+        // Intake listens first so the gateway can route to it; its channel to the gateway is lazy.
+        let intake_server = GrpcServer::bind(
+            server_settings("intake", Transport::MutualTls(tls_files(&pki, "intake"))),
+            &metrics,
+        )
+        .await
+        .expect("bind intake");
+        let intake_address = intake_server.local_addr().expect("intake address");
+
+        let directory_file = data_dir.path().join("gateway-directory.toml");
+        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
+        let gateway_database = TestDatabase::sqlite().await;
+        gateway_database
+            .database()
+            .migrate(&shlyuz_gateway::MIGRATIONS)
+            .await
+            .expect("gateway migrations");
+        let gateway = Gateway::start(GatewayParts {
+            database: gateway_database.database().clone(),
+            directory_file,
+            targets: TargetResolver::new(HashMap::from([
+                ("registry".to_string(), registry_address.to_string()),
+                ("intake".to_string(), intake_address.to_string()),
+            ])),
+            signing_key: Arc::new(signing_key(&pki, "gateway")),
+            consent: Arc::new(InMemoryConsents::default()),
+            upstream_tls: Some(tls_files(&pki, "gateway")),
+            metrics: metrics.clone(),
+            clock: shlyuz_kit::clock::system_clock(),
+            settings: GatewaySettings::default(),
+            shutdown: signal.clone(),
+        })
+        .await
+        .expect("start gateway");
+        let gateway_server = GrpcServer::bind(
+            server_settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
+            &metrics,
+        )
+        .await
+        .expect("bind gateway");
+        let gateway_address = gateway_server.local_addr().expect("gateway address");
+        tasks.push(tokio::spawn(
+            gateway_server.serve(gateway.routes(), signal.clone()),
+        ));
+
+        let intake_database = TestDatabase::sqlite().await;
+        intake_database
+            .database()
+            .migrate(&shlyuz_intake::MIGRATIONS)
+            .await
+            .expect("intake migrations");
+        let to_gateway = connect_lazy(&ClientSettings {
+            address: gateway_address.to_string(),
+            tls: Some(tls_files(&pki, "intake")),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        })
+        .expect("intake channel");
+        let config = shlyuz_intake::config::IntakeConfig {
+            executors: vec![EXECUTOR.to_string(), "860606300022".to_string()],
+            ..Default::default()
+        };
+        let routes = shlyuz_intake::routes(
+            intake_database.database().clone(),
+            &config,
+            Some(to_gateway),
+            Arc::new(signing_key(&pki, "intake")),
+        );
+        tasks.push(tokio::spawn(intake_server.serve(routes, signal)));
+
+        Stack {
+            _data_dir: data_dir,
+            pki,
+            gateway_address,
+            gateway,
+            trigger,
+            tasks,
+            intake_database: intake_database.database().clone(),
+            databases: vec![registry_database, gateway_database, intake_database],
+        }
+    }
+
+    async fn channel(&self, participant: &str) -> Channel {
+        connect(&ClientSettings {
+            address: self.gateway_address.to_string(),
+            tls: Some(tls_files(&self.pki, participant)),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("connect to the gateway")
+    }
+
+    /// `message` from `participant` for `path`, signed, with the user and the role it asserts.
+    fn call<M: prost::Message>(
+        &self,
+        participant: &str,
+        path: &str,
+        user: &str,
+        role: &str,
+        region: Option<&str>,
+        message: M,
+    ) -> tonic::Request<M> {
+        let envelope = EnvelopeBuilder {
+            user_id: user.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        let mut request =
+            envelope.signed_request(&signing_key(&self.pki, participant), path, message);
+        let metadata = request.metadata_mut();
+        metadata.insert("x-shlyuz-user-role", role.parse().expect("ascii"));
+        if let Some(region) = region {
+            metadata.insert("x-shlyuz-user-region", region.parse().expect("ascii"));
+        }
+        request
+    }
+
+    async fn applications(
+        &self,
+    ) -> pb::application_service_client::ApplicationServiceClient<Channel> {
+        pb::application_service_client::ApplicationServiceClient::new(
+            self.channel("jauynger-portal").await,
+        )
+    }
+
+    /// A test certificate from the registry's CA, as the portal obtains it for a user.
+    async fn certificate(&self, iin: &str, official: bool) -> registry::IssueCertificateResponse {
+        let mut client =
+            registry::certificate_authority_service_client::CertificateAuthorityServiceClient::new(
+                self.channel("jauynger-portal").await,
+            );
+        let envelope = EnvelopeBuilder {
+            purpose: "DIGITAL_SIGNATURE".to_string(),
+            subject_iin: iin.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        let request = envelope.signed_request(
+            &signing_key(&self.pki, "jauynger-portal"),
+            "/shlyuz.registry.v1.CertificateAuthorityService/IssueCertificate",
+            registry::IssueCertificateRequest {
+                iin: iin.to_string(),
+                full_name: "Test Holder".to_string(),
+                holder_kind: if official {
+                    registry::HolderKind::Official as i32
+                } else {
+                    registry::HolderKind::Citizen as i32
+                },
+                organization: if official {
+                    "Министерство обороны РК".to_string()
+                } else {
+                    String::new()
+                },
+                validity_days: 30,
+            },
+        );
+        client
+            .issue_certificate(request)
+            .await
+            .expect("issue certificate")
+            .into_inner()
+    }
+
+    async fn revoke(&self, iin: &str, serial: &str) {
+        let mut client =
+            registry::certificate_authority_service_client::CertificateAuthorityServiceClient::new(
+                self.channel("jauynger-portal").await,
+            );
+        let envelope = EnvelopeBuilder {
+            purpose: "DIGITAL_SIGNATURE".to_string(),
+            subject_iin: iin.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        client
+            .revoke_certificate(envelope.signed_request(
+                &signing_key(&self.pki, "jauynger-portal"),
+                "/shlyuz.registry.v1.CertificateAuthorityService/RevokeCertificate",
+                registry::RevokeCertificateRequest {
+                    serial_number: serial.to_string(),
+                    reason: "key compromise".to_string(),
+                },
+            ))
+            .await
+            .expect("revoke");
+    }
+
+    async fn vacancy(&self) -> String {
+        let mut client =
+            pb::vacancy_service_client::VacancyServiceClient::new(self.channel("sdu").await);
+        client
+            .create_vacancy(self.call(
+                "sdu",
+                "/shlyuz.intake.v1.VacancyService/CreateVacancy",
+                HEAD,
+                "head",
+                None,
+                pb::CreateVacancyRequest {
+                    vacancy: Some(pb::Vacancy {
+                        position: "стрелок".into(),
+                        rank: pb::Rank::Private as i32,
+                        branch: "Сухопутные войска".into(),
+                        unit: "в/ч 12345".into(),
+                        region_kato: AKMOLA.into(),
+                        places: 3,
+                        requirements: String::new(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("create vacancy")
+            .into_inner()
+            .vacancy
+            .expect("vacancy")
+            .vacancy_id
+    }
+
+    async fn apply(
+        &self,
+        vacancy_id: &str,
+        candidate: &str,
+        certificate: &registry::IssueCertificateResponse,
+    ) -> Result<pb::Application, tonic::Status> {
+        let document = application_document(vacancy_id, candidate, CONSENT, &[]);
+        let signature = sign_document(&certificate.private_key_pem, &document).expect("sign");
+        self.applications()
+            .await
+            .create_application(self.call(
+                "jauynger-portal",
+                "/shlyuz.intake.v1.ApplicationService/CreateApplication",
+                candidate,
+                "candidate",
+                None,
+                pb::CreateApplicationRequest {
+                    vacancy_id: vacancy_id.into(),
+                    consent_id: CONSENT.into(),
+                    signed_application: Some(pb::SignedDocument {
+                        document,
+                        signature,
+                        signer_certificate_pem: certificate.certificate_pem.clone(),
+                    }),
+                    otp_reference: String::new(),
+                    phone_number: "+77011234567".into(),
+                    language: "kk".into(),
+                    attachments: Vec::new(),
+                },
+            ))
+            .await
+            .map(|response| response.into_inner().application.expect("application"))
+    }
+
+    /// Head assigns to EXECUTOR, who builds the dossier.
+    async fn assign_and_build(&self, application_id: &str) -> pb::Application {
+        let mut client = self.applications().await;
+        client
+            .assign_application(self.call(
+                "sdu",
+                "/shlyuz.intake.v1.ApplicationService/AssignApplication",
+                HEAD,
+                "head",
+                None,
+                pb::AssignApplicationRequest {
+                    application_id: application_id.into(),
+                    assignee_user_id: EXECUTOR.into(),
+                },
+            ))
+            .await
+            .expect_err("sdu's envelope on the portal's connection");
+        let mut client = pb::application_service_client::ApplicationServiceClient::new(
+            self.channel("sdu").await,
+        );
+        client
+            .assign_application(self.call(
+                "sdu",
+                "/shlyuz.intake.v1.ApplicationService/AssignApplication",
+                HEAD,
+                "head",
+                None,
+                pb::AssignApplicationRequest {
+                    application_id: application_id.into(),
+                    assignee_user_id: EXECUTOR.into(),
+                },
+            ))
+            .await
+            .expect("assign");
+        client
+            .build_dossier(self.call(
+                "sdu",
+                "/shlyuz.intake.v1.ApplicationService/BuildDossier",
+                EXECUTOR,
+                "mod_executor",
+                None,
+                pb::BuildDossierRequest {
+                    application_id: application_id.into(),
+                },
+            ))
+            .await
+            .expect("build dossier")
+            .into_inner()
+            .application
+            .expect("application")
+    }
+
+    async fn officials(&self) -> pb::application_service_client::ApplicationServiceClient<Channel> {
+        pb::application_service_client::ApplicationServiceClient::new(self.channel("sdu").await)
+    }
+
+    async fn stop(mut self) {
+        self.trigger.trigger();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.gateway.shutdown().await;
+        for database in self.databases.drain(..) {
+            database.cleanup().await;
+        }
+    }
+}
+
+fn code_and_reason(status: &tonic::Status) -> (Code, String) {
+    let summary = summarize_status(status);
+    (summary.code, summary.reason)
+}
+
+const APP: &str = "/shlyuz.intake.v1.ApplicationService/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_candidate_reaches_the_order_to_report() {
+    let stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+    let certificate = stack.certificate(candidate, false).await;
+    let filed = stack
+        .apply(&vacancy_id, candidate, &certificate)
+        .await
+        .expect("apply");
+    let id = filed.application_id.clone();
+    let built = stack.assign_and_build(&id).await;
+    assert_eq!(
+        built.state,
+        pb::ApplicationState::Dossier as i32,
+        "{built:?}"
+    );
+    assert_eq!(built.registered_region_kato, AKMOLA, "from ГБД ФЛ");
+    assert!(!built.dossier_incomplete);
+
+    let mut officials = stack.officials().await;
+    officials
+        .send_to_special_check(stack.call(
+            "sdu",
+            &format!("{APP}SendToSpecialCheck"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::SendToSpecialCheckRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("special check");
+    let appointment_ms = shlyuz_kit::clock::system_clock().now_millis() + 7 * 86_400_000;
+    officials
+        .send_to_medical(stack.call(
+            "sdu",
+            &format!("{APP}SendToMedical"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::SendToMedicalRequest {
+                application_id: id.clone(),
+                appointment: Some(pb::MedicalAppointment {
+                    ddo_region_kato: AKMOLA.into(),
+                    address: "Көкшетау, ДДО Акмолинской области".into(),
+                    appointment_time_ms: appointment_ms,
+                }),
+            },
+        ))
+        .await
+        .expect("send to medical");
+
+    // The ДДО executor of Akmola sees the minimal set only, and records the result with EDS.
+    let ddo_view = officials
+        .get_application(stack.call(
+            "sdu",
+            &format!("{APP}GetApplication"),
+            DDO,
+            "ddo_executor",
+            Some(AKMOLA),
+            pb::GetApplicationRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("ddo view")
+        .into_inner()
+        .application
+        .expect("application");
+    let medical = ddo_view.medical_data.expect("minimal set");
+    assert_eq!(medical.full_name, "Қасымов Ерлан Серікұлы");
+    assert_eq!(ddo_view.dossier_json, "");
+    assert_eq!(ddo_view.candidate_iin, "");
+    let ddo_certificate = stack.certificate(DDO, true).await;
+    officials
+        .record_medical_result(stack.call(
+            "sdu",
+            &format!("{APP}RecordMedicalResult"),
+            DDO,
+            "ddo_executor",
+            Some(AKMOLA),
+            pb::RecordMedicalResultRequest {
+                application_id: id.clone(),
+                outcome: pb::MedicalOutcome::Pass as i32,
+                signed_conclusion: Some(pb::SignedDocument {
+                    document: PDF.to_vec(),
+                    signature: sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                    signer_certificate_pem: ddo_certificate.certificate_pem,
+                }),
+            },
+        ))
+        .await
+        .expect("medical result");
+    officials
+        .draft_agreement(stack.call(
+            "sdu",
+            &format!("{APP}DraftAgreement"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::DraftAgreementRequest {
+                application_id: id.clone(),
+                agreement_document: AGREEMENT.to_vec(),
+            },
+        ))
+        .await
+        .expect("draft");
+    // The candidate reads the drafted agreement in the cabinet and signs exactly those bytes.
+    let to_sign = stack
+        .applications()
+        .await
+        .get_application(stack.call(
+            "jauynger-portal",
+            &format!("{APP}GetApplication"),
+            candidate,
+            "candidate",
+            None,
+            pb::GetApplicationRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("candidate view")
+        .into_inner()
+        .application
+        .expect("application");
+    assert_eq!(
+        to_sign.candidate_status,
+        pb::CandidateStatus::AgreementToSign as i32
+    );
+    assert_eq!(to_sign.agreement_document, AGREEMENT);
+    stack
+        .applications()
+        .await
+        .sign_agreement_by_candidate(stack.call(
+            "jauynger-portal",
+            &format!("{APP}SignAgreementByCandidate"),
+            candidate,
+            "candidate",
+            None,
+            pb::SignAgreementByCandidateRequest {
+                application_id: id.clone(),
+                signed_agreement: Some(pb::SignedDocument {
+                    document: AGREEMENT.to_vec(),
+                    signature:
+                        sign_document(&certificate.private_key_pem, AGREEMENT).expect("sign"),
+                    signer_certificate_pem: certificate.certificate_pem.clone(),
+                }),
+            },
+        ))
+        .await
+        .expect("candidate signs");
+    let head_certificate = stack.certificate(HEAD, true).await;
+    officials
+        .sign_agreement_by_head(stack.call(
+            "sdu",
+            &format!("{APP}SignAgreementByHead"),
+            HEAD,
+            "head",
+            None,
+            pb::SignAgreementByHeadRequest {
+                application_id: id.clone(),
+                signed_agreement: Some(pb::SignedDocument {
+                    document: AGREEMENT.to_vec(),
+                    signature:
+                        sign_document(&head_certificate.private_key_pem, AGREEMENT).expect("sign"),
+                    signer_certificate_pem: head_certificate.certificate_pem,
+                }),
+            },
+        ))
+        .await
+        .expect("head signs");
+    officials
+        .issue_order_to_report(stack.call(
+            "sdu",
+            &format!("{APP}IssueOrderToReport"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::IssueOrderToReportRequest {
+                application_id: id.clone(),
+                order: Some(pb::OrderToReport {
+                    unit: "в/ч 12345".into(),
+                    report_time_ms: appointment_ms + 30 * 86_400_000,
+                    place: "Көкшетау, КПП в/ч 12345".into(),
+                }),
+            },
+        ))
+        .await
+        .expect("order");
+    officials
+        .complete_application(stack.call(
+            "sdu",
+            &format!("{APP}CompleteApplication"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::CompleteApplicationRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("complete");
+
+    let seen = stack
+        .applications()
+        .await
+        .get_application(stack.call(
+            "jauynger-portal",
+            &format!("{APP}GetApplication"),
+            candidate,
+            "candidate",
+            None,
+            pb::GetApplicationRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("candidate view")
+        .into_inner()
+        .application
+        .expect("application");
+    assert_eq!(seen.candidate_status, pb::CandidateStatus::Completed as i32);
+    assert_eq!(
+        seen.order_to_report.map(|order| order.unit),
+        Some("в/ч 12345".to_string())
+    );
+
+    // Eight SMS in the outbox, in Kazakh as the candidate asked, all for their phone.
+    let store = shlyuz_intake::store::Store::new(
+        stack.intake_database.clone(),
+        shlyuz_kit::clock::system_clock(),
+        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+    );
+    let outbox = store.outbox_of(&id).await.expect("outbox");
+    assert_eq!(outbox.len(), 8);
+    assert!(
+        outbox
+            .iter()
+            .all(|row| row.language == "kk" && row.phone_number == "+77011234567")
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_findings_reject_without_telling_the_candidate_why() {
+    let stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    for (candidate, fragment) in [
+        (rules::NARCOLOGICAL_CANDIDATE, "наркологическом"),
+        (rules::CONVICTED_CANDIDATE, "188 ч.2"),
+    ] {
+        let certificate = stack.certificate(candidate, false).await;
+        let filed = stack
+            .apply(&vacancy_id, candidate, &certificate)
+            .await
+            .expect("apply");
+        let built = stack.assign_and_build(&filed.application_id).await;
+        assert_eq!(built.state, pb::ApplicationState::Rejected as i32);
+        assert!(
+            built.rejection_reason.contains(fragment),
+            "{}",
+            built.rejection_reason
+        );
+        let seen = stack
+            .applications()
+            .await
+            .get_application(stack.call(
+                "jauynger-portal",
+                &format!("{APP}GetApplication"),
+                candidate,
+                "candidate",
+                None,
+                pb::GetApplicationRequest {
+                    application_id: filed.application_id.clone(),
+                },
+            ))
+            .await
+            .expect("candidate view")
+            .into_inner()
+            .application
+            .expect("application");
+        assert_eq!(seen.candidate_status, pb::CandidateStatus::Rejected as i32);
+        assert_eq!(seen.rejection_reason, "");
+        // Another candidate cannot read it at all.
+        let status = stack
+            .applications()
+            .await
+            .get_application(stack.call(
+                "jauynger-portal",
+                &format!("{APP}GetApplication"),
+                rules::CLEAN_CANDIDATE,
+                "candidate",
+                None,
+                pb::GetApplicationRequest {
+                    application_id: filed.application_id,
+                },
+            ))
+            .await
+            .expect_err("someone else's application");
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_checked_against_the_registry_ca() {
+    let stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+
+    let someone_else = stack.certificate(rules::CONVICTED_CANDIDATE, false).await;
+    let status = stack
+        .apply(&vacancy_id, candidate, &someone_else)
+        .await
+        .expect_err("wrong iin");
+    assert_eq!(
+        code_and_reason(&status),
+        (Code::InvalidArgument, "SIGNER_IIN_MISMATCH".to_string())
+    );
+
+    let revoked = stack.certificate(candidate, false).await;
+    stack.revoke(candidate, &revoked.serial_number).await;
+    let status = stack
+        .apply(&vacancy_id, candidate, &revoked)
+        .await
+        .expect_err("revoked");
+    assert_eq!(
+        code_and_reason(&status),
+        (Code::InvalidArgument, "CERTIFICATE_REVOKED".to_string())
+    );
+
+    // A participant the directory does not let call intake is stopped at the gateway.
+    let mut housing = pb::application_service_client::ApplicationServiceClient::new(
+        stack.channel("housing").await,
+    );
+    let status = housing
+        .list_applications(stack.call(
+            "housing",
+            &format!("{APP}ListApplications"),
+            HEAD,
+            "head",
+            None,
+            pb::ListApplicationsRequest::default(),
+        ))
+        .await
+        .expect_err("no rule");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    let valid = stack.certificate(candidate, false).await;
+    stack
+        .apply(&vacancy_id, candidate, &valid)
+        .await
+        .expect("valid certificate");
+    stack.stop().await;
+}
+
+/// The eligibility rules against the registry's fixture people, with the personal file collected
+/// through the gateway by the production look-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eligibility_rules_against_the_fixture_people() {
+    use shlyuz_intake::dossier::{Dossier, LookupContext, RegistryLookups, ineligibility};
+    let stack = Stack::start().await;
+    let lookups = shlyuz_intake::gateway::GatewayRegistryLookups::new(
+        stack.channel("intake").await,
+        Arc::new(signing_key(&stack.pki, "intake")),
+    );
+    // 25 November 2026, noon in Astana.
+    let today = shlyuz_intake::workflow::local_date(1_795_590_000_000);
+    for (iin, expected) in [
+        (rules::CLEAN_CANDIDATE, None),
+        (rules::SERVICEMAN_CLEAN, None),
+        (rules::NARCOLOGICAL_CANDIDATE, Some("наркологическом")),
+        (rules::CONVICTED_CANDIDATE, Some("судимость")),
+        (rules::SERVICEMAN_CHILD_IMPRISONED_CHILD, Some("судимость")),
+        (rules::SERVICEMAN_CLEAN_CHILD, Some("менее 18")),
+        (rules::SERVICEMAN_FOREIGN_CITIZEN, Some("не гражданин")),
+        (rules::SERVICEMAN_INCAPABLE, Some("дееспособность")),
+        (rules::DEAD_PERSON, Some("живым")),
+        ("850101399906", Some("не найдено")),
+    ] {
+        let context = LookupContext {
+            candidate_iin: iin.to_string(),
+            consent_id: CONSENT.to_string(),
+            user_id: EXECUTOR.to_string(),
+        };
+        let dossier = Dossier::from_answers(lookups.collect(&context).await);
+        assert!(
+            dossier.is_complete(),
+            "{iin}: {:?}",
+            dossier.missing_sources
+        );
+        let verdict = ineligibility(&dossier, today);
+        match expected {
+            None => assert_eq!(verdict, None, "{iin}"),
+            Some(fragment) => assert!(
+                verdict
+                    .as_deref()
+                    .is_some_and(|reason| reason.contains(fragment)),
+                "{iin}: {verdict:?}"
+            ),
+        }
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_check_and_medical_refusals_through_the_gateway() {
+    let stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+    let certificate = stack.certificate(candidate, false).await;
+    let mut officials = stack.officials().await;
+    let ddo_certificate = stack.certificate(DDO, true).await;
+
+    for refusal in ["special check", "medical"] {
+        let filed = stack
+            .apply(&vacancy_id, candidate, &certificate)
+            .await
+            .expect("apply");
+        let id = filed.application_id;
+        stack.assign_and_build(&id).await;
+        officials
+            .send_to_special_check(stack.call(
+                "sdu",
+                &format!("{APP}SendToSpecialCheck"),
+                EXECUTOR,
+                "mod_executor",
+                None,
+                pb::SendToSpecialCheckRequest {
+                    application_id: id.clone(),
+                },
+            ))
+            .await
+            .expect("special check");
+        let rejected = if refusal == "special check" {
+            officials
+                .reject_application(stack.call(
+                    "sdu",
+                    &format!("{APP}RejectApplication"),
+                    EXECUTOR,
+                    "mod_executor",
+                    None,
+                    pb::RejectApplicationRequest {
+                        application_id: id.clone(),
+                        internal_reason: "ст. 38 п. 4: сведения специальной проверки".into(),
+                    },
+                ))
+                .await
+                .expect("reject")
+                .into_inner()
+                .application
+                .expect("application")
+        } else {
+            officials
+                .send_to_medical(stack.call(
+                    "sdu",
+                    &format!("{APP}SendToMedical"),
+                    EXECUTOR,
+                    "mod_executor",
+                    None,
+                    pb::SendToMedicalRequest {
+                        application_id: id.clone(),
+                        appointment: Some(pb::MedicalAppointment {
+                            ddo_region_kato: AKMOLA.into(),
+                            address: "Көкшетау, ДДО".into(),
+                            appointment_time_ms: shlyuz_kit::clock::system_clock().now_millis()
+                                + 86_400_000,
+                        }),
+                    },
+                ))
+                .await
+                .expect("medical");
+            // A ДДО executor of another region cannot record the result.
+            let status = officials
+                .record_medical_result(stack.call(
+                    "sdu",
+                    &format!("{APP}RecordMedicalResult"),
+                    DDO,
+                    "ddo_executor",
+                    Some("710000000"),
+                    pb::RecordMedicalResultRequest {
+                        application_id: id.clone(),
+                        outcome: pb::MedicalOutcome::Fail as i32,
+                        signed_conclusion: Some(pb::SignedDocument {
+                            document: PDF.to_vec(),
+                            signature:
+                                sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                            signer_certificate_pem: ddo_certificate.certificate_pem.clone(),
+                        }),
+                    },
+                ))
+                .await
+                .expect_err("other region");
+            assert_eq!(status.code(), Code::NotFound);
+            officials
+                .record_medical_result(stack.call(
+                    "sdu",
+                    &format!("{APP}RecordMedicalResult"),
+                    DDO,
+                    "ddo_executor",
+                    Some(AKMOLA),
+                    pb::RecordMedicalResultRequest {
+                        application_id: id.clone(),
+                        outcome: pb::MedicalOutcome::Fail as i32,
+                        signed_conclusion: Some(pb::SignedDocument {
+                            document: PDF.to_vec(),
+                            signature:
+                                sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                            signer_certificate_pem: ddo_certificate.certificate_pem.clone(),
+                        }),
+                    },
+                ))
+                .await
+                .expect("medical fail");
+            officials
+                .get_application(stack.call(
+                    "sdu",
+                    &format!("{APP}GetApplication"),
+                    HEAD,
+                    "head",
+                    None,
+                    pb::GetApplicationRequest {
+                        application_id: id.clone(),
+                    },
+                ))
+                .await
+                .expect("head view")
+                .into_inner()
+                .application
+                .expect("application")
+        };
+        assert_eq!(
+            rejected.state,
+            pb::ApplicationState::Rejected as i32,
+            "{refusal}"
+        );
+        assert!(!rejected.rejection_reason.is_empty(), "{refusal}");
+    }
+    stack.stop().await;
+}
