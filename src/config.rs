@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use shlyuz_gateway::GatewayConfig;
 use shlyuz_kit::config::{ConfigError, ShutdownConfig, TargetConfig, TlsConfig};
 use shlyuz_kit::telemetry::TelemetryConfig;
+use shlyuz_notify::config::NotifyConfig;
 
 use crate::targets::Target;
 
@@ -28,7 +29,7 @@ pub struct ShlyuzConfig {
     /// The registry service.
     pub registry: TargetConfig,
     /// The notify service.
-    pub notify: TargetConfig,
+    pub notify: NotifyConfig,
     /// The intake service.
     pub intake: TargetConfig,
     /// The housing service.
@@ -45,7 +46,7 @@ impl Default for ShlyuzConfig {
             health: HealthConfig::default(),
             gateway: GatewayConfig::default(),
             registry: TargetConfig::on_port(50052),
-            notify: TargetConfig::on_port(50053),
+            notify: NotifyConfig::on_port(50053),
             intake: TargetConfig::on_port(50054),
             housing: TargetConfig::on_port(50055),
         }
@@ -75,9 +76,24 @@ impl ShlyuzConfig {
         match target {
             Target::Gateway => self.gateway.target(),
             Target::Registry => self.registry.clone(),
-            Target::Notify => self.notify.clone(),
+            Target::Notify => self.notify.target(),
             Target::Intake => self.intake.clone(),
             Target::Housing => self.housing.clone(),
+        }
+    }
+
+    /// Points every service's outbound calls at `gateway` where no address is configured
+    /// (`shlyuz up`, once the gateway's port is bound).
+    pub fn fill_gateway_address(&mut self, gateway: &str) {
+        for address in [
+            &mut self.registry.gateway_address,
+            &mut self.notify.gateway_address,
+            &mut self.intake.gateway_address,
+            &mut self.housing.gateway_address,
+        ] {
+            if address.is_empty() {
+                *address = gateway.to_string();
+            }
         }
     }
 
@@ -85,6 +101,9 @@ impl ShlyuzConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if let Err(error) = self.gateway.validate() {
+            problems.extend(error.problems);
+        }
+        if let Err(error) = self.notify.validate() {
             problems.extend(error.problems);
         }
         for target in Target::ALL {

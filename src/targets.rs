@@ -185,11 +185,52 @@ pub async fn build_service(
             routes: shlyuz_registry::routes(prepared.database.clone()),
             gateway: None,
         }),
-        Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+        Target::Notify => {
+            let gateway = gateway_client(&config.target(Target::Notify), prepared)?;
+            let runtime = shlyuz_notify::start(shlyuz_notify::NotifyParts {
+                database: prepared.database.clone(),
+                clock: shlyuz_kit::clock::system_clock(),
+                gateway,
+                settings: config.notify.sms.clone(),
+                data_dir: config.data_dir.clone(),
+                shutdown,
+            })
+            .await?;
+            Ok(TargetService {
+                routes: runtime.routes,
+                gateway: None,
+            })
+        }
+        Target::Intake | Target::Housing => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),
     }
+}
+
+/// The outbound side of a service target: a lazy channel to the configured gateway with the
+/// target's certificate, signing as the target's participant; `None` without a gateway address.
+pub fn gateway_client(
+    section: &shlyuz_kit::config::TargetConfig,
+    prepared: &PreparedTarget,
+) -> anyhow::Result<Option<shlyuz_kit::gateway_client::GatewayClient>> {
+    if section.gateway_address.is_empty() {
+        return Ok(None);
+    }
+    let name = prepared.target.name();
+    let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
+        .with_context(|| format!("{name}: message-signing key (tls.signing_key)"))?;
+    let client = shlyuz_kit::gateway_client::GatewayClient::connect_lazy(
+        &shlyuz_kit::gateway_client::GatewayClientSettings {
+            address: section.gateway_address.clone(),
+            server_name: section.gateway_server_name.clone(),
+            tls: prepared.identity.tls.clone(),
+            connect_timeout: Duration::from_secs(2),
+        },
+        name,
+        Arc::new(signing_key),
+    )?;
+    Ok(Some(client))
 }
 
 /// The gateway's consent check: the registry's ConsentService where the registry target runs

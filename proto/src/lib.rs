@@ -28,3 +28,11 @@ pub mod registry {
         tonic::include_proto!("shlyuz.registry.v1");
     }
 }
+
+/// Notifications: SMS and personal-cabinet notices, OTP, inbound SMS replies.
+pub mod notify {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.notify.v1");
+    }
+}
