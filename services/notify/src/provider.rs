@@ -204,6 +204,8 @@ impl HttpProvider {
         }
         reqwest::header::HeaderName::from_bytes(settings.auth_header.as_bytes())
             .map_err(|error| anyhow::anyhow!("notify http provider: auth_header: {error}"))?;
+        // reqwest refuses to build a rustls client before a crypto provider is installed.
+        shlyuz_kit::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
