@@ -5,6 +5,7 @@
 pub mod async_channel;
 pub mod gateway;
 pub mod load;
+pub mod notify;
 pub mod stats;
 
 /// The benchmarks.
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Gateway(gateway::GatewayBenchArgs),
     /// The async channel: accepted messages per second and send-to-delivered latency.
     Async(async_channel::AsyncBenchArgs),
+    /// Notify: notifications accepted per second and sent per second (log provider).
+    Notify(notify::NotifyBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -21,6 +24,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Gateway(args) => gateway::run(args).await,
         BenchCommand::Async(args) => async_channel::run(args).await,
+        BenchCommand::Notify(args) => notify::run(args).await,
     }
 }
 
