@@ -128,10 +128,31 @@ impl InboundSms {
         {
             return Ok(existing);
         }
+        // A valid code that loses the race for its conversation to another reply is handled
+        // again, and then finds the window closed.
+        for _ in 0..2 {
+            if let Some(outcome) = self.receive_once(&phone, text, provider_message_id).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(ApiError::unavailable(
+            "REPLY_CONTENDED",
+            "the reply could not be stored; send it again",
+        ))
+    }
+
+    /// One attempt at storing and answering an SMS; `None` when the conversation it was routed to
+    /// closed meanwhile.
+    async fn receive_once(
+        &self,
+        phone: &str,
+        text: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<InboundOutcome>, ApiError> {
         let now_ms = self.notifier.clock().now_millis();
         let reply_id = uuid::Uuid::now_v7().to_string();
         let code = parse_reply_code(text);
-        let open = self.open_conversations(&phone, now_ms).await?;
+        let open = self.open_conversations(phone, now_ms).await?;
         let routed_to = code.as_ref().and_then(|code| {
             open.iter()
                 .find(|conversation| conversation.accepted_codes.contains(code))
@@ -146,7 +167,7 @@ impl InboundSms {
             (None, Some(conversation)) => {
                 let answer = self
                     .answer(
-                        &phone,
+                        phone,
                         "reply.invalid_code",
                         &[("codes", conversation.accepted_codes.join(", "))],
                         Language::from_code(&conversation.language),
@@ -156,9 +177,9 @@ impl InboundSms {
                 (OUTCOME_INVALID_CODE, conversation.id.clone(), answer)
             }
             (None, None) => {
-                let language = self.last_language(&phone).await?;
+                let language = self.last_language(phone).await?;
                 let answer = self
-                    .answer(&phone, "reply.no_conversation", &[], language, answer_key)
+                    .answer(phone, "reply.no_conversation", &[], language, answer_key)
                     .await?;
                 (OUTCOME_NO_CONVERSATION, String::new(), answer)
             }
@@ -169,14 +190,14 @@ impl InboundSms {
             .begin()
             .await
             .map_err(ApiError::from)?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO inbound_replies (id, provider_message_id, from_phone, text, code, outcome, conversation_id, \
              answer_notification_id, forward_pending, forward_attempts, forward_next_ms, forward_error, received_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, '', $10)",
         )
         .bind(reply_id.clone())
         .bind(provider_message_id.to_string())
-        .bind(phone.clone())
+        .bind(phone.to_string())
         .bind(text.to_string())
         .bind(code.clone().unwrap_or_default())
         .bind(outcome)
@@ -185,26 +206,41 @@ impl InboundSms {
         .bind(i64::from(outcome == OUTCOME_ROUTED))
         .bind(now_ms)
         .execute(&mut *transaction)
-        .await
-        .map_err(ApiError::from)?;
+        .await;
+        if let Err(error) = inserted {
+            // The provider posted the same SMS twice at once: answer with the first outcome.
+            drop(transaction);
+            if !provider_message_id.is_empty()
+                && let Some(existing) = self.find_by_provider_id(provider_message_id).await?
+            {
+                return Ok(Some(existing));
+            }
+            return Err(ApiError::from(error));
+        }
         if outcome == OUTCOME_ROUTED {
             // One answer per offer: the window closes at the first valid code.
-            sqlx::query("UPDATE conversations SET closed_ms = $2 WHERE id = $1 AND closed_ms = 0")
-                .bind(conversation_id.clone())
-                .bind(now_ms)
-                .execute(&mut *transaction)
-                .await
-                .map_err(ApiError::from)?;
+            let closed = sqlx::query(
+                "UPDATE conversations SET closed_ms = $2 WHERE id = $1 AND closed_ms = 0",
+            )
+            .bind(conversation_id.clone())
+            .bind(now_ms)
+            .execute(&mut *transaction)
+            .await
+            .map_err(ApiError::from)?;
+            if closed.rows_affected() == 0 {
+                transaction.rollback().await.map_err(ApiError::from)?;
+                return Ok(None);
+            }
         }
         transaction.commit().await.map_err(ApiError::from)?;
         tracing::info!(reply = %reply_id, outcome, conversation = %conversation_id, "sms reply received");
-        Ok(InboundOutcome {
+        Ok(Some(InboundOutcome {
             reply_id,
             outcome: outcome.to_string(),
             conversation_id,
             answer_notification_id,
             duplicate: false,
-        })
+        }))
     }
 
     async fn answer(

@@ -197,3 +197,49 @@ shlyuz_kit::storage_test!(
         assert_eq!(forwarded[0].1, outcome.reply_id);
     }
 );
+
+shlyuz_kit::storage_test!(
+    one_sms_posted_twice_at_once_is_one_reply,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        send_offer(&harness, "housing/offer-4").await;
+        let inbound = InboundSms::new(harness.notifier.clone());
+        let (first, second) = tokio::join!(
+            inbound.receive(PHONE, "6521", "prov-dup"),
+            inbound.receive(PHONE, "6521", "prov-dup"),
+        );
+        let first = first.expect("first");
+        let second = second.expect("second");
+        assert_eq!(first.reply_id, second.reply_id);
+        assert_eq!(first.outcome, OUTCOME_ROUTED);
+        assert_eq!(second.outcome, OUTCOME_ROUTED);
+        let rows: i64 = sqlx::Row::try_get(
+            &sqlx::query("SELECT COUNT(*) AS replies FROM inbound_replies")
+                .fetch_one(harness.database.pool())
+                .await
+                .expect("count"),
+            "replies",
+        )
+        .expect("replies");
+        assert_eq!(rows, 1);
+    }
+);
+
+shlyuz_kit::storage_test!(
+    two_codes_at_once_route_one_and_answer_the_other,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        send_offer(&harness, "housing/offer-5").await;
+        let inbound = InboundSms::new(harness.notifier.clone());
+        let (first, second) = tokio::join!(
+            inbound.receive(PHONE, "6521", ""),
+            inbound.receive(PHONE, "6526", ""),
+        );
+        let mut outcomes = vec![
+            first.expect("first").outcome,
+            second.expect("second").outcome,
+        ];
+        outcomes.sort();
+        assert_eq!(outcomes, [OUTCOME_NO_CONVERSATION, OUTCOME_ROUTED]);
+    }
+);

@@ -74,7 +74,8 @@ CREATE TABLE inbound_replies (
     received_ms BIGINT NOT NULL
 );
 CREATE INDEX inbound_replies_pending ON inbound_replies (forward_pending, forward_next_ms);
-CREATE INDEX inbound_replies_provider ON inbound_replies (provider_message_id);
+-- A provider that posts one SMS twice at once gets one reply row.
+CREATE UNIQUE INDEX inbound_replies_provider ON inbound_replies (provider_message_id) WHERE provider_message_id <> '';
 
 -- One-time passwords: only a salted hash of the code is stored.
 CREATE TABLE otps (
