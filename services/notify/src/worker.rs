@@ -3,6 +3,8 @@
 //! takes it or the attempts run out (FAILED with the provider's reason).
 
 use std::sync::Arc;
+
+use futures::StreamExt as _;
 use std::time::Duration;
 
 use shlyuz_kit::clock::SharedClock;
@@ -32,6 +34,8 @@ pub struct DeliverySettings {
     pub lease_ms: u64,
     /// Rows claimed at once.
     pub batch_size: u32,
+    /// Rows of a batch handled at the same time (provider calls in flight per worker).
+    pub concurrency: u32,
     /// Pause when the outbox is empty, ms.
     pub poll_interval_ms: u64,
 }
@@ -44,6 +48,7 @@ impl Default for DeliverySettings {
             max_backoff_ms: 300_000,
             lease_ms: 60_000,
             batch_size: 64,
+            concurrency: 16,
             poll_interval_ms: 200,
         }
     }
@@ -77,6 +82,13 @@ impl PassReport {
     pub fn handled(&self) -> usize {
         self.sent + self.retried + self.failed
     }
+}
+
+/// What became of one claimed row.
+enum Outcome {
+    Sent,
+    Retried,
+    Failed,
 }
 
 /// Delivers the SMS outbox.
@@ -122,9 +134,23 @@ impl DeliveryWorker {
             i64::from(self.settings.batch_size),
         )
         .await?;
+        // The batch is handled `concurrency` at a time: a slow provider must not hold the rest of
+        // the batch past its lease.
+        let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures::stream::iter(claimed)
+            .map(|notification| {
+                let worker = self.clone();
+                async move { worker.deliver(&notification).await }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1) as usize)
+            .collect()
+            .await;
         let mut report = PassReport::default();
-        for notification in claimed {
-            self.deliver(&notification, &mut report).await?;
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Sent => report.sent += 1,
+                Outcome::Retried => report.retried += 1,
+                Outcome::Failed => report.failed += 1,
+            }
         }
         Ok(report)
     }
@@ -153,14 +179,10 @@ impl DeliveryWorker {
         }
     }
 
-    async fn deliver(
-        &self,
-        notification: &NotificationRow,
-        report: &mut PassReport,
-    ) -> Result<(), sqlx::Error> {
+    async fn deliver(&self, notification: &NotificationRow) -> Result<Outcome, sqlx::Error> {
         let phone = match self.phone_of(notification).await? {
             Ok(phone) => phone,
-            Err(problem) => return self.after_failure(notification, problem, report).await,
+            Err(problem) => return self.after_failure(notification, problem).await,
         };
         let sms = OutgoingSms {
             notification_id: notification.id.clone(),
@@ -181,14 +203,13 @@ impl DeliveryWorker {
                 )
                 .await?
                 {
-                    report.sent += 1;
                     tracing::debug!(notification = %notification.id, provider = self.provider.name(), "sms sent");
                 } else {
                     tracing::warn!(notification = %notification.id, "sms sent after the claim was lost");
                 }
-                Ok(())
+                Ok(Outcome::Sent)
             }
-            Err(error) => self.after_failure(notification, error, report).await,
+            Err(error) => self.after_failure(notification, error).await,
         }
     }
 
@@ -228,8 +249,7 @@ impl DeliveryWorker {
         &self,
         notification: &NotificationRow,
         error: ProviderError,
-        report: &mut PassReport,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Outcome, sqlx::Error> {
         let now_ms = self.clock.now_millis();
         let final_reason = match &error {
             ProviderError::Permanent(reason) => Some(reason.clone()),
@@ -254,7 +274,7 @@ impl DeliveryWorker {
                     now_ms,
                 )
                 .await?;
-                report.failed += 1;
+                Ok(Outcome::Failed)
             }
             None => {
                 let delay = self.settings.backoff_after(notification.attempts);
@@ -269,9 +289,8 @@ impl DeliveryWorker {
                     &error.to_string(),
                 )
                 .await?;
-                report.retried += 1;
+                Ok(Outcome::Retried)
             }
         }
-        Ok(())
     }
 }

@@ -80,6 +80,7 @@ pub fn fast_retries(max_attempts: u32) -> DeliverySettings {
         max_backoff_ms: 8_000,
         lease_ms: 30_000,
         batch_size: 16,
+        concurrency: 4,
         poll_interval_ms: 10,
     }
 }
