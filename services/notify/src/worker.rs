@@ -84,6 +84,14 @@ impl PassReport {
     }
 }
 
+/// The result of the look-up and the provider call for one claimed row.
+struct Attempt {
+    /// The phone found in the directory on this attempt.
+    looked_up_phone: Option<String>,
+    /// The phone used and the provider's message id, or why it failed.
+    result: Result<(String, String), ProviderError>,
+}
+
 /// What became of one claimed row.
 enum Outcome {
     Sent,
@@ -134,19 +142,23 @@ impl DeliveryWorker {
             i64::from(self.settings.batch_size),
         )
         .await?;
-        // The batch is handled `concurrency` at a time: a slow provider must not hold the rest of
-        // the batch past its lease.
-        let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures::stream::iter(claimed)
+        // Phone look-ups and provider calls run `concurrency` at a time, so a slow provider cannot
+        // hold the batch past its lease; their results are then written one by one, which keeps
+        // SQLite's single writer free of contention.
+        let attempts: Vec<(NotificationRow, Attempt)> = futures::stream::iter(claimed)
             .map(|notification| {
                 let worker = self.clone();
-                async move { worker.deliver(&notification).await }
+                async move {
+                    let attempt = worker.attempt(&notification).await;
+                    (notification, attempt)
+                }
             })
             .buffer_unordered(self.settings.concurrency.max(1) as usize)
             .collect()
             .await;
         let mut report = PassReport::default();
-        for outcome in outcomes {
-            match outcome? {
+        for (notification, attempt) in attempts {
+            match self.record(&notification, attempt).await? {
                 Outcome::Sent => report.sent += 1,
                 Outcome::Retried => report.retried += 1,
                 Outcome::Failed => report.failed += 1,
@@ -179,10 +191,16 @@ impl DeliveryWorker {
         }
     }
 
-    async fn deliver(&self, notification: &NotificationRow) -> Result<Outcome, sqlx::Error> {
-        let phone = match self.phone_of(notification).await? {
-            Ok(phone) => phone,
-            Err(problem) => return self.after_failure(notification, problem).await,
+    /// Finds the phone and hands the SMS to the provider; writes nothing.
+    async fn attempt(&self, notification: &NotificationRow) -> Attempt {
+        let (phone, looked_up) = match self.phone_of(notification).await {
+            Ok(found) => found,
+            Err(error) => {
+                return Attempt {
+                    looked_up_phone: None,
+                    result: Err(error),
+                };
+            }
         };
         let sms = OutgoingSms {
             notification_id: notification.id.clone(),
@@ -190,8 +208,29 @@ impl DeliveryWorker {
             text: notification.text.clone(),
             segments: notification.sms_segments,
         };
-        match self.provider.send(&sms).await {
-            Ok(provider_message_id) => {
+        let result = self
+            .provider
+            .send(&sms)
+            .await
+            .map(|provider_message_id| (phone.clone(), provider_message_id));
+        Attempt {
+            looked_up_phone: looked_up.then_some(phone),
+            result,
+        }
+    }
+
+    /// Writes what an attempt did.
+    async fn record(
+        &self,
+        notification: &NotificationRow,
+        attempt: Attempt,
+    ) -> Result<Outcome, sqlx::Error> {
+        if let Some(phone) = &attempt.looked_up_phone {
+            // Kept for the next attempt and for replies to the conversation, if any.
+            store::set_phone(&self.database, &notification.id, phone).await?;
+        }
+        match attempt.result {
+            Ok((phone, provider_message_id)) => {
                 let now_ms = self.clock.now_millis();
                 if store::mark_sent(
                     &self.database,
@@ -213,35 +252,29 @@ impl DeliveryWorker {
         }
     }
 
-    /// The phone to use: the stored one, else the directory's (stored for next time). The inner
-    /// error is a delivery failure, the outer one a database error.
+    /// The phone to use and whether it was just looked up: the stored one, else the directory's.
     async fn phone_of(
         &self,
         notification: &NotificationRow,
-    ) -> Result<Result<String, ProviderError>, sqlx::Error> {
+    ) -> Result<(String, bool), ProviderError> {
         if !notification.recipient_phone.is_empty() {
-            return Ok(Ok(notification.recipient_phone.clone()));
+            return Ok((notification.recipient_phone.clone(), false));
         }
         if notification.recipient_iin.is_empty() {
-            return Ok(Err(ProviderError::Permanent(
+            return Err(ProviderError::Permanent(
                 "NO_RECIPIENT: neither a phone nor an IIN".to_string(),
-            )));
+            ));
         }
         match self.phones.lookup(&notification.recipient_iin).await {
             Ok(Some(raw)) => match normalize_phone("phone", &raw) {
-                Ok(phone) => {
-                    store::set_phone(&self.database, &notification.id, &phone).await?;
-                    Ok(Ok(phone))
-                }
-                Err(_) => Ok(Err(ProviderError::Permanent(format!(
+                Ok(phone) => Ok((phone, true)),
+                Err(_) => Err(ProviderError::Permanent(format!(
                     "PHONE_INVALID: the mobile citizens database returned an unusable number {}",
                     crate::sms::mask_phone(&raw)
-                )))),
+                ))),
             },
-            Ok(None) => Ok(Err(ProviderError::Permanent(
-                REASON_PHONE_NOT_FOUND.to_string(),
-            ))),
-            Err(problem) => Ok(Err(ProviderError::Transient(problem))),
+            Ok(None) => Err(ProviderError::Permanent(REASON_PHONE_NOT_FOUND.to_string())),
+            Err(problem) => Err(ProviderError::Transient(problem)),
         }
     }
 
