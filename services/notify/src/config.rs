@@ -91,3 +91,39 @@ impl Default for NotifyConfig {
         Self::on_port(50053)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sms_section_parses_and_the_http_provider_needs_a_url() {
+        let config: NotifyConfig = toml::from_str(
+            "listen = \"0.0.0.0:50053\"\n\
+             gateway_address = \"gateway:50051\"\n\
+             [sms]\nprovider = \"http\"\nwebhook_listen = \"0.0.0.0:8090\"\n\
+             [sms.delivery]\nmax_attempts = 3\n",
+        )
+        .expect("parses");
+        assert_eq!(config.sms.provider, ProviderKind::Http);
+        assert_eq!(config.sms.delivery.max_attempts, 3);
+        assert_eq!(config.target().gateway_address, "gateway:50051");
+        let problems = config.validate().expect_err("no url").problems;
+        assert!(problems[0].contains("notify.sms.http.url"), "{problems:?}");
+        let unknown = toml::from_str::<NotifyConfig>("[sms]\nprovder = \"log\"\n");
+        assert!(unknown.is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
+    fn a_gateway_address_without_a_port_is_refused() {
+        let config = NotifyConfig {
+            gateway_address: "gateway".to_string(),
+            ..NotifyConfig::default()
+        };
+        let problems = config.validate().expect_err("no port").problems;
+        assert!(
+            problems[0].contains("notify.gateway_address"),
+            "{problems:?}"
+        );
+    }
+}
