@@ -324,8 +324,29 @@ pub async fn mark_sent(
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
-    if !release_outbox(&mut transaction, id, owner).await? {
-        transaction.rollback().await?;
+    let marked = mark_sent_in(
+        &mut transaction,
+        id,
+        owner,
+        phone,
+        provider_message_id,
+        now_ms,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(marked)
+}
+
+/// [`mark_sent`] inside `transaction` (the worker records a whole batch in one).
+pub async fn mark_sent_in(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    owner: &str,
+    phone: &str,
+    provider_message_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    if !release_outbox(transaction, id, owner).await? {
         return Ok(false);
     }
     sqlx::query(
@@ -338,23 +359,21 @@ pub async fn mark_sent(
     .bind(provider_message_id.to_string())
     .bind(now_ms)
     .bind(STATE_QUEUED)
-    .execute(&mut *transaction)
+    .execute(&mut **transaction)
     .await?;
-    transaction.commit().await?;
     Ok(true)
 }
 
-/// Records the final failure with `reason`; the outbox row goes. `false` when the lease was lost.
-pub async fn mark_failed(
-    database: &Database,
+/// Records the final failure with `reason` inside `transaction`; the outbox row goes. `false` when
+/// the lease was lost.
+pub async fn mark_failed_in(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
     owner: &str,
     reason: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let mut transaction = database.pool().begin().await?;
-    if !release_outbox(&mut transaction, id, owner).await? {
-        transaction.rollback().await?;
+    if !release_outbox(transaction, id, owner).await? {
         return Ok(false);
     }
     sqlx::query(
@@ -364,15 +383,14 @@ pub async fn mark_failed(
     .bind(STATE_FAILED)
     .bind(reason.to_string())
     .bind(now_ms)
-    .execute(&mut *transaction)
+    .execute(&mut **transaction)
     .await?;
-    transaction.commit().await?;
     Ok(true)
 }
 
-/// Puts a claimed row back for another attempt at `next_attempt_ms`.
-pub async fn reschedule(
-    database: &Database,
+/// Puts a claimed row back for another attempt at `next_attempt_ms`, inside `transaction`.
+pub async fn reschedule_in(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
     owner: &str,
     next_attempt_ms: i64,
@@ -386,25 +404,28 @@ pub async fn reschedule(
     .bind(last_error.to_string())
     .bind(id.to_string())
     .bind(owner.to_string())
-    .execute(database.pool())
+    .execute(&mut **transaction)
     .await?;
     Ok(())
 }
 
-/// Stores the phone found for a notification (and its conversation) before the first send.
-pub async fn set_phone(database: &Database, id: &str, phone: &str) -> Result<(), sqlx::Error> {
-    let mut transaction = database.pool().begin().await?;
+/// Stores the phone found for a notification (and its conversation), inside `transaction`.
+pub async fn set_phone_in(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    phone: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE notifications SET recipient_phone = $2 WHERE id = $1")
         .bind(id.to_string())
         .bind(phone.to_string())
-        .execute(&mut *transaction)
+        .execute(&mut **transaction)
         .await?;
     sqlx::query("UPDATE conversations SET phone = $2 WHERE notification_id = $1")
         .bind(id.to_string())
         .bind(phone.to_string())
-        .execute(&mut *transaction)
+        .execute(&mut **transaction)
         .await?;
-    transaction.commit().await
+    Ok(())
 }
 
 /// Applies a provider's delivery report; `false` when no notification has that provider id.

@@ -157,13 +157,20 @@ impl DeliveryWorker {
             .collect()
             .await;
         let mut report = PassReport::default();
+        // One transaction for the batch: one commit (one fsync on SQLite) per batch, not per SMS.
+        // If it fails nothing is recorded and the rows come back after their lease.
+        let mut transaction = self.database.pool().begin().await?;
         for (notification, attempt) in attempts {
-            match self.record(&notification, attempt).await? {
+            match self
+                .record(&mut transaction, &notification, attempt)
+                .await?
+            {
                 Outcome::Sent => report.sent += 1,
                 Outcome::Retried => report.retried += 1,
                 Outcome::Failed => report.failed += 1,
             }
         }
+        transaction.commit().await?;
         Ok(report)
     }
 
@@ -222,18 +229,19 @@ impl DeliveryWorker {
     /// Writes what an attempt did.
     async fn record(
         &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
         notification: &NotificationRow,
         attempt: Attempt,
     ) -> Result<Outcome, sqlx::Error> {
         if let Some(phone) = &attempt.looked_up_phone {
             // Kept for the next attempt and for replies to the conversation, if any.
-            store::set_phone(&self.database, &notification.id, phone).await?;
+            store::set_phone_in(transaction, &notification.id, phone).await?;
         }
         match attempt.result {
             Ok((phone, provider_message_id)) => {
                 let now_ms = self.clock.now_millis();
-                if store::mark_sent(
-                    &self.database,
+                if store::mark_sent_in(
+                    transaction,
                     &notification.id,
                     &self.owner,
                     &phone,
@@ -248,7 +256,7 @@ impl DeliveryWorker {
                 }
                 Ok(Outcome::Sent)
             }
-            Err(error) => self.after_failure(notification, error).await,
+            Err(error) => self.after_failure(transaction, notification, error).await,
         }
     }
 
@@ -280,6 +288,7 @@ impl DeliveryWorker {
 
     async fn after_failure(
         &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
         notification: &NotificationRow,
         error: ProviderError,
     ) -> Result<Outcome, sqlx::Error> {
@@ -299,14 +308,8 @@ impl DeliveryWorker {
         match final_reason {
             Some(reason) => {
                 tracing::warn!(notification = %notification.id, attempts = notification.attempts, reason = %reason, "sms failed");
-                store::mark_failed(
-                    &self.database,
-                    &notification.id,
-                    &self.owner,
-                    &reason,
-                    now_ms,
-                )
-                .await?;
+                store::mark_failed_in(transaction, &notification.id, &self.owner, &reason, now_ms)
+                    .await?;
                 Ok(Outcome::Failed)
             }
             None => {
@@ -314,8 +317,8 @@ impl DeliveryWorker {
                 let next_ms =
                     now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 tracing::info!(notification = %notification.id, attempts = notification.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "sms attempt failed, will retry");
-                store::reschedule(
-                    &self.database,
+                store::reschedule_in(
+                    transaction,
                     &notification.id,
                     &self.owner,
                     next_ms,
