@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use shlyuz_gateway::GatewayConfig;
 use shlyuz_kit::config::{ConfigError, ShutdownConfig, TargetConfig, TlsConfig};
 use shlyuz_kit::telemetry::TelemetryConfig;
+use shlyuz_notify::config::NotifyConfig;
 
 use crate::targets::Target;
 
@@ -28,7 +29,7 @@ pub struct ShlyuzConfig {
     /// The registry service.
     pub registry: shlyuz_registry::config::RegistryConfig,
     /// The notify service.
-    pub notify: TargetConfig,
+    pub notify: NotifyConfig,
     /// The intake service.
     pub intake: shlyuz_intake::config::IntakeConfig,
     /// The housing service.
@@ -45,7 +46,7 @@ impl Default for ShlyuzConfig {
             health: HealthConfig::default(),
             gateway: GatewayConfig::default(),
             registry: shlyuz_registry::config::RegistryConfig::default(),
-            notify: TargetConfig::on_port(50053),
+            notify: NotifyConfig::on_port(50053),
             intake: shlyuz_intake::config::IntakeConfig::default(),
             housing: TargetConfig::on_port(50055),
         }
@@ -75,9 +76,24 @@ impl ShlyuzConfig {
         match target {
             Target::Gateway => self.gateway.target(),
             Target::Registry => self.registry.target(),
-            Target::Notify => self.notify.clone(),
+            Target::Notify => self.notify.target(),
             Target::Intake => self.intake.target(),
             Target::Housing => self.housing.clone(),
+        }
+    }
+
+    /// Points every service's outbound calls at `gateway` where no address is configured
+    /// (`shlyuz up`, once the gateway's port is bound).
+    pub fn fill_gateway_address(&mut self, gateway: &str) {
+        for address in [
+            &mut self.registry.gateway_address,
+            &mut self.notify.gateway_address,
+            &mut self.intake.gateway_address,
+            &mut self.housing.gateway_address,
+        ] {
+            if address.is_empty() {
+                *address = gateway.to_string();
+            }
         }
     }
 
@@ -87,7 +103,10 @@ impl ShlyuzConfig {
         if let Err(error) = self.gateway.validate() {
             problems.extend(error.problems);
         }
-        if let Err(error) = self.intake.validate() {
+        for error in [self.intake.validate().err(), self.notify.validate().err()]
+            .into_iter()
+            .flatten()
+        {
             problems.extend(error.problems);
         }
         for target in Target::ALL {

@@ -189,15 +189,31 @@ pub async fn build_service(
             routes: intake_routes(config, prepared, &targets)?,
             gateway: None,
         }),
-        Target::Notify | Target::Housing => Ok(TargetService {
+        Target::Notify => {
+            let gateway = gateway_client(&config.target(Target::Notify), prepared)?;
+            let runtime = shlyuz_notify::start(shlyuz_notify::NotifyParts {
+                database: prepared.database.clone(),
+                clock: shlyuz_kit::clock::system_clock(),
+                gateway,
+                settings: config.notify.sms.clone(),
+                data_dir: config.data_dir.clone(),
+                shutdown,
+            })
+            .await?;
+            Ok(TargetService {
+                routes: runtime.routes,
+                gateway: None,
+            })
+        }
+        Target::Housing => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),
     }
 }
 
-/// Intake's routes, calling the registry through the gateway when its address is known (`up`
-/// resolves it; `serve` gets it when the gateway address key lands with notify).
+/// Intake's routes, calling the registry through the gateway at `intake.gateway_address` (which
+/// `up` fills with the address it bound).
 fn intake_routes(
     config: &ShlyuzConfig,
     prepared: &PreparedTarget,
@@ -205,7 +221,13 @@ fn intake_routes(
 ) -> anyhow::Result<tonic::service::Routes> {
     let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
         .context("intake: message-signing key (tls.signing_key)")?;
-    let gateway = match targets.resolve(Target::Gateway.name()) {
+    let configured = config.target(Target::Intake).gateway_address;
+    let address = if configured.is_empty() {
+        targets.resolve(Target::Gateway.name()).map(str::to_string)
+    } else {
+        Some(configured)
+    };
+    let gateway = match address {
         Some(address) => Some(
             shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
                 address: address.to_string(),
@@ -223,6 +245,31 @@ fn intake_routes(
         gateway,
         Arc::new(signing_key),
     ))
+}
+
+/// The outbound side of a service target: a lazy channel to the configured gateway with the
+/// target's certificate, signing as the target's participant; `None` without a gateway address.
+pub fn gateway_client(
+    section: &shlyuz_kit::config::TargetConfig,
+    prepared: &PreparedTarget,
+) -> anyhow::Result<Option<shlyuz_kit::gateway_client::GatewayClient>> {
+    if section.gateway_address.is_empty() {
+        return Ok(None);
+    }
+    let name = prepared.target.name();
+    let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
+        .with_context(|| format!("{name}: message-signing key (tls.signing_key)"))?;
+    let client = shlyuz_kit::gateway_client::GatewayClient::connect_lazy(
+        &shlyuz_kit::gateway_client::GatewayClientSettings {
+            address: section.gateway_address.clone(),
+            server_name: section.gateway_server_name.clone(),
+            tls: prepared.identity.tls.clone(),
+            connect_timeout: Duration::from_secs(2),
+        },
+        name,
+        Arc::new(signing_key),
+    )?;
+    Ok(Some(client))
 }
 
 /// The gateway's consent check: the registry's ConsentService where the registry target runs

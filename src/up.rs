@@ -76,7 +76,7 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let config = ShlyuzConfig {
+    let mut config = ShlyuzConfig {
         data_dir: data_dir.clone(),
         ..config
     };
@@ -133,6 +133,9 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
             prepared.target.name().to_string(),
             prepared.server.local_addr()?,
         );
+    }
+    if let Some(gateway_address) = addresses.get(Target::Gateway.name()) {
+        config.fill_gateway_address(&gateway_address.to_string());
     }
     let resolver = TargetResolver::new(
         addresses

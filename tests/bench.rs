@@ -43,3 +43,32 @@ fn gateway_bench_runs_every_scenario_without_failures() {
     }
     assert!(stdout.contains("gateway resident memory"), "{stdout}");
 }
+
+/// `shlyuz bench notify` keeps working: a small run accepts and sends every notification.
+#[test]
+fn notify_bench_accepts_and_sends_everything() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shlyuz"))
+        .args([
+            "bench",
+            "notify",
+            "--notifications",
+            "200",
+            "--concurrency",
+            "8",
+            "--workers",
+            "2",
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("SHLYUZ_CONFIG")
+        .output()
+        .expect("run shlyuz bench notify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("accepted       200 of     200"), "{stdout}");
+    assert!(stdout.contains("sent           200 of     200"), "{stdout}");
+}

@@ -3,7 +3,6 @@
 //! personal file from the registry and checks EDS against the registry's CA, both through the
 //! gateway with its own signed envelope.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,10 +139,13 @@ impl Stack {
         let gateway = Gateway::start(GatewayParts {
             database: gateway_database.database().clone(),
             directory_file,
-            targets: TargetResolver::new(HashMap::from([
-                ("registry".to_string(), registry_address.to_string()),
-                ("intake".to_string(), intake_address.to_string()),
-            ])),
+            targets: TargetResolver::partial(
+                &[
+                    ("registry", registry_address.to_string()),
+                    ("intake", intake_address.to_string()),
+                ],
+                "127.0.0.1:9",
+            ),
             signing_key: Arc::new(signing_key(&pki, "gateway")),
             consent: Arc::new(InMemoryConsents::default()),
             upstream_tls: Some(tls_files(&pki, "gateway")),

@@ -1,7 +1,6 @@
 //! The registry target behind a real gateway with mutual TLS and the shipped default directory:
 //! participants call the registry services with signed envelopes, as intake and housing will.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,11 +99,11 @@ impl Stack {
         let gateway = Gateway::start(GatewayParts {
             database: gateway_database.database().clone(),
             directory_file,
-            // The default directory also routes intake, which these tests do not run or call.
-            targets: TargetResolver::new(HashMap::from([
-                ("registry".to_string(), registry_address.to_string()),
-                ("intake".to_string(), "127.0.0.1:9".to_string()),
-            ])),
+            // The default directory routes every service; only the registry runs here.
+            targets: TargetResolver::partial(
+                &[("registry", registry_address.to_string())],
+                "127.0.0.1:9",
+            ),
             signing_key: Arc::new(signing_key),
             consent: Arc::new(InMemoryConsents::default()),
             upstream_tls: Some(pki.tls_files("gateway").expect("participant files")),

@@ -295,3 +295,93 @@ fn bad_environment_value_is_named() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("intake.database_url"), "{stderr}");
 }
+
+/// `shlyuz up` wires notify to the gateway: a notice naming only an IIN reaches the phone the
+/// registry's synthetic population holds for that person, and the SMS lands in `notify-sms.log`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_finds_the_phone_through_the_gateway_and_logs_the_sms() {
+    use shlyuz_proto::notify::v1 as pb;
+    use sqlx::Row;
+
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up(data_dir.path());
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+
+    // A person of the generated population with a phone, read as an operator would.
+    let registry = shlyuz_kit::db::Database::connect(
+        &shlyuz_kit::db::default_sqlite_url(data_dir.path(), "registry"),
+        1,
+    )
+    .await
+    .expect("registry database");
+    let row = sqlx::query("SELECT iin, phone_number FROM phones ORDER BY iin LIMIT 1")
+        .fetch_one(registry.pool())
+        .await
+        .expect("a person with a phone");
+    let iin: String = row.try_get("iin").expect("iin");
+    let phone: String = row.try_get("phone_number").expect("phone");
+    registry.close().await;
+
+    let channel = connect(&client_settings(&endpoints, &endpoints.gateway, "housing"))
+        .await
+        .expect("connect to gateway");
+    let key =
+        shlyuz_kit::pki::SigningKey::from_pem_file(&endpoints.participants["housing"].signing_key)
+            .expect("housing signing key");
+    let envelope = shlyuz_kit::envelope::EnvelopeBuilder {
+        purpose: "CITIZEN_NOTIFICATION".to_string(),
+        subject_iin: iin.clone(),
+        ..Default::default()
+    };
+    let mut client = pb::notification_service_client::NotificationServiceClient::new(channel);
+    let sent = client
+        .send_notification(
+            envelope.signed_request(
+                &key,
+                "/shlyuz.notify.v1.NotificationService/SendNotification",
+                pb::SendNotificationRequest {
+                    recipient_iin: iin.clone(),
+                    channels: vec![pb::Channel::Sms as i32],
+                    template_id: "jauynger.status.accepted".to_string(),
+                    parameters: [("application_number".to_string(), "J-UP-1".to_string())]
+                        .into_iter()
+                        .collect(),
+                    language: pb::Language::Kk as i32,
+                    idempotency_key: "up-test-1".to_string(),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("send notification")
+        .into_inner()
+        .notification
+        .expect("notification");
+
+    let log = data_dir.path().join("notify-sms.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(&sent.id)) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SMS for {} in {}",
+            sent.id,
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let logged: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(logged["to"], phone.as_str());
+    assert!(
+        logged["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"Жұмысқа алынды\""),
+        "{line}"
+    );
+    let status = terminate(&mut running);
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

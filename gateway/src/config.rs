@@ -93,6 +93,8 @@ impl GatewayConfig {
             database_url: self.database_url.clone(),
             database_max_connections: self.database_max_connections,
             max_connection_age_secs: self.max_connection_age_secs,
+            // The gateway makes no calls through a gateway.
+            ..TargetConfig::default()
         }
     }
 

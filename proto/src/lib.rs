@@ -36,3 +36,11 @@ pub mod intake {
         tonic::include_proto!("shlyuz.intake.v1");
     }
 }
+
+/// Notifications: SMS and personal-cabinet notices, OTP, inbound SMS replies.
+pub mod notify {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.notify.v1");
+    }
+}

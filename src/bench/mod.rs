@@ -5,6 +5,7 @@
 pub mod async_channel;
 pub mod gateway;
 pub mod load;
+pub mod notify;
 pub mod registry;
 pub mod stats;
 
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     Async(async_channel::AsyncBenchArgs),
     /// Registry look-ups per second, direct and through the gateway, on SQLite and PostgreSQL.
     Registry(RegistryBenchArgs),
+    /// Notify: notifications accepted per second and sent per second (log provider).
+    Notify(notify::NotifyBenchArgs),
 }
 
 /// Options of `shlyuz bench registry`.
@@ -49,6 +52,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         })
         .await
         .map(|_| ()),
+        BenchCommand::Notify(args) => notify::run(args).await,
     }
 }
 

@@ -2,7 +2,6 @@
 //! called directly over mTLS and through the gateway (signed envelope, access rule, message log),
 //! on SQLite and, when a PostgreSQL URL is given, on PostgreSQL.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,10 +165,10 @@ async fn run_backend(
         database: gateway_database.clone(),
         directory_file,
         // The default directory also routes intake, which this bench does not run or call.
-        targets: TargetResolver::new(HashMap::from([
-            ("registry".to_string(), registry_address.to_string()),
-            ("intake".to_string(), "127.0.0.1:9".to_string()),
-        ])),
+        targets: TargetResolver::partial(
+            &[("registry", registry_address.to_string())],
+            "127.0.0.1:9",
+        ),
         signing_key: Arc::new(gateway_key),
         consent: Arc::new(InMemoryConsents::default()),
         upstream_tls: Some(crate::process::tls_files(pki, "gateway")?),

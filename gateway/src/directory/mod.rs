@@ -24,7 +24,7 @@ use anyhow::Context;
 
 pub use model::{
     AccessRule, AllowedMethod, BreakerSettings, Directory, LOCAL_UPSTREAM, Participant, Purpose,
-    Quota, RetrySettings, Route, Settings, TargetResolver, WILDCARD_METHOD,
+    Quota, RetrySettings, Route, Settings, TARGET_NAMES, TargetResolver, WILDCARD_METHOD,
 };
 pub use reload::{DirectoryHandle, spawn_reloader};
 pub use service::{DirectoryApi, directory_server};

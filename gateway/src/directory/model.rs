@@ -180,6 +180,9 @@ pub struct AllowedMethod {
     pub consent_required: bool,
 }
 
+/// The Shlyuz service targets a directory may route to as `target:<name>`.
+pub const TARGET_NAMES: [&str; 4] = ["registry", "notify", "intake", "housing"];
+
 /// Resolves `target:<name>` upstreams to `host:port` (the addresses `shlyuz up` bound).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetResolver {
@@ -195,6 +198,20 @@ impl TargetResolver {
     /// A resolver that knows no targets: every `target:` upstream is an error.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// For a gateway run beside only some services (tests, benchmarks): `known` targets resolve
+    /// to their addresses, every other Shlyuz target to `elsewhere`, so a directory that routes
+    /// all of them loads while only the running ones are called.
+    pub fn partial(known: &[(&str, String)], elsewhere: &str) -> Self {
+        let mut targets: HashMap<String, String> = TARGET_NAMES
+            .iter()
+            .map(|name| (name.to_string(), elsewhere.to_string()))
+            .collect();
+        for (name, address) in known {
+            targets.insert(name.to_string(), address.clone());
+        }
+        Self::new(targets)
     }
 
     /// The address of `target`.

@@ -18,6 +18,10 @@ pub struct IntakeConfig {
     pub database_max_connections: u32,
     /// Maximum age of a client connection in seconds (0: unlimited).
     pub max_connection_age_secs: u64,
+    /// `host:port` of the gateway this service calls others through (`shlyuz up` fills it).
+    pub gateway_address: String,
+    /// The name the gateway's certificate carries.
+    pub gateway_server_name: String,
     /// Participants whose `x-shlyuz-user-role` intake trusts (the portal for candidates, the
     /// officials' workstation); every other caller is refused.
     pub role_asserting_participants: Vec<String>,
@@ -33,6 +37,8 @@ impl Default for IntakeConfig {
             database_url: target.database_url,
             database_max_connections: target.database_max_connections,
             max_connection_age_secs: target.max_connection_age_secs,
+            gateway_address: target.gateway_address,
+            gateway_server_name: target.gateway_server_name,
             role_asserting_participants: vec!["jauynger-portal".to_string(), "sdu".to_string()],
             executors: Vec::new(),
         }
@@ -47,6 +53,8 @@ impl IntakeConfig {
             database_url: self.database_url.clone(),
             database_max_connections: self.database_max_connections,
             max_connection_age_secs: self.max_connection_age_secs,
+            gateway_address: self.gateway_address.clone(),
+            gateway_server_name: self.gateway_server_name.clone(),
         }
     }
 

@@ -305,6 +305,11 @@ pub struct TargetConfig {
     /// Maximum age of a client connection in seconds (0: unlimited), so HTTP/2 connections
     /// rebalance across replicas.
     pub max_connection_age_secs: u64,
+    /// `host:port` of the gateway this service calls others through; empty: no outbound calls
+    /// (`shlyuz up` fills it with the gateway's bound address).
+    pub gateway_address: String,
+    /// The name the gateway's certificate carries.
+    pub gateway_server_name: String,
 }
 
 impl Default for TargetConfig {
@@ -321,6 +326,8 @@ impl TargetConfig {
             database_url: String::new(),
             database_max_connections: 8,
             max_connection_age_secs: 0,
+            gateway_address: String::new(),
+            gateway_server_name: crate::gateway_client::DEFAULT_GATEWAY_SERVER_NAME.to_string(),
         }
     }
 
@@ -335,6 +342,12 @@ impl TargetConfig {
             return Err(ConfigError::key(
                 &format!("{section}.database_max_connections"),
                 "must be at least 1",
+            ));
+        }
+        if !self.gateway_address.is_empty() && !self.gateway_address.contains(':') {
+            return Err(ConfigError::key(
+                &format!("{section}.gateway_address"),
+                format!("{:?} is not host:port", self.gateway_address),
             ));
         }
         Ok(())

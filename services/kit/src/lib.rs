@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod envelope;
 pub mod error;
+pub mod gateway_client;
 pub mod iin;
 pub mod paging;
 pub mod pki;

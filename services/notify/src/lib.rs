@@ -1,12 +1,222 @@
 //! Shlyuz notify service: SMS and personal-cabinet notices in Kazakh and Russian, OTP, inbound SMS replies.
 
-use shlyuz_kit::db::Migrations;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_kit::clock::SharedClock;
+use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
+use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_proto::notify::v1::inbound_sms_service_server::InboundSmsServiceServer;
+use shlyuz_proto::notify::v1::notification_service_server::NotificationServiceServer;
+use shlyuz_proto::notify::v1::otp_service_server::OtpServiceServer;
+
+pub mod config;
+pub mod grpc;
+pub mod inbound;
+pub mod notifier;
+pub mod otp;
+pub mod phone;
+pub mod provider;
+pub mod sms;
+pub mod store;
+pub mod templates;
+pub mod webhook;
+pub mod worker;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "notify";
 
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "notifications, outbox, inbox, conversations, replies, otps",
+    sql: include_str!("../migrations/sqlite/0001_notify.sql"),
+}];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "notifications, outbox, inbox, conversations, replies, otps",
+    sql: include_str!("../migrations/postgres/0001_notify.sql"),
+}];
+
 /// Database migrations of the notify target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// Which SMS provider sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Record each SMS and write it to `log_file` (the embedded default).
+    #[default]
+    Log,
+    /// POST to an HTTP SMS gateway.
+    Http,
+}
+
+/// Settings of the notify target.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// The SMS provider.
+    pub provider: ProviderKind,
+    /// Where the log provider writes: a path, `-` for stdout; empty means `<data dir>/notify-sms.log`.
+    pub log_file: String,
+    /// The HTTP provider.
+    pub http: provider::HttpProviderSettings,
+    /// Retries of the delivery worker.
+    pub delivery: worker::DeliverySettings,
+    /// OTP limits.
+    pub otp: otp::OtpSettings,
+    /// Address of the provider webhook (delivery reports, inbound SMS); empty: no webhook.
+    pub webhook_listen: String,
+    /// Bearer token the provider must send to the webhook; empty: none required.
+    pub webhook_token: String,
+}
+
+/// What the notify target needs to start.
+pub struct NotifyParts {
+    /// Its database, migrated.
+    pub database: Database,
+    /// Its clock.
+    pub clock: SharedClock,
+    /// Its outbound side; `None` means no phone look-ups and replies wait until one is configured.
+    pub gateway: Option<GatewayClient>,
+    /// Settings.
+    pub settings: NotifySettings,
+    /// Data directory (for the default SMS log).
+    pub data_dir: std::path::PathBuf,
+    /// Stops the workers and the webhook.
+    pub shutdown: ShutdownSignal,
+}
+
+/// A running notify target: its routes, and its webhook address when it has one.
+pub struct NotifyRuntime {
+    /// gRPC routes: NotificationService, OtpService, InboundSmsService.
+    pub routes: tonic::service::Routes,
+    /// Where the provider webhook listens.
+    pub webhook_address: Option<SocketAddr>,
+}
+
+/// The provider the settings name.
+pub fn build_provider(
+    settings: &NotifySettings,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn provider::SmsProvider>> {
+    Ok(match settings.provider {
+        ProviderKind::Log => {
+            let sink = match settings.log_file.as_str() {
+                "" => provider::LogSink::File(data_dir.join("notify-sms.log")),
+                "-" => provider::LogSink::Stdout,
+                path => provider::LogSink::File(path.into()),
+            };
+            Arc::new(provider::LogProvider::new(sink, false))
+        }
+        ProviderKind::Http => Arc::new(provider::HttpProvider::new(settings.http.clone())?),
+    })
+}
+
+/// A forwarder for a notify without a gateway: replies wait in the database.
+struct NoGatewayForwarder;
+
+impl inbound::ReplyForwarder for NoGatewayForwarder {
+    fn forward<'a>(
+        &'a self,
+        _participant: &'a str,
+        _message_id: &'a str,
+        _correlation_id: &'a str,
+        _reply: &'a shlyuz_proto::notify::v1::SmsReply,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("no gateway address configured".to_string()) })
+    }
+}
+
+/// Starts the delivery worker, the reply relay and the webhook, and returns the gRPC routes.
+pub async fn start(parts: NotifyParts) -> anyhow::Result<NotifyRuntime> {
+    let provider = build_provider(&parts.settings, &parts.data_dir)?;
+    start_with_provider(parts, provider).await
+}
+
+/// [`start`] with a given provider (tests and benchmarks).
+pub async fn start_with_provider(
+    parts: NotifyParts,
+    provider: Arc<dyn provider::SmsProvider>,
+) -> anyhow::Result<NotifyRuntime> {
+    let templates = Arc::new(templates::TemplateCatalog::embedded()?);
+    let notifier = notifier::Notifier::new(parts.database.clone(), templates, parts.clock.clone());
+    let (phones, forwarder): (
+        Arc<dyn phone::PhoneDirectory>,
+        Arc<dyn inbound::ReplyForwarder>,
+    ) = match &parts.gateway {
+        Some(gateway) => (
+            Arc::new(phone::GatewayPhoneDirectory::new(gateway.clone())),
+            Arc::new(inbound::GatewayReplyForwarder::new(gateway.clone())),
+        ),
+        None => (
+            Arc::new(phone::NoPhoneDirectory),
+            Arc::new(NoGatewayForwarder),
+        ),
+    };
+    let worker = worker::DeliveryWorker::new(
+        parts.database.clone(),
+        provider,
+        phones,
+        parts.clock.clone(),
+        parts.settings.delivery.clone(),
+    );
+    tokio::spawn(worker.run(parts.shutdown.clone()));
+    let relay = inbound::ReplyRelay::new(
+        parts.database.clone(),
+        forwarder,
+        parts.clock.clone(),
+        Duration::from_millis(parts.settings.delivery.poll_interval_ms),
+    );
+    tokio::spawn(relay.run(parts.shutdown.clone()));
+    let inbound = inbound::InboundSms::new(notifier.clone());
+    let webhook_address = if parts.settings.webhook_listen.is_empty() {
+        None
+    } else {
+        let address: SocketAddr = parts.settings.webhook_listen.parse().map_err(|error| {
+            anyhow::anyhow!(
+                "notify.webhook_listen {:?}: {error}",
+                parts.settings.webhook_listen
+            )
+        })?;
+        let server = webhook::WebhookServer::bind(
+            address,
+            webhook::router(
+                notifier.clone(),
+                inbound.clone(),
+                parts.settings.webhook_token.clone(),
+            ),
+        )
+        .await?;
+        let bound = server.local_addr()?;
+        let shutdown = parts.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = server.serve(shutdown).await {
+                tracing::error!(error = %error, "notify webhook stopped");
+            }
+        });
+        Some(bound)
+    };
+    let otp = otp::OtpIssuer::new(notifier.clone(), parts.settings.otp.clone());
+    let mut builder = tonic::service::RoutesBuilder::default();
+    builder
+        .add_service(NotificationServiceServer::new(grpc::NotificationGrpc::new(
+            notifier,
+        )))
+        .add_service(OtpServiceServer::new(grpc::OtpGrpc::new(otp)))
+        .add_service(InboundSmsServiceServer::new(grpc::InboundGrpc::new(
+            inbound,
+        )));
+    let routes = builder.routes();
+    Ok(NotifyRuntime {
+        routes,
+        webhook_address,
+    })
+}

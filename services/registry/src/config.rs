@@ -26,6 +26,10 @@ pub struct RegistryConfig {
     pub database_max_connections: u32,
     /// Maximum age of a client connection in seconds (0: unlimited).
     pub max_connection_age_secs: u64,
+    /// `host:port` of the gateway this service calls others through (`shlyuz up` fills it).
+    pub gateway_address: String,
+    /// The name the gateway's certificate carries.
+    pub gateway_server_name: String,
     /// TOML file of external registries ([`UpstreamSettings`]); empty: every record comes from
     /// the embedded tables. Record kinds without an endpoint there still do.
     pub upstream_file: PathBuf,
@@ -39,6 +43,8 @@ impl Default for RegistryConfig {
             database_url: target.database_url,
             database_max_connections: target.database_max_connections,
             max_connection_age_secs: target.max_connection_age_secs,
+            gateway_address: target.gateway_address,
+            gateway_server_name: target.gateway_server_name,
             upstream_file: PathBuf::new(),
         }
     }
@@ -52,6 +58,8 @@ impl RegistryConfig {
             database_url: self.database_url.clone(),
             database_max_connections: self.database_max_connections,
             max_connection_age_secs: self.max_connection_age_secs,
+            gateway_address: self.gateway_address.clone(),
+            gateway_server_name: self.gateway_server_name.clone(),
         }
     }
 

@@ -1,0 +1,489 @@
+//! The notify target behind a real gateway with mutual TLS and the shipped default directory:
+//! housing sends an offer naming only the IIN, notify finds the phone in the registry through the
+//! gateway, the citizen's SMS reply reaches housing's async-channel inbox, and a stray reply is
+//! answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
+use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
+use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
+use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
+use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_notify::provider::{LogProvider, LogSink};
+use shlyuz_notify::worker::DeliverySettings;
+use shlyuz_notify::{NotifyParts, NotifySettings};
+use shlyuz_proto::gateway::v1 as gateway_pb;
+use shlyuz_proto::notify::v1 as pb;
+use shlyuz_registry::embedded::EmbeddedRegistry;
+use shlyuz_registry::fixtures::{self, rules};
+use tonic::transport::Channel;
+
+const PARTICIPANTS: [&str; 8] = [
+    "gateway",
+    "registry",
+    "notify",
+    "intake",
+    "housing",
+    "jauynger-portal",
+    "sdu",
+    "ops",
+];
+
+/// A valid IIN that no fixture or generated person has, so it has no phone.
+const UNKNOWN_IIN: &str = "850101399906";
+/// The phone the rules fixture gives [`rules::CLEAN_CANDIDATE`].
+const CANDIDATE_PHONE: &str = "+77015550010";
+
+struct Stack {
+    _data_dir: tempfile::TempDir,
+    pki: DevPki,
+    gateway_address: SocketAddr,
+    gateway: Gateway,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    databases: Vec<TestDatabase>,
+    sms: Arc<LogProvider>,
+}
+
+fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
+    let files = pki.participant(participant).expect("participant");
+    TlsFiles {
+        ca_cert: pki.ca_cert_path().to_path_buf(),
+        cert: files.tls_cert.clone(),
+        key: files.tls_key.clone(),
+    }
+}
+
+fn server_settings(name: &str, transport: Transport) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        transport,
+        readiness_grace: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+        max_connection_age: None,
+    }
+}
+
+fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
+    SigningKey::from_pem_file(
+        &pki.participant(participant)
+            .expect("participant")
+            .signing_key,
+    )
+    .expect("signing key")
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        shlyuz_kit::install_crypto_provider();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::ensure(&data_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        let metrics = MetricsRegistry::default();
+        let (trigger, signal) = shutdown_channel();
+
+        let registry_database = TestDatabase::sqlite().await;
+        let registry_db = registry_database.database().clone();
+        registry_db
+            .migrate(&shlyuz_registry::MIGRATIONS)
+            .await
+            .expect("registry migrations");
+        let registry = EmbeddedRegistry::new(registry_db.clone());
+        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
+        fixtures::load(&registry, &fixture)
+            .await
+            .expect("load fixture");
+        let registry_server = GrpcServer::bind(
+            server_settings(
+                "registry",
+                Transport::MutualTls(tls_files(&pki, "registry")),
+            ),
+            &metrics,
+        )
+        .await
+        .expect("bind registry");
+        let registry_address = registry_server.local_addr().expect("registry address");
+
+        let notify_database = TestDatabase::sqlite().await;
+        let notify_db = notify_database.database().clone();
+        notify_db
+            .migrate(&shlyuz_notify::MIGRATIONS)
+            .await
+            .expect("notify migrations");
+        let notify_server = GrpcServer::bind(
+            server_settings("notify", Transport::MutualTls(tls_files(&pki, "notify"))),
+            &metrics,
+        )
+        .await
+        .expect("bind notify");
+        let notify_address = notify_server.local_addr().expect("notify address");
+
+        let gateway_server = GrpcServer::bind(
+            server_settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
+            &metrics,
+        )
+        .await
+        .expect("bind gateway");
+        let gateway_address = gateway_server.local_addr().expect("gateway address");
+
+        let directory_file = data_dir.path().join("gateway-directory.toml");
+        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
+        let gateway_database = TestDatabase::sqlite().await;
+        gateway_database
+            .database()
+            .migrate(&shlyuz_gateway::MIGRATIONS)
+            .await
+            .expect("gateway migrations");
+        let gateway = Gateway::start(GatewayParts {
+            database: gateway_database.database().clone(),
+            directory_file,
+            targets: TargetResolver::partial(
+                &[
+                    ("registry", registry_address.to_string()),
+                    ("notify", notify_address.to_string()),
+                ],
+                "127.0.0.1:9",
+            ),
+            signing_key: Arc::new(signing_key(&pki, "gateway")),
+            consent: Arc::new(InMemoryConsents::default()),
+            upstream_tls: Some(tls_files(&pki, "gateway")),
+            metrics: metrics.clone(),
+            clock: shlyuz_kit::clock::system_clock(),
+            settings: GatewaySettings::default(),
+            shutdown: signal.clone(),
+        })
+        .await
+        .expect("start gateway");
+
+        // Notify calls the registry and housing only through the gateway, as `notify`.
+        let notify_gateway = GatewayClient::connect_lazy(
+            &GatewayClientSettings {
+                address: gateway_address.to_string(),
+                server_name: "gateway".to_string(),
+                tls: Some(tls_files(&pki, "notify")),
+                connect_timeout: Duration::from_secs(5),
+            },
+            shlyuz_notify::PARTICIPANT_ID,
+            Arc::new(signing_key(&pki, "notify")),
+        )
+        .expect("notify gateway client");
+        let sms = Arc::new(LogProvider::new(LogSink::Memory, true));
+        let runtime = shlyuz_notify::start_with_provider(
+            NotifyParts {
+                database: notify_db,
+                clock: shlyuz_kit::clock::system_clock(),
+                gateway: Some(notify_gateway),
+                settings: NotifySettings {
+                    delivery: DeliverySettings {
+                        poll_interval_ms: 20,
+                        ..DeliverySettings::default()
+                    },
+                    ..NotifySettings::default()
+                },
+                data_dir: data_dir.path().to_path_buf(),
+                shutdown: signal.clone(),
+            },
+            sms.clone(),
+        )
+        .await
+        .expect("start notify");
+
+        let tasks = vec![
+            tokio::spawn(
+                registry_server.serve(shlyuz_registry::routes(registry_db), signal.clone()),
+            ),
+            tokio::spawn(notify_server.serve(runtime.routes, signal.clone())),
+            tokio::spawn(gateway_server.serve(gateway.routes(), signal)),
+        ];
+        Stack {
+            _data_dir: data_dir,
+            pki,
+            gateway_address,
+            gateway,
+            trigger,
+            tasks,
+            databases: vec![registry_database, notify_database, gateway_database],
+            sms,
+        }
+    }
+
+    async fn channel(&self, participant: &str) -> Channel {
+        connect(&ClientSettings {
+            address: self.gateway_address.to_string(),
+            tls: Some(tls_files(&self.pki, participant)),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("connect to the gateway")
+    }
+
+    fn signed<M: prost::Message>(
+        &self,
+        participant: &str,
+        path: &str,
+        purpose: &str,
+        subject: &str,
+        message: M,
+    ) -> tonic::Request<M> {
+        let envelope = EnvelopeBuilder {
+            purpose: purpose.to_string(),
+            subject_iin: subject.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        envelope.signed_request(&signing_key(&self.pki, participant), path, message)
+    }
+
+    async fn notification(&self, id: &str, subject: &str) -> pb::Notification {
+        let mut client = pb::notification_service_client::NotificationServiceClient::new(
+            self.channel("housing").await,
+        );
+        client
+            .get_notification(self.signed(
+                "housing",
+                "/shlyuz.notify.v1.NotificationService/GetNotification",
+                "CITIZEN_NOTIFICATION",
+                subject,
+                pb::GetNotificationRequest { id: id.to_string() },
+            ))
+            .await
+            .expect("get notification")
+            .into_inner()
+            .notification
+            .expect("notification")
+    }
+
+    /// Polls until the notice leaves QUEUED (the worker runs every 20 ms).
+    async fn settled(&self, id: &str, subject: &str) -> pb::Notification {
+        for _ in 0..250 {
+            let notification = self.notification(id, subject).await;
+            if notification.state != pb::NotificationState::Queued as i32 {
+                return notification;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("notification {id} stayed queued");
+    }
+
+    async fn stop(mut self) {
+        self.trigger.trigger();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.gateway.shutdown().await;
+        for database in self.databases.drain(..) {
+            database.cleanup().await;
+        }
+    }
+}
+
+const SEND: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
+const RECEIVE_SMS: &str = "/shlyuz.notify.v1.InboundSmsService/ReceiveSms";
+
+fn offer(iin: &str, key: &str, correlation_id: &str) -> pb::SendNotificationRequest {
+    pb::SendNotificationRequest {
+        recipient_iin: iin.to_string(),
+        recipient_phone: String::new(),
+        channels: vec![pb::Channel::Sms as i32],
+        template_id: "housing.offer".to_string(),
+        parameters: [
+            ("full_name", "Қасымов Ерлан Серікұлы"),
+            ("address", "г. Астана, ул. Кенесары, 10, кв. 5"),
+            ("rooms", "2"),
+            ("area", "54,3"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect(),
+        language: pb::Language::Ru as i32,
+        idempotency_key: key.to_string(),
+        conversation: Some(pb::Conversation {
+            reply_participant: "housing".to_string(),
+            accepted_reply_codes: (6521..=6527).map(|code| code.to_string()).collect(),
+            expires_at_ms: shlyuz_kit::clock::system_clock().now_millis() + 48 * 3600 * 1000,
+            correlation_id: correlation_id.to_string(),
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
+    let stack = Stack::start().await;
+    let mut notifications = pb::notification_service_client::NotificationServiceClient::new(
+        stack.channel("housing").await,
+    );
+    let sent = notifications
+        .send_notification(stack.signed(
+            "housing",
+            SEND,
+            "CITIZEN_NOTIFICATION",
+            rules::CLEAN_CANDIDATE,
+            offer(rules::CLEAN_CANDIDATE, "offer-1", "offer-1"),
+        ))
+        .await
+        .expect("send offer")
+        .into_inner()
+        .notification
+        .expect("notification");
+    let settled = stack.settled(&sent.id, rules::CLEAN_CANDIDATE).await;
+    assert_eq!(
+        settled.state,
+        pb::NotificationState::Sent as i32,
+        "{settled:?}"
+    );
+    assert_eq!(settled.recipient_phone_masked, "+7******0010");
+    let sms = stack.sms.sent();
+    assert_eq!(sms.len(), 1);
+    assert_eq!(
+        sms[0].phone, CANDIDATE_PHONE,
+        "the phone came from the registry"
+    );
+    assert!(sms[0].text.contains("6521 – Согласен;"));
+
+    // Without a purpose the gateway refuses housing's call before notify sees it.
+    let refused = notifications
+        .send_notification(stack.signed(
+            "housing",
+            SEND,
+            "",
+            rules::CLEAN_CANDIDATE,
+            offer(rules::CLEAN_CANDIDATE, "offer-x", "offer-x"),
+        ))
+        .await
+        .expect_err("no purpose");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("x-shlyuz-purpose"),
+        "{refused:?}"
+    );
+
+    // The citizen answers; the operator's webhook replay goes through the gateway as `ops`.
+    let mut inbound =
+        pb::inbound_sms_service_client::InboundSmsServiceClient::new(stack.channel("ops").await);
+    let received = inbound
+        .receive_sms(stack.signed(
+            "ops",
+            RECEIVE_SMS,
+            "",
+            "",
+            pb::ReceiveSmsRequest {
+                from_phone: CANDIDATE_PHONE.to_string(),
+                text: "6521".to_string(),
+                provider_message_id: "op-1".to_string(),
+            },
+        ))
+        .await
+        .expect("receive sms")
+        .into_inner();
+    assert_eq!(received.outcome, pb::ReplyOutcome::Routed as i32);
+
+    // Housing finds the reply in its async-channel inbox.
+    let mut channel = gateway_pb::async_channel_service_client::AsyncChannelServiceClient::new(
+        stack.channel("housing").await,
+    );
+    let mut reply = None;
+    for _ in 0..250 {
+        let items = channel
+            .get_messages(stack.signed(
+                "housing",
+                "/shlyuz.gateway.v1.AsyncChannelService/GetMessages",
+                "",
+                "",
+                gateway_pb::GetMessagesRequest { page_size: 10 },
+            ))
+            .await
+            .expect("get messages")
+            .into_inner()
+            .items;
+        if let Some(item) = items
+            .into_iter()
+            .find(|item| item.payload_type == shlyuz_notify::inbound::SMS_REPLY_PAYLOAD_TYPE)
+        {
+            reply = Some(item);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let item = reply.expect("the reply reached housing");
+    let status = item.status.clone().unwrap_or_default();
+    assert_eq!(status.sender, "notify");
+    assert_eq!(status.correlation_id, "offer-1");
+    let reply = pb::SmsReply::decode(item.payload.as_slice()).expect("an SmsReply");
+    assert_eq!(reply.code, "6521");
+    assert_eq!(reply.correlation_id, "offer-1");
+    assert_eq!(reply.notification_id, sent.id);
+    assert_eq!(reply.recipient_iin, rules::CLEAN_CANDIDATE);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_phones_fail_and_stray_replies_are_answered() {
+    let stack = Stack::start().await;
+    let mut notifications = pb::notification_service_client::NotificationServiceClient::new(
+        stack.channel("housing").await,
+    );
+    let sent = notifications
+        .send_notification(stack.signed(
+            "housing",
+            SEND,
+            "CITIZEN_NOTIFICATION",
+            UNKNOWN_IIN,
+            offer(UNKNOWN_IIN, "offer-nobody", "offer-nobody"),
+        ))
+        .await
+        .expect("send offer")
+        .into_inner()
+        .notification
+        .expect("notification");
+    let settled = stack.settled(&sent.id, UNKNOWN_IIN).await;
+    assert_eq!(settled.state, pb::NotificationState::Failed as i32);
+    assert_eq!(
+        settled.failure_reason,
+        shlyuz_notify::worker::REASON_PHONE_NOT_FOUND
+    );
+
+    let mut inbound =
+        pb::inbound_sms_service_client::InboundSmsServiceClient::new(stack.channel("ops").await);
+    let received = inbound
+        .receive_sms(stack.signed(
+            "ops",
+            RECEIVE_SMS,
+            "",
+            "",
+            pb::ReceiveSmsRequest {
+                from_phone: "+77019990000".to_string(),
+                text: "6521".to_string(),
+                provider_message_id: String::new(),
+            },
+        ))
+        .await
+        .expect("receive sms")
+        .into_inner();
+    assert_eq!(
+        received.outcome,
+        pb::ReplyOutcome::AnsweredNoConversation as i32
+    );
+    assert!(!received.answer_notification_id.is_empty());
+    let mut sms = stack.sms.sent();
+    for _ in 0..250 {
+        if !sms.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sms = stack.sms.sent();
+    }
+    assert_eq!(sms.len(), 1, "the stray reply was answered");
+    assert_eq!(sms[0].phone, "+77019990000");
+    assert_eq!(sms[0].notification_id, received.answer_notification_id);
+    stack.stop().await;
+}
