@@ -28,3 +28,11 @@ pub mod registry {
         tonic::include_proto!("shlyuz.registry.v1");
     }
 }
+
+/// Service housing: the housing-need register, stock, automatic allocation, proactive review.
+pub mod housing {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.housing.v1");
+    }
+}

@@ -1,0 +1,1 @@
+//! Registry checks through the gateway.

@@ -1,0 +1,1 @@
+//! Proactive review (seed 002).
