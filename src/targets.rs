@@ -185,7 +185,33 @@ pub async fn build_service(
             routes: config.registry.routes(prepared.database.clone())?,
             gateway: None,
         }),
-        Target::Notify | Target::Intake | Target::Housing => Ok(TargetService {
+        Target::Housing => {
+            let housing = shlyuz_housing::Housing::new(
+                prepared.database.clone(),
+                shlyuz_kit::clock::system_clock(),
+                shlyuz_housing::norm::AreaNorm::default(),
+            )
+            .shared();
+            // Overdue offers expire and freed dwellings are offered again once a minute.
+            tokio::spawn(shlyuz_housing::grpc::run_allocation_loop(
+                housing.clone(),
+                Duration::from_secs(60),
+                shutdown,
+            ));
+            // The registry checks need the gateway channel that notify's wiring adds; until then
+            // StartReview answers REVIEW_NOT_CONFIGURED.
+            Ok(TargetService {
+                routes: shlyuz_housing::grpc::routes::<
+                    shlyuz_housing::gateway_checks::GatewayRegistryChecks,
+                >(
+                    housing,
+                    None,
+                    shlyuz_housing::review::ReviewSettings::default(),
+                ),
+                gateway: None,
+            })
+        }
+        Target::Notify | Target::Intake => Ok(TargetService {
             routes: tonic::service::RoutesBuilder::default().routes(),
             gateway: None,
         }),

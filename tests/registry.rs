@@ -120,10 +120,11 @@ impl Stack {
         let gateway = Gateway::start(GatewayParts {
             database: gateway_database.database().clone(),
             directory_file,
-            targets: TargetResolver::new(HashMap::from([(
-                "registry".to_string(),
-                registry_address.to_string(),
-            )])),
+            targets: TargetResolver::new(HashMap::from([
+                ("registry".to_string(), registry_address.to_string()),
+                // The default directory routes housing too; it does not run here.
+                ("housing".to_string(), "127.0.0.1:9".to_string()),
+            ])),
             signing_key: Arc::new(signing_key),
             consent: Arc::new(InMemoryConsents::default()),
             upstream_tls: Some(tls_files(&pki, "gateway")),

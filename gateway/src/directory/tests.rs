@@ -933,11 +933,12 @@ fn default_directory_loads_against_a_dev_pki() {
     let path = write_default_if_missing(data_dir.path()).unwrap();
     assert_eq!(path, data_dir.path().join("gateway-directory.toml"));
 
-    // The registry routes name `target:registry`, which `shlyuz up` resolves.
-    let targets = TargetResolver::new(HashMap::from([(
-        "registry".to_string(),
-        "127.0.0.1:50052".to_string(),
-    )]));
+    // The registry and housing routes name `target:registry` and `target:housing`, which
+    // `shlyuz up` resolves.
+    let targets = TargetResolver::new(HashMap::from([
+        ("registry".to_string(), "127.0.0.1:50052".to_string()),
+        ("housing".to_string(), "127.0.0.1:50055".to_string()),
+    ]));
     let directory = Directory::load(&path, &targets).unwrap();
     let mut expected_ids = DEFAULT_PARTICIPANTS.to_vec();
     expected_ids.sort_unstable();
@@ -972,12 +973,13 @@ fn default_directory_loads_against_a_dev_pki() {
             "OPERATIONS",
         ])
     );
-    // The gateway's own four services are local; eleven registry services go to the target.
+    // The gateway's own four services are local; eleven registry services and four housing
+    // services go to their targets.
     assert_eq!(
         directory.routes().filter(|route| route.is_local()).count(),
         4
     );
-    assert_eq!(directory.routes().count(), 15);
+    assert_eq!(directory.routes().count(), 19);
     let housing_review = directory
         .rule(
             "housing",

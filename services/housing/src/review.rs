@@ -139,10 +139,14 @@ impl Housing {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let persons_checked = i64::try_from(subjects.len()).unwrap_or(i64::MAX);
 
-        let mut outcomes =
-            futures::stream::iter(subjects.chunks(settings.persons_per_chunk.max(1)))
-                .map(|chunk| async move { (chunk.len(), review_chunk(checks, chunk).await) })
-                .buffer_unordered(settings.concurrency.max(1));
+        // Owned chunks: a stream over borrowed slices makes the future not provably `Send`.
+        let chunks: Vec<Vec<Subject>> = subjects
+            .chunks(settings.persons_per_chunk.max(1))
+            .map(<[Subject]>::to_vec)
+            .collect();
+        let mut outcomes = futures::stream::iter(chunks)
+            .map(|chunk| async move { (chunk.len(), review_chunk(checks, &chunk).await) })
+            .buffer_unordered(settings.concurrency.max(1));
         let mut persons_not_checked = 0_i64;
         let mut persons_removed = 0_i64;
         while let Some((chunk_len, outcome)) = outcomes.next().await {
