@@ -37,6 +37,20 @@ struct Candidate {
     taken: bool,
 }
 
+/// One locality's queue for a round, in queue order.
+#[derive(Default)]
+struct Queue {
+    candidates: Vec<Candidate>,
+    /// Index of the first candidate not yet served this round.
+    first: usize,
+}
+
+impl Queue {
+    fn push(&mut self, candidate: Candidate) {
+        self.candidates.push(candidate);
+    }
+}
+
 const OFFER_COLUMNS: &str =
     "id, dwelling_id, iin, phone, offered_at_ms, deadline_ms, status, reply_code, closed_at_ms";
 
@@ -75,7 +89,7 @@ impl Housing {
         .fetch_all(&mut *transaction)
         .await?;
 
-        let mut queues: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut queues: HashMap<String, Queue> = HashMap::new();
         for row in &candidate_rows {
             let locality: String = row.try_get("locality_kato")?;
             let norm_matching_only: i64 = row.try_get("norm_matching_only")?;
@@ -88,10 +102,15 @@ impl Housing {
                 taken: false,
             });
         }
-        let mut refused: HashSet<(String, String)> = HashSet::with_capacity(refused_rows.len());
+        // Who already refused (or let expire) which dwelling: they are not asked again.
+        let mut refused: HashMap<String, HashSet<String>> = HashMap::new();
         for row in &refused_rows {
-            refused.insert((row.try_get("dwelling_id")?, row.try_get("iin")?));
+            refused
+                .entry(row.try_get("dwelling_id")?)
+                .or_default()
+                .insert(row.try_get("iin")?);
         }
+        let no_refusals = HashSet::new();
 
         let mut offers_made = Vec::new();
         for dwelling in &dwellings {
@@ -102,7 +121,17 @@ impl Housing {
             let Some(queue) = queues.get_mut(&locality) else {
                 continue;
             };
-            let chosen = queue.iter_mut().find(|candidate| {
+            let refused_by = refused.get(&dwelling_id).unwrap_or(&no_refusals);
+            // Skip the head of the queue already served in this round.
+            while queue
+                .candidates
+                .get(queue.first)
+                .is_some_and(|candidate| candidate.taken)
+            {
+                queue.first += 1;
+            }
+            let start = queue.first.min(queue.candidates.len());
+            let chosen = queue.candidates[start..].iter_mut().find(|candidate| {
                 !candidate.taken
                     && self.norm.may_offer(
                         candidate.family_size,
@@ -110,7 +139,7 @@ impl Housing {
                         rooms,
                         area,
                     )
-                    && !refused.contains(&(dwelling_id.clone(), candidate.iin.clone()))
+                    && !refused_by.contains(&candidate.iin)
             });
             let Some(candidate) = chosen else {
                 continue;
