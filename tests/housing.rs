@@ -313,6 +313,124 @@ async fn review_through_the_gateway_removes_the_fixture_people_for_their_reasons
     stack.stop().await;
 }
 
+const SEND_MESSAGE: &str = "/shlyuz.gateway.v1.AsyncChannelService/SendMessage";
+
+/// notify puts `payload` of `payload_type` into housing's inbox through the async channel.
+async fn notify_sends(stack: &Stack, payload_type: &str, payload: Vec<u8>) {
+    let mut async_channel =
+        shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient::new(
+            gateway_channel(&stack.pki, stack.gateway_address, "notify").await,
+        );
+    let request = shlyuz_proto::gateway::v1::SendMessageRequest {
+        target: Some(
+            shlyuz_proto::gateway::v1::send_message_request::Target::Recipient(
+                "housing".to_string(),
+            ),
+        ),
+        payload,
+        payload_type: payload_type.to_string(),
+        expires_at_ms: 0,
+        reply_to: String::new(),
+    };
+    async_channel
+        .send_message(stack.signed("notify", SEND_MESSAGE, request))
+        .await
+        .expect("notify sends to housing's inbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_replies_from_notify_arrive_through_the_async_channel() {
+    let stack = Stack::start().await;
+    stack
+        .housing
+        .add_registrant(shlyuz_housing::register::NewRegistrant {
+            iin: rules::SERVICEMAN_CLEAN.to_string(),
+            full_name: "Тоқаев Ғалым Бауыржанұлы".to_string(),
+            phone: "+77015550101".to_string(),
+            reported_at_ms: 1_700_000_000_000,
+            locality_kato: ASTANA.to_string(),
+            family_size: 3,
+        })
+        .await
+        .expect("register");
+    let flat = stack
+        .housing
+        .add_dwelling(shlyuz_housing::register::NewDwelling {
+            address: "Астана, Тұран даңғылы, 37-12".to_string(),
+            locality_kato: ASTANA.to_string(),
+            rooms: 2,
+            total_area_m2: 52.0,
+        })
+        .await
+        .expect("dwelling");
+    let offer = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made
+        .remove(0);
+
+    let reply = pb::RecordReplyRequest {
+        offer_id: offer.id.clone(),
+        reply_code: 6521,
+        phone: "+77015550101".to_string(),
+        received_at: None,
+    };
+    use prost::Message as _;
+    notify_sends(
+        &stack,
+        shlyuz_housing::inbox::REPLY_PAYLOAD_TYPE,
+        reply.encode_to_vec(),
+    )
+    .await;
+    // The same reply delivered twice (notify retried) and an item housing cannot read.
+    notify_sends(
+        &stack,
+        shlyuz_housing::inbox::REPLY_PAYLOAD_TYPE,
+        reply.encode_to_vec(),
+    )
+    .await;
+    notify_sends(&stack, "shlyuz.notify.v1.Unknown", vec![1, 2, 3]).await;
+
+    let consumer = shlyuz_housing::inbox::InboxConsumer::new(
+        stack.housing.clone(),
+        gateway_channel(&stack.pki, stack.gateway_address, "housing").await,
+        Arc::new(signing_key(&stack.pki, "housing")),
+    );
+    let pass = consumer.pull_once().await.expect("pull");
+    assert_eq!(pass.recorded, 2);
+    assert_eq!(pass.unreadable, 1);
+    assert_eq!(pass.deferred, 0);
+    // Everything settled was acknowledged: the next pass finds nothing.
+    assert_eq!(
+        consumer.pull_once().await.expect("pull again"),
+        shlyuz_housing::inbox::InboxPass::default()
+    );
+
+    assert_eq!(
+        stack
+            .housing
+            .get_dwelling(&flat.id)
+            .await
+            .expect("dwelling")
+            .status(),
+        pb::DwellingStatus::Leased
+    );
+    let registrant = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_CLEAN)
+        .await
+        .expect("registrant");
+    assert_eq!(registrant.status(), pb::RegistrantStatus::Housed);
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_unreadable")
+        .fetch_one(stack.housing.database().pool())
+        .await
+        .expect("unreadable");
+    assert_eq!(kept, 1);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_allowed_participants_reach_the_housing_services() {
     let stack = Stack::start().await;

@@ -251,6 +251,20 @@ impl Housing {
         code: i64,
         phone: &str,
     ) -> Result<pb::Offer, ApiError> {
+        self.record_reply_received_at(offer_id, code, phone, None)
+            .await
+    }
+
+    /// [`Housing::record_reply`] for a reply the operator received at `received_at_ms` (a reply
+    /// sent within the window counts even when it is recorded after the deadline, as long as the
+    /// offer has not been closed meanwhile); `None` or a time in the future means now.
+    pub async fn record_reply_received_at(
+        &self,
+        offer_id: &str,
+        code: i64,
+        phone: &str,
+        received_at_ms: Option<i64>,
+    ) -> Result<pb::Offer, ApiError> {
         if uuid::Uuid::parse_str(offer_id).is_err() {
             return Err(ApiError::invalid_field("offer_id", "must be a UUID"));
         }
@@ -261,6 +275,7 @@ impl Housing {
             ));
         }
         let now = self.now_millis();
+        let answered_at = received_at_ms.map_or(now, |received| received.min(now));
         let mut transaction = self.database.pool().begin().await?;
         // A write first: it takes the offer's row lock (PostgreSQL) or the write lock (SQLite)
         // before the offer is read, so two replies to one offer are decided one after the other.
@@ -286,7 +301,7 @@ impl Housing {
         }
         let status = OfferStatus::from_proto(offer.status()).unwrap_or(OfferStatus::Open);
         match status {
-            OfferStatus::Open if now >= offer_deadline_ms(&offer) => {
+            OfferStatus::Open if answered_at >= offer_deadline_ms(&offer) => {
                 close_as_expired(
                     &mut transaction,
                     now,

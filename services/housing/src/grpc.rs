@@ -219,15 +219,7 @@ impl pb::housing_allocation_service_server::HousingAllocationService for Housing
         &self,
         request: Request<pb::RecordReplyRequest>,
     ) -> Result<Response<pb::RecordReplyResponse>, Status> {
-        let request = request.get_ref();
-        let offer = self
-            .housing
-            .record_reply(
-                &request.offer_id,
-                i64::from(request.reply_code),
-                &request.phone,
-            )
-            .await?;
+        let offer = crate::inbox::apply_reply(&self.housing, request.get_ref()).await?;
         Ok(Response::new(pb::RecordReplyResponse {
             offer: Some(offer),
         }))

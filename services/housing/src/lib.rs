@@ -8,6 +8,7 @@ use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
 pub mod allocation;
 pub mod gateway_checks;
 pub mod grpc;
+pub mod inbox;
 pub mod model;
 pub mod norm;
 pub mod outbox;
@@ -21,17 +22,31 @@ pub const PARTICIPANT_ID: &str = "housing";
 /// How long a recipient has to answer an offer (seed 003: 48 hours).
 pub const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
 
-static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "housing register, stock, offers, outbox, review",
-    sql: include_str!("../migrations/sqlite/0001_housing.sql"),
-}];
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "housing register, stock, offers, outbox, review",
+        sql: include_str!("../migrations/sqlite/0001_housing.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "unreadable inbox items",
+        sql: include_str!("../migrations/sqlite/0002_inbox_unreadable.sql"),
+    },
+];
 
-static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "housing register, stock, offers, outbox, review",
-    sql: include_str!("../migrations/postgres/0001_housing.sql"),
-}];
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "housing register, stock, offers, outbox, review",
+        sql: include_str!("../migrations/postgres/0001_housing.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "unreadable inbox items",
+        sql: include_str!("../migrations/postgres/0002_inbox_unreadable.sql"),
+    },
+];
 
 /// Database migrations of the housing target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -76,7 +91,7 @@ impl Housing {
         self.norm
     }
 
-    fn now_millis(&self) -> i64 {
+    pub(crate) fn now_millis(&self) -> i64 {
         self.clock.now_millis()
     }
 }

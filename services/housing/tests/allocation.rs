@@ -555,3 +555,36 @@ shlyuz_kit::storage_test!(lists_page_in_queue_order, |database: Database| async 
         .collect();
     assert_eq!(seen, expected);
 });
+
+shlyuz_kit::storage_test!(
+    a_reply_received_in_time_counts_when_recorded_late,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        register(&housing, 1, datetime!(2024-01-10 10:00 UTC), ASTANA, 1).await;
+        let flat = dwelling(&housing, ASTANA, 1, 30.0).await;
+        let offer = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made
+            .remove(0);
+
+        // The SMS reached notify 47 hours in; housing records it at 49 hours, before any round ran.
+        clock.advance(Duration::hours(49));
+        let received = millis(datetime!(2026-03-02 09:00 UTC) + Duration::hours(47));
+        let accepted = housing
+            .record_reply_received_at(&offer.id, 6521, &phone(1), Some(received))
+            .await
+            .expect("reply in time");
+        assert_eq!(accepted.status(), pb::OfferStatus::Accepted);
+        assert_eq!(
+            housing
+                .get_dwelling(&flat)
+                .await
+                .expect("dwelling")
+                .status(),
+            pb::DwellingStatus::Leased
+        );
+    }
+);
