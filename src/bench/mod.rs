@@ -4,6 +4,7 @@
 
 pub mod async_channel;
 pub mod gateway;
+pub mod housing;
 pub mod load;
 pub mod registry;
 pub mod stats;
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     Async(async_channel::AsyncBenchArgs),
     /// Registry look-ups per second, direct and through the gateway, on SQLite and PostgreSQL.
     Registry(RegistryBenchArgs),
+    /// One housing allocation round over a large register, on SQLite and PostgreSQL.
+    Housing(housing::HousingBenchArgs),
 }
 
 /// Options of `shlyuz bench registry`.
@@ -49,6 +52,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         })
         .await
         .map(|_| ()),
+        BenchCommand::Housing(args) => housing::run(args).await.map(|_| ()),
     }
 }
 

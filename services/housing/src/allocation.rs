@@ -16,7 +16,7 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::Housing;
 use crate::model::{OfferStatus, reply_code, timestamp_from_millis};
-use crate::outbox::{OutboxChannel, enqueue};
+use crate::outbox::OutboxChannel;
 use crate::texts::offer_sms;
 
 /// What one allocation round did.
@@ -35,6 +35,25 @@ struct Candidate {
     family_size: i64,
     norm_matching_only: bool,
     taken: bool,
+}
+
+/// An offer decided by a round, not yet written.
+struct PlannedOffer {
+    dwelling_id: String,
+    iin: String,
+    phone: String,
+    text: String,
+}
+
+/// Planned offers written per batch of statements (4 parameters a row, well under every limit).
+const WRITE_BATCH: usize = 500;
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|index| format!("${index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One locality's queue for a round, in queue order.
@@ -112,7 +131,7 @@ impl Housing {
         }
         let no_refusals = HashSet::new();
 
-        let mut offers_made = Vec::new();
+        let mut planned = Vec::new();
         for dwelling in &dwellings {
             let dwelling_id: String = dwelling.try_get("id")?;
             let locality: String = dwelling.try_get("locality_kato")?;
@@ -146,13 +165,16 @@ impl Housing {
             };
             candidate.taken = true;
             let address: String = dwelling.try_get("address")?;
-            let text = offer_sms(&candidate.full_name, &address, rooms, area);
-            if let Some(offer) = self
-                .make_offer(&mut transaction, now, &dwelling_id, candidate, &text)
-                .await?
-            {
-                offers_made.push(offer);
-            }
+            planned.push(PlannedOffer {
+                text: offer_sms(&candidate.full_name, &address, rooms, area),
+                dwelling_id,
+                iin: candidate.iin.clone(),
+                phone: candidate.phone.clone(),
+            });
+        }
+        let mut offers_made = Vec::with_capacity(planned.len());
+        for batch in planned.chunks(WRITE_BATCH) {
+            offers_made.extend(self.write_offers(&mut transaction, now, batch).await?);
         }
         transaction.commit().await?;
         if offers_expired > 0 || !offers_made.is_empty() {
@@ -168,73 +190,146 @@ impl Housing {
         })
     }
 
-    /// Writes one offer and its SMS; `None` when the dwelling or the person was taken meanwhile.
-    async fn make_offer(
+    /// Writes a batch of planned offers and their SMS outbox rows with a few multi-row statements.
+    /// The persons and dwellings are taken with conditional UPDATEs (`… AND has_open_offer = 0`,
+    /// `… AND status = 'FREE'`) whose RETURNING lists say what was really taken: a pair whose
+    /// person or dwelling changed since the round read them (a reply, a review) is dropped and
+    /// left for the next round.
+    async fn write_offers(
         &self,
         transaction: &mut Transaction<'static, Any>,
         now: i64,
-        dwelling_id: &str,
-        candidate: &Candidate,
-        text: &str,
-    ) -> Result<Option<pb::Offer>, ApiError> {
-        let dwelling_taken = sqlx::query(
-            "UPDATE dwellings SET status = 'OFFERED', updated_at_ms = $2 WHERE id = $1 AND status = 'FREE'",
-        )
-        .bind(dwelling_id)
-        .bind(now)
-        .execute(&mut **transaction)
-        .await?;
-        if dwelling_taken.rows_affected() != 1 {
-            return Ok(None);
+        batch: &[PlannedOffer],
+    ) -> Result<Vec<pb::Offer>, ApiError> {
+        let iins: Vec<&str> = batch.iter().map(|offer| offer.iin.as_str()).collect();
+        let statement = format!(
+            "UPDATE registrants SET has_open_offer = 1, updated_at_ms = $1
+             WHERE status = 'ACTIVE' AND has_open_offer = 0 AND iin IN ({}) RETURNING iin",
+            placeholders(2, iins.len())
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&statement).bind(now);
+        for iin in &iins {
+            query = query.bind(*iin);
         }
-        let person_taken = sqlx::query(
-            "UPDATE registrants SET has_open_offer = 1, updated_at_ms = $2
-             WHERE iin = $1 AND status = 'ACTIVE' AND has_open_offer = 0",
-        )
-        .bind(&candidate.iin)
-        .bind(now)
-        .execute(&mut **transaction)
-        .await?;
-        if person_taken.rows_affected() != 1 {
-            sqlx::query("UPDATE dwellings SET status = 'FREE' WHERE id = $1")
-                .bind(dwelling_id)
-                .execute(&mut **transaction)
-                .await?;
-            return Ok(None);
+        let persons_taken: HashSet<String> = query
+            .fetch_all(&mut **transaction)
+            .await?
+            .into_iter()
+            .collect();
+
+        let with_person: Vec<&PlannedOffer> = batch
+            .iter()
+            .filter(|offer| persons_taken.contains(&offer.iin))
+            .collect();
+        let dwellings_taken: HashSet<String> = if with_person.is_empty() {
+            HashSet::new()
+        } else {
+            let statement = format!(
+                "UPDATE dwellings SET status = 'OFFERED', updated_at_ms = $1
+                 WHERE status = 'FREE' AND id IN ({}) RETURNING id",
+                placeholders(2, with_person.len())
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&statement).bind(now);
+            for offer in &with_person {
+                query = query.bind(offer.dwelling_id.as_str());
+            }
+            query
+                .fetch_all(&mut **transaction)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let (ready, lost): (Vec<&PlannedOffer>, Vec<&PlannedOffer>) = with_person
+            .into_iter()
+            .partition(|offer| dwellings_taken.contains(&offer.dwelling_id));
+        if !lost.is_empty() {
+            // Their dwelling was taken meanwhile: the persons wait for the next round.
+            let statement = format!(
+                "UPDATE registrants SET has_open_offer = 0 WHERE iin IN ({})",
+                placeholders(1, lost.len())
+            );
+            let mut query = sqlx::query(&statement);
+            for offer in &lost {
+                query = query.bind(offer.iin.as_str());
+            }
+            query.execute(&mut **transaction).await?;
         }
-        let offer_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+
         let deadline = now.saturating_add(self.answer_window_ms);
-        sqlx::query(
-            "INSERT INTO offers (id, dwelling_id, iin, phone, offered_at_ms, deadline_ms, status, reply_code)
-             VALUES ($1, $2, $3, $4, $5, $6, 'OPEN', 0)",
-        )
-        .bind(&offer_id)
-        .bind(dwelling_id)
-        .bind(&candidate.iin)
-        .bind(&candidate.phone)
-        .bind(now)
-        .bind(deadline)
-        .execute(&mut **transaction)
-        .await?;
-        enqueue(
-            transaction,
-            now,
-            OutboxChannel::Sms,
-            &candidate.iin,
-            &candidate.phone,
-            text,
-        )
-        .await?;
-        Ok(Some(pb::Offer {
-            id: offer_id,
-            dwelling_id: dwelling_id.to_string(),
-            iin: candidate.iin.clone(),
-            offered_at: Some(timestamp_from_millis(now)),
-            deadline: Some(timestamp_from_millis(deadline)),
-            status: pb::OfferStatus::Open as i32,
-            reply_code: 0,
-            closed_at: None,
-        }))
+        let offer_ids: Vec<String> = ready
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
+            .collect();
+        let rows: Vec<String> = (0..ready.len())
+            .map(|row| {
+                let base = row * 4;
+                format!(
+                    "(${}, ${}, ${}, ${}, $1, $2, 'OPEN', 0)",
+                    base + 3,
+                    base + 4,
+                    base + 5,
+                    base + 6
+                )
+            })
+            .collect();
+        let statement = format!(
+            "INSERT INTO offers (id, dwelling_id, iin, phone, offered_at_ms, deadline_ms, status, reply_code) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&statement).bind(now).bind(deadline);
+        for (offer, offer_id) in ready.iter().zip(&offer_ids) {
+            query = query
+                .bind(offer_id.as_str())
+                .bind(offer.dwelling_id.as_str())
+                .bind(offer.iin.as_str())
+                .bind(offer.phone.as_str());
+        }
+        query.execute(&mut **transaction).await?;
+
+        let rows: Vec<String> = (0..ready.len())
+            .map(|row| {
+                let base = row * 4;
+                format!(
+                    "(${}, $1, '{}', ${}, ${}, ${})",
+                    base + 2,
+                    OutboxChannel::Sms.as_str(),
+                    base + 3,
+                    base + 4,
+                    base + 5
+                )
+            })
+            .collect();
+        let statement = format!(
+            "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&statement).bind(now);
+        for offer in &ready {
+            query = query
+                .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+                .bind(offer.iin.as_str())
+                .bind(offer.phone.as_str())
+                .bind(offer.text.as_str());
+        }
+        query.execute(&mut **transaction).await?;
+
+        Ok(ready
+            .iter()
+            .zip(offer_ids)
+            .map(|(offer, offer_id)| pb::Offer {
+                id: offer_id,
+                dwelling_id: offer.dwelling_id.clone(),
+                iin: offer.iin.clone(),
+                offered_at: Some(timestamp_from_millis(now)),
+                deadline: Some(timestamp_from_millis(deadline)),
+                status: pb::OfferStatus::Open as i32,
+                reply_code: 0,
+                closed_at: None,
+            })
+            .collect())
     }
 
     /// Records the SMS reply `code` from `phone` to offer `offer_id`.

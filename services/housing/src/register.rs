@@ -57,25 +57,7 @@ fn is_valid_kato(kato: &str) -> bool {
 impl Housing {
     /// Puts a person on the register as ACTIVE; an IIN already on it is `ALREADY_EXISTS`.
     pub async fn add_registrant(&self, new: NewRegistrant) -> Result<pb::Registrant, ApiError> {
-        let mut violations = Vec::new();
-        if let Err(error) = parse_iin_field("iin", &new.iin) {
-            violations.extend(error.field_violations().iter().cloned());
-        }
-        if new.full_name.trim().is_empty() {
-            violations.push(violation("full_name", "must not be empty"));
-        }
-        if !is_valid_phone(&new.phone) {
-            violations.push(violation("phone", "must be +7 followed by 10 digits"));
-        }
-        if new.reported_at_ms <= 0 {
-            violations.push(violation("reported_at", "must be set"));
-        }
-        if !is_valid_kato(&new.locality_kato) {
-            violations.push(violation("locality_kato", "must be a 9-digit KATO code"));
-        }
-        if !(1..=50).contains(&new.family_size) {
-            violations.push(violation("family_size", "must be between 1 and 50"));
-        }
+        let violations = registrant_violations(&new);
         if !violations.is_empty() {
             return Err(ApiError::invalid_fields(violations));
         }
@@ -206,23 +188,7 @@ impl Housing {
 
     /// Adds a FREE dwelling to the stock.
     pub async fn add_dwelling(&self, new: NewDwelling) -> Result<pb::Dwelling, ApiError> {
-        let mut violations = Vec::new();
-        if new.address.trim().is_empty() {
-            violations.push(violation("address", "must not be empty"));
-        }
-        if !is_valid_kato(&new.locality_kato) {
-            violations.push(violation("locality_kato", "must be a 9-digit KATO code"));
-        }
-        if !(1..=20).contains(&new.rooms) {
-            violations.push(violation("rooms", "must be between 1 and 20"));
-        }
-        if !(new.total_area_m2.is_finite() && new.total_area_m2 > 0.0 && new.total_area_m2 < 1000.0)
-        {
-            violations.push(violation(
-                "total_area_m2",
-                "must be a positive area below 1000 m²",
-            ));
-        }
+        let violations = dwelling_violations(&new);
         if !violations.is_empty() {
             return Err(ApiError::invalid_fields(violations));
         }
@@ -297,6 +263,186 @@ impl Housing {
             next_page_token,
         })
     }
+}
+
+/// Rows per multi-row INSERT of an import (7–8 parameters each, well under every limit).
+const IMPORT_BATCH: usize = 500;
+
+impl Housing {
+    /// Imports persons onto the register in one transaction (initial load from the existing
+    /// register, benchmarks); every row is validated first and the first invalid row is
+    /// `INVALID_ARGUMENT` naming `registrants[<index>].<field>`; an IIN already on the register
+    /// fails the whole import.
+    pub async fn import_registrants(&self, registrants: &[NewRegistrant]) -> Result<(), ApiError> {
+        for (index, new) in registrants.iter().enumerate() {
+            let violations = registrant_violations(new);
+            if !violations.is_empty() {
+                return Err(ApiError::invalid_fields(
+                    violations
+                        .into_iter()
+                        .map(|violation| FieldViolation {
+                            field: format!("registrants[{index}].{}", violation.field),
+                            description: violation.description,
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        let now = self.now_millis();
+        let mut transaction = self.database.pool().begin().await?;
+        for batch in registrants.chunks(IMPORT_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|row| {
+                    let base = row * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, 'ACTIVE', 0, 0, ${}, ${})",
+                        base + 1,
+                        base + 2,
+                        base + 3,
+                        base + 4,
+                        base + 5,
+                        base + 6,
+                        base + 7,
+                        base + 7
+                    )
+                })
+                .collect();
+            let statement = format!(
+                "INSERT INTO registrants (iin, full_name, phone, reported_at_ms, locality_kato, family_size, status, norm_matching_only, has_open_offer, created_at_ms, updated_at_ms) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&statement);
+            for new in batch {
+                query = query
+                    .bind(&new.iin)
+                    .bind(new.full_name.trim())
+                    .bind(&new.phone)
+                    .bind(new.reported_at_ms)
+                    .bind(&new.locality_kato)
+                    .bind(new.family_size)
+                    .bind(now);
+            }
+            query
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| match &error {
+                    sqlx::Error::Database(database_error)
+                        if database_error.is_unique_violation() =>
+                    {
+                        ApiError::already_exists(
+                            "REGISTRANT_EXISTS",
+                            "a person of the import is already on the register",
+                        )
+                    }
+                    _ => ApiError::from(error),
+                })?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Imports FREE dwellings into the stock in one transaction; returns their ids in order.
+    pub async fn import_dwellings(
+        &self,
+        dwellings: &[NewDwelling],
+    ) -> Result<Vec<String>, ApiError> {
+        for (index, new) in dwellings.iter().enumerate() {
+            let violations = dwelling_violations(new);
+            if !violations.is_empty() {
+                return Err(ApiError::invalid_fields(
+                    violations
+                        .into_iter()
+                        .map(|violation| FieldViolation {
+                            field: format!("dwellings[{index}].{}", violation.field),
+                            description: violation.description,
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        let now = self.now_millis();
+        let mut ids = Vec::with_capacity(dwellings.len());
+        let mut transaction = self.database.pool().begin().await?;
+        for batch in dwellings.chunks(IMPORT_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|row| {
+                    let base = row * 6;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, 'FREE', ${}, ${})",
+                        base + 1,
+                        base + 2,
+                        base + 3,
+                        base + 4,
+                        base + 5,
+                        base + 6,
+                        base + 6
+                    )
+                })
+                .collect();
+            let statement = format!(
+                "INSERT INTO dwellings (id, address, locality_kato, rooms, total_area_m2, status, created_at_ms, updated_at_ms) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&statement);
+            for new in batch {
+                let id = uuid::Uuid::now_v7().hyphenated().to_string();
+                query = query
+                    .bind(id.clone())
+                    .bind(new.address.trim())
+                    .bind(&new.locality_kato)
+                    .bind(new.rooms)
+                    .bind(new.total_area_m2)
+                    .bind(now);
+                ids.push(id);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(ids)
+    }
+}
+
+fn registrant_violations(new: &NewRegistrant) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    if let Err(error) = parse_iin_field("iin", &new.iin) {
+        violations.extend(error.field_violations().iter().cloned());
+    }
+    if new.full_name.trim().is_empty() {
+        violations.push(violation("full_name", "must not be empty"));
+    }
+    if !is_valid_phone(&new.phone) {
+        violations.push(violation("phone", "must be +7 followed by 10 digits"));
+    }
+    if new.reported_at_ms <= 0 {
+        violations.push(violation("reported_at", "must be set"));
+    }
+    if !is_valid_kato(&new.locality_kato) {
+        violations.push(violation("locality_kato", "must be a 9-digit KATO code"));
+    }
+    if !(1..=50).contains(&new.family_size) {
+        violations.push(violation("family_size", "must be between 1 and 50"));
+    }
+    violations
+}
+
+fn dwelling_violations(new: &NewDwelling) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    if new.address.trim().is_empty() {
+        violations.push(violation("address", "must not be empty"));
+    }
+    if !is_valid_kato(&new.locality_kato) {
+        violations.push(violation("locality_kato", "must be a 9-digit KATO code"));
+    }
+    if !(1..=20).contains(&new.rooms) {
+        violations.push(violation("rooms", "must be between 1 and 20"));
+    }
+    if !(new.total_area_m2.is_finite() && new.total_area_m2 > 0.0 && new.total_area_m2 < 1000.0) {
+        violations.push(violation(
+            "total_area_m2",
+            "must be a positive area below 1000 m²",
+        ));
+    }
+    violations
 }
 
 fn violation(field: &str, description: &str) -> FieldViolation {
