@@ -56,17 +56,76 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// One locality's queue for a round, in queue order.
+/// One locality's queue for a round: the candidates in queue order, and the same candidates
+/// grouped by what decides matching (family size, the 6527 flag), so that a dwelling is matched by
+/// looking at the head of each group instead of walking the whole queue.
 #[derive(Default)]
 struct Queue {
     candidates: Vec<Candidate>,
-    /// Index of the first candidate not yet served this round.
-    first: usize,
+    groups: Vec<Group>,
+}
+
+/// Candidates of one family size and flag, as indices into [`Queue::candidates`] in queue order.
+struct Group {
+    family_size: i64,
+    norm_matching_only: bool,
+    members: Vec<usize>,
+    /// Members before this one are all taken.
+    head: usize,
 }
 
 impl Queue {
     fn push(&mut self, candidate: Candidate) {
+        let index = self.candidates.len();
+        let key = (candidate.family_size, candidate.norm_matching_only);
+        match self
+            .groups
+            .iter_mut()
+            .find(|group| (group.family_size, group.norm_matching_only) == key)
+        {
+            Some(group) => group.members.push(index),
+            None => self.groups.push(Group {
+                family_size: key.0,
+                norm_matching_only: key.1,
+                members: vec![index],
+                head: 0,
+            }),
+        }
         self.candidates.push(candidate);
+    }
+
+    /// The earliest untaken candidate accepted by `accepts`, which is asked once per group with
+    /// no candidate (does the group's family size and flag match?) and then per candidate.
+    fn first_match(
+        &mut self,
+        accepts: impl Fn(i64, bool, Option<&Candidate>) -> bool,
+    ) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for group in &mut self.groups {
+            if !accepts(group.family_size, group.norm_matching_only, None) {
+                continue;
+            }
+            while group
+                .members
+                .get(group.head)
+                .is_some_and(|index| self.candidates[*index].taken)
+            {
+                group.head += 1;
+            }
+            let found = group.members[group.head.min(group.members.len())..]
+                .iter()
+                .copied()
+                .take_while(|index| best.is_none_or(|best| *index < best))
+                .find(|index| {
+                    let candidate = &self.candidates[*index];
+                    !candidate.taken
+                        && accepts(group.family_size, group.norm_matching_only, Some(candidate))
+                });
+            if found.is_some() {
+                best = found;
+            }
+        }
+        best
     }
 }
 
@@ -89,6 +148,7 @@ impl Housing {
             .await?;
 
         let offers_expired = expire_overdue(&mut transaction, now).await?;
+        let phase_started = std::time::Instant::now();
 
         let dwellings = sqlx::query(
             "SELECT id, address, locality_kato, rooms, total_area_m2 FROM dwellings
@@ -108,6 +168,7 @@ impl Housing {
         .fetch_all(&mut *transaction)
         .await?;
 
+        let read_ms = phase_started.elapsed().as_millis();
         let mut queues: HashMap<String, Queue> = HashMap::new();
         for row in &candidate_rows {
             let locality: String = row.try_get("locality_kato")?;
@@ -141,28 +202,14 @@ impl Housing {
                 continue;
             };
             let refused_by = refused.get(&dwelling_id).unwrap_or(&no_refusals);
-            // Skip the head of the queue already served in this round.
-            while queue
-                .candidates
-                .get(queue.first)
-                .is_some_and(|candidate| candidate.taken)
-            {
-                queue.first += 1;
-            }
-            let start = queue.first.min(queue.candidates.len());
-            let chosen = queue.candidates[start..].iter_mut().find(|candidate| {
-                !candidate.taken
-                    && self.norm.may_offer(
-                        candidate.family_size,
-                        candidate.norm_matching_only,
-                        rooms,
-                        area,
-                    )
-                    && !refused_by.contains(&candidate.iin)
-            });
-            let Some(candidate) = chosen else {
+            let Some(chosen) = queue.first_match(|family_size, norm_matching_only, candidate| {
+                self.norm
+                    .may_offer(family_size, norm_matching_only, rooms, area)
+                    && candidate.is_none_or(|candidate| !refused_by.contains(&candidate.iin))
+            }) else {
                 continue;
             };
+            let candidate = &mut queue.candidates[chosen];
             candidate.taken = true;
             let address: String = dwelling.try_get("address")?;
             planned.push(PlannedOffer {
@@ -172,11 +219,14 @@ impl Housing {
                 phone: candidate.phone.clone(),
             });
         }
+        let plan_ms = phase_started.elapsed().as_millis() - read_ms;
         let mut offers_made = Vec::with_capacity(planned.len());
         for batch in planned.chunks(WRITE_BATCH) {
             offers_made.extend(self.write_offers(&mut transaction, now, batch).await?);
         }
+        let write_ms = phase_started.elapsed().as_millis() - read_ms - plan_ms;
         transaction.commit().await?;
+        tracing::debug!(read_ms, plan_ms, write_ms, "allocation round phases");
         if offers_expired > 0 || !offers_made.is_empty() {
             tracing::info!(
                 offers_expired,
