@@ -588,3 +588,36 @@ shlyuz_kit::storage_test!(
         );
     }
 );
+
+shlyuz_kit::storage_test!(
+    the_earliest_matching_report_wins_across_family_sizes,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        // A one-room flat fits everyone: the earliest report gets it whatever the family size.
+        register(&housing, 1, datetime!(2024-03-01 10:00 UTC), ASTANA, 1).await;
+        register(&housing, 2, datetime!(2024-01-01 10:00 UTC), ASTANA, 3).await;
+        register(&housing, 3, datetime!(2024-02-01 10:00 UTC), ASTANA, 1).await;
+        let one_room = dwelling(&housing, ASTANA, 1, 33.0).await;
+        let two_rooms = dwelling(&housing, ASTANA, 2, 50.0).await;
+        let offers = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        // Each dwelling in turn goes to the first in queue it fits: the one-room flat (first in the
+        // stock) to the family of three, the earliest report; the single persons are not entitled to
+        // a two-room flat of 50 m², so it stays free.
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].dwelling_id, one_room);
+        assert_eq!(offers[0].iin, iin(2));
+        assert_eq!(
+            housing
+                .get_dwelling(&two_rooms)
+                .await
+                .expect("dwelling")
+                .status(),
+            pb::DwellingStatus::Free
+        );
+    }
+);
