@@ -32,7 +32,7 @@ pub struct ShlyuzConfig {
     /// The intake service.
     pub intake: TargetConfig,
     /// The housing service.
-    pub housing: TargetConfig,
+    pub housing: shlyuz_housing::config::HousingConfig,
 }
 
 impl Default for ShlyuzConfig {
@@ -47,7 +47,7 @@ impl Default for ShlyuzConfig {
             registry: shlyuz_registry::config::RegistryConfig::default(),
             notify: TargetConfig::on_port(50053),
             intake: TargetConfig::on_port(50054),
-            housing: TargetConfig::on_port(50055),
+            housing: shlyuz_housing::config::HousingConfig::default(),
         }
     }
 }
@@ -77,7 +77,7 @@ impl ShlyuzConfig {
             Target::Registry => self.registry.target(),
             Target::Notify => self.notify.clone(),
             Target::Intake => self.intake.clone(),
-            Target::Housing => self.housing.clone(),
+            Target::Housing => self.housing.target(),
         }
     }
 
@@ -92,6 +92,7 @@ impl ShlyuzConfig {
                 problems.extend(error.problems);
             }
         }
+        problems.extend(self.housing.problems());
         if !self.health.listen.is_empty()
             && self.health.listen.parse::<std::net::SocketAddr>().is_err()
         {

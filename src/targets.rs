@@ -189,13 +189,13 @@ pub async fn build_service(
             let housing = shlyuz_housing::Housing::new(
                 prepared.database.clone(),
                 shlyuz_kit::clock::system_clock(),
-                shlyuz_housing::norm::AreaNorm::default(),
+                config.housing.norm(),
             )
             .shared();
-            // Overdue offers expire and freed dwellings are offered again once a minute.
+            // Overdue offers expire and freed dwellings are offered again every interval.
             tokio::spawn(shlyuz_housing::grpc::run_allocation_loop(
                 housing.clone(),
-                Duration::from_secs(60),
+                Duration::from_secs(config.housing.allocation_interval_secs.max(1)),
                 shutdown,
             ));
             // The registry checks need the gateway channel that notify's wiring adds; until then
