@@ -446,3 +446,62 @@ async fn only_the_allowed_participants_reach_the_housing_services() {
     assert_eq!(summary.reason, "ACCESS_DENIED");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_through_the_gateway_name_the_field_or_the_reason() {
+    let stack = Stack::start().await;
+    let channel = gateway_channel(&stack.pki, stack.gateway_address, "ops").await;
+    let mut register =
+        pb::housing_register_service_client::HousingRegisterServiceClient::new(channel.clone());
+    let bad = pb::AddRegistrantRequest {
+        iin: "12345".to_string(),
+        full_name: "Аманов Нұрсұлтан".to_string(),
+        phone: "+77015550199".to_string(),
+        reported_at: None,
+        locality_kato: ASTANA.to_string(),
+        family_size: 2,
+    };
+    let refused = register
+        .add_registrant(stack.signed("ops", ADD_REGISTRANT, bad))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&refused);
+    assert_eq!(summary.code, tonic::Code::InvalidArgument);
+    assert_eq!(summary.fields, ["reported_at"]);
+
+    let mut allocation =
+        pb::housing_allocation_service_client::HousingAllocationServiceClient::new(channel);
+    let unknown = allocation
+        .record_reply(stack.signed(
+            "ops",
+            "/shlyuz.housing.v1.HousingAllocationService/RecordReply",
+            pb::RecordReplyRequest {
+                offer_id: "0190a4c2-7e1f-7000-8000-000000000001".to_string(),
+                reply_code: 6521,
+                phone: "+77015550199".to_string(),
+                received_at: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&unknown);
+    assert_eq!(summary.code, tonic::Code::NotFound);
+    assert_eq!(summary.reason, "OFFER_NOT_FOUND");
+    let bad_code = allocation
+        .record_reply(stack.signed(
+            "ops",
+            "/shlyuz.housing.v1.HousingAllocationService/RecordReply",
+            pb::RecordReplyRequest {
+                offer_id: "0190a4c2-7e1f-7000-8000-000000000001".to_string(),
+                reply_code: 1234,
+                phone: "+77015550199".to_string(),
+                received_at: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&bad_code);
+    assert_eq!(summary.code, tonic::Code::InvalidArgument);
+    assert_eq!(summary.fields, ["reply_code"]);
+    stack.stop().await;
+}
