@@ -621,3 +621,76 @@ shlyuz_kit::storage_test!(
         );
     }
 );
+
+/// A sink that accepts `accept` messages, then fails like an unreachable notify.
+struct FlakySink {
+    accept: std::sync::atomic::AtomicUsize,
+    delivered: std::sync::Mutex<Vec<String>>,
+}
+
+impl shlyuz_housing::outbox::MessageSink for FlakySink {
+    async fn deliver(
+        &self,
+        message: &shlyuz_housing::outbox::OutboxMessage,
+    ) -> Result<(), ApiError> {
+        use std::sync::atomic::Ordering;
+        if self.accept.load(Ordering::SeqCst) == 0 {
+            return Err(ApiError::unavailable(
+                "UPSTREAM_UNAVAILABLE",
+                "notify is down",
+            ));
+        }
+        self.accept.fetch_sub(1, Ordering::SeqCst);
+        self.delivered
+            .lock()
+            .expect("lock")
+            .push(message.iin.clone());
+        Ok(())
+    }
+}
+
+shlyuz_kit::storage_test!(
+    the_outbox_relay_resumes_where_delivery_failed,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        for serial in 1..=3 {
+            register(
+                &housing,
+                serial,
+                datetime!(2024-01-10 10:00 UTC) + Duration::hours(i64::from(serial)),
+                ASTANA,
+                1,
+            )
+            .await;
+            dwelling(&housing, ASTANA, 1, 30.0).await;
+        }
+        assert_eq!(
+            housing
+                .run_allocation_round()
+                .await
+                .expect("round")
+                .offers_made
+                .len(),
+            3
+        );
+
+        let sink = FlakySink {
+            accept: 1.into(),
+            delivered: Default::default(),
+        };
+        assert_eq!(housing.relay_outbox(&sink, 100).await.expect("relay"), 1);
+        assert_eq!(housing.unsent_messages(100).await.expect("unsent").len(), 2);
+        sink.accept.store(10, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(housing.relay_outbox(&sink, 100).await.expect("relay"), 2);
+        assert!(
+            housing
+                .unsent_messages(100)
+                .await
+                .expect("unsent")
+                .is_empty()
+        );
+        let delivered = sink.delivered.lock().expect("lock").clone();
+        assert_eq!(delivered, [iin(1), iin(2), iin(3)]);
+    }
+);
