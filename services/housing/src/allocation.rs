@@ -163,7 +163,9 @@ impl Housing {
         .fetch_all(&mut *transaction)
         .await?;
         let refused_rows = sqlx::query(
-            "SELECT dwelling_id, iin FROM offers WHERE status IN ('REFUSED', 'EXPIRED', 'WITHDRAWN')",
+            "SELECT offers.dwelling_id, offers.iin FROM offers
+             JOIN dwellings ON dwellings.id = offers.dwelling_id
+             WHERE offers.status IN ('REFUSED', 'EXPIRED', 'WITHDRAWN') AND dwellings.status = 'FREE'",
         )
         .fetch_all(&mut *transaction)
         .await?;
