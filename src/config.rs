@@ -33,7 +33,7 @@ pub struct ShlyuzConfig {
     /// The intake service.
     pub intake: shlyuz_intake::config::IntakeConfig,
     /// The housing service.
-    pub housing: TargetConfig,
+    pub housing: shlyuz_housing::config::HousingConfig,
 }
 
 impl Default for ShlyuzConfig {
@@ -48,7 +48,7 @@ impl Default for ShlyuzConfig {
             registry: shlyuz_registry::config::RegistryConfig::default(),
             notify: NotifyConfig::on_port(50053),
             intake: shlyuz_intake::config::IntakeConfig::default(),
-            housing: TargetConfig::on_port(50055),
+            housing: shlyuz_housing::config::HousingConfig::default(),
         }
     }
 }
@@ -78,7 +78,7 @@ impl ShlyuzConfig {
             Target::Registry => self.registry.target(),
             Target::Notify => self.notify.target(),
             Target::Intake => self.intake.target(),
-            Target::Housing => self.housing.clone(),
+            Target::Housing => self.housing.target(),
         }
     }
 
@@ -114,6 +114,7 @@ impl ShlyuzConfig {
                 problems.extend(error.problems);
             }
         }
+        problems.extend(self.housing.problems());
         if !self.health.listen.is_empty()
             && self.health.listen.parse::<std::net::SocketAddr>().is_err()
         {

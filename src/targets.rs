@@ -205,10 +205,51 @@ pub async fn build_service(
                 gateway: None,
             })
         }
-        Target::Housing => Ok(TargetService {
-            routes: tonic::service::RoutesBuilder::default().routes(),
-            gateway: None,
-        }),
+        Target::Housing => {
+            let housing = shlyuz_housing::Housing::new(
+                prepared.database.clone(),
+                shlyuz_kit::clock::system_clock(),
+                config.housing.norm(),
+            )
+            .shared();
+            // Overdue offers expire and freed dwellings are offered again every interval.
+            tokio::spawn(shlyuz_housing::grpc::run_allocation_loop(
+                housing.clone(),
+                Duration::from_secs(config.housing.allocation_interval_secs.max(1)),
+                shutdown.clone(),
+            ));
+            // With a gateway: the review asks the registries, and SMS replies are pulled from
+            // housing's async-channel inbox.
+            let checks = match gateway_client(&config.target(Target::Housing), prepared)? {
+                Some(client) => {
+                    let signing_key = Arc::new(
+                        SigningKey::from_pem_file(&prepared.identity.signing_key)
+                            .context("housing: message-signing key (tls.signing_key)")?,
+                    );
+                    let consumer = shlyuz_housing::inbox::InboxConsumer::new(
+                        housing.clone(),
+                        client.channel(),
+                        signing_key.clone(),
+                    );
+                    tokio::spawn(consumer.run(Duration::from_secs(2), shutdown));
+                    Some(Arc::new(
+                        shlyuz_housing::gateway_checks::GatewayRegistryChecks::new(
+                            client.channel(),
+                            signing_key,
+                        ),
+                    ))
+                }
+                None => None,
+            };
+            Ok(TargetService {
+                routes: shlyuz_housing::grpc::routes(
+                    housing,
+                    checks,
+                    shlyuz_housing::review::ReviewSettings::default(),
+                ),
+                gateway: None,
+            })
+        }
     }
 }
 

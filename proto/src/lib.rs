@@ -44,3 +44,11 @@ pub mod notify {
         tonic::include_proto!("shlyuz.notify.v1");
     }
 }
+
+/// Service housing: the housing-need register, stock, automatic allocation, proactive review.
+pub mod housing {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.housing.v1");
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod async_channel;
 pub mod gateway;
+pub mod housing;
 pub mod load;
 pub mod notify;
 pub mod registry;
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Registry(RegistryBenchArgs),
     /// Notify: notifications accepted per second and sent per second (log provider).
     Notify(notify::NotifyBenchArgs),
+    /// One housing allocation round over a large register, on SQLite and PostgreSQL.
+    Housing(housing::HousingBenchArgs),
 }
 
 /// Options of `shlyuz bench registry`.
@@ -53,6 +56,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         .await
         .map(|_| ()),
         BenchCommand::Notify(args) => notify::run(args).await,
+        BenchCommand::Housing(args) => housing::run(args).await.map(|_| ()),
     }
 }
 

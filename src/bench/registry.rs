@@ -164,7 +164,7 @@ async fn run_backend(
     let gateway = Gateway::start(GatewayParts {
         database: gateway_database.clone(),
         directory_file,
-        // The default directory also routes intake, which this bench does not run or call.
+        // The default directory routes every service; only the registry runs here.
         targets: TargetResolver::partial(
             &[("registry", registry_address.to_string())],
             "127.0.0.1:9",

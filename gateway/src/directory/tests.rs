@@ -933,12 +933,12 @@ fn default_directory_loads_against_a_dev_pki() {
     let path = write_default_if_missing(data_dir.path()).unwrap();
     assert_eq!(path, data_dir.path().join("gateway-directory.toml"));
 
-    // The service routes name `target:registry`, `target:notify` and `target:intake`, which
-    // `shlyuz up` resolves.
+    // The service routes name `target:<service>`, which `shlyuz up` resolves.
     let targets = TargetResolver::new(HashMap::from([
         ("registry".to_string(), "127.0.0.1:50052".to_string()),
         ("notify".to_string(), "127.0.0.1:50053".to_string()),
         ("intake".to_string(), "127.0.0.1:50054".to_string()),
+        ("housing".to_string(), "127.0.0.1:50055".to_string()),
     ]));
     let directory = Directory::load(&path, &targets).unwrap();
     let mut expected_ids = DEFAULT_PARTICIPANTS.to_vec();
@@ -974,13 +974,13 @@ fn default_directory_loads_against_a_dev_pki() {
             "OPERATIONS",
         ])
     );
-    // The gateway's own four services are local; eleven registry, three notify and three intake
+    // The gateway's own four services are local; eleven registry, three notify, three intake and four housing
     // services go to their targets.
     assert_eq!(
         directory.routes().filter(|route| route.is_local()).count(),
         4
     );
-    assert_eq!(directory.routes().count(), 21);
+    assert_eq!(directory.routes().count(), 25);
     assert!(
         directory
             .participant("jauynger-portal")

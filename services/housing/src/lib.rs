@@ -1,12 +1,98 @@
 //! Shlyuz housing service: service-housing queue, automatic offers with a 48-hour answer window, proactive review.
 
-use shlyuz_kit::db::Migrations;
+use std::sync::Arc;
+
+use shlyuz_kit::clock::SharedClock;
+use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
+
+pub mod allocation;
+pub mod config;
+pub mod gateway_checks;
+pub mod grpc;
+pub mod inbox;
+pub mod model;
+pub mod norm;
+pub mod outbox;
+pub mod register;
+pub mod review;
+pub mod texts;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "housing";
 
+/// How long a recipient has to answer an offer (seed 003: 48 hours).
+pub const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
+
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "housing register, stock, offers, outbox, review",
+        sql: include_str!("../migrations/sqlite/0001_housing.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "unreadable inbox items",
+        sql: include_str!("../migrations/sqlite/0002_inbox_unreadable.sql"),
+    },
+];
+
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "housing register, stock, offers, outbox, review",
+        sql: include_str!("../migrations/postgres/0001_housing.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "unreadable inbox items",
+        sql: include_str!("../migrations/postgres/0002_inbox_unreadable.sql"),
+    },
+];
+
 /// Database migrations of the housing target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[],
-    postgres: &[],
+    sqlite: SQLITE_MIGRATIONS,
+    postgres: POSTGRES_MIGRATIONS,
 };
+
+/// The housing service's state: its database, clock and entitled-area norm. Every decision lives
+/// in the database, so a new `Housing` over the same database (a restart) continues where the
+/// previous one stopped, open offers and their deadlines included.
+#[derive(Clone)]
+pub struct Housing {
+    database: Database,
+    clock: SharedClock,
+    norm: norm::AreaNorm,
+    answer_window_ms: i64,
+}
+
+impl Housing {
+    /// A service over `database` (already migrated) with `clock` and the entitled-area `norm`.
+    pub fn new(database: Database, clock: SharedClock, norm: norm::AreaNorm) -> Self {
+        Self {
+            database,
+            clock,
+            norm,
+            answer_window_ms: i64::try_from(ANSWER_WINDOW.whole_milliseconds()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The same service, shared.
+    pub fn shared(self) -> Arc<Self> {
+        Arc::new(self)
+    }
+
+    /// The database, for the relay and tests.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// The entitled-area norm in force.
+    pub fn norm(&self) -> norm::AreaNorm {
+        self.norm
+    }
+
+    pub(crate) fn now_millis(&self) -> i64 {
+        self.clock.now_millis()
+    }
+}

@@ -1,0 +1,289 @@
+//! The gRPC services of `shlyuz.housing.v1` over [`Housing`]; errors become `google.rpc.Status`
+//! with `ErrorInfo` at this edge only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_kit::error::ApiError;
+use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_proto::housing::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::Housing;
+use crate::register::{NewDwelling, NewRegistrant};
+use crate::review::{RegistryChecks, ReviewSettings};
+
+/// The register, stock and allocation services.
+#[derive(Clone)]
+pub struct HousingServices {
+    housing: Arc<Housing>,
+}
+
+/// The review service; `checks` is `None` until the target is given a gateway channel, and then
+/// `StartReview` is `FAILED_PRECONDITION` (`REVIEW_NOT_CONFIGURED`) while reports stay readable.
+pub struct HousingReview<C> {
+    housing: Arc<Housing>,
+    checks: Option<Arc<C>>,
+    settings: ReviewSettings,
+}
+
+impl HousingServices {
+    /// Services over `housing`.
+    pub fn new(housing: Arc<Housing>) -> Self {
+        Self { housing }
+    }
+}
+
+impl<C> HousingReview<C> {
+    /// The review service over `housing` with the registry `checks`.
+    pub fn new(housing: Arc<Housing>, checks: Option<Arc<C>>, settings: ReviewSettings) -> Self {
+        Self {
+            housing,
+            checks,
+            settings,
+        }
+    }
+}
+
+/// Every housing route: register, stock, allocation and review.
+pub fn routes<C: RegistryChecks + 'static>(
+    housing: Arc<Housing>,
+    checks: Option<Arc<C>>,
+    settings: ReviewSettings,
+) -> tonic::service::Routes {
+    let services = HousingServices::new(housing.clone());
+    let mut builder = tonic::service::RoutesBuilder::default();
+    builder
+        .add_service(
+            pb::housing_register_service_server::HousingRegisterServiceServer::new(
+                services.clone(),
+            ),
+        )
+        .add_service(
+            pb::housing_stock_service_server::HousingStockServiceServer::new(services.clone()),
+        )
+        .add_service(
+            pb::housing_allocation_service_server::HousingAllocationServiceServer::new(services),
+        )
+        .add_service(
+            pb::housing_review_service_server::HousingReviewServiceServer::new(HousingReview::new(
+                housing, checks, settings,
+            )),
+        );
+    builder.routes()
+}
+
+/// Runs an allocation round every `interval` until shutdown: overdue offers expire (the 48-hour
+/// window is a stored deadline, so a restart loses nothing) and freed dwellings go to the next in
+/// queue.
+pub async fn run_allocation_loop(
+    housing: Arc<Housing>,
+    interval: Duration,
+    shutdown: ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {
+                if let Err(error) = housing.run_allocation_round().await {
+                    tracing::warn!(error = %error, "allocation round failed");
+                }
+            }
+        }
+    }
+}
+
+fn millis_of(field: &str, stamp: Option<prost_types::Timestamp>) -> Result<i64, ApiError> {
+    let stamp = stamp.ok_or_else(|| ApiError::invalid_field(field, "must be set"))?;
+    if !(0..1_000_000_000).contains(&stamp.nanos) {
+        return Err(ApiError::invalid_field(field, "has invalid nanos"));
+    }
+    stamp
+        .seconds
+        .checked_mul(1000)
+        .and_then(|millis| millis.checked_add(i64::from(stamp.nanos / 1_000_000)))
+        .ok_or_else(|| ApiError::invalid_field(field, "is out of range"))
+}
+
+#[tonic::async_trait]
+impl pb::housing_register_service_server::HousingRegisterService for HousingServices {
+    async fn add_registrant(
+        &self,
+        request: Request<pb::AddRegistrantRequest>,
+    ) -> Result<Response<pb::AddRegistrantResponse>, Status> {
+        let request = request.into_inner();
+        let registrant = self
+            .housing
+            .add_registrant(NewRegistrant {
+                reported_at_ms: millis_of("reported_at", request.reported_at)?,
+                iin: request.iin,
+                full_name: request.full_name,
+                phone: request.phone,
+                locality_kato: request.locality_kato,
+                family_size: i64::from(request.family_size),
+            })
+            .await?;
+        Ok(Response::new(pb::AddRegistrantResponse {
+            registrant: Some(registrant),
+        }))
+    }
+
+    async fn get_registrant(
+        &self,
+        request: Request<pb::GetRegistrantRequest>,
+    ) -> Result<Response<pb::GetRegistrantResponse>, Status> {
+        let registrant = self.housing.get_registrant(&request.get_ref().iin).await?;
+        Ok(Response::new(pb::GetRegistrantResponse {
+            registrant: Some(registrant),
+        }))
+    }
+
+    async fn list_registrants(
+        &self,
+        request: Request<pb::ListRegistrantsRequest>,
+    ) -> Result<Response<pb::ListRegistrantsResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_registrants(request.get_ref()).await?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::housing_stock_service_server::HousingStockService for HousingServices {
+    async fn add_dwelling(
+        &self,
+        request: Request<pb::AddDwellingRequest>,
+    ) -> Result<Response<pb::AddDwellingResponse>, Status> {
+        let request = request.into_inner();
+        let dwelling = self
+            .housing
+            .add_dwelling(NewDwelling {
+                address: request.address,
+                locality_kato: request.locality_kato,
+                rooms: i64::from(request.rooms),
+                total_area_m2: request.total_area_m2,
+            })
+            .await?;
+        Ok(Response::new(pb::AddDwellingResponse {
+            dwelling: Some(dwelling),
+        }))
+    }
+
+    async fn get_dwelling(
+        &self,
+        request: Request<pb::GetDwellingRequest>,
+    ) -> Result<Response<pb::GetDwellingResponse>, Status> {
+        let dwelling = self.housing.get_dwelling(&request.get_ref().id).await?;
+        Ok(Response::new(pb::GetDwellingResponse {
+            dwelling: Some(dwelling),
+        }))
+    }
+
+    async fn list_dwellings(
+        &self,
+        request: Request<pb::ListDwellingsRequest>,
+    ) -> Result<Response<pb::ListDwellingsResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_dwellings(request.get_ref()).await?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::housing_allocation_service_server::HousingAllocationService for HousingServices {
+    async fn run_allocation_round(
+        &self,
+        _request: Request<pb::RunAllocationRoundRequest>,
+    ) -> Result<Response<pb::RunAllocationRoundResponse>, Status> {
+        let outcome = self.housing.run_allocation_round().await?;
+        Ok(Response::new(pb::RunAllocationRoundResponse {
+            offers_expired: outcome.offers_expired,
+            offers_made: outcome.offers_made,
+        }))
+    }
+
+    async fn list_offers(
+        &self,
+        request: Request<pb::ListOffersRequest>,
+    ) -> Result<Response<pb::ListOffersResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_offers(request.get_ref()).await?,
+        ))
+    }
+
+    async fn record_reply(
+        &self,
+        request: Request<pb::RecordReplyRequest>,
+    ) -> Result<Response<pb::RecordReplyResponse>, Status> {
+        let offer = crate::inbox::apply_reply(&self.housing, request.get_ref()).await?;
+        Ok(Response::new(pb::RecordReplyResponse {
+            offer: Some(offer),
+        }))
+    }
+
+    async fn list_refusals(
+        &self,
+        request: Request<pb::ListRefusalsRequest>,
+    ) -> Result<Response<pb::ListRefusalsResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_refusals(request.get_ref()).await?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: RegistryChecks + 'static> pb::housing_review_service_server::HousingReviewService
+    for HousingReview<C>
+{
+    async fn start_review(
+        &self,
+        _request: Request<pb::StartReviewRequest>,
+    ) -> Result<Response<pb::StartReviewResponse>, Status> {
+        let Some(checks) = &self.checks else {
+            return Err(ApiError::failed_precondition(
+                "REVIEW_NOT_CONFIGURED",
+                "this housing instance has no gateway channel for the registry checks",
+            )
+            .into());
+        };
+        let review = self
+            .housing
+            .run_review(checks.as_ref(), self.settings)
+            .await?;
+        Ok(Response::new(pb::StartReviewResponse {
+            review: Some(review),
+        }))
+    }
+
+    async fn get_review(
+        &self,
+        request: Request<pb::GetReviewRequest>,
+    ) -> Result<Response<pb::GetReviewResponse>, Status> {
+        let review = self.housing.get_review(&request.get_ref().id).await?;
+        Ok(Response::new(pb::GetReviewResponse {
+            review: Some(review),
+        }))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<pb::ListReviewsRequest>,
+    ) -> Result<Response<pb::ListReviewsResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_reviews(request.get_ref()).await?,
+        ))
+    }
+
+    async fn list_removals(
+        &self,
+        request: Request<pb::ListRemovalsRequest>,
+    ) -> Result<Response<pb::ListRemovalsResponse>, Status> {
+        Ok(Response::new(
+            self.housing.list_removals(request.get_ref()).await?,
+        ))
+    }
+}

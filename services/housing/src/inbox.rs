@@ -1,0 +1,192 @@
+//! Replies 6521–6527 arriving from notify through the gateway's async channel: housing pulls its
+//! inbox (`GetMessages`), records each reply with the same logic as `RecordReply`, and
+//! acknowledges what it has settled (`AckMessages`). A reply that cannot be settled now (the
+//! database is unavailable) stays in the inbox for the next pass; an item housing cannot read is
+//! kept in `inbox_unreadable` before it is acknowledged, so nothing is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::error::ApiError;
+use shlyuz_kit::pki::SigningKey;
+use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_proto::gateway::v1 as gateway;
+use shlyuz_proto::housing::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::Housing;
+
+/// The payload type notify sends a reply as: housing's own `RecordReplyRequest`.
+pub const REPLY_PAYLOAD_TYPE: &str = "shlyuz.housing.v1.RecordReplyRequest";
+
+const GET_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/GetMessages";
+const ACK_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/AckMessages";
+
+/// Records one reply request (from `RecordReply` or the inbox).
+pub async fn apply_reply(
+    housing: &Housing,
+    request: &pb::RecordReplyRequest,
+) -> Result<pb::Offer, ApiError> {
+    let received_at_ms = request
+        .received_at
+        .as_ref()
+        .map(|stamp| stamp.seconds.saturating_mul(1000) + i64::from(stamp.nanos / 1_000_000));
+    housing
+        .record_reply_received_at(
+            &request.offer_id,
+            i64::from(request.reply_code),
+            &request.phone,
+            received_at_ms,
+        )
+        .await
+}
+
+/// What one pass over the inbox did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxPass {
+    /// Replies recorded (or already recorded: duplicates).
+    pub recorded: usize,
+    /// Replies refused for good (unknown or expired offer, wrong phone, bad code); acknowledged.
+    pub refused: usize,
+    /// Items housing cannot read, kept in `inbox_unreadable` and acknowledged.
+    pub unreadable: usize,
+    /// Items left in the inbox for the next pass.
+    pub deferred: usize,
+}
+
+/// Pulls housing's inbox through the gateway.
+#[derive(Clone)]
+pub struct InboxConsumer {
+    housing: Arc<Housing>,
+    channel: Channel,
+    signing_key: Arc<SigningKey>,
+}
+
+impl InboxConsumer {
+    /// A consumer over `channel` (mTLS to the gateway as `housing`) signing with `signing_key`.
+    pub fn new(housing: Arc<Housing>, channel: Channel, signing_key: Arc<SigningKey>) -> Self {
+        Self {
+            housing,
+            channel,
+            signing_key,
+        }
+    }
+
+    /// One pass: pulls up to 100 items, settles them, acknowledges the settled ones.
+    pub async fn pull_once(&self) -> Result<InboxPass, ApiError> {
+        let mut client = gateway::async_channel_service_client::AsyncChannelServiceClient::new(
+            self.channel.clone(),
+        );
+        let request = EnvelopeBuilder::default().signed_request(
+            &self.signing_key,
+            GET_MESSAGES,
+            gateway::GetMessagesRequest { page_size: 100 },
+        );
+        let items = client
+            .get_messages(request)
+            .await
+            .map_err(|status| {
+                ApiError::unavailable(
+                    "GATEWAY_UNAVAILABLE",
+                    format!("cannot read the inbox: {}", status.message()),
+                )
+            })?
+            .into_inner()
+            .items;
+        let mut pass = InboxPass::default();
+        let mut settled = Vec::new();
+        for item in items {
+            match self.settle(&item).await? {
+                Settled::Recorded => pass.recorded += 1,
+                Settled::Refused => pass.refused += 1,
+                Settled::Unreadable => pass.unreadable += 1,
+                Settled::Deferred => {
+                    pass.deferred += 1;
+                    continue;
+                }
+            }
+            settled.push(item.item_id);
+        }
+        if !settled.is_empty() {
+            let request = EnvelopeBuilder::default().signed_request(
+                &self.signing_key,
+                ACK_MESSAGES,
+                gateway::AckMessagesRequest { item_ids: settled },
+            );
+            // An unacknowledged item comes back and is settled again: replies are idempotent.
+            client.ack_messages(request).await.map_err(|status| {
+                ApiError::unavailable(
+                    "GATEWAY_UNAVAILABLE",
+                    format!("cannot acknowledge inbox items: {}", status.message()),
+                )
+            })?;
+        }
+        Ok(pass)
+    }
+
+    async fn settle(&self, item: &gateway::InboxItem) -> Result<Settled, ApiError> {
+        if item.kind() != gateway::InboxItemKind::Message || item.payload_type != REPLY_PAYLOAD_TYPE
+        {
+            self.keep_unreadable(item).await?;
+            return Ok(Settled::Unreadable);
+        }
+        let Ok(reply) = pb::RecordReplyRequest::decode(item.payload.as_slice()) else {
+            self.keep_unreadable(item).await?;
+            return Ok(Settled::Unreadable);
+        };
+        match apply_reply(&self.housing, &reply).await {
+            Ok(_) => Ok(Settled::Recorded),
+            Err(error) if matches!(error.code(), Code::Unavailable | Code::Internal) => {
+                tracing::warn!(item_id = %item.item_id, error = %error, "reply deferred");
+                Ok(Settled::Deferred)
+            }
+            Err(error) => {
+                tracing::info!(item_id = %item.item_id, offer_id = %reply.offer_id, reason = error.reason(), "reply refused");
+                Ok(Settled::Refused)
+            }
+        }
+    }
+
+    async fn keep_unreadable(&self, item: &gateway::InboxItem) -> Result<(), ApiError> {
+        tracing::warn!(item_id = %item.item_id, payload_type = %item.payload_type, "unreadable inbox item kept");
+        sqlx::query(
+            "INSERT INTO inbox_unreadable (item_id, payload_type, payload, received_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (item_id) DO NOTHING",
+        )
+        .bind(&item.item_id)
+        .bind(&item.payload_type)
+        .bind(item.payload.clone())
+        .bind(self.housing.now_millis())
+        .execute(self.housing.database().pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Pulls every `interval` until shutdown.
+    pub async fn run(self, interval: Duration, shutdown: ShutdownSignal) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.pull_once().await {
+                        tracing::warn!(error = %error, "inbox pass failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Settled {
+    Recorded,
+    Refused,
+    Unreadable,
+    Deferred,
+}

@@ -1,0 +1,123 @@
+//! The transactional outbox: every SMS offer and personal-cabinet notice is written in the same
+//! transaction as the decision it announces, and a relay hands unsent rows to a [`MessageSink`].
+//! The sink that sends through notify (via the gateway) is wired when notify lands; until then the
+//! rows wait in the outbox and nothing is lost.
+
+use std::future::Future;
+
+use shlyuz_kit::error::ApiError;
+use sqlx::{Any, Row, Transaction};
+
+use crate::Housing;
+
+/// Where an outbox message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxChannel {
+    /// An SMS to the phone of the mobile citizens database (seed-003 offer).
+    Sms,
+    /// The person's personal cabinet (seed-002 removal notice).
+    Cabinet,
+}
+
+impl OutboxChannel {
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "SMS",
+            Self::Cabinet => "CABINET",
+        }
+    }
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Row id (UUID v7, so ids sort by creation).
+    pub id: String,
+    /// `SMS` or `CABINET`.
+    pub channel: String,
+    /// The recipient's IIN.
+    pub iin: String,
+    /// The recipient's phone (SMS) or empty.
+    pub phone: String,
+    /// The text.
+    pub body: String,
+}
+
+/// Delivers outbox messages (the notify client once it exists).
+pub trait MessageSink: Send + Sync {
+    /// Hands one message over; an error leaves it in the outbox for the next relay pass.
+    fn deliver(&self, message: &OutboxMessage)
+    -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// Writes a message into the outbox inside `transaction`.
+pub(crate) async fn enqueue(
+    transaction: &mut Transaction<'static, Any>,
+    now_ms: i64,
+    channel: OutboxChannel,
+    iin: &str,
+    phone: &str,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+    .bind(now_ms)
+    .bind(channel.as_str())
+    .bind(iin)
+    .bind(phone)
+    .bind(body)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+impl Housing {
+    /// Unsent outbox messages, oldest first, at most `limit`.
+    pub async fn unsent_messages(&self, limit: i64) -> Result<Vec<OutboxMessage>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT id, channel, iin, phone, body FROM outbox WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.database.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    id: row.try_get("id")?,
+                    channel: row.try_get("channel")?,
+                    iin: row.try_get("iin")?,
+                    phone: row.try_get("phone")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+
+    /// One relay pass: delivers up to `limit` unsent messages through `sink`, marking each sent
+    /// after the sink accepted it; returns how many were sent. A message may be delivered twice if
+    /// the process dies between the two steps (at-least-once; notify deduplicates by outbox id).
+    pub async fn relay_outbox<S: MessageSink>(
+        &self,
+        sink: &S,
+        limit: i64,
+    ) -> Result<usize, ApiError> {
+        let mut sent = 0;
+        for message in self.unsent_messages(limit).await? {
+            if let Err(error) = sink.deliver(&message).await {
+                tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed");
+                break;
+            }
+            sqlx::query("UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL")
+                .bind(&message.id)
+                .bind(self.now_millis())
+                .execute(self.database.pool())
+                .await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}

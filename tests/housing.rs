@@ -1,0 +1,509 @@
+//! The housing target behind a real gateway, with the registry target and its fixture people:
+//! the seed-002 review runs its batch look-ups through the gateway (mutual TLS, signed envelopes,
+//! purpose HOUSING_REGISTER_REVIEW), and operations use the housing services through the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shlyuz_gateway::consent::InMemoryConsents;
+use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
+use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
+use shlyuz_housing::Housing;
+use shlyuz_housing::gateway_checks::GatewayRegistryChecks;
+use shlyuz_housing::norm::AreaNorm;
+use shlyuz_housing::review::ReviewSettings;
+use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
+use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_proto::housing::v1 as pb;
+use shlyuz_registry::embedded::EmbeddedRegistry;
+use shlyuz_registry::fixtures::{self, rules};
+use tonic::transport::Channel;
+
+const PARTICIPANTS: [&str; 8] = [
+    "gateway",
+    "registry",
+    "notify",
+    "intake",
+    "housing",
+    "jauynger-portal",
+    "sdu",
+    "ops",
+];
+
+/// KATO of Astana, the fixture servicemen's garrison.
+const ASTANA: &str = "711110000";
+
+struct Stack {
+    _data_dir: tempfile::TempDir,
+    pki: DevPki,
+    gateway_address: SocketAddr,
+    gateway: Gateway,
+    trigger: ShutdownTrigger,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    databases: Vec<TestDatabase>,
+    housing: Arc<Housing>,
+}
+
+fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
+    let files = pki.participant(participant).expect("participant");
+    TlsFiles {
+        ca_cert: pki.ca_cert_path().to_path_buf(),
+        cert: files.tls_cert.clone(),
+        key: files.tls_key.clone(),
+    }
+}
+
+fn server_settings(name: &str, pki: &DevPki) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        transport: Transport::MutualTls(tls_files(pki, name)),
+        readiness_grace: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+        max_connection_age: None,
+    }
+}
+
+fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
+    SigningKey::from_pem_file(
+        &pki.participant(participant)
+            .expect("participant")
+            .signing_key,
+    )
+    .expect("signing key")
+}
+
+async fn gateway_channel(pki: &DevPki, gateway: SocketAddr, participant: &str) -> Channel {
+    connect(&ClientSettings {
+        address: gateway.to_string(),
+        tls: Some(tls_files(pki, participant)),
+        server_name: "gateway".to_string(),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("connect to the gateway")
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        shlyuz_kit::install_crypto_provider();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::ensure(&data_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        let metrics = MetricsRegistry::default();
+        let (trigger, signal) = shutdown_channel();
+
+        let registry_database = TestDatabase::sqlite().await;
+        let database = registry_database.database().clone();
+        database
+            .migrate(&shlyuz_registry::MIGRATIONS)
+            .await
+            .expect("registry migrations");
+        let registry = EmbeddedRegistry::new(database.clone());
+        shlyuz_registry::population::seed_population(&registry, 200, 5)
+            .await
+            .expect("seed");
+        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
+        fixtures::load(&registry, &fixture)
+            .await
+            .expect("load fixture");
+        let registry_server = GrpcServer::bind(server_settings("registry", &pki), &metrics)
+            .await
+            .expect("bind registry");
+        let registry_address = registry_server.local_addr().expect("registry address");
+        let mut tasks = vec![tokio::spawn(
+            registry_server.serve(shlyuz_registry::routes(database), signal.clone()),
+        )];
+
+        // The housing target: its own database; its review checks go through the gateway.
+        let housing_database = TestDatabase::sqlite().await;
+        housing_database
+            .database()
+            .migrate(&shlyuz_housing::MIGRATIONS)
+            .await
+            .expect("housing migrations");
+        let housing = Housing::new(
+            housing_database.database().clone(),
+            shlyuz_kit::clock::system_clock(),
+            AreaNorm::default(),
+        )
+        .shared();
+        let housing_server = GrpcServer::bind(server_settings("housing", &pki), &metrics)
+            .await
+            .expect("bind housing");
+        let housing_address = housing_server.local_addr().expect("housing address");
+
+        let directory_file = data_dir.path().join("gateway-directory.toml");
+        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
+        let gateway_database = TestDatabase::sqlite().await;
+        gateway_database
+            .database()
+            .migrate(&shlyuz_gateway::MIGRATIONS)
+            .await
+            .expect("gateway migrations");
+        let gateway = Gateway::start(GatewayParts {
+            database: gateway_database.database().clone(),
+            directory_file,
+            targets: TargetResolver::partial(
+                &[
+                    ("registry", registry_address.to_string()),
+                    ("housing", housing_address.to_string()),
+                ],
+                "127.0.0.1:9",
+            ),
+            signing_key: Arc::new(signing_key(&pki, "gateway")),
+            consent: Arc::new(InMemoryConsents::default()),
+            upstream_tls: Some(tls_files(&pki, "gateway")),
+            metrics: metrics.clone(),
+            clock: shlyuz_kit::clock::system_clock(),
+            settings: GatewaySettings::default(),
+            shutdown: signal.clone(),
+        })
+        .await
+        .expect("start gateway");
+        let gateway_server = GrpcServer::bind(server_settings("gateway", &pki), &metrics)
+            .await
+            .expect("bind gateway");
+        let gateway_address = gateway_server.local_addr().expect("gateway address");
+        tasks.push(tokio::spawn(
+            gateway_server.serve(gateway.routes(), signal.clone()),
+        ));
+
+        let checks = GatewayRegistryChecks::new(
+            gateway_channel(&pki, gateway_address, "housing").await,
+            Arc::new(signing_key(&pki, "housing")),
+        );
+        tasks.push(tokio::spawn(housing_server.serve(
+            shlyuz_housing::grpc::routes(
+                housing.clone(),
+                Some(Arc::new(checks)),
+                ReviewSettings {
+                    persons_per_chunk: 4,
+                    concurrency: 2,
+                },
+            ),
+            signal,
+        )));
+        Stack {
+            _data_dir: data_dir,
+            pki,
+            gateway_address,
+            gateway,
+            trigger,
+            tasks,
+            databases: vec![registry_database, housing_database, gateway_database],
+            housing,
+        }
+    }
+
+    /// `message` signed by `participant` for `path` (housing services name no subject).
+    fn signed<M: prost::Message>(
+        &self,
+        participant: &str,
+        path: &str,
+        message: M,
+    ) -> tonic::Request<M> {
+        EnvelopeBuilder::default().signed_request(
+            &signing_key(&self.pki, participant),
+            path,
+            message,
+        )
+    }
+
+    async fn stop(mut self) {
+        self.trigger.trigger();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.gateway.shutdown().await;
+        for database in self.databases.drain(..) {
+            database.cleanup().await;
+        }
+    }
+}
+
+const ADD_REGISTRANT: &str = "/shlyuz.housing.v1.HousingRegisterService/AddRegistrant";
+const START_REVIEW: &str = "/shlyuz.housing.v1.HousingReviewService/StartReview";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_through_the_gateway_removes_the_fixture_people_for_their_reasons() {
+    let stack = Stack::start().await;
+    let mut register = pb::housing_register_service_client::HousingRegisterServiceClient::new(
+        gateway_channel(&stack.pki, stack.gateway_address, "ops").await,
+    );
+    let servicemen = [
+        rules::SERVICEMAN_CLEAN,
+        rules::SERVICEMAN_PRIVATISED,
+        rules::SERVICEMAN_EQUITY,
+        rules::SERVICEMAN_EARLIER_HOUSING,
+        rules::SERVICEMAN_SPOUSE_STATE_HOUSING,
+        rules::SERVICEMAN_SPOUSE_MISSING,
+        rules::SERVICEMAN_FOREIGN_CITIZEN,
+        rules::SERVICEMAN_RESIDENT_ABROAD,
+        rules::SERVICEMAN_INCAPABLE,
+        rules::SERVICEMAN_CHILD_IMPRISONED,
+    ];
+    for (minute, iin) in servicemen.iter().enumerate() {
+        let request = pb::AddRegistrantRequest {
+            iin: iin.to_string(),
+            full_name: format!("Әскери қызметші {minute}"),
+            phone: format!("+7701000{minute:04}"),
+            reported_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + 60 * minute as i64,
+                nanos: 0,
+            }),
+            locality_kato: ASTANA.to_string(),
+            family_size: 1,
+        };
+        register
+            .add_registrant(stack.signed("ops", ADD_REGISTRANT, request))
+            .await
+            .expect("ops adds to the register through the gateway");
+    }
+
+    // SDU starts the review; the checks go from housing to the registry through the gateway.
+    let mut review = pb::housing_review_service_client::HousingReviewServiceClient::new(
+        gateway_channel(&stack.pki, stack.gateway_address, "sdu").await,
+    );
+    let report = review
+        .start_review(stack.signed("sdu", START_REVIEW, pb::StartReviewRequest {}))
+        .await
+        .expect("review")
+        .into_inner()
+        .review
+        .expect("report");
+    assert_eq!(report.persons_not_checked, 0, "{report:?}");
+    assert_eq!(report.persons_checked, 10);
+    assert_eq!(report.persons_removed, 9);
+
+    use pb::RemovalReason as R;
+    let expected = [
+        (rules::SERVICEMAN_PRIVATISED, R::PrivatisationContract),
+        (rules::SERVICEMAN_EQUITY, R::EquityContract),
+        (rules::SERVICEMAN_EARLIER_HOUSING, R::EarlierServiceHousing),
+        (
+            rules::SERVICEMAN_SPOUSE_STATE_HOUSING,
+            R::PermanentUseInLocality,
+        ),
+        (rules::SERVICEMAN_SPOUSE_MISSING, R::MissingOrDead),
+        (rules::SERVICEMAN_FOREIGN_CITIZEN, R::NotACitizen),
+        (rules::SERVICEMAN_RESIDENT_ABROAD, R::ResidenceAbroad),
+        (rules::SERVICEMAN_INCAPABLE, R::Incapable),
+        (rules::SERVICEMAN_CHILD_IMPRISONED, R::Imprisoned),
+    ];
+    for (iin, reason) in expected {
+        let registrant = stack.housing.get_registrant(iin).await.expect("registrant");
+        assert_eq!(registrant.status(), pb::RegistrantStatus::Removed, "{iin}");
+        assert_eq!(registrant.removal_reason(), reason, "{iin}");
+    }
+    // The clean serviceman stays, with the family the civil registry knows: spouse and child.
+    let clean = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_CLEAN)
+        .await
+        .expect("clean");
+    assert_eq!(clean.status(), pb::RegistrantStatus::Active);
+    assert_eq!(clean.family_size, 3);
+    assert_eq!(clean.queue_position, 1);
+
+    stack.stop().await;
+}
+
+const SEND_MESSAGE: &str = "/shlyuz.gateway.v1.AsyncChannelService/SendMessage";
+
+/// notify puts `payload` of `payload_type` into housing's inbox through the async channel.
+async fn notify_sends(stack: &Stack, payload_type: &str, payload: Vec<u8>) {
+    let mut async_channel =
+        shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient::new(
+            gateway_channel(&stack.pki, stack.gateway_address, "notify").await,
+        );
+    let request = shlyuz_proto::gateway::v1::SendMessageRequest {
+        target: Some(
+            shlyuz_proto::gateway::v1::send_message_request::Target::Recipient(
+                "housing".to_string(),
+            ),
+        ),
+        payload,
+        payload_type: payload_type.to_string(),
+        expires_at_ms: 0,
+        reply_to: String::new(),
+    };
+    async_channel
+        .send_message(stack.signed("notify", SEND_MESSAGE, request))
+        .await
+        .expect("notify sends to housing's inbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_replies_from_notify_arrive_through_the_async_channel() {
+    let stack = Stack::start().await;
+    stack
+        .housing
+        .add_registrant(shlyuz_housing::register::NewRegistrant {
+            iin: rules::SERVICEMAN_CLEAN.to_string(),
+            full_name: "Тоқаев Ғалым Бауыржанұлы".to_string(),
+            phone: "+77015550101".to_string(),
+            reported_at_ms: 1_700_000_000_000,
+            locality_kato: ASTANA.to_string(),
+            family_size: 3,
+        })
+        .await
+        .expect("register");
+    let flat = stack
+        .housing
+        .add_dwelling(shlyuz_housing::register::NewDwelling {
+            address: "Астана, Тұран даңғылы, 37-12".to_string(),
+            locality_kato: ASTANA.to_string(),
+            rooms: 2,
+            total_area_m2: 52.0,
+        })
+        .await
+        .expect("dwelling");
+    let offer = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made
+        .remove(0);
+
+    let reply = pb::RecordReplyRequest {
+        offer_id: offer.id.clone(),
+        reply_code: 6521,
+        phone: "+77015550101".to_string(),
+        received_at: None,
+    };
+    use prost::Message as _;
+    notify_sends(
+        &stack,
+        shlyuz_housing::inbox::REPLY_PAYLOAD_TYPE,
+        reply.encode_to_vec(),
+    )
+    .await;
+    // The same reply delivered twice (notify retried) and an item housing cannot read.
+    notify_sends(
+        &stack,
+        shlyuz_housing::inbox::REPLY_PAYLOAD_TYPE,
+        reply.encode_to_vec(),
+    )
+    .await;
+    notify_sends(&stack, "shlyuz.notify.v1.Unknown", vec![1, 2, 3]).await;
+
+    let consumer = shlyuz_housing::inbox::InboxConsumer::new(
+        stack.housing.clone(),
+        gateway_channel(&stack.pki, stack.gateway_address, "housing").await,
+        Arc::new(signing_key(&stack.pki, "housing")),
+    );
+    let pass = consumer.pull_once().await.expect("pull");
+    assert_eq!(pass.recorded, 2);
+    assert_eq!(pass.unreadable, 1);
+    assert_eq!(pass.deferred, 0);
+    // Everything settled was acknowledged: the next pass finds nothing.
+    assert_eq!(
+        consumer.pull_once().await.expect("pull again"),
+        shlyuz_housing::inbox::InboxPass::default()
+    );
+
+    assert_eq!(
+        stack
+            .housing
+            .get_dwelling(&flat.id)
+            .await
+            .expect("dwelling")
+            .status(),
+        pb::DwellingStatus::Leased
+    );
+    let registrant = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_CLEAN)
+        .await
+        .expect("registrant");
+    assert_eq!(registrant.status(), pb::RegistrantStatus::Housed);
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_unreadable")
+        .fetch_one(stack.housing.database().pool())
+        .await
+        .expect("unreadable");
+    assert_eq!(kept, 1);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_allowed_participants_reach_the_housing_services() {
+    let stack = Stack::start().await;
+    let mut review = pb::housing_review_service_client::HousingReviewServiceClient::new(
+        gateway_channel(&stack.pki, stack.gateway_address, "jauynger-portal").await,
+    );
+    let refused = review
+        .start_review(stack.signed("jauynger-portal", START_REVIEW, pb::StartReviewRequest {}))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&refused);
+    assert_eq!(summary.code, tonic::Code::PermissionDenied);
+    assert_eq!(summary.reason, "ACCESS_DENIED");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_through_the_gateway_name_the_field_or_the_reason() {
+    let stack = Stack::start().await;
+    let channel = gateway_channel(&stack.pki, stack.gateway_address, "ops").await;
+    let mut register =
+        pb::housing_register_service_client::HousingRegisterServiceClient::new(channel.clone());
+    let bad = pb::AddRegistrantRequest {
+        iin: "12345".to_string(),
+        full_name: "Аманов Нұрсұлтан".to_string(),
+        phone: "+77015550199".to_string(),
+        reported_at: None,
+        locality_kato: ASTANA.to_string(),
+        family_size: 2,
+    };
+    let refused = register
+        .add_registrant(stack.signed("ops", ADD_REGISTRANT, bad))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&refused);
+    assert_eq!(summary.code, tonic::Code::InvalidArgument);
+    assert_eq!(summary.fields, ["reported_at"]);
+
+    let mut allocation =
+        pb::housing_allocation_service_client::HousingAllocationServiceClient::new(channel);
+    let unknown = allocation
+        .record_reply(stack.signed(
+            "ops",
+            "/shlyuz.housing.v1.HousingAllocationService/RecordReply",
+            pb::RecordReplyRequest {
+                offer_id: "0190a4c2-7e1f-7000-8000-000000000001".to_string(),
+                reply_code: 6521,
+                phone: "+77015550199".to_string(),
+                received_at: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&unknown);
+    assert_eq!(summary.code, tonic::Code::NotFound);
+    assert_eq!(summary.reason, "OFFER_NOT_FOUND");
+    let bad_code = allocation
+        .record_reply(stack.signed(
+            "ops",
+            "/shlyuz.housing.v1.HousingAllocationService/RecordReply",
+            pb::RecordReplyRequest {
+                offer_id: "0190a4c2-7e1f-7000-8000-000000000001".to_string(),
+                reply_code: 1234,
+                phone: "+77015550199".to_string(),
+                received_at: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    let summary = summarize_status(&bad_code);
+    assert_eq!(summary.code, tonic::Code::InvalidArgument);
+    assert_eq!(summary.fields, ["reply_code"]);
+    stack.stop().await;
+}
