@@ -185,10 +185,21 @@ pub async fn build_service(
             routes: config.registry.routes(prepared.database.clone())?,
             gateway: None,
         }),
-        Target::Intake => Ok(TargetService {
-            routes: intake_routes(config, prepared, &targets)?,
-            gateway: None,
-        }),
+        Target::Intake => {
+            // With a gateway address the SMS outbox is drained to notify; without, rows wait.
+            if let Some(client) = gateway_client(&config.target(Target::Intake), prepared)? {
+                shlyuz_intake::spawn_sms_delivery(
+                    prepared.database.clone(),
+                    client,
+                    INTAKE_SMS_INTERVAL,
+                    shutdown,
+                );
+            }
+            Ok(TargetService {
+                routes: intake_routes(config, prepared, &targets)?,
+                gateway: None,
+            })
+        }
         Target::Notify => {
             let gateway = gateway_client(&config.target(Target::Notify), prepared)?;
             let runtime = shlyuz_notify::start(shlyuz_notify::NotifyParts {
@@ -252,6 +263,9 @@ pub async fn build_service(
         }
     }
 }
+
+/// How often intake hands due SMS rows to notify.
+const INTAKE_SMS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Intake's routes, calling the registry through the gateway at `intake.gateway_address` (which
 /// `up` fills with the address it bound).

@@ -15,11 +15,13 @@ use shlyuz_kit::client::{ClientSettings, connect, connect_lazy};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
 use shlyuz_kit::pki::{DevPki, SigningKey};
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::signed_document::sign_document;
 use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_notify::provider::{LogProvider, LogSink};
 use shlyuz_proto::intake::v1 as pb;
 use shlyuz_proto::registry::v1 as registry;
 use shlyuz_registry::embedded::EmbeddedRegistry;
@@ -55,6 +57,10 @@ struct Stack {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
     intake_database: shlyuz_kit::db::Database,
+    /// Where the gateway routes notify; nothing listens until [`Stack::start_notify`].
+    notify_address: SocketAddr,
+    metrics: MetricsRegistry,
+    signal: shlyuz_kit::shutdown::ShutdownSignal,
 }
 
 fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
@@ -127,6 +133,11 @@ impl Stack {
         .await
         .expect("bind intake");
         let intake_address = intake_server.local_addr().expect("intake address");
+        // A free port for notify, closed until a test starts notify: calls to it fail as an
+        // outage does (connection refused).
+        let notify_address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port for notify");
 
         let directory_file = data_dir.path().join("gateway-directory.toml");
         std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
@@ -143,6 +154,7 @@ impl Stack {
                 &[
                     ("registry", registry_address.to_string()),
                     ("intake", intake_address.to_string()),
+                    ("notify", notify_address.to_string()),
                 ],
                 "127.0.0.1:9",
             ),
@@ -190,7 +202,7 @@ impl Stack {
             Some(to_gateway),
             Arc::new(signing_key(&pki, "intake")),
         );
-        tasks.push(tokio::spawn(intake_server.serve(routes, signal)));
+        tasks.push(tokio::spawn(intake_server.serve(routes, signal.clone())));
 
         Stack {
             _data_dir: data_dir,
@@ -201,7 +213,85 @@ impl Stack {
             tasks,
             intake_database: intake_database.database().clone(),
             databases: vec![registry_database, gateway_database, intake_database],
+            notify_address,
+            metrics,
+            signal,
         }
+    }
+
+    /// Starts notify at its reserved address, sending SMS with the log provider into `sms_log`
+    /// and asking the registry (through the gateway, as notify) for phones.
+    async fn start_notify(&mut self, sms_log: &std::path::Path) {
+        let notify_database = TestDatabase::sqlite().await;
+        let database = notify_database.database().clone();
+        database
+            .migrate(&shlyuz_notify::MIGRATIONS)
+            .await
+            .expect("notify migrations");
+        let server = GrpcServer::bind(
+            ServerSettings {
+                listen: self.notify_address,
+                ..server_settings(
+                    "notify",
+                    Transport::MutualTls(tls_files(&self.pki, "notify")),
+                )
+            },
+            &self.metrics,
+        )
+        .await
+        .expect("bind notify");
+        let gateway = GatewayClient::connect_lazy(
+            &GatewayClientSettings {
+                address: self.gateway_address.to_string(),
+                server_name: "gateway".to_string(),
+                tls: Some(tls_files(&self.pki, "notify")),
+                connect_timeout: Duration::from_secs(5),
+            },
+            shlyuz_notify::PARTICIPANT_ID,
+            Arc::new(signing_key(&self.pki, "notify")),
+        )
+        .expect("notify gateway client");
+        let runtime = shlyuz_notify::start_with_provider(
+            shlyuz_notify::NotifyParts {
+                database,
+                clock: shlyuz_kit::clock::system_clock(),
+                gateway: Some(gateway),
+                settings: shlyuz_notify::NotifySettings {
+                    delivery: shlyuz_notify::worker::DeliverySettings {
+                        poll_interval_ms: 20,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                data_dir: self._data_dir.path().to_path_buf(),
+                shutdown: self.signal.clone(),
+            },
+            Arc::new(LogProvider::new(
+                LogSink::File(sms_log.to_path_buf()),
+                false,
+            )),
+        )
+        .await
+        .expect("start notify");
+        self.tasks.push(tokio::spawn(
+            server.serve(runtime.routes, self.signal.clone()),
+        ));
+        self.databases.push(notify_database);
+    }
+
+    /// A gateway client signing as intake, as the intake target's delivery loop uses.
+    fn intake_gateway_client(&self) -> GatewayClient {
+        GatewayClient::connect_lazy(
+            &GatewayClientSettings {
+                address: self.gateway_address.to_string(),
+                server_name: "gateway".to_string(),
+                tls: Some(tls_files(&self.pki, "intake")),
+                connect_timeout: Duration::from_secs(5),
+            },
+            shlyuz_intake::PARTICIPANT_ID,
+            Arc::new(signing_key(&self.pki, "intake")),
+        )
+        .expect("intake gateway client")
     }
 
     async fn channel(&self, participant: &str) -> Channel {
@@ -988,5 +1078,204 @@ async fn special_check_and_medical_refusals_through_the_gateway() {
         );
         assert!(!rejected.rejection_reason.is_empty(), "{refusal}");
     }
+    stack.stop().await;
+}
+
+/// The SMS lines the log provider wrote so far.
+fn sms_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("sms log line"))
+        .collect()
+}
+
+/// Polls the SMS log until it holds `count` lines (notify's worker sends every 20 ms).
+async fn wait_for_sms(path: &std::path::Path, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..500 {
+        let lines = sms_lines(path);
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("expected {count} SMS in {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_sms_reach_the_candidate_through_notify_once() {
+    use shlyuz_intake::outbox::{
+        DeliveryReport, NotificationSender, NotifySender, deliver_pending,
+    };
+
+    let mut stack = Stack::start().await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+    let certificate = stack.certificate(candidate, false).await;
+    let id = stack
+        .apply(&vacancy_id, candidate, &certificate)
+        .await
+        .expect("apply")
+        .application_id;
+    stack.assign_and_build(&id).await;
+    let mut officials = stack.officials().await;
+    officials
+        .send_to_special_check(stack.call(
+            "sdu",
+            &format!("{APP}SendToSpecialCheck"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::SendToSpecialCheckRequest {
+                application_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("special check");
+    // 1 April 2027 09:30 in Kazakhstan (UTC+5).
+    let appointment_ms = 1_806_553_800_000;
+    officials
+        .send_to_medical(stack.call(
+            "sdu",
+            &format!("{APP}SendToMedical"),
+            EXECUTOR,
+            "mod_executor",
+            None,
+            pb::SendToMedicalRequest {
+                application_id: id.clone(),
+                appointment: Some(pb::MedicalAppointment {
+                    ddo_region_kato: AKMOLA.into(),
+                    address: "Көкшетау, Ауельбекова 120, ДДО".into(),
+                    appointment_time_ms: appointment_ms,
+                }),
+            },
+        ))
+        .await
+        .expect("send to medical");
+
+    // The delivery loop's store, on a clock the test moves past the retry delay.
+    let clock = shlyuz_kit::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+    clock.advance(time::Duration::minutes(1));
+    let store = shlyuz_intake::store::Store::new(
+        stack.intake_database.clone(),
+        clock.shared(),
+        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+    );
+    let sender = NotifySender::new(stack.intake_gateway_client());
+    let templates: Vec<String> = store
+        .outbox_of(&id)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|row| row.template_id)
+        .collect();
+    assert_eq!(
+        templates,
+        [
+            "intake.status.submitted",
+            "intake.status.accepted",
+            "intake.status.special_check",
+            "intake.status.medical"
+        ]
+    );
+
+    // Notify is down: every row fails and stays in the outbox, due again after the back-off.
+    let report = deliver_pending(&store, &sender, 50).await.expect("deliver");
+    assert_eq!(report, DeliveryReport { sent: 0, failed: 4 });
+    let rows = store.outbox_of(&id).await.expect("outbox");
+    assert!(rows.iter().all(|row| row.attempts == 1), "{rows:?}");
+    let sms_log = stack._data_dir.path().join("sms.log");
+    stack.start_notify(&sms_log).await;
+    let report = deliver_pending(&store, &sender, 50).await.expect("deliver");
+    assert_eq!(
+        report,
+        DeliveryReport::default(),
+        "not due before the back-off"
+    );
+
+    // Notify is back: the rows go once the gateway's breaker for notify lets calls through
+    // again (it opened during the outage); each round runs after the rows' back-off.
+    let mut sent = 0;
+    for _ in 0..200 {
+        clock.advance(time::Duration::hours(1));
+        sent += deliver_pending(&store, &sender, 50)
+            .await
+            .expect("deliver")
+            .sent;
+        if sent == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent, 4, "every row sent after notify returned");
+    let report = deliver_pending(&store, &sender, 50).await.expect("deliver");
+    assert_eq!(
+        report,
+        DeliveryReport::default(),
+        "sent rows are not sent again"
+    );
+
+    let lines = wait_for_sms(&sms_log, 4).await;
+    // To the phone the mobile citizens database holds for the candidate, not the one typed in
+    // the application; in Kazakh as the candidate asked, with the seed's status texts.
+    assert!(
+        lines.iter().all(|line| line["to"] == "+77015550010"),
+        "{lines:?}"
+    );
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(|line| line["text"].as_str().expect("text"))
+        .collect();
+    assert!(
+        texts.contains(&"Jauynger: өтінішіңіздің мәртебесі \"Принято в работу\" болып өзгертілді."),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(
+            &"Jauynger: өтінішіңіздің мәртебесі \"направлено на специальную проверку\" болып өзгертілді."
+        ),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(
+            &"Jauynger: өтінішіңіздің мәртебесі \"направлен на медицинское обследование и психологическое тестирование\" болып өзгертілді. Медициналық тексеруден және психологиялық тестілеуден өту үшін Көкшетау, Ауельбекова 120, ДДО мекенжайына 01.04.2027 09:30 келуіңіз қажет."
+        ),
+        "{texts:?}"
+    );
+
+    // A crash between sending and marking resends a row: notify knows its key and queues
+    // nothing new.
+    let medical_row = store
+        .outbox_of(&id)
+        .await
+        .expect("outbox")
+        .pop()
+        .expect("medical row");
+    sender.send(&medical_row).await.expect("resend accepted");
+    let mut notify =
+        shlyuz_proto::notify::v1::notification_service_client::NotificationServiceClient::new(
+            stack.channel("intake").await,
+        );
+    let envelope = EnvelopeBuilder {
+        purpose: "CITIZEN_NOTIFICATION".to_string(),
+        subject_iin: candidate.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    let again = notify
+        .send_notification(envelope.signed_request(
+            &signing_key(&stack.pki, "intake"),
+            shlyuz_intake::outbox::SEND_NOTIFICATION_PATH,
+            shlyuz_intake::outbox::send_request(&medical_row).expect("request"),
+        ))
+        .await
+        .expect("resend")
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(
+        again.notification.expect("notification").recipient_iin,
+        candidate
+    );
+    assert_eq!(sms_lines(&sms_log).len(), 4, "one SMS per row");
+
     stack.stop().await;
 }

@@ -89,3 +89,24 @@ pub fn routes(
     )
     .routes()
 }
+
+/// Spawns the outbox delivery loop over `database`: every `interval` due SMS rows go to notify
+/// through `gateway`, until `shutdown`.
+pub fn spawn_sms_delivery(
+    database: shlyuz_kit::db::Database,
+    gateway: shlyuz_kit::gateway_client::GatewayClient,
+    interval: std::time::Duration,
+    shutdown: shlyuz_kit::shutdown::ShutdownSignal,
+) -> tokio::task::JoinHandle<()> {
+    let store = store::Store::new(
+        database,
+        shlyuz_kit::clock::system_clock(),
+        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+    );
+    tokio::spawn(outbox::run_delivery_loop(
+        store,
+        std::sync::Arc::new(outbox::NotifySender::new(gateway)),
+        interval,
+        shutdown,
+    ))
+}

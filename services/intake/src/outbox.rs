@@ -1,13 +1,25 @@
-//! Delivery of the notification outbox. Transitions write the rows (store.rs); a sender hands
-//! them to notify through the gateway. The notify-backed sender is wired when notify lands; until
-//! then rows wait, none is lost.
+//! Delivery of the notification outbox. Transitions write the rows (store.rs); [`NotifySender`]
+//! hands them to notify through the gateway and [`run_delivery_loop`] drains them; without a
+//! gateway rows wait, none is lost.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::ApiError;
+use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_proto::notify::v1 as notify;
 
 use crate::store::{OutboxRow, Store};
+
+/// Purpose of every SMS call: the directory lets intake reach notify with it only.
+pub const PURPOSE_CITIZEN_NOTIFICATION: &str = "CITIZEN_NOTIFICATION";
+/// gRPC path of `SendNotification`.
+pub const SEND_NOTIFICATION_PATH: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
+/// Rows handed to notify per round.
+pub const DELIVERY_BATCH: usize = 50;
 
 /// First retry delay; doubles per attempt.
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -70,6 +82,107 @@ pub async fn deliver_pending(
         }
     }
     Ok(report)
+}
+
+/// Sends outbox rows through the gateway to `NotificationService.SendNotification`, signed as
+/// intake, with the candidate's IIN as subject and recipient (notify asks the mobile citizens
+/// database for the phone) and the outbox id as idempotency key, so a resent row is one SMS.
+#[derive(Debug, Clone)]
+pub struct NotifySender {
+    gateway: GatewayClient,
+}
+
+impl NotifySender {
+    /// A sender calling through `gateway`.
+    pub fn new(gateway: GatewayClient) -> Self {
+        Self { gateway }
+    }
+}
+
+/// The `SendNotification` request for one outbox row.
+pub fn send_request(message: &OutboxRow) -> Result<notify::SendNotificationRequest, String> {
+    let parameters: HashMap<String, String> = serde_json::from_str(&message.parameters_json)
+        .map_err(|error| format!("outbox parameters unreadable: {error}"))?;
+    let language = match message.language.as_str() {
+        "kk" => notify::Language::Kk,
+        "ru" => notify::Language::Ru,
+        other => return Err(format!("outbox language {other:?} unknown")),
+    };
+    Ok(notify::SendNotificationRequest {
+        recipient_iin: message.recipient_iin.clone(),
+        recipient_phone: String::new(),
+        channels: vec![notify::Channel::Sms as i32],
+        template_id: message.template_id.clone(),
+        parameters,
+        language: language as i32,
+        idempotency_key: message.outbox_id.clone(),
+        conversation: None,
+    })
+}
+
+impl NotificationSender for NotifySender {
+    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let body = send_request(message)?;
+            let envelope = EnvelopeBuilder {
+                purpose: PURPOSE_CITIZEN_NOTIFICATION.to_string(),
+                subject_iin: message.recipient_iin.clone(),
+                ..EnvelopeBuilder::default()
+            };
+            let request = self
+                .gateway
+                .signed_request(&envelope, SEND_NOTIFICATION_PATH, body);
+            let mut client = notify::notification_service_client::NotificationServiceClient::new(
+                self.gateway.channel(),
+            );
+            match client.send_notification(request).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    tracing::info!(
+                        outbox_id = %message.outbox_id,
+                        notification_id = %response.notification.map(|n| n.id).unwrap_or_default(),
+                        duplicate = response.duplicate,
+                        "sms handed to notify"
+                    );
+                    Ok(())
+                }
+                Err(status) => Err(format!(
+                    "notify refused: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )),
+            }
+        })
+    }
+}
+
+/// Delivers due rows every `interval` until `shutdown`; a failed round is logged and retried.
+pub async fn run_delivery_loop(
+    store: Store,
+    sender: std::sync::Arc<dyn NotificationSender>,
+    interval: Duration,
+    shutdown: ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {
+                match deliver_pending(&store, sender.as_ref(), DELIVERY_BATCH).await {
+                    Ok(report) if report.sent + report.failed > 0 => tracing::info!(
+                        sent = report.sent,
+                        failed = report.failed,
+                        "outbox delivery round"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(error = %error, "outbox delivery round failed"),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

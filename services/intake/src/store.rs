@@ -1205,8 +1205,9 @@ async fn insert_event(
 /// The SMS parameters of a status: the text, and for the medical examination the address and
 /// time to appear.
 pub fn sms_parameters(application: &ApplicationRow, status: CandidateStatus) -> serde_json::Value {
+    // Exactly the parameters of notify's `intake.status.*` templates (notify refuses unknown
+    // ones); the application is named by the row itself.
     let mut parameters = serde_json::json!({
-        "application_id": application.application_id,
         "status_text": status.text(),
     });
     if status == CandidateStatus::Medical {

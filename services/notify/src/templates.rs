@@ -10,6 +10,7 @@ use crate::sms::Language;
 /// The embedded template files, in load order.
 const TEMPLATE_FILES: &[(&str, &str)] = &[
     ("housing.toml", include_str!("../templates/housing.toml")),
+    ("intake.toml", include_str!("../templates/intake.toml")),
     ("jauynger.toml", include_str!("../templates/jauynger.toml")),
     ("system.toml", include_str!("../templates/system.toml")),
 ];
@@ -251,6 +252,57 @@ mod tests {
             let text = catalog.render(id, Language::Ru, &number).expect("rendered");
             assert!(text.contains(&format!("\"{status}\"")), "{id}: {text}");
         }
+    }
+
+    #[test]
+    fn intake_status_templates_take_exactly_what_intake_writes() {
+        let catalog = TemplateCatalog::embedded().expect("embedded templates");
+        let status = ("status_text", "направлено на специальную проверку");
+        let plain = parameters(&[status]);
+        for id in [
+            "intake.status.submitted",
+            "intake.status.accepted",
+            "intake.status.special_check",
+            "intake.status.agreement_to_sign",
+            "intake.status.agreement_signed",
+            "intake.status.completed",
+            "intake.status.rejected",
+        ] {
+            for language in [Language::Kk, Language::Ru] {
+                let text = catalog.render(id, language, &plain).expect("rendered");
+                assert!(
+                    text.contains("\"направлено на специальную проверку\""),
+                    "{id}: {text}"
+                );
+            }
+        }
+        let medical = parameters(&[
+            status,
+            ("appointment_address", "Көкшетау, Ауельбекова 120, ДДО"),
+            ("appointment_time", "01.04.2026 09:30"),
+        ]);
+        let text = catalog
+            .render("intake.status.medical", Language::Ru, &medical)
+            .expect("rendered");
+        assert!(
+            text.contains("по адресу: Көкшетау, Ауельбекова 120, ДДО, время: 01.04.2026 09:30")
+        );
+        let order = parameters(&[
+            status,
+            ("unit", "в/ч 12345"),
+            ("report_place", "Астана"),
+            ("report_time", "02.05.2026 08:00"),
+        ]);
+        for language in [Language::Kk, Language::Ru] {
+            catalog
+                .render("intake.status.order_to_report", language, &order)
+                .expect("rendered");
+        }
+        // The medical step without its appointment is refused, not sent half-filled.
+        let error = catalog
+            .render("intake.status.medical", Language::Kk, &plain)
+            .expect_err("appointment missing");
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]
