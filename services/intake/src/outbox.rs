@@ -189,6 +189,48 @@ pub async fn run_delivery_loop(
 mod tests {
     use super::*;
 
+    fn row(language: &str) -> OutboxRow {
+        OutboxRow {
+            outbox_id: "0190f5a2-7c1e-7000-8000-00000000a001".into(),
+            application_id: "0190f5a2-7c1e-7000-8000-00000000b001".into(),
+            template_id: "intake.status.accepted".into(),
+            recipient_iin: "980512391010".into(),
+            phone_number: "+77011234567".into(),
+            language: language.into(),
+            parameters_json: r#"{"status_text":"Принято в работу"}"#.into(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_row_becomes_an_idempotent_sms_to_the_candidate() {
+        let request = send_request(&row("kk")).expect("request");
+        assert_eq!(
+            request.idempotency_key,
+            "0190f5a2-7c1e-7000-8000-00000000a001"
+        );
+        assert_eq!(request.recipient_iin, "980512391010");
+        assert_eq!(
+            request.recipient_phone, "",
+            "notify takes the registry's phone"
+        );
+        assert_eq!(request.channels, [notify::Channel::Sms as i32]);
+        assert_eq!(request.language, notify::Language::Kk as i32);
+        assert_eq!(request.template_id, "intake.status.accepted");
+        assert_eq!(
+            request.parameters.get("status_text").map(String::as_str),
+            Some("Принято в работу")
+        );
+        assert_eq!(
+            send_request(&row("ru")).expect("request").language,
+            notify::Language::Ru as i32
+        );
+        assert!(
+            send_request(&row("en")).is_err(),
+            "unknown language stays pending"
+        );
+    }
+
     #[test]
     fn retries_back_off_to_an_hour() {
         assert_eq!(retry_delay(0), Duration::from_secs(5));
