@@ -1277,5 +1277,42 @@ async fn status_sms_reach_the_candidate_through_notify_once() {
     );
     assert_eq!(sms_lines(&sms_log).len(), 4, "one SMS per row");
 
+    // The loop the intake target runs: the next status change goes by itself, and the loop
+    // ends on shutdown.
+    let delivery = shlyuz_intake::spawn_sms_delivery(
+        stack.intake_database.clone(),
+        stack.intake_gateway_client(),
+        Duration::from_millis(50),
+        stack.signal.clone(),
+    );
+    let ddo_certificate = stack.certificate(DDO, true).await;
+    officials
+        .record_medical_result(stack.call(
+            "sdu",
+            &format!("{APP}RecordMedicalResult"),
+            DDO,
+            "ddo_executor",
+            Some(AKMOLA),
+            pb::RecordMedicalResultRequest {
+                application_id: id.clone(),
+                outcome: pb::MedicalOutcome::Fail as i32,
+                signed_conclusion: Some(pb::SignedDocument {
+                    document: PDF.to_vec(),
+                    signature: sign_document(&ddo_certificate.private_key_pem, PDF).expect("sign"),
+                    signer_certificate_pem: ddo_certificate.certificate_pem,
+                }),
+            },
+        ))
+        .await
+        .expect("medical fail");
+    let lines = wait_for_sms(&sms_log, 5).await;
+    assert_eq!(
+        lines[4]["text"],
+        "Jauynger: өтінішіңіздің мәртебесі \"Отказано в дальнейшем рассмотрении\" болып өзгертілді."
+    );
+    assert_eq!(lines[4]["to"], "+77015550010");
+    stack.trigger.trigger();
+    delivery.await.expect("delivery loop ends on shutdown");
+
     stack.stop().await;
 }
