@@ -229,8 +229,8 @@ pub async fn build_service(
                 Duration::from_secs(config.housing.allocation_interval_secs.max(1)),
                 shutdown.clone(),
             ));
-            // With a gateway: the review asks the registries, and SMS replies are pulled from
-            // housing's async-channel inbox.
+            // With a gateway: the review asks the registries, the outbox is relayed to notify,
+            // and SMS replies are pulled from housing's async-channel inbox.
             let checks = match gateway_client(&config.target(Target::Housing), prepared)? {
                 Some(client) => {
                     let signing_key = Arc::new(
@@ -242,7 +242,14 @@ pub async fn build_service(
                         client.channel(),
                         signing_key.clone(),
                     );
-                    tokio::spawn(consumer.run(Duration::from_secs(2), shutdown));
+                    tokio::spawn(consumer.run(Duration::from_secs(2), shutdown.clone()));
+                    // Offer SMS and removal notices leave the outbox through notify.
+                    tokio::spawn(shlyuz_housing::outbox::run_relay(
+                        housing.clone(),
+                        shlyuz_housing::notify_sink::NotifySink::new(client.clone()),
+                        Duration::from_secs(1),
+                        shutdown,
+                    ));
                     Some(Arc::new(
                         shlyuz_housing::gateway_checks::GatewayRegistryChecks::new(
                             client.channel(),

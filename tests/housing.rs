@@ -1,6 +1,8 @@
-//! The housing target behind a real gateway, with the registry target and its fixture people:
-//! the seed-002 review runs its batch look-ups through the gateway (mutual TLS, signed envelopes,
-//! purpose HOUSING_REGISTER_REVIEW), and operations use the housing services through the gateway.
+//! The housing target behind a real gateway, with the registry and notify targets and the
+//! registry's fixture people: the seed-002 review runs its batch look-ups through the gateway
+//! (mutual TLS, signed envelopes, purpose HOUSING_REGISTER_REVIEW), operations use the housing
+//! services through the gateway, offer SMS and removal notices leave housing's outbox through
+//! notify, and the citizens' 6521–6527 replies come back through notify and the async channel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +19,16 @@ use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
 use shlyuz_kit::pki::{DevPki, SigningKey};
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_notify::provider::{LogProvider, LogSink};
+use shlyuz_notify::worker::DeliverySettings;
+use shlyuz_notify::{NotifyParts, NotifySettings};
 use shlyuz_proto::housing::v1 as pb;
+use shlyuz_proto::notify::v1 as notify_pb;
 use shlyuz_registry::embedded::EmbeddedRegistry;
 use shlyuz_registry::fixtures::{self, rules};
 use tonic::transport::Channel;
@@ -49,6 +56,8 @@ struct Stack {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
     housing: Arc<Housing>,
+    /// The SMS notify handed to its (in-memory log) provider.
+    sms: Arc<LogProvider>,
 }
 
 fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
@@ -78,6 +87,20 @@ fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
             .signing_key,
     )
     .expect("signing key")
+}
+
+fn gateway_client(pki: &DevPki, gateway: SocketAddr, participant: &str) -> GatewayClient {
+    GatewayClient::connect_lazy(
+        &GatewayClientSettings {
+            address: gateway.to_string(),
+            server_name: "gateway".to_string(),
+            tls: Some(tls_files(pki, participant)),
+            connect_timeout: Duration::from_secs(5),
+        },
+        participant,
+        Arc::new(signing_key(pki, participant)),
+    )
+    .expect("gateway client")
 }
 
 async fn gateway_channel(pki: &DevPki, gateway: SocketAddr, participant: &str) -> Channel {
@@ -139,6 +162,21 @@ impl Stack {
             .expect("bind housing");
         let housing_address = housing_server.local_addr().expect("housing address");
 
+        let notify_database = TestDatabase::sqlite().await;
+        notify_database
+            .database()
+            .migrate(&shlyuz_notify::MIGRATIONS)
+            .await
+            .expect("notify migrations");
+        let notify_server = GrpcServer::bind(server_settings("notify", &pki), &metrics)
+            .await
+            .expect("bind notify");
+        let notify_address = notify_server.local_addr().expect("notify address");
+        let gateway_server = GrpcServer::bind(server_settings("gateway", &pki), &metrics)
+            .await
+            .expect("bind gateway");
+        let gateway_address = gateway_server.local_addr().expect("gateway address");
+
         let directory_file = data_dir.path().join("gateway-directory.toml");
         std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
         let gateway_database = TestDatabase::sqlite().await;
@@ -154,6 +192,7 @@ impl Stack {
                 &[
                     ("registry", registry_address.to_string()),
                     ("housing", housing_address.to_string()),
+                    ("notify", notify_address.to_string()),
                 ],
                 "127.0.0.1:9",
             ),
@@ -167,12 +206,33 @@ impl Stack {
         })
         .await
         .expect("start gateway");
-        let gateway_server = GrpcServer::bind(server_settings("gateway", &pki), &metrics)
-            .await
-            .expect("bind gateway");
-        let gateway_address = gateway_server.local_addr().expect("gateway address");
         tasks.push(tokio::spawn(
             gateway_server.serve(gateway.routes(), signal.clone()),
+        ));
+
+        // Notify looks phones up and routes replies through the gateway, as `notify`.
+        let sms = Arc::new(LogProvider::new(LogSink::Memory, true));
+        let notify = shlyuz_notify::start_with_provider(
+            NotifyParts {
+                database: notify_database.database().clone(),
+                clock: shlyuz_kit::clock::system_clock(),
+                gateway: Some(gateway_client(&pki, gateway_address, "notify")),
+                settings: NotifySettings {
+                    delivery: DeliverySettings {
+                        poll_interval_ms: 20,
+                        ..DeliverySettings::default()
+                    },
+                    ..NotifySettings::default()
+                },
+                data_dir: data_dir.path().to_path_buf(),
+                shutdown: signal.clone(),
+            },
+            sms.clone(),
+        )
+        .await
+        .expect("start notify");
+        tasks.push(tokio::spawn(
+            notify_server.serve(notify.routes, signal.clone()),
         ));
 
         let checks = GatewayRegistryChecks::new(
@@ -197,8 +257,14 @@ impl Stack {
             gateway,
             trigger,
             tasks,
-            databases: vec![registry_database, housing_database, gateway_database],
+            databases: vec![
+                registry_database,
+                housing_database,
+                notify_database,
+                gateway_database,
+            ],
             housing,
+            sms,
         }
     }
 
@@ -312,6 +378,43 @@ async fn review_through_the_gateway_removes_the_fixture_people_for_their_reasons
     assert_eq!(clean.family_size, 3);
     assert_eq!(clean.queue_position, 1);
 
+    // The nine removal notices leave the outbox for the personal cabinets through notify; the
+    // portal shows the seed-002 Kazakh text.
+    assert_eq!(stack.relay().await, 9);
+    let mut inbox = notify_pb::notification_service_client::NotificationServiceClient::new(
+        gateway_channel(&stack.pki, stack.gateway_address, "jauynger-portal").await,
+    );
+    let envelope = EnvelopeBuilder {
+        purpose: "CITIZEN_NOTIFICATION".to_string(),
+        subject_iin: rules::SERVICEMAN_EQUITY.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    let mut items = Vec::new();
+    for _ in 0..250 {
+        items = inbox
+            .list_inbox(envelope.signed_request(
+                &signing_key(&stack.pki, "jauynger-portal"),
+                "/shlyuz.notify.v1.NotificationService/ListInbox",
+                notify_pb::ListInboxRequest {
+                    iin: rules::SERVICEMAN_EQUITY.to_string(),
+                    ..notify_pb::ListInboxRequest::default()
+                },
+            ))
+            .await
+            .expect("list the cabinet inbox")
+            .into_inner()
+            .items;
+        if !items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(items.len(), 1, "one removal notice in the cabinet");
+    assert_eq!(
+        items[0].text,
+        shlyuz_housing::texts::removal_notice(shlyuz_housing::model::RemovalReason::EquityContract)
+    );
+
     stack.stop().await;
 }
 
@@ -373,11 +476,16 @@ async fn sms_replies_from_notify_arrive_through_the_async_channel() {
         .offers_made
         .remove(0);
 
-    let reply = pb::RecordReplyRequest {
-        offer_id: offer.id.clone(),
-        reply_code: 6521,
-        phone: "+77015550101".to_string(),
-        received_at: None,
+    let reply = notify_pb::SmsReply {
+        reply_id: "0190a4c2-7e1f-7000-8000-0000000000aa".to_string(),
+        conversation_id: "0190a4c2-7e1f-7000-8000-0000000000bb".to_string(),
+        correlation_id: offer.id.clone(),
+        notification_id: "0190a4c2-7e1f-7000-8000-0000000000cc".to_string(),
+        from_phone: "+77015550113".to_string(),
+        recipient_iin: rules::SERVICEMAN_CLEAN.to_string(),
+        code: "6521".to_string(),
+        text: "6521".to_string(),
+        received_at_ms: 0,
     };
     use prost::Message as _;
     notify_sends(
@@ -505,5 +613,224 @@ async fn bad_requests_through_the_gateway_name_the_field_or_the_reason() {
     let summary = summarize_status(&bad_code);
     assert_eq!(summary.code, tonic::Code::InvalidArgument);
     assert_eq!(summary.fields, ["reply_code"]);
+    stack.stop().await;
+}
+
+const RECEIVE_SMS: &str = "/shlyuz.notify.v1.InboundSmsService/ReceiveSms";
+
+impl Stack {
+    /// Relays housing's outbox to notify through the gateway, as the housing target does.
+    async fn relay(&self) -> usize {
+        let sink = shlyuz_housing::notify_sink::NotifySink::new(gateway_client(
+            &self.pki,
+            self.gateway_address,
+            "housing",
+        ));
+        self.housing
+            .relay_outbox(&sink, 100)
+            .await
+            .expect("relay the outbox to notify")
+    }
+
+    /// The SMS notify sent to `phone`, waiting for its delivery worker (it polls every 20 ms).
+    async fn sms_to(&self, phone: &str, count: usize) -> Vec<String> {
+        for _ in 0..250 {
+            let texts: Vec<String> = self
+                .sms
+                .sent()
+                .into_iter()
+                .filter(|sms| sms.phone == phone)
+                .map(|sms| sms.text)
+                .collect();
+            if texts.len() >= count {
+                return texts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("notify sent no SMS to {phone}");
+    }
+
+    /// A citizen's SMS reaching notify (the operator's webhook replay, through the gateway).
+    async fn citizen_replies(&self, phone: &str, text: &str) -> notify_pb::ReceiveSmsResponse {
+        let mut inbound = notify_pb::inbound_sms_service_client::InboundSmsServiceClient::new(
+            gateway_channel(&self.pki, self.gateway_address, "ops").await,
+        );
+        inbound
+            .receive_sms(self.signed(
+                "ops",
+                RECEIVE_SMS,
+                notify_pb::ReceiveSmsRequest {
+                    from_phone: phone.to_string(),
+                    text: text.to_string(),
+                    provider_message_id: String::new(),
+                },
+            ))
+            .await
+            .expect("notify receives the SMS")
+            .into_inner()
+    }
+
+    /// Pulls housing's inbox until one reply is settled.
+    async fn pull_reply(&self) -> shlyuz_housing::inbox::InboxPass {
+        let consumer = shlyuz_housing::inbox::InboxConsumer::new(
+            self.housing.clone(),
+            gateway_channel(&self.pki, self.gateway_address, "housing").await,
+            Arc::new(signing_key(&self.pki, "housing")),
+        );
+        for _ in 0..250 {
+            let pass = consumer.pull_once().await.expect("pull the inbox");
+            if pass != shlyuz_housing::inbox::InboxPass::default() {
+                return pass;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no reply reached housing's inbox");
+    }
+}
+
+/// The phones the rules fixture's mobile citizens database gives the two servicemen.
+const CLEAN_PHONE: &str = "+77015550113";
+const EQUITY_PHONE: &str = "+77015550229";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_go_out_through_notify_and_the_replies_decide_them() {
+    let stack = Stack::start().await;
+    for (minute, (iin, full_name, phone)) in [
+        (
+            rules::SERVICEMAN_CLEAN,
+            "Тоқаев Ғалым Бауыржанұлы",
+            CLEAN_PHONE,
+        ),
+        (
+            rules::SERVICEMAN_EQUITY,
+            "Серікбаев Арман Нұрланұлы",
+            EQUITY_PHONE,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stack
+            .housing
+            .add_registrant(shlyuz_housing::register::NewRegistrant {
+                iin: iin.to_string(),
+                full_name: full_name.to_string(),
+                phone: phone.to_string(),
+                reported_at_ms: 1_700_000_000_000 + 60_000 * minute as i64,
+                locality_kato: ASTANA.to_string(),
+                family_size: 3,
+            })
+            .await
+            .expect("register");
+    }
+    let flat = stack
+        .housing
+        .add_dwelling(shlyuz_housing::register::NewDwelling {
+            address: "Астана, Тұран даңғылы, 37-12".to_string(),
+            locality_kato: ASTANA.to_string(),
+            rooms: 2,
+            total_area_m2: 52.0,
+        })
+        .await
+        .expect("dwelling");
+
+    // The first in the queue gets the offer; the SMS goes out through notify, which found the
+    // phone in the mobile citizens database, with the seed-003 text.
+    let first = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].iin, rules::SERVICEMAN_CLEAN);
+    assert_eq!(stack.relay().await, 1);
+    assert_eq!(
+        stack.relay().await,
+        0,
+        "a relayed message is not sent again"
+    );
+    let texts = stack.sms_to(CLEAN_PHONE, 1).await;
+    assert_eq!(
+        texts,
+        [shlyuz_housing::texts::offer_sms(
+            "Тоқаев Ғалым Бауыржанұлы",
+            "Астана, Тұран даңғылы, 37-12",
+            2,
+            52.0
+        )]
+    );
+
+    // He refuses (6526): the reply comes back through notify and the async channel, and the
+    // next round offers the flat to the next in the queue.
+    let refused = stack.citizen_replies(CLEAN_PHONE, "6526").await;
+    assert_eq!(refused.outcome, notify_pb::ReplyOutcome::Routed as i32);
+    let pass = stack.pull_reply().await;
+    assert_eq!((pass.recorded, pass.refused), (1, 0), "{pass:?}");
+    let offers = stack
+        .housing
+        .list_offers(&pb::ListOffersRequest::default())
+        .await
+        .expect("offers")
+        .offers;
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].iin, rules::SERVICEMAN_CLEAN);
+    assert_eq!(offers[0].status(), pb::OfferStatus::Refused);
+    assert_eq!(offers[0].reply_code, 6526);
+    let second = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].iin, rules::SERVICEMAN_EQUITY);
+    assert_eq!(second[0].dwelling_id, flat.id);
+    assert_eq!(stack.relay().await, 1);
+    stack.sms_to(EQUITY_PHONE, 1).await;
+
+    // A "6521" from a phone no offer went to is answered by notify and changes nothing.
+    let stray = stack.citizen_replies("+77019990000", "6521").await;
+    assert_eq!(
+        stray.outcome,
+        notify_pb::ReplyOutcome::AnsweredNoConversation as i32
+    );
+    stack.sms_to("+77019990000", 1).await;
+    assert_eq!(
+        stack
+            .housing
+            .get_dwelling(&flat.id)
+            .await
+            .expect("dwelling")
+            .status(),
+        pb::DwellingStatus::Offered
+    );
+
+    // The second serviceman agrees: the flat is leased and he is housed.
+    let agreed = stack.citizen_replies(EQUITY_PHONE, "6521").await;
+    assert_eq!(agreed.outcome, notify_pb::ReplyOutcome::Routed as i32);
+    let pass = stack.pull_reply().await;
+    assert_eq!((pass.recorded, pass.refused), (1, 0), "{pass:?}");
+    assert_eq!(
+        stack
+            .housing
+            .get_dwelling(&flat.id)
+            .await
+            .expect("dwelling")
+            .status(),
+        pb::DwellingStatus::Leased
+    );
+    let housed = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_EQUITY)
+        .await
+        .expect("registrant");
+    assert_eq!(housed.status(), pb::RegistrantStatus::Housed);
+    let waiting = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_CLEAN)
+        .await
+        .expect("registrant");
+    assert_eq!(waiting.status(), pb::RegistrantStatus::Active);
     stack.stop().await;
 }

@@ -17,7 +17,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::Housing;
 use crate::model::{OfferStatus, reply_code, timestamp_from_millis};
 use crate::outbox::OutboxChannel;
-use crate::texts::offer_sms;
+use crate::texts::{OFFER_TEMPLATE, offer_parameters, offer_sms};
 
 /// What one allocation round did.
 #[derive(Debug, Clone, Default)]
@@ -37,15 +37,24 @@ struct Candidate {
     taken: bool,
 }
 
+/// Who a reply is checked against.
+enum ReplySender<'a> {
+    /// The phone the reply came from (RecordReply): must be the offer's phone.
+    Phone(&'a str),
+    /// The recipient IIN of notify's reply window: must be the offer's person.
+    Recipient(&'a str),
+}
+
 /// An offer decided by a round, not yet written.
 struct PlannedOffer {
     dwelling_id: String,
     iin: String,
     phone: String,
     text: String,
+    parameters: String,
 }
 
-/// Planned offers written per batch of statements (4 parameters a row, well under every limit).
+/// Planned offers written per batch of statements (at most 6 parameters a row, well under every limit).
 const WRITE_BATCH: usize = 500;
 
 /// `$first, $first+1, …` for `count` parameters.
@@ -216,6 +225,7 @@ impl Housing {
             let address: String = dwelling.try_get("address")?;
             planned.push(PlannedOffer {
                 text: offer_sms(&candidate.full_name, &address, rooms, area),
+                parameters: offer_parameters(&candidate.full_name, &address, rooms, area),
                 dwelling_id,
                 iin: candidate.iin.clone(),
                 phone: candidate.phone.clone(),
@@ -341,30 +351,37 @@ impl Housing {
         }
         query.execute(&mut **transaction).await?;
 
+        // The SMS opens a reply window on notify: correlation id = the offer id, closing at the
+        // offer's deadline.
         let rows: Vec<String> = (0..ready.len())
             .map(|row| {
-                let base = row * 4;
+                let base = row * 6;
                 format!(
-                    "(${}, $1, '{}', ${}, ${}, ${})",
-                    base + 2,
-                    OutboxChannel::Sms.as_str(),
+                    "(${}, $1, '{}', ${}, ${}, ${}, '{}', ${}, ${}, $2)",
                     base + 3,
+                    OutboxChannel::Sms.as_str(),
                     base + 4,
-                    base + 5
+                    base + 5,
+                    base + 6,
+                    OFFER_TEMPLATE,
+                    base + 7,
+                    base + 8
                 )
             })
             .collect();
         let statement = format!(
-            "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body) VALUES {}",
+            "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body, template_id, parameters, correlation_id, expires_at_ms) VALUES {}",
             rows.join(", ")
         );
-        let mut query = sqlx::query(&statement).bind(now);
-        for offer in &ready {
+        let mut query = sqlx::query(&statement).bind(now).bind(deadline);
+        for (offer, offer_id) in ready.iter().zip(&offer_ids) {
             query = query
                 .bind(uuid::Uuid::now_v7().hyphenated().to_string())
                 .bind(offer.iin.as_str())
                 .bind(offer.phone.as_str())
-                .bind(offer.text.as_str());
+                .bind(offer.text.as_str())
+                .bind(offer.parameters.as_str())
+                .bind(offer_id.as_str());
         }
         query.execute(&mut **transaction).await?;
 
@@ -412,6 +429,38 @@ impl Housing {
         phone: &str,
         received_at_ms: Option<i64>,
     ) -> Result<pb::Offer, ApiError> {
+        self.record_reply_from(offer_id, code, ReplySender::Phone(phone), received_at_ms)
+            .await
+    }
+
+    /// [`Housing::record_reply_received_at`] for a reply notify routed through the reply window
+    /// of the offer SMS: notify opened that window for the phone it sent the SMS to (the mobile
+    /// citizens database's phone of the IIN), so the sender is checked by the recipient IIN notify
+    /// names, not by the phone housing stored at registration (docs/decisions.md 68). Another IIN
+    /// is `PERMISSION_DENIED` (`REPLY_RECIPIENT_MISMATCH`).
+    pub async fn record_notify_reply(
+        &self,
+        offer_id: &str,
+        code: i64,
+        recipient_iin: &str,
+        received_at_ms: Option<i64>,
+    ) -> Result<pb::Offer, ApiError> {
+        self.record_reply_from(
+            offer_id,
+            code,
+            ReplySender::Recipient(recipient_iin),
+            received_at_ms,
+        )
+        .await
+    }
+
+    async fn record_reply_from(
+        &self,
+        offer_id: &str,
+        code: i64,
+        sender: ReplySender<'_>,
+        received_at_ms: Option<i64>,
+    ) -> Result<pb::Offer, ApiError> {
         if uuid::Uuid::parse_str(offer_id).is_err() {
             return Err(ApiError::invalid_field("offer_id", "must be a UUID"));
         }
@@ -438,13 +487,25 @@ impl Housing {
             .fetch_one(&mut *transaction)
             .await?;
         let offer = offer_from_row(&row)?;
-        let offer_phone: String = row.try_get("phone")?;
-        if offer_phone != phone {
-            tracing::warn!(offer_id, "reply from a phone the offer was not sent to");
-            return Err(ApiError::permission_denied(
-                "REPLY_PHONE_MISMATCH",
-                "the reply did not come from the phone the offer was sent to",
-            ));
+        match sender {
+            ReplySender::Phone(phone) => {
+                let offer_phone: String = row.try_get("phone")?;
+                if offer_phone != phone {
+                    tracing::warn!(offer_id, "reply from a phone the offer was not sent to");
+                    return Err(ApiError::permission_denied(
+                        "REPLY_PHONE_MISMATCH",
+                        "the reply did not come from the phone the offer was sent to",
+                    ));
+                }
+            }
+            ReplySender::Recipient(iin) if iin != offer.iin => {
+                tracing::warn!(offer_id, "reply window of another recipient");
+                return Err(ApiError::permission_denied(
+                    "REPLY_RECIPIENT_MISMATCH",
+                    "the reply came through the reply window of another recipient",
+                ));
+            }
+            ReplySender::Recipient(_) => {}
         }
         let status = OfferStatus::from_proto(offer.status()).unwrap_or(OfferStatus::Open);
         match status {

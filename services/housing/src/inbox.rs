@@ -14,18 +14,20 @@ use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::gateway::v1 as gateway;
 use shlyuz_proto::housing::v1 as pb;
+use shlyuz_proto::notify::v1 as notify_pb;
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::Housing;
 
-/// The payload type notify sends a reply as: housing's own `RecordReplyRequest`.
-pub const REPLY_PAYLOAD_TYPE: &str = "shlyuz.housing.v1.RecordReplyRequest";
+/// The payload type notify sends a reply as: its `SmsReply`, the correlation id being the offer id
+/// (docs/decisions.md 68).
+pub const REPLY_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.SmsReply";
 
 const GET_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/GetMessages";
 const ACK_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/AckMessages";
 
-/// Records one reply request (from `RecordReply` or the inbox).
+/// Records one reply request of `RecordReply`.
 pub async fn apply_reply(
     housing: &Housing,
     request: &pb::RecordReplyRequest,
@@ -39,6 +41,29 @@ pub async fn apply_reply(
             &request.offer_id,
             i64::from(request.reply_code),
             &request.phone,
+            received_at_ms,
+        )
+        .await
+}
+
+/// Records one reply notify routed: offer = correlation id, code = the normalised digits, the
+/// sender checked by the reply window's recipient IIN, received at notify's reception time.
+pub async fn apply_sms_reply(
+    housing: &Housing,
+    reply: &notify_pb::SmsReply,
+) -> Result<pb::Offer, ApiError> {
+    let Ok(code) = reply.code.parse::<i64>() else {
+        return Err(ApiError::invalid_field(
+            "code",
+            format!("must be one of 6521–6527, got {:?}", reply.code),
+        ));
+    };
+    let received_at_ms = (reply.received_at_ms > 0).then_some(reply.received_at_ms);
+    housing
+        .record_notify_reply(
+            &reply.correlation_id,
+            code,
+            &reply.recipient_iin,
             received_at_ms,
         )
         .await
@@ -133,18 +158,18 @@ impl InboxConsumer {
             self.keep_unreadable(item).await?;
             return Ok(Settled::Unreadable);
         }
-        let Ok(reply) = pb::RecordReplyRequest::decode(item.payload.as_slice()) else {
+        let Ok(reply) = notify_pb::SmsReply::decode(item.payload.as_slice()) else {
             self.keep_unreadable(item).await?;
             return Ok(Settled::Unreadable);
         };
-        match apply_reply(&self.housing, &reply).await {
+        match apply_sms_reply(&self.housing, &reply).await {
             Ok(_) => Ok(Settled::Recorded),
             Err(error) if matches!(error.code(), Code::Unavailable | Code::Internal) => {
                 tracing::warn!(item_id = %item.item_id, error = %error, "reply deferred");
                 Ok(Settled::Deferred)
             }
             Err(error) => {
-                tracing::info!(item_id = %item.item_id, offer_id = %reply.offer_id, reason = error.reason(), "reply refused");
+                tracing::info!(item_id = %item.item_id, offer_id = %reply.correlation_id, reply_id = %reply.reply_id, reason = error.reason(), "reply refused");
                 Ok(Settled::Refused)
             }
         }

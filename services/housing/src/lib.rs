@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod inbox;
 pub mod model;
 pub mod norm;
+pub mod notify_sink;
 pub mod outbox;
 pub mod register;
 pub mod review;
@@ -34,6 +35,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "unreadable inbox items",
         sql: include_str!("../migrations/sqlite/0002_inbox_unreadable.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "outbox template, parameters and reply window",
+        sql: include_str!("../migrations/sqlite/0003_outbox_notify.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -46,6 +52,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 2,
         description: "unreadable inbox items",
         sql: include_str!("../migrations/postgres/0002_inbox_unreadable.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "outbox template, parameters and reply window",
+        sql: include_str!("../migrations/postgres/0003_outbox_notify.sql"),
     },
 ];
 

@@ -1,11 +1,14 @@
 //! The transactional outbox: every SMS offer and personal-cabinet notice is written in the same
 //! transaction as the decision it announces, and a relay hands unsent rows to a [`MessageSink`].
-//! The sink that sends through notify (via the gateway) is wired when notify lands; until then the
-//! rows wait in the outbox and nothing is lost.
+//! [`crate::notify_sink::NotifySink`] sends them through notify (via the gateway); without a
+//! gateway the rows wait in the outbox and nothing is lost.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use shlyuz_kit::error::ApiError;
+use shlyuz_kit::shutdown::ShutdownSignal;
 use sqlx::{Any, Row, Transaction};
 
 use crate::Housing;
@@ -40,11 +43,31 @@ pub struct OutboxMessage {
     pub iin: String,
     /// The recipient's phone (SMS) or empty.
     pub phone: String,
-    /// The text.
+    /// The text as housing rendered it (notify renders the same text from the template).
     pub body: String,
+    /// notify's template id (`housing.offer`, `housing.register_removal`).
+    pub template_id: String,
+    /// The template parameters, a JSON object of strings.
+    pub parameters: String,
+    /// The reply window's correlation id (the offer id; empty without a reply window).
+    pub correlation_id: String,
+    /// When the reply window closes, epoch ms UTC (0 without a reply window).
+    pub expires_at_ms: i64,
 }
 
-/// Delivers outbox messages (the notify client once it exists).
+/// The template side of a message written with [`enqueue`].
+pub(crate) struct OutboxTemplate<'a> {
+    /// notify's template id.
+    pub template_id: &'a str,
+    /// Parameters, a JSON object of strings.
+    pub parameters: String,
+    /// Correlation id of the reply window, or empty.
+    pub correlation_id: &'a str,
+    /// End of the reply window, or 0.
+    pub expires_at_ms: i64,
+}
+
+/// Delivers outbox messages (notify through the gateway, or a test double).
 pub trait MessageSink: Send + Sync {
     /// Hands one message over; an error leaves it in the outbox for the next relay pass.
     fn deliver(&self, message: &OutboxMessage)
@@ -59,9 +82,11 @@ pub(crate) async fn enqueue(
     iin: &str,
     phone: &str,
     body: &str,
+    template: &OutboxTemplate<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (id, created_at_ms, channel, iin, phone, body, template_id, parameters, correlation_id, expires_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(uuid::Uuid::now_v7().hyphenated().to_string())
     .bind(now_ms)
@@ -69,6 +94,10 @@ pub(crate) async fn enqueue(
     .bind(iin)
     .bind(phone)
     .bind(body)
+    .bind(template.template_id)
+    .bind(&template.parameters)
+    .bind(template.correlation_id)
+    .bind(template.expires_at_ms)
     .execute(&mut **transaction)
     .await?;
     Ok(())
@@ -78,7 +107,7 @@ impl Housing {
     /// Unsent outbox messages, oldest first, at most `limit`.
     pub async fn unsent_messages(&self, limit: i64) -> Result<Vec<OutboxMessage>, ApiError> {
         let rows = sqlx::query(
-            "SELECT id, channel, iin, phone, body FROM outbox WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, channel, iin, phone, body, template_id, parameters, correlation_id, expires_at_ms FROM outbox WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.database.pool())
@@ -91,6 +120,10 @@ impl Housing {
                     iin: row.try_get("iin")?,
                     phone: row.try_get("phone")?,
                     body: row.try_get("body")?,
+                    template_id: row.try_get("template_id")?,
+                    parameters: row.try_get("parameters")?,
+                    correlation_id: row.try_get("correlation_id")?,
+                    expires_at_ms: row.try_get("expires_at_ms")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -119,5 +152,37 @@ impl Housing {
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+/// Relays the outbox through `sink` every `interval` until shutdown (a pass in flight finishes
+/// its current message first; what is left waits for the next start).
+pub async fn run_relay<S: MessageSink>(
+    housing: Arc<Housing>,
+    sink: S,
+    interval: Duration,
+    shutdown: ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {
+                // Drain in pages so a large round does not wait an interval per hundred offers.
+                loop {
+                    match housing.relay_outbox(&sink, 100).await {
+                        Ok(100) => continue,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "outbox relay pass failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 }

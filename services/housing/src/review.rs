@@ -16,8 +16,8 @@ use sqlx::Row;
 
 use crate::Housing;
 use crate::model::{RemovalReason, timestamp_from_millis};
-use crate::outbox::{OutboxChannel, enqueue};
-use crate::texts::removal_notice;
+use crate::outbox::{OutboxChannel, OutboxTemplate, enqueue};
+use crate::texts::{REMOVAL_TEMPLATE, removal_notice, removal_parameters};
 
 /// What the person registry (ГБД ФЛ) says about one person, for the criteria of step 10.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,6 +240,12 @@ impl Housing {
                 iin,
                 "",
                 &removal_notice(*reason),
+                &OutboxTemplate {
+                    template_id: REMOVAL_TEMPLATE,
+                    parameters: removal_parameters(*reason),
+                    correlation_id: "",
+                    expires_at_ms: 0,
+                },
             )
             .await?;
             removed += 1;

@@ -28,6 +28,29 @@ pub fn offer_sms(full_name: &str, address: &str, rooms: i64, total_area_m2: f64)
     )
 }
 
+/// notify's template of the offer SMS (its `ru` text is [`offer_sms`] verbatim).
+pub const OFFER_TEMPLATE: &str = "housing.offer";
+
+/// notify's template of the removal notice (its `kk` text is [`removal_notice`] verbatim).
+pub const REMOVAL_TEMPLATE: &str = "housing.register_removal";
+
+/// The parameters of [`OFFER_TEMPLATE`], as a JSON object of strings (stored in the outbox).
+pub fn offer_parameters(full_name: &str, address: &str, rooms: i64, total_area_m2: f64) -> String {
+    serde_json::json!({
+        "full_name": full_name,
+        "address": address,
+        "rooms": rooms.to_string(),
+        "area": format_area(total_area_m2),
+    })
+    .to_string()
+}
+
+/// The parameters of [`REMOVAL_TEMPLATE`], as a JSON object of strings (stored in the outbox).
+pub fn removal_parameters(reason: RemovalReason) -> String {
+    let (finding, reason_name) = removal_phrases(reason);
+    serde_json::json!({ "finding": finding, "reason": reason_name }).to_string()
+}
+
 /// The seed-002 removal notice, the blanks filled with what was found and the reason.
 pub fn removal_notice(reason: RemovalReason) -> String {
     let (finding, reason_name) = removal_phrases(reason);

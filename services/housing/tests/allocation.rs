@@ -382,6 +382,13 @@ shlyuz_kit::storage_test!(
             .unwrap_err();
         assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
         assert_eq!(reason(&stranger), "REPLY_PHONE_MISMATCH");
+        // Through notify the sender is the reply window's recipient: another person's is refused.
+        let other_window = housing
+            .record_notify_reply(&offer.id, 6521, &iin(2), None)
+            .await
+            .unwrap_err();
+        assert_eq!(other_window.code(), tonic::Code::PermissionDenied);
+        assert_eq!(reason(&other_window), "REPLY_RECIPIENT_MISMATCH");
         let unknown = housing
             .record_reply(&uuid::Uuid::now_v7().to_string(), 6521, &phone(1))
             .await
@@ -665,15 +672,25 @@ shlyuz_kit::storage_test!(
             .await;
             dwelling(&housing, ASTANA, 1, 30.0).await;
         }
-        assert_eq!(
-            housing
-                .run_allocation_round()
-                .await
-                .expect("round")
-                .offers_made
-                .len(),
-            3
-        );
+        let offers = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        assert_eq!(offers.len(), 3);
+        // Each SMS carries what notify needs: the offer template and a reply window named by
+        // the offer id that closes at the offer's deadline.
+        let unsent = housing.unsent_messages(100).await.expect("unsent");
+        for (message, offer) in unsent.iter().zip(&offers) {
+            assert_eq!(message.template_id, "housing.offer");
+            assert_eq!(message.correlation_id, offer.id);
+            let deadline = offer.deadline.expect("deadline");
+            assert_eq!(message.expires_at_ms, deadline.seconds * 1000);
+            let parameters: std::collections::HashMap<String, String> =
+                serde_json::from_str(&message.parameters).expect("parameters");
+            assert_eq!(parameters["rooms"], "1");
+            assert_eq!(parameters["area"], "30");
+        }
 
         let sink = FlakySink {
             accept: 1.into(),
