@@ -61,23 +61,11 @@ struct Stack {
 }
 
 fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
-    let files = pki.participant(participant).expect("participant");
-    TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    }
+    pki.tls_files(participant).expect("participant files")
 }
 
 fn server_settings(name: &str, pki: &DevPki) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        transport: Transport::MutualTls(tls_files(pki, name)),
-        readiness_grace: Duration::ZERO,
-        drain_timeout: Duration::from_secs(5),
-        max_connection_age: None,
-    }
+    ServerSettings::loopback(name, Transport::MutualTls(tls_files(pki, name)))
 }
 
 fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
