@@ -257,7 +257,10 @@ async fn kill_during_delivery(postgres: bool) {
         .map(|_| {
             let mut client = client.clone();
             let setup = &setup;
-            async move { setup.send(&mut client, 300, 0).await }
+            // Each delivery takes 0.6 s at the echo, so with at most 64 in flight the 1,000
+            // deliveries need over 9 s: the kill below comes while they are under way even on a
+            // slow machine that accepts slowly.
+            async move { setup.send(&mut client, 600, 0).await }
         })
         .buffer_unordered(16);
     let message_ids: Vec<String> = sends.collect().await;
