@@ -52,6 +52,17 @@ pub enum ConsentRefusal {
     Unavailable(String),
 }
 
+/// `Ok` when `query` is covered by an active consent, else `PERMISSION_DENIED` /
+/// `CONSENT_REQUIRED` saying why.
+pub async fn require_consent(
+    checker: &dyn ConsentChecker,
+    query: ConsentQuery<'_>,
+) -> Result<(), shlyuz_kit::error::ApiError> {
+    checker.check(query).await.map_err(|refusal| {
+        shlyuz_kit::error::ApiError::permission_denied("CONSENT_REQUIRED", refusal.to_string())
+    })
+}
+
 /// Checks consents.
 pub trait ConsentChecker: Send + Sync + 'static {
     /// `Ok` when the query is covered by an active consent.

@@ -1,10 +1,60 @@
-//! Per-call policy state: quotas (token buckets per participant), replay refusal (message ids per
-//! sender within the replay window) and circuit breakers (per upstream).
+//! Per-call policy: the access decision shared by the sync and async channels, and the state
+//! behind it — quotas (token buckets per participant), replay refusal (message ids per sender
+//! within the replay window) and circuit breakers (per upstream).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use shlyuz_kit::error::{ApiError, FieldViolation};
+
+use crate::directory::{AccessRule, Directory, Route};
+use crate::envelope;
+
+/// The access rule under which `sender` may call `service`/`method` on `route` with the envelope's
+/// `purpose` and `subject_iin`: a rule must exist (`ACCESS_DENIED`), a personal-data route needs
+/// both fields (`INVALID_ARGUMENT` naming them), and the purpose must be one the rule allows
+/// (`PURPOSE_NOT_ALLOWED`). Consent, where the rule asks for it, is checked separately.
+pub fn access_rule<'d>(
+    directory: &'d Directory,
+    route: &Route,
+    sender: &str,
+    service: &str,
+    method: &str,
+    purpose: &str,
+    subject_iin: &str,
+) -> Result<&'d AccessRule, ApiError> {
+    let Some(rule) = directory.rule(sender, service, method) else {
+        return Err(ApiError::permission_denied(
+            "ACCESS_DENIED",
+            format!("participant {sender} may not call {service}/{method}"),
+        ));
+    };
+    if route.personal_data {
+        let missing: Vec<FieldViolation> = [
+            (envelope::PURPOSE, purpose),
+            (envelope::SUBJECT_IIN, subject_iin),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(field, _)| FieldViolation {
+            field: field.to_string(),
+            description: "is required for personal-data services".to_string(),
+        })
+        .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::invalid_fields(missing));
+        }
+    }
+    if !purpose.is_empty() && !rule.purposes.is_empty() && !rule.purposes.contains(purpose) {
+        return Err(ApiError::permission_denied(
+            "PURPOSE_NOT_ALLOWED",
+            format!("purpose {purpose} is not allowed for {sender} on {service}/{method}"),
+        ));
+    }
+    Ok(rule)
+}
 
 /// Locks a mutex, recovering from poisoning: the guarded state stays consistent after any panic
 /// because every update is a single assignment.

@@ -221,50 +221,15 @@ impl SyncChannel {
         }
         call.personal_data = route.personal_data;
 
-        let Some(rule) = directory.rule(&participant_id, &call.service, &call.method) else {
-            return Err(ApiError::permission_denied(
-                "ACCESS_DENIED",
-                format!(
-                    "participant {participant_id} may not call {}/{}",
-                    call.service, call.method
-                ),
-            ));
-        };
-        if route.personal_data {
-            let mut missing = Vec::new();
-            if call.purpose.is_empty() {
-                missing.push((envelope::PURPOSE, "is required for personal-data services"));
-            }
-            if call.subject_iin.is_empty() {
-                missing.push((
-                    envelope::SUBJECT_IIN,
-                    "is required for personal-data services",
-                ));
-            }
-            if !missing.is_empty() {
-                return Err(ApiError::invalid_fields(
-                    missing
-                        .into_iter()
-                        .map(|(field, description)| shlyuz_kit::error::FieldViolation {
-                            field: field.to_string(),
-                            description: description.to_string(),
-                        })
-                        .collect(),
-                ));
-            }
-        }
-        if !call.purpose.is_empty()
-            && !rule.purposes.is_empty()
-            && !rule.purposes.contains(&call.purpose)
-        {
-            return Err(ApiError::permission_denied(
-                "PURPOSE_NOT_ALLOWED",
-                format!(
-                    "purpose {} is not allowed for {participant_id} on {}/{}",
-                    call.purpose, call.service, call.method
-                ),
-            ));
-        }
+        let rule = crate::policy::access_rule(
+            &directory,
+            route,
+            &participant_id,
+            &call.service,
+            &call.method,
+            &call.purpose,
+            &call.subject_iin,
+        )?;
 
         let now_ms = self.clock.now_millis();
         let replay_window_ms = directory.settings().replay_window.as_millis() as i64;
@@ -384,12 +349,7 @@ impl SyncChannel {
                 consent_id: &call.consent_id,
                 now_ms: self.clock.now_millis(),
             };
-            if let Err(refusal) = self.consent.check(query).await {
-                return Err(ApiError::permission_denied(
-                    "CONSENT_REQUIRED",
-                    refusal.to_string(),
-                ));
-            }
+            crate::consent::require_consent(self.consent.as_ref(), query).await?;
         }
 
         // The upstream learns who is calling from the gateway, never from the caller.

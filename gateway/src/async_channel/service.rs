@@ -272,44 +272,15 @@ impl AsyncChannelApi {
                         "the gateway's own services cannot be called through the async channel",
                     ));
                 }
-                let Some(rule) = directory.rule(sender, &target.service, &target.method) else {
-                    return Err(ApiError::permission_denied(
-                        "ACCESS_DENIED",
-                        format!(
-                            "participant {sender} may not call {}/{}",
-                            target.service, target.method
-                        ),
-                    ));
-                };
-                if route.personal_data {
-                    let mut missing = Vec::new();
-                    for (field, value) in [
-                        (envelope::PURPOSE, &row.purpose),
-                        (envelope::SUBJECT_IIN, &row.subject_iin),
-                    ] {
-                        if value.is_empty() {
-                            missing.push(FieldViolation {
-                                field: field.to_string(),
-                                description: "is required for personal-data services".to_string(),
-                            });
-                        }
-                    }
-                    if !missing.is_empty() {
-                        return Err(ApiError::invalid_fields(missing));
-                    }
-                }
-                if !row.purpose.is_empty()
-                    && !rule.purposes.is_empty()
-                    && !rule.purposes.contains(&row.purpose)
-                {
-                    return Err(ApiError::permission_denied(
-                        "PURPOSE_NOT_ALLOWED",
-                        format!(
-                            "purpose {} is not allowed for {sender} on {}/{}",
-                            row.purpose, target.service, target.method
-                        ),
-                    ));
-                }
+                let rule = crate::policy::access_rule(
+                    &directory,
+                    route,
+                    sender,
+                    &target.service,
+                    &target.method,
+                    &row.purpose,
+                    &row.subject_iin,
+                )?;
                 if rule.consent_required {
                     let query = ConsentQuery {
                         participant: sender,
@@ -318,12 +289,7 @@ impl AsyncChannelApi {
                         consent_id: &row.consent_id,
                         now_ms,
                     };
-                    if let Err(refusal) = self.consent.check(query).await {
-                        return Err(ApiError::permission_denied(
-                            "CONSENT_REQUIRED",
-                            refusal.to_string(),
-                        ));
-                    }
+                    crate::consent::require_consent(self.consent.as_ref(), query).await?;
                 }
                 if row.payload.len() > route.max_request_bytes {
                     return Err(too_large(route.max_request_bytes));
