@@ -4,6 +4,10 @@
 //! services through the gateway, offer SMS and removal notices leave housing's outbox through
 //! notify, and the citizens' 6521–6527 replies come back through notify and the async channel.
 
+mod support;
+
+use support::{PARTICIPANTS, signing_key};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +24,7 @@ use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
-use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::pki::DevPki;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
@@ -29,20 +33,8 @@ use shlyuz_notify::worker::DeliverySettings;
 use shlyuz_notify::{NotifyParts, NotifySettings};
 use shlyuz_proto::housing::v1 as pb;
 use shlyuz_proto::notify::v1 as notify_pb;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
+use shlyuz_registry::fixtures::rules;
 use tonic::transport::Channel;
-
-const PARTICIPANTS: [&str; 8] = [
-    "gateway",
-    "registry",
-    "notify",
-    "intake",
-    "housing",
-    "jauynger-portal",
-    "sdu",
-    "ops",
-];
 
 /// KATO of Astana, the fixture servicemen's garrison.
 const ASTANA: &str = "711110000";
@@ -66,15 +58,6 @@ fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
 
 fn server_settings(name: &str, pki: &DevPki) -> ServerSettings {
     ServerSettings::loopback(name, Transport::MutualTls(tls_files(pki, name)))
-}
-
-fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
-    SigningKey::from_pem_file(
-        &pki.participant(participant)
-            .expect("participant")
-            .signing_key,
-    )
-    .expect("signing key")
 }
 
 fn gateway_client(pki: &DevPki, gateway: SocketAddr, participant: &str) -> GatewayClient {
@@ -110,27 +93,10 @@ impl Stack {
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
-        let registry_database = TestDatabase::sqlite().await;
-        let database = registry_database.database().clone();
-        database
-            .migrate(&shlyuz_registry::MIGRATIONS)
-            .await
-            .expect("registry migrations");
-        let registry = EmbeddedRegistry::new(database.clone());
-        shlyuz_registry::population::seed_population(&registry, 200, 5)
-            .await
-            .expect("seed");
-        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
-        fixtures::load(&registry, &fixture)
-            .await
-            .expect("load fixture");
-        let registry_server = GrpcServer::bind(server_settings("registry", &pki), &metrics)
-            .await
-            .expect("bind registry");
-        let registry_address = registry_server.local_addr().expect("registry address");
-        let mut tasks = vec![tokio::spawn(
-            registry_server.serve(shlyuz_registry::routes(database), signal.clone()),
-        )];
+        let registry = support::start_registry(&pki, &metrics, 200, signal.clone()).await;
+        let registry_address = registry.address;
+        let registry_database = registry.database;
+        let mut tasks = vec![registry.task];
 
         // The housing target: its own database; its review checks go through the gateway.
         let housing_database = TestDatabase::sqlite().await;

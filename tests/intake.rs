@@ -3,6 +3,10 @@
 //! personal file from the registry and checks EDS against the registry's CA, both through the
 //! gateway with its own signed envelope.
 
+mod support;
+
+use support::{PARTICIPANTS, signing_key};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
-use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::pki::DevPki;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::signed_document::sign_document;
@@ -24,21 +28,10 @@ use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_notify::provider::{LogProvider, LogSink};
 use shlyuz_proto::intake::v1 as pb;
 use shlyuz_proto::registry::v1 as registry;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
+use shlyuz_registry::fixtures::rules;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const PARTICIPANTS: [&str; 8] = [
-    "gateway",
-    "registry",
-    "notify",
-    "intake",
-    "housing",
-    "jauynger-portal",
-    "sdu",
-    "ops",
-];
 // Officials are persons of the fixture: the CA issues certificates to known persons only.
 const HEAD: &str = rules::SERVICEMAN_CLEAN;
 const DDO: &str = rules::SERVICEMAN_EQUITY;
@@ -71,15 +64,6 @@ fn server_settings(name: &str, transport: Transport) -> ServerSettings {
     ServerSettings::loopback(name, transport)
 }
 
-fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
-    SigningKey::from_pem_file(
-        &pki.participant(participant)
-            .expect("participant")
-            .signing_key,
-    )
-    .expect("signing key")
-}
-
 impl Stack {
     async fn start() -> Stack {
         shlyuz_kit::install_crypto_provider();
@@ -88,30 +72,10 @@ impl Stack {
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
-        let registry_database = TestDatabase::sqlite().await;
-        let database = registry_database.database().clone();
-        database
-            .migrate(&shlyuz_registry::MIGRATIONS)
-            .await
-            .expect("registry migrations");
-        let embedded = EmbeddedRegistry::new(database.clone());
-        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
-        fixtures::load(&embedded, &fixture)
-            .await
-            .expect("load fixture");
-        let registry_server = GrpcServer::bind(
-            server_settings(
-                "registry",
-                Transport::MutualTls(tls_files(&pki, "registry")),
-            ),
-            &metrics,
-        )
-        .await
-        .expect("bind registry");
-        let registry_address = registry_server.local_addr().expect("registry address");
-        let mut tasks = vec![tokio::spawn(
-            registry_server.serve(shlyuz_registry::routes(database), signal.clone()),
-        )];
+        let registry = support::start_registry(&pki, &metrics, 0, signal.clone()).await;
+        let registry_address = registry.address;
+        let registry_database = registry.database;
+        let mut tasks = vec![registry.task];
 
         // Intake listens first so the gateway can route to it; its channel to the gateway is lazy.
         let intake_server = GrpcServer::bind(

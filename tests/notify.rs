@@ -3,6 +3,10 @@
 //! gateway, the citizen's SMS reply reaches housing's async-channel inbox, and a stray reply is
 //! answered.
 
+mod support;
+
+use support::{PARTICIPANTS, signing_key};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
-use shlyuz_kit::pki::{DevPki, SigningKey};
+use shlyuz_kit::pki::DevPki;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
@@ -24,20 +28,8 @@ use shlyuz_notify::worker::DeliverySettings;
 use shlyuz_notify::{NotifyParts, NotifySettings};
 use shlyuz_proto::gateway::v1 as gateway_pb;
 use shlyuz_proto::notify::v1 as pb;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
+use shlyuz_registry::fixtures::rules;
 use tonic::transport::Channel;
-
-const PARTICIPANTS: [&str; 8] = [
-    "gateway",
-    "registry",
-    "notify",
-    "intake",
-    "housing",
-    "jauynger-portal",
-    "sdu",
-    "ops",
-];
 
 /// A valid IIN that no fixture or generated person has, so it has no phone.
 const UNKNOWN_IIN: &str = "850101399906";
@@ -63,15 +55,6 @@ fn server_settings(name: &str, transport: Transport) -> ServerSettings {
     ServerSettings::loopback(name, transport)
 }
 
-fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
-    SigningKey::from_pem_file(
-        &pki.participant(participant)
-            .expect("participant")
-            .signing_key,
-    )
-    .expect("signing key")
-}
-
 impl Stack {
     async fn start() -> Stack {
         shlyuz_kit::install_crypto_provider();
@@ -80,27 +63,9 @@ impl Stack {
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
-        let registry_database = TestDatabase::sqlite().await;
-        let registry_db = registry_database.database().clone();
-        registry_db
-            .migrate(&shlyuz_registry::MIGRATIONS)
-            .await
-            .expect("registry migrations");
-        let registry = EmbeddedRegistry::new(registry_db.clone());
-        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
-        fixtures::load(&registry, &fixture)
-            .await
-            .expect("load fixture");
-        let registry_server = GrpcServer::bind(
-            server_settings(
-                "registry",
-                Transport::MutualTls(tls_files(&pki, "registry")),
-            ),
-            &metrics,
-        )
-        .await
-        .expect("bind registry");
-        let registry_address = registry_server.local_addr().expect("registry address");
+        let registry = support::start_registry(&pki, &metrics, 0, signal.clone()).await;
+        let registry_address = registry.address;
+        let registry_database = registry.database;
 
         let notify_database = TestDatabase::sqlite().await;
         let notify_db = notify_database.database().clone();
@@ -187,9 +152,7 @@ impl Stack {
         .expect("start notify");
 
         let tasks = vec![
-            tokio::spawn(
-                registry_server.serve(shlyuz_registry::routes(registry_db), signal.clone()),
-            ),
+            registry.task,
             tokio::spawn(notify_server.serve(runtime.routes, signal.clone())),
             tokio::spawn(gateway_server.serve(gateway.routes(), signal)),
         ];

@@ -1,9 +1,12 @@
 //! The registry target behind a real gateway with mutual TLS and the shipped default directory:
 //! participants call the registry services with signed envelopes, as intake and housing will.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::PARTICIPANTS;
 
 use shlyuz_gateway::consent::InMemoryConsents;
 use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
@@ -18,20 +21,9 @@ use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::registry::v1 as pb;
 use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
+use shlyuz_registry::fixtures::rules;
 use tonic::Code;
 use tonic::transport::Channel;
-
-const PARTICIPANTS: [&str; 8] = [
-    "gateway",
-    "registry",
-    "notify",
-    "intake",
-    "housing",
-    "jauynger-portal",
-    "sdu",
-    "ops",
-];
 
 /// A valid IIN that no fixture or generated person has (serial 9990 is never generated).
 const UNKNOWN_IIN: &str = "850101399906";
@@ -56,33 +48,10 @@ impl Stack {
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
-        let registry_database = TestDatabase::sqlite().await;
-        let database = registry_database.database().clone();
-        database
-            .migrate(&shlyuz_registry::MIGRATIONS)
-            .await
-            .expect("registry migrations");
-        let registry = EmbeddedRegistry::new(database.clone());
-        shlyuz_registry::population::seed_population(&registry, 500, 5)
-            .await
-            .expect("seed");
-        let fixture = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
-        fixtures::load(&registry, &fixture)
-            .await
-            .expect("load fixture");
-        let registry_server = GrpcServer::bind(
-            ServerSettings::loopback(
-                "registry",
-                Transport::MutualTls(pki.tls_files("registry").expect("participant files")),
-            ),
-            &metrics,
-        )
-        .await
-        .expect("bind registry");
-        let registry_address = registry_server.local_addr().expect("registry address");
-        let mut tasks = vec![tokio::spawn(
-            registry_server.serve(shlyuz_registry::routes(database), signal.clone()),
-        )];
+        let registry = support::start_registry(&pki, &metrics, 500, signal.clone()).await;
+        let registry_address = registry.address;
+        let registry_database = registry.database;
+        let mut tasks = vec![registry.task];
 
         // The shipped default directory, next to the PKI it names.
         let directory_file = data_dir.path().join("gateway-directory.toml");
