@@ -59,6 +59,19 @@ pub enum Command {
         /// Data directory (data_dir); created on first start.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// TESTING ONLY: let the `ops` participant move housing's clock forward through
+        /// shlyuz.testing.v1.TestClockService on housing's own address (`shlyuz demo` needs it for
+        /// the 48-hour answer window). Never use this for real data.
+        #[arg(long)]
+        test_clock: bool,
+    },
+    /// Walk the seeds' scenarios against a running `shlyuz up --test-clock`: a Jauynger candidate
+    /// from vacancy to order to report and a rejected one, a housing allocation round with an
+    /// acceptance, a refusal and a 48-hour timeout, and a proactive review of the register.
+    Demo {
+        /// The `endpoints.json` that `shlyuz up` wrote.
+        #[arg(long, value_name = "FILE", default_value = "var/endpoints.json")]
+        endpoints: PathBuf,
     },
     /// Run one target, as in Kubernetes (one Deployment per target).
     Serve {
@@ -117,10 +130,10 @@ impl Cli {
             overrides.push(("telemetry.log_format".to_string(), quoted(name)));
         }
         let data_dir = match &self.command {
-            Command::Up { data_dir }
+            Command::Up { data_dir, .. }
             | Command::Migrate { data_dir, .. }
             | Command::Seed { data_dir, .. } => data_dir.as_ref(),
-            Command::Serve { .. } | Command::Bench { .. } => None,
+            Command::Serve { .. } | Command::Bench { .. } | Command::Demo { .. } => None,
         };
         if let Some(data_dir) = data_dir {
             overrides.push((
@@ -191,7 +204,8 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
         tracing::debug!("log format chosen by terminal detection");
     }
     match command {
-        Command::Up { .. } => crate::up::run_up(config).await,
+        Command::Up { test_clock, .. } => crate::up::run_up(config, test_clock).await,
+        Command::Demo { endpoints } => crate::demo::run(&endpoints).await,
         Command::Serve { target } => serve(config, target).await,
         Command::Bench { bench } => crate::bench::run(bench).await,
         Command::Seed {
@@ -298,6 +312,7 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
         ),
         &metrics,
         signal.clone(),
+        None,
     )
     .await?;
     serve_target(prepared, service, signal).await

@@ -10,6 +10,7 @@ use shlyuz_gateway::consent::{
 };
 use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_gateway::{Gateway, GatewayParts};
+use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::db::{Database, Migrations};
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
@@ -152,6 +153,7 @@ pub async fn build_service(
     targets: TargetResolver,
     metrics: &MetricsRegistry,
     shutdown: ShutdownSignal,
+    test_clock: Option<&AdjustableClock>,
 ) -> anyhow::Result<TargetService> {
     match prepared.target {
         Target::Gateway => {
@@ -217,9 +219,14 @@ pub async fn build_service(
             })
         }
         Target::Housing => {
+            // `up --test-clock`: housing's time (offer deadlines) follows the test clock.
+            let clock = match test_clock {
+                Some(clock) => clock.shared(),
+                None => shlyuz_kit::clock::system_clock(),
+            };
             let housing = shlyuz_housing::Housing::new(
                 prepared.database.clone(),
-                shlyuz_kit::clock::system_clock(),
+                clock,
                 config.housing.norm(),
             )
             .shared();
@@ -259,12 +266,19 @@ pub async fn build_service(
                 }
                 None => None,
             };
+            let mut routes = shlyuz_housing::grpc::routes(
+                housing,
+                checks,
+                shlyuz_housing::review::ReviewSettings::default(),
+            );
+            if let Some(clock) = test_clock {
+                tracing::warn!("housing serves the TEST CLOCK (shlyuz up --test-clock)");
+                routes = routes.add_service(
+                    shlyuz_kit::test_clock::TestClock::new(clock.clone()).into_server(),
+                );
+            }
             Ok(TargetService {
-                routes: shlyuz_housing::grpc::routes(
-                    housing,
-                    checks,
-                    shlyuz_housing::review::ReviewSettings::default(),
-                ),
+                routes,
                 gateway: None,
             })
         }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::pki::{DevPki, ParticipantFiles};
 use shlyuz_kit::server::{READINESS_SERVICE, TlsFiles};
 use shlyuz_kit::shutdown::shutdown_channel;
@@ -41,14 +42,30 @@ pub struct Endpoints {
     pub targets: BTreeMap<String, String>,
     /// Certificate, key and signing-key files of every participant.
     pub participants: BTreeMap<String, ParticipantFiles>,
+    /// `host:port` serving shlyuz.testing.v1.TestClockService (housing's own address), only with
+    /// `up --test-clock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_clock: Option<String>,
+    /// The file the log SMS provider appends every sent SMS to (one JSON object per line), when
+    /// notify uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_log: Option<PathBuf>,
 }
 
 impl Endpoints {
     /// Reads `endpoints.json` from a data directory.
     pub fn read(data_dir: &Path) -> anyhow::Result<Self> {
-        let path = data_dir.join(ENDPOINTS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::read_file(&data_dir.join(ENDPOINTS_FILE))
+    }
+
+    /// Reads an `endpoints.json` file.
+    pub fn read_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (is `shlyuz up` running with that data directory?)",
+                path.display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
     }
 
@@ -66,8 +83,9 @@ impl Endpoints {
     }
 }
 
-/// Runs every target until SIGTERM/SIGINT, then drains them all.
-pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
+/// Runs every target until SIGTERM/SIGINT, then drains them all. With `test_clock`, housing's
+/// clock can be moved forward by the `ops` participant (see [`Endpoints::test_clock`]).
+pub async fn run_up(config: ShlyuzConfig, test_clock: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.canonicalize().with_context(|| {
@@ -108,12 +126,16 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
         };
         prepared_targets.push(prepare_target(&config, target, identity, &metrics).await?);
     }
+    // The synthetic population plus the hand-picked people of the rules fixture, whom the demo,
+    // the examples and the README use.
+    let fixture = shlyuz_registry::fixtures::parse(shlyuz_registry::fixtures::RULES_FIXTURE)?;
     for prepared in &prepared_targets {
         if prepared.target == Target::Registry {
             let seeded = shlyuz_registry::seed_if_empty(
                 prepared.database.clone(),
                 shlyuz_registry::UP_POPULATION,
                 shlyuz_registry::UP_SEED,
+                Some(&fixture),
             )
             .await
             .context("registry: synthetic population")?;
@@ -153,6 +175,10 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
         None => None,
     };
 
+    let test_clock = test_clock.then(AdjustableClock::new);
+    if test_clock.is_some() {
+        tracing::warn!("TEST CLOCK enabled: ops may move housing's clock forward");
+    }
     let mut tasks = JoinSet::new();
     for prepared in prepared_targets {
         let service = build_service(
@@ -161,6 +187,7 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
             resolver.clone(),
             &metrics,
             signal.clone(),
+            test_clock.as_ref(),
         )
         .await?;
         tasks.spawn(serve_target(prepared, service, signal.clone()));
@@ -200,6 +227,11 @@ pub async fn run_up(config: ShlyuzConfig) -> anyhow::Result<()> {
             .iter()
             .map(|files| (files.id.clone(), files.clone()))
             .collect(),
+        test_clock: test_clock
+            .as_ref()
+            .and_then(|_| addresses.get(Target::Housing.name()))
+            .map(|address| address.to_string()),
+        sms_log: config.notify.sms.log_file_path(&data_dir),
     };
     write_atomically(&endpoints_path, &serde_json::to_vec_pretty(&endpoints)?)?;
     print_welcome(&endpoints, &endpoints_path);

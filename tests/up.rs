@@ -43,8 +43,13 @@ impl Drop for RunningUp {
 }
 
 fn start_up(data_dir: &Path) -> RunningUp {
+    start_up_with(data_dir, &[])
+}
+
+fn start_up_with(data_dir: &Path, extra: &[&str]) -> RunningUp {
     let child = Command::new(SHLYUZ)
         .arg("up")
+        .args(extra)
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--log-format")
@@ -384,4 +389,164 @@ async fn notify_finds_the_phone_through_the_gateway_and_logs_the_sms() {
     );
     let status = terminate(&mut running);
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// Runs `shlyuz demo` against the `up` of `data_dir`; returns its exit code, stdout and stderr.
+fn run_demo(data_dir: &Path) -> (i32, String, String) {
+    let output = Command::new(SHLYUZ)
+        .arg("demo")
+        .arg("--endpoints")
+        .arg(data_dir.join("endpoints.json"))
+        .arg("--log-format")
+        .arg("text")
+        .output()
+        .expect("run shlyuz demo");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_walks_every_seed_through_the_gateway_and_refuses_a_second_run() {
+    shlyuz_kit::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up_with(data_dir.path(), &["--test-clock"]);
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+    assert_eq!(
+        endpoints.test_clock.as_deref(),
+        endpoints.targets.get("housing").map(String::as_str),
+        "the test clock is served by housing"
+    );
+
+    let (code, stdout, stderr) = run_demo(data_dir.path());
+    assert_eq!(code, 0, "demo failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "[21/21]",
+        "candidate status Completed",
+        "Петров Игорь Сергеевич: REJECTED",
+        "the candidate sees only REJECTED",
+        "Тоқаев Ғалым Бауыржанұлы: lease concluded",
+        "refused with 6522",
+        "Мұқанов Асқар Жандосұлы: offer",
+        "EXPIRED, deemed refused",
+        "removed Иванов Алексей Николаевич: PermanentUseInLocality",
+        "kept Қасымов Ерлан Серікұлы: Active",
+        "intact",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+
+    // What the demo printed is what the system holds: housing's clock really moved, and the
+    // offer SMS really went out to the three phones.
+    let housing = connect(&client_settings(
+        &endpoints,
+        endpoints.test_clock.as_deref().expect("test clock"),
+        "ops",
+    ))
+    .await
+    .expect("connect to housing");
+    let clock =
+        shlyuz_proto::testing::v1::test_clock_service_client::TestClockServiceClient::new(housing)
+            .get_test_clock(shlyuz_proto::testing::v1::GetTestClockRequest {})
+            .await
+            .expect("read the test clock")
+            .into_inner();
+    assert_eq!(clock.offset_seconds, 48 * 3_600 + 60);
+    let sms_log = std::fs::read_to_string(endpoints.sms_log.as_ref().expect("sms log"))
+        .expect("read the SMS log");
+    for phone in ["+77015550113", "+77015550229", "+77015550233"] {
+        assert!(
+            sms_log
+                .lines()
+                .any(|line| line.contains(phone) && line.contains("6521")),
+            "no offer SMS to {phone}"
+        );
+    }
+
+    // A second run finds its people on the register and stops before changing anything.
+    let (code, stdout, stderr) = run_demo(data_dir.path());
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("[ 1/21]") && stdout.contains("FAILED"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("fresh --data-dir"), "{stderr}");
+    assert_eq!(terminate(&mut running).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_clock_exists_only_with_the_flag_and_only_for_ops() {
+    use shlyuz_proto::testing::v1::AdvanceTestClockRequest;
+    use shlyuz_proto::testing::v1::test_clock_service_client::TestClockServiceClient;
+    shlyuz_kit::install_crypto_provider();
+
+    // Without --test-clock: nothing in endpoints.json, housing does not serve it, and the demo
+    // says how to start `up` instead of running half a scenario.
+    let plain_dir = tempfile::tempdir().expect("temp dir");
+    let mut plain = start_up(plain_dir.path());
+    let endpoints = wait_for_endpoints(&mut plain, plain_dir.path());
+    assert_eq!(endpoints.test_clock, None);
+    let housing = connect(&client_settings(
+        &endpoints,
+        &endpoints.targets["housing"],
+        "ops",
+    ))
+    .await
+    .expect("connect to housing");
+    let status = TestClockServiceClient::new(housing)
+        .advance_test_clock(AdvanceTestClockRequest { seconds: 60 })
+        .await
+        .expect_err("no test clock without the flag");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let (code, stdout, stderr) = run_demo(plain_dir.path());
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains("--test-clock"), "{stderr}");
+    assert_eq!(terminate(&mut plain).code(), Some(0));
+
+    // With it: only ops may move the clock, only forward, at most a year at a time.
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up_with(data_dir.path(), &["--test-clock"]);
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+    let address = endpoints.test_clock.clone().expect("test clock address");
+    let as_portal = connect(&client_settings(&endpoints, &address, "jauynger-portal"))
+        .await
+        .expect("connect as the portal");
+    let status = TestClockServiceClient::new(as_portal)
+        .advance_test_clock(AdvanceTestClockRequest { seconds: 60 })
+        .await
+        .expect_err("the portal may not move time");
+    let summary = shlyuz_kit::error::summarize_status(&status);
+    assert_eq!(
+        (summary.code, summary.reason.as_str()),
+        (tonic::Code::PermissionDenied, "CLOCK_OPERATOR_ONLY")
+    );
+    let mut as_ops = TestClockServiceClient::new(
+        connect(&client_settings(&endpoints, &address, "ops"))
+            .await
+            .expect("connect as ops"),
+    );
+    for seconds in [0, -3_600, 366 * 86_400] {
+        let status = as_ops
+            .advance_test_clock(AdvanceTestClockRequest { seconds })
+            .await
+            .expect_err("out of range");
+        let summary = shlyuz_kit::error::summarize_status(&status);
+        assert_eq!(summary.code, tonic::Code::InvalidArgument, "{seconds}");
+        assert_eq!(summary.fields, ["seconds"], "{seconds}");
+    }
+    let moved = as_ops
+        .advance_test_clock(AdvanceTestClockRequest { seconds: 7_200 })
+        .await
+        .expect("ops moves the clock")
+        .into_inner();
+    assert_eq!(moved.offset_seconds, 7_200);
+    let ahead = moved.now.expect("now").seconds - time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!((7_100..=7_200).contains(&ahead), "{ahead}");
+    assert_eq!(terminate(&mut running).code(), Some(0));
 }

@@ -52,3 +52,11 @@ pub mod housing {
         tonic::include_proto!("shlyuz.housing.v1");
     }
 }
+
+/// Test-only controls that `shlyuz up --test-clock` serves (never production).
+pub mod testing {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("shlyuz.testing.v1");
+    }
+}

@@ -1,6 +1,7 @@
 //! An injectable source of the current time, so that deadlines and expiry can be tested without
 //! sleeping.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use time::{Duration, OffsetDateTime};
@@ -87,6 +88,51 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock moved forward by an offset that only grows: what `shlyuz up --test-clock` gives
+/// a target so a test or the demo can walk through a 48-hour window in seconds. Clones share the
+/// offset.
+#[derive(Clone, Debug, Default)]
+pub struct AdjustableClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl AdjustableClock {
+    /// A clock that reads the wall clock until it is advanced.
+    pub fn new() -> AdjustableClock {
+        AdjustableClock::default()
+    }
+
+    /// Moves the clock forward by `step` (negative or zero steps are ignored: time never goes back,
+    /// so deadlines already passed stay passed); returns the new offset.
+    pub fn advance(&self, step: Duration) -> Duration {
+        let step_ms = i64::try_from(step.whole_milliseconds()).unwrap_or(i64::MAX);
+        if step_ms > 0 {
+            let _ = self
+                .offset_ms
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |offset| {
+                    Some(offset.saturating_add(step_ms))
+                });
+        }
+        self.offset()
+    }
+
+    /// How far this clock is ahead of the wall clock.
+    pub fn offset(&self) -> Duration {
+        Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
+
+    /// A [`SharedClock`] that follows this clock.
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+}
+
+impl Clock for AdjustableClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc().saturating_add(self.offset())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
@@ -155,5 +201,29 @@ mod tests {
         let after = OffsetDateTime::now_utc();
         assert!(before <= observed && observed <= after);
         assert!(clock.now_millis() >= before.unix_timestamp() * 1_000);
+    }
+
+    #[test]
+    fn adjustable_clock_only_moves_forward_and_clones_follow() {
+        let clock = AdjustableClock::new();
+        let service_side = clock.shared();
+        let before = OffsetDateTime::now_utc();
+        assert!(service_side.now() >= before);
+        assert!(service_side.now() - before < Duration::hours(1));
+
+        assert_eq!(clock.advance(Duration::hours(48)), Duration::hours(48));
+        let moved = service_side.now() - OffsetDateTime::now_utc();
+        assert!(
+            moved > Duration::hours(47) && moved <= Duration::hours(48),
+            "{moved}"
+        );
+
+        assert_eq!(clock.advance(Duration::hours(-100)), Duration::hours(48));
+        assert_eq!(clock.advance(Duration::ZERO), Duration::hours(48));
+        assert_eq!(
+            clock.clone().advance(Duration::minutes(1)),
+            Duration::minutes(48 * 60 + 1)
+        );
+        assert_eq!(clock.offset(), Duration::minutes(48 * 60 + 1));
     }
 }

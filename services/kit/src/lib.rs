@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod signed_document;
 pub mod subject;
 pub mod telemetry;
+pub mod test_clock;
 
 /// Installs rustls's `ring` crypto provider as the process default. Call once at start-up, before
 /// any TLS is used: with two providers compiled in, rustls cannot pick one and panics.

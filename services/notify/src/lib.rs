@@ -78,6 +78,17 @@ pub struct NotifySettings {
     pub webhook_token: String,
 }
 
+impl NotifySettings {
+    /// The file the log provider appends SMS to: `None` for the HTTP provider or stdout.
+    pub fn log_file_path(&self, data_dir: &Path) -> Option<std::path::PathBuf> {
+        match (self.provider, self.log_file.as_str()) {
+            (ProviderKind::Http, _) | (ProviderKind::Log, "-") => None,
+            (ProviderKind::Log, "") => Some(data_dir.join("notify-sms.log")),
+            (ProviderKind::Log, path) => Some(path.into()),
+        }
+    }
+}
+
 /// What the notify target needs to start.
 pub struct NotifyParts {
     /// Its database, migrated.
@@ -109,10 +120,9 @@ pub fn build_provider(
 ) -> anyhow::Result<Arc<dyn provider::SmsProvider>> {
     Ok(match settings.provider {
         ProviderKind::Log => {
-            let sink = match settings.log_file.as_str() {
-                "" => provider::LogSink::File(data_dir.join("notify-sms.log")),
-                "-" => provider::LogSink::Stdout,
-                path => provider::LogSink::File(path.into()),
+            let sink = match settings.log_file_path(data_dir) {
+                Some(path) => provider::LogSink::File(path),
+                None => provider::LogSink::Stdout,
             };
             Arc::new(provider::LogProvider::new(sink, false))
         }

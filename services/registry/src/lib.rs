@@ -91,17 +91,21 @@ pub fn routes_with_source(
         .add_service(certificate_authority.into_server())
 }
 
-/// Generates the `shlyuz up` population when the registry holds no person yet; returns the
-/// report when it seeded, `None` when data was already there.
+/// Generates the `shlyuz up` population, then adds `fixture`'s records, when the registry holds
+/// no person yet; returns the report when it seeded, `None` when data was already there.
 pub async fn seed_if_empty(
     database: shlyuz_kit::db::Database,
     population: usize,
     seed: u64,
+    fixture: Option<&records::Population>,
 ) -> anyhow::Result<Option<population::SeedReport>> {
     let registry = embedded::EmbeddedRegistry::new(database);
     if registry.person_count().await? > 0 {
         return Ok(None);
     }
     let report = population::seed_population(&registry, population, seed).await?;
+    if let Some(fixture) = fixture {
+        fixtures::load(&registry, fixture).await?;
+    }
     Ok(Some(report))
 }
