@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the independent Python client against a real `shlyuz up`: installs grpcio and friends into
-# a virtualenv, generates the stubs from proto/, seeds the registry with the rules fixture, starts
-# Shlyuz on ephemeral ports, runs the example and the pytest contract tests, and stops Shlyuz.
+# a virtualenv, generates the stubs from proto/, starts Shlyuz on ephemeral ports (its registry
+# holds the rules fixture), runs the examples and the pytest contract tests, and stops Shlyuz.
 # Usage: clients/python/run-contract.sh [path to the shlyuz binary]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,8 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$shlyuz" seed --population 200 --seed 1 --fixture "$root/services/registry/fixtures/rules.toml" \
-  --data-dir "$data" --log-level warn
 ports=()
 for target in gateway registry notify intake housing; do
   ports+=(--set "$target.listen=127.0.0.1:0")
@@ -40,4 +38,5 @@ done
 [ -f "$data/endpoints.json" ] || { echo "shlyuz up did not become ready" >&2; cat "$data/up.log" >&2; exit 1; }
 
 "$venv/bin/python" "$here/examples/lookup_person.py" "$data/endpoints.json" 980512391010
+"$venv/bin/python" "$here/examples/submit_application.py" "$data/endpoints.json" 980512391010
 SHLYUZ_ENDPOINTS="$data/endpoints.json" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/tests"

@@ -12,7 +12,8 @@ import sys
 import uuid
 
 import grpc
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "generated"))
@@ -75,6 +76,35 @@ class Participant:
             if value:
                 metadata.append((name, value))
         return metadata
+
+
+def with_user(metadata, role, region=""):
+    """Adds the user's role (and a ДДО executor's region) that docs/intake.md lets the portal and SDU
+    assert; the user id itself is part of the signed envelope (`user_id=` of `envelope`)."""
+    metadata = list(metadata) + [("x-shlyuz-user-role", role)]
+    if region:
+        metadata.append(("x-shlyuz-user-region", region))
+    return metadata
+
+
+def application_document(vacancy_id, candidate_iin, consent_id, attachment_sha256=()):
+    """The canonical application form of docs/intake.md that the candidate signs."""
+    text = (
+        "shlyuz-intake-application-v1\n"
+        f"vacancy_id={vacancy_id}\ncandidate_iin={candidate_iin}\nconsent_id={consent_id}\n"
+    )
+    for digest in attachment_sha256:
+        text += f"attachment_sha256={digest}\n"
+    return text.encode("utf-8")
+
+
+def sign_document(private_key_pem, document):
+    """A detached EDS signature as docs/intake.md specifies: ECDSA P-256 over SHA-256, DER-encoded,
+    with the holder's PKCS#8 key (the test НУЦ hands it out with the certificate)."""
+    key = serialization.load_pem_private_key(private_key_pem.encode("ascii"), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("not an ECDSA key")
+    return key.sign(document, ec.ECDSA(hashes.SHA256()))
 
 
 def load_ed25519_key(pem):

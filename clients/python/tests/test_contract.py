@@ -127,3 +127,44 @@ def test_the_citizen_sees_who_looked_at_their_data(endpoints):
         accesses = access_log_pb2_grpc.AccessLogServiceStub(channel).ListSubjectAccess(request, metadata=metadata)
     looked = [(access.participant_id, access.method, access.purpose) for access in accesses.accesses]
     assert ("intake", "GetPerson", "MILITARY_RECRUITMENT") in looked
+
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
+import submit_application  # noqa: E402
+from shlyuz.intake.v1 import application_pb2  # noqa: E402
+
+NARCOLOGICAL_CANDIDATE = "990203391021"  # services/registry/fixtures/rules.toml
+
+
+def test_an_application_signed_with_eds_is_filed_once_per_vacancy(endpoints):
+    vacancy_id = submit_application.create_vacancy(endpoints)
+    certificate = submit_application.issue_certificate(endpoints, CLEAN_CANDIDATE)
+    filed = submit_application.file_application(endpoints, vacancy_id, CLEAN_CANDIDATE, certificate)
+    seen = submit_application.candidate_view(endpoints, CLEAN_CANDIDATE, filed.application_id)
+    assert seen.candidate_status == application_pb2.CANDIDATE_STATUS_SUBMITTED
+    assert seen.vacancy_id == vacancy_id
+
+    with pytest.raises(grpc.RpcError) as refused:
+        submit_application.file_application(endpoints, vacancy_id, CLEAN_CANDIDATE, certificate)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(refused.value)[0] == "APPLICATION_ALREADY_ACTIVE"
+
+
+def test_a_form_signed_with_someone_elses_certificate_is_refused(endpoints):
+    vacancy_id = submit_application.create_vacancy(endpoints)
+    someone_else = submit_application.issue_certificate(endpoints, NARCOLOGICAL_CANDIDATE)
+    with pytest.raises(grpc.RpcError) as refused:
+        submit_application.file_application(endpoints, vacancy_id, CLEAN_CANDIDATE, someone_else)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused.value)[0] == "SIGNER_IIN_MISMATCH"
+
+
+def test_a_form_naming_another_candidate_is_refused(endpoints):
+    vacancy_id = submit_application.create_vacancy(endpoints)
+    certificate = submit_application.issue_certificate(endpoints, CLEAN_CANDIDATE)
+    with pytest.raises(grpc.RpcError) as refused:
+        submit_application.file_application(
+            endpoints, vacancy_id, CLEAN_CANDIDATE, certificate, signed_iin=NARCOLOGICAL_CANDIDATE
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused.value)[0] == "SIGNED_DOCUMENT_MISMATCH"
