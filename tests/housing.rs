@@ -20,6 +20,7 @@ use shlyuz_housing::gateway_checks::GatewayRegistryChecks;
 use shlyuz_housing::norm::AreaNorm;
 use shlyuz_housing::review::ReviewSettings;
 use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
@@ -48,6 +49,8 @@ struct Stack {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
     housing: Arc<Housing>,
+    /// Housing's clock: the wall clock until a test moves it forward.
+    clock: AdjustableClock,
     /// The SMS notify handed to its (in-memory log) provider.
     sms: Arc<LogProvider>,
 }
@@ -105,9 +108,10 @@ impl Stack {
             .migrate(&shlyuz_housing::MIGRATIONS)
             .await
             .expect("housing migrations");
+        let clock = AdjustableClock::new();
         let housing = Housing::new(
             housing_database.database().clone(),
-            shlyuz_kit::clock::system_clock(),
+            clock.shared(),
             AreaNorm::default(),
         )
         .shared();
@@ -218,6 +222,7 @@ impl Stack {
                 gateway_database,
             ],
             housing,
+            clock,
             sms,
         }
     }
@@ -786,5 +791,126 @@ async fn offers_go_out_through_notify_and_the_replies_decide_them() {
         .await
         .expect("registrant");
     assert_eq!(waiting.status(), pb::RegistrantStatus::Active);
+    stack.stop().await;
+}
+
+const RUN_ROUND: &str = "/shlyuz.housing.v1.HousingAllocationService/RunAllocationRound";
+const LIST_REFUSALS: &str = "/shlyuz.housing.v1.HousingAllocationService/ListRefusals";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_offer_is_refused_after_48_hours_and_the_flat_goes_to_the_next() {
+    let stack = Stack::start().await;
+    for (minute, (iin, phone)) in [
+        (rules::SERVICEMAN_CLEAN, CLEAN_PHONE),
+        (rules::SERVICEMAN_EQUITY, EQUITY_PHONE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stack
+            .housing
+            .add_registrant(shlyuz_housing::register::NewRegistrant {
+                iin: iin.to_string(),
+                full_name: format!("Әскери қызметші {minute}"),
+                phone: phone.to_string(),
+                reported_at_ms: 1_700_000_000_000 + 60_000 * minute as i64,
+                locality_kato: ASTANA.to_string(),
+                family_size: 3,
+            })
+            .await
+            .expect("register");
+    }
+    let flat = stack
+        .housing
+        .add_dwelling(shlyuz_housing::register::NewDwelling {
+            address: "Астана, Тұран даңғылы, 37-12".to_string(),
+            locality_kato: ASTANA.to_string(),
+            rooms: 2,
+            total_area_m2: 52.0,
+        })
+        .await
+        .expect("dwelling");
+    let mut allocation = pb::housing_allocation_service_client::HousingAllocationServiceClient::new(
+        gateway_channel(&stack.pki, stack.gateway_address, "ops").await,
+    );
+    let round = async || {
+        allocation
+            .clone()
+            .run_allocation_round(stack.signed("ops", RUN_ROUND, pb::RunAllocationRoundRequest {}))
+            .await
+            .expect("round through the gateway")
+            .into_inner()
+    };
+
+    let first = round().await;
+    assert_eq!(first.offers_made.len(), 1);
+    let offer = first.offers_made[0].clone();
+    assert_eq!(offer.iin, rules::SERVICEMAN_CLEAN);
+    let deadline = offer.deadline.expect("deadline");
+    let offered_at = offer.offered_at.expect("offered at");
+    assert_eq!(deadline.seconds - offered_at.seconds, 48 * 3_600);
+    assert_eq!(stack.relay().await, 1);
+    stack.sms_to(CLEAN_PHONE, 1).await;
+
+    // A minute before the deadline the offer is still open and nobody else is asked.
+    stack
+        .clock
+        .advance(time::Duration::hours(48) - time::Duration::minutes(1));
+    let early = round().await;
+    assert_eq!((early.offers_expired, early.offers_made.len()), (0, 0));
+
+    // Past the deadline with no answer: a refusal by timeout, and the flat goes to the next.
+    stack.clock.advance(time::Duration::minutes(2));
+    let late = round().await;
+    assert_eq!(late.offers_expired, 1);
+    assert_eq!(late.offers_made.len(), 1);
+    assert_eq!(late.offers_made[0].iin, rules::SERVICEMAN_EQUITY);
+    assert_eq!(late.offers_made[0].dwelling_id, flat.id);
+    let refusals = allocation
+        .list_refusals(stack.signed(
+            "ops",
+            LIST_REFUSALS,
+            pb::ListRefusalsRequest {
+                reply_code: -1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("refusals through the gateway")
+        .into_inner()
+        .refusals;
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].offer_id, offer.id);
+    assert_eq!(refusals[0].iin, rules::SERVICEMAN_CLEAN);
+    assert!(refusals[0].timed_out);
+    assert_eq!(refusals[0].reply_code, 0);
+    let offers = stack
+        .housing
+        .list_offers(&pb::ListOffersRequest::default())
+        .await
+        .expect("offers")
+        .offers;
+    let expired = offers
+        .iter()
+        .find(|candidate| candidate.id == offer.id)
+        .expect("the first offer");
+    assert_eq!(expired.status(), pb::OfferStatus::Expired);
+
+    // The first serviceman keeps his place in the queue; a "6521" now is too late.
+    let waiting = stack
+        .housing
+        .get_registrant(rules::SERVICEMAN_CLEAN)
+        .await
+        .expect("registrant");
+    assert_eq!(waiting.status(), pb::RegistrantStatus::Active);
+    let status = stack
+        .housing
+        .record_reply(&offer.id, 6521, CLEAN_PHONE)
+        .await
+        .expect_err("a reply to an expired offer");
+    assert_eq!(
+        tonic::Status::from(status).code(),
+        tonic::Code::FailedPrecondition
+    );
     stack.stop().await;
 }
