@@ -126,6 +126,14 @@ impl ShlyuzConfig {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("config key `data_dir`: must not be empty".to_string());
         }
+        let callers = &self.tls.service_callers;
+        if callers.is_empty() || callers.iter().any(|caller| caller.trim().is_empty()) {
+            problems.push(
+                "config key `tls.service_callers`: must name at least one participant (the \
+                 gateway), none of them empty"
+                    .to_string(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {

@@ -12,6 +12,7 @@ use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::db::{Database, Migrations};
+use shlyuz_kit::identity::Callers;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::ShutdownSignal;
@@ -128,6 +129,11 @@ pub async fn prepare_target(
         drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
         max_connection_age: (section.max_connection_age_secs > 0)
             .then(|| Duration::from_secs(section.max_connection_age_secs)),
+        // Services are reached through the gateway only; the gateway applies the directory.
+        callers: match target {
+            Target::Gateway => Callers::Any,
+            _ => Callers::only(config.tls.service_callers.iter().cloned()),
+        },
     };
     let server = GrpcServer::bind(settings, metrics).await?;
     Ok(PreparedTarget {

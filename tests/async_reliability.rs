@@ -132,6 +132,7 @@ impl Setup {
                 readiness_grace: Duration::ZERO,
                 drain_timeout: Duration::from_secs(1),
                 max_connection_age: None,
+                callers: shlyuz_kit::identity::Callers::Any,
             },
             &MetricsRegistry::default(),
         )

@@ -550,3 +550,99 @@ async fn the_test_clock_exists_only_with_the_flag_and_only_for_ops() {
     assert!((7_100..=7_200).contains(&ahead), "{ahead}");
     assert_eq!(terminate(&mut running).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_refuse_calls_that_go_around_the_gateway() {
+    use shlyuz_proto::{housing, intake, notify, registry};
+    shlyuz_kit::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up(data_dir.path());
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+    let channel = async |target: &str, participant: &str| {
+        connect(&client_settings(
+            &endpoints,
+            &endpoints.targets[target],
+            participant,
+        ))
+        .await
+        .expect("connect to the target")
+    };
+    // A participant with a valid certificate that claims, in metadata, to be the gateway's sender.
+    fn forged<M>(message: M) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("x-shlyuz-sender", "sdu".parse().expect("ascii"));
+        request
+    }
+    let refusals = [
+        registry::v1::person_registry_service_client::PersonRegistryServiceClient::new(
+            channel("registry", "jauynger-portal").await,
+        )
+        .get_person(forged(registry::v1::GetPersonRequest {
+            iin: "980512391010".into(),
+        }))
+        .await
+        .map(|_| ())
+        .expect_err("registry directly"),
+        notify::v1::notification_service_client::NotificationServiceClient::new(
+            channel("notify", "intake").await,
+        )
+        .get_notification(forged(notify::v1::GetNotificationRequest::default()))
+        .await
+        .map(|_| ())
+        .expect_err("notify directly"),
+        intake::v1::vacancy_service_client::VacancyServiceClient::new(
+            channel("intake", "sdu").await,
+        )
+        .list_vacancies(forged(intake::v1::ListVacanciesRequest::default()))
+        .await
+        .map(|_| ())
+        .expect_err("intake directly"),
+        housing::v1::housing_register_service_client::HousingRegisterServiceClient::new(
+            channel("housing", "ops").await,
+        )
+        .list_registrants(forged(housing::v1::ListRegistrantsRequest::default()))
+        .await
+        .map(|_| ())
+        .expect_err("housing directly"),
+    ];
+    for status in refusals {
+        let summary = shlyuz_kit::error::summarize_status(&status);
+        assert_eq!(
+            (summary.code, summary.reason.as_str()),
+            (tonic::Code::PermissionDenied, "CALLER_NOT_ALLOWED"),
+            "{status:?}"
+        );
+        assert!(
+            status.message().contains("through the gateway"),
+            "{status:?}"
+        );
+    }
+
+    // The gateway itself still reaches the services (here: the consent look-up it makes on the
+    // registry directly), and everyone may still probe health.
+    let consent = registry::v1::consent_service_client::ConsentServiceClient::new(
+        channel("registry", "gateway").await,
+    )
+    .get_consent(registry::v1::GetConsentRequest {
+        consent_id: "0190f5a2-7c1e-7000-8000-0000000000c1".into(),
+    })
+    .await;
+    if let Err(status) = consent {
+        assert_ne!(
+            shlyuz_kit::error::summarize_status(&status).reason,
+            "CALLER_NOT_ALLOWED",
+            "{status:?}"
+        );
+    }
+    let health = HealthClient::new(channel("registry", "jauynger-portal").await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health is open to every participant")
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+    assert_eq!(terminate(&mut running).code(), Some(0));
+}

@@ -4,8 +4,7 @@
 //! call to the upstream (or to the gateway's own services) with a bounded deadline, and writes the
 //! message-log entry before the caller gets the call's final status.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::error::ApiError;
+use shlyuz_kit::identity::IdentityCache;
 use tonic::Code;
 use tower::ServiceExt;
 
@@ -664,63 +664,6 @@ async fn collect_limited(body: GatewayBody, max_bytes: usize) -> Result<Bytes, A
             "REQUEST_INTERRUPTED",
             format!("the request body could not be read: {error}"),
         )),
-    }
-}
-
-/// Participant ids read from client certificates, remembered by certificate so that X.509 is
-/// parsed once per client certificate, not once per call. Bounded: cleared when it grows past
-/// [`IDENTITY_CACHE_LIMIT`] certificates.
-#[derive(Default)]
-struct IdentityCache {
-    by_certificate: RwLock<HashMap<Vec<u8>, Result<String, String>>>,
-}
-
-const IDENTITY_CACHE_LIMIT: usize = 4_096;
-
-impl IdentityCache {
-    fn participant_of(&self, extensions: &http::Extensions) -> Result<String, ApiError> {
-        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        let certificates = extensions
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| info.peer_certs());
-        let Some(leaf) = certificates
-            .as_ref()
-            .and_then(|certificates| certificates.first())
-        else {
-            return Err(ApiError::unauthenticated(
-                "CLIENT_CERTIFICATE_REQUIRED",
-                "the gateway requires a client certificate (mutual TLS)",
-            ));
-        };
-        let der: &[u8] = leaf.as_ref();
-        let cached = self
-            .by_certificate
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(der)
-            .cloned();
-        let identity = match cached {
-            Some(identity) => identity,
-            None => {
-                let identity = shlyuz_kit::pki::participant_id_from_cert(der)
-                    .map_err(|error| error.to_string());
-                let mut cache = self
-                    .by_certificate
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if cache.len() >= IDENTITY_CACHE_LIMIT {
-                    cache.clear();
-                }
-                cache.insert(der.to_vec(), identity.clone());
-                identity
-            }
-        };
-        identity.map_err(|error| {
-            ApiError::unauthenticated(
-                "UNKNOWN_PARTICIPANT",
-                format!("no participant id in the client certificate: {error}"),
-            )
-        })
     }
 }
 

@@ -81,6 +81,7 @@ pub async fn run(args: NotifyBenchArgs) -> anyhow::Result<()> {
             readiness_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
+            callers: shlyuz_kit::identity::Callers::Any,
         },
         &MetricsRegistry::default(),
     )

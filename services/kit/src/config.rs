@@ -252,8 +252,9 @@ pub enum TlsMode {
     Plaintext,
 }
 
-/// The `[tls]` section: this process's participant certificate, key and message-signing key.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+/// The `[tls]` section: this process's participant certificate, key and message-signing key, and
+/// whom the services behind the gateway accept calls from.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Mutual TLS or plaintext.
@@ -266,6 +267,24 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// PKCS#8 PEM Ed25519 key this participant signs message envelopes with.
     pub signing_key: PathBuf,
+    /// Participants whose calls the service targets (registry, notify, intake, housing) accept on
+    /// their routes: the gateway, so nobody reaches a service around its access rules, consent
+    /// checks and logs. Health probes and reflection stay open. The gateway target accepts every
+    /// participant of its directory.
+    pub service_callers: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::default(),
+            ca_cert: PathBuf::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            signing_key: PathBuf::new(),
+            service_callers: vec!["gateway".to_string()],
+        }
+    }
 }
 
 impl TlsConfig {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod gateway_client;
+pub mod identity;
 pub mod iin;
 pub mod paging;
 pub mod pki;

@@ -20,6 +20,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::identity::{CallerCheck, Callers};
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::MetricsRegistry;
 
@@ -62,6 +63,9 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Maximum age of an HTTP/2 connection, so clients rebalance across replicas.
     pub max_connection_age: Option<Duration>,
+    /// Which participants may call the served routes (mutual TLS only; health and reflection are
+    /// open to every authenticated peer).
+    pub callers: Callers,
 }
 
 impl ServerSettings {
@@ -75,6 +79,7 @@ impl ServerSettings {
             readiness_grace: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
+            callers: Callers::Any,
         }
     }
 }
@@ -173,6 +178,9 @@ impl GrpcServer {
         let router = builder
             .layer(GrpcMetricsLayer {
                 metrics: self.metrics.clone(),
+            })
+            .layer(CallerCheckLayer {
+                check: CallerCheck::new(self.settings.callers.clone()),
             })
             .add_routes(routes)
             .add_service(health_service)
@@ -314,6 +322,65 @@ pub fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Refuses calls from participants the server's [`Callers`] does not name, before they reach a
+/// route (see [`crate::identity`]).
+#[derive(Clone)]
+struct CallerCheckLayer {
+    check: CallerCheck,
+}
+
+impl<S> tower::Layer<S> for CallerCheckLayer {
+    type Service = CallerCheckService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallerCheckService {
+            inner,
+            check: self.check.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CallerCheckService<S> {
+    inner: S,
+    check: CallerCheck,
+}
+
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>>
+    for CallerCheckService<S>
+where
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, std::future::Ready<Result<Self::Response, Self::Error>>>;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        match self.check.check(request.uri().path(), request.extensions()) {
+            Ok(()) => futures::future::Either::Left(self.inner.call(request)),
+            Err(refusal) => {
+                let status = tonic::Status::from(refusal);
+                tracing::warn!(
+                    path = request.uri().path(),
+                    refusal = status.message(),
+                    "call refused"
+                );
+                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct GrpcMetricsLayer {
     metrics: GrpcServerMetrics,
@@ -430,6 +497,7 @@ mod tests {
             readiness_grace,
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
+            callers: Callers::Any,
         };
         let mut server = GrpcServer::bind(settings, &MetricsRegistry::default())
             .await
