@@ -40,6 +40,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "outbox template, parameters and reply window",
         sql: include_str!("../migrations/sqlite/0003_outbox_notify.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "outbox messages refused for good",
+        sql: include_str!("../migrations/sqlite/0004_outbox_refused.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -57,6 +62,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "outbox template, parameters and reply window",
         sql: include_str!("../migrations/postgres/0003_outbox_notify.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "outbox messages refused for good",
+        sql: include_str!("../migrations/postgres/0004_outbox_refused.sql"),
     },
 ];
 

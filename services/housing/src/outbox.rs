@@ -69,9 +69,31 @@ pub(crate) struct OutboxTemplate<'a> {
 
 /// Delivers outbox messages (notify through the gateway, or a test double).
 pub trait MessageSink: Send + Sync {
-    /// Hands one message over; an error leaves it in the outbox for the next relay pass.
+    /// Hands one message over. `FAILED_PRECONDITION` or `INVALID_ARGUMENT` means the message
+    /// itself was refused for good: the relay parks it and goes on. Any other error (an outage,
+    /// a configuration problem that holds for every message) stops the pass and the message is
+    /// tried again, in order, on the next one.
     fn deliver(&self, message: &OutboxMessage)
     -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// Whether a sink's error refuses this message for good rather than delivery in general.
+fn refuses_the_message(error: &ApiError) -> bool {
+    matches!(
+        error.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+    )
+}
+
+/// A message the relay parked because it was refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedMessage {
+    /// The message.
+    pub message: OutboxMessage,
+    /// When it was refused, epoch ms UTC.
+    pub refused_at_ms: i64,
+    /// Why: the code and message of the refusal.
+    pub refusal: String,
 }
 
 /// Writes a message into the outbox inside `transaction`.
@@ -103,27 +125,53 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// The columns of an [`OutboxMessage`].
+const MESSAGE_COLUMNS: &str =
+    "id, channel, iin, phone, body, template_id, parameters, correlation_id, expires_at_ms";
+
+fn message_of(row: &sqlx::any::AnyRow) -> Result<OutboxMessage, sqlx::Error> {
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        iin: row.try_get("iin")?,
+        phone: row.try_get("phone")?,
+        body: row.try_get("body")?,
+        template_id: row.try_get("template_id")?,
+        parameters: row.try_get("parameters")?,
+        correlation_id: row.try_get("correlation_id")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+    })
+}
+
 impl Housing {
-    /// Unsent outbox messages, oldest first, at most `limit`.
+    /// Unsent outbox messages, oldest first, at most `limit` (parked refusals excluded).
     pub async fn unsent_messages(&self, limit: i64) -> Result<Vec<OutboxMessage>, ApiError> {
-        let rows = sqlx::query(
-            "SELECT id, channel, iin, phone, body, template_id, parameters, correlation_id, expires_at_ms FROM outbox WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE sent_at_ms IS NULL AND refused_at_ms IS NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.database.pool())
+        .await?;
+        rows.iter()
+            .map(message_of)
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+
+    /// Messages parked because notify refused them for good, oldest first, at most `limit`.
+    pub async fn refused_messages(&self, limit: i64) -> Result<Vec<RefusedMessage>, ApiError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS}, refused_at_ms, refusal FROM outbox WHERE refused_at_ms IS NOT NULL ORDER BY id LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(self.database.pool())
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(OutboxMessage {
-                    id: row.try_get("id")?,
-                    channel: row.try_get("channel")?,
-                    iin: row.try_get("iin")?,
-                    phone: row.try_get("phone")?,
-                    body: row.try_get("body")?,
-                    template_id: row.try_get("template_id")?,
-                    parameters: row.try_get("parameters")?,
-                    correlation_id: row.try_get("correlation_id")?,
-                    expires_at_ms: row.try_get("expires_at_ms")?,
+                Ok(RefusedMessage {
+                    message: message_of(row)?,
+                    refused_at_ms: row.try_get("refused_at_ms")?,
+                    refusal: row.try_get("refusal")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -131,27 +179,53 @@ impl Housing {
     }
 
     /// One relay pass: delivers up to `limit` unsent messages through `sink`, marking each sent
-    /// after the sink accepted it; returns how many were sent. A message may be delivered twice if
+    /// after the sink accepted it, or parked when the sink refused it for good; returns how many
+    /// were sent or parked. A message may be delivered twice if
     /// the process dies between the two steps (at-least-once; notify deduplicates by outbox id).
     pub async fn relay_outbox<S: MessageSink>(
         &self,
         sink: &S,
         limit: i64,
     ) -> Result<usize, ApiError> {
-        let mut sent = 0;
+        let mut handled = 0;
         for message in self.unsent_messages(limit).await? {
-            if let Err(error) = sink.deliver(&message).await {
-                tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed");
-                break;
+            match sink.deliver(&message).await {
+                Ok(()) => {
+                    sqlx::query(
+                        "UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL",
+                    )
+                    .bind(&message.id)
+                    .bind(self.now_millis())
+                    .execute(self.database.pool())
+                    .await?;
+                }
+                Err(error) if refuses_the_message(&error) => {
+                    let refusal = tonic::Status::from(error);
+                    let refusal = format!("{:?}: {}", refusal.code(), refusal.message());
+                    tracing::error!(
+                        outbox_id = %message.id,
+                        channel = %message.channel,
+                        template_id = %message.template_id,
+                        refusal = %refusal,
+                        "outbox message refused for good; parked, the relay goes on"
+                    );
+                    sqlx::query(
+                        "UPDATE outbox SET refused_at_ms = $2, refusal = $3 WHERE id = $1 AND sent_at_ms IS NULL",
+                    )
+                    .bind(&message.id)
+                    .bind(self.now_millis())
+                    .bind(refusal)
+                    .execute(self.database.pool())
+                    .await?;
+                }
+                Err(error) => {
+                    tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed; retried on the next pass");
+                    break;
+                }
             }
-            sqlx::query("UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL")
-                .bind(&message.id)
-                .bind(self.now_millis())
-                .execute(self.database.pool())
-                .await?;
-            sent += 1;
+            handled += 1;
         }
-        Ok(sent)
+        Ok(handled)
     }
 }
 

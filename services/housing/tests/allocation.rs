@@ -711,3 +711,91 @@ shlyuz_kit::storage_test!(
         assert_eq!(delivered, [iin(1), iin(2), iin(3)]);
     }
 );
+
+/// A sink that refuses the messages of one person for good (as notify refuses a notice it can
+/// never send) and delivers the others.
+struct RefusingSink {
+    refused_iin: String,
+    delivered: std::sync::Mutex<Vec<String>>,
+}
+
+impl shlyuz_housing::outbox::MessageSink for RefusingSink {
+    async fn deliver(
+        &self,
+        message: &shlyuz_housing::outbox::OutboxMessage,
+    ) -> Result<(), ApiError> {
+        if message.iin == self.refused_iin {
+            return Err(ApiError::failed_precondition(
+                "NOTICE_REFUSED",
+                "notify refused the notice: no such template",
+            ));
+        }
+        self.delivered
+            .lock()
+            .expect("lock")
+            .push(message.iin.clone());
+        Ok(())
+    }
+}
+
+shlyuz_kit::storage_test!(
+    a_message_refused_for_good_is_parked_and_the_others_still_go_out,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        for serial in 1..=3 {
+            register(
+                &housing,
+                serial,
+                datetime!(2024-01-10 10:00 UTC) + Duration::hours(i64::from(serial)),
+                ASTANA,
+                1,
+            )
+            .await;
+            dwelling(&housing, ASTANA, 1, 30.0).await;
+        }
+        let offers = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        assert_eq!(offers.len(), 3);
+
+        let sink = RefusingSink {
+            refused_iin: iin(2),
+            delivered: Default::default(),
+        };
+        assert_eq!(housing.relay_outbox(&sink, 100).await.expect("relay"), 3);
+        assert_eq!(
+            sink.delivered.lock().expect("lock").clone(),
+            [iin(1), iin(3)],
+            "the message behind the refused one went out"
+        );
+        assert!(
+            housing
+                .unsent_messages(100)
+                .await
+                .expect("unsent")
+                .is_empty()
+        );
+        let refused = housing.refused_messages(100).await.expect("refused");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].message.iin, iin(2));
+        assert_eq!(refused[0].message.correlation_id, offers[1].id);
+        assert!(
+            refused[0]
+                .refusal
+                .starts_with("FailedPrecondition: notify refused"),
+            "{}",
+            refused[0].refusal
+        );
+        assert_eq!(
+            refused[0].refused_at_ms,
+            shlyuz_kit::clock::Clock::now_millis(&clock)
+        );
+
+        // A parked message is not tried again.
+        assert_eq!(housing.relay_outbox(&sink, 100).await.expect("relay"), 0);
+        assert_eq!(sink.delivered.lock().expect("lock").len(), 2);
+    }
+);
