@@ -271,8 +271,8 @@ pub async fn claim_due(
         "UPDATE sms_outbox SET lease_owner = $1, lease_until_ms = $2 \
          WHERE notification_id IN (SELECT notification_id FROM sms_outbox \
              WHERE next_attempt_ms <= $3 AND lease_until_ms <= $3 \
-             ORDER BY next_attempt_ms LIMIT $4{lock}) \
-         RETURNING notification_id"
+             ORDER BY next_attempt_ms, notification_id LIMIT $4{lock}) \
+         RETURNING notification_id, next_attempt_ms"
     ))
     .bind(owner.to_string())
     .bind(lease_until_ms)
@@ -280,9 +280,17 @@ pub async fn claim_due(
     .bind(limit)
     .fetch_all(&mut *transaction)
     .await?;
-    let mut rows = Vec::with_capacity(claimed.len());
+    // RETURNING follows no order: claim in the order the rows fell due (ids are UUID v7, so ties
+    // within a millisecond keep the order of acceptance).
+    let mut due = Vec::with_capacity(claimed.len());
     for claim in &claimed {
         let id: String = claim.try_get("notification_id")?;
+        let next_attempt_ms: i64 = claim.try_get("next_attempt_ms")?;
+        due.push((next_attempt_ms, id));
+    }
+    due.sort();
+    let mut rows = Vec::with_capacity(due.len());
+    for (_, id) in due {
         let row = sqlx::query(&format!(
             "UPDATE notifications SET attempts = attempts + 1, updated_ms = $2 WHERE id = $1 \
              RETURNING {NOTIFICATION_COLUMNS}"

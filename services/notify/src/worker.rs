@@ -99,6 +99,28 @@ enum Outcome {
     Failed,
 }
 
+/// `notifications` grouped by recipient (IIN, else phone), each group in the given order, groups in
+/// the order of their first notification.
+fn by_recipient(notifications: Vec<NotificationRow>) -> Vec<Vec<NotificationRow>> {
+    let mut groups: Vec<Vec<NotificationRow>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for notification in notifications {
+        let recipient = if notification.recipient_iin.is_empty() {
+            format!("phone:{}", notification.recipient_phone)
+        } else {
+            format!("iin:{}", notification.recipient_iin)
+        };
+        match index.get(&recipient) {
+            Some(&group) => groups[group].push(notification),
+            None => {
+                index.insert(recipient, groups.len());
+                groups.push(vec![notification]);
+            }
+        }
+    }
+    groups
+}
+
 /// Delivers the SMS outbox.
 #[derive(Clone)]
 pub struct DeliveryWorker {
@@ -142,20 +164,27 @@ impl DeliveryWorker {
             i64::from(self.settings.batch_size),
         )
         .await?;
-        // Phone look-ups and provider calls run `concurrency` at a time, so a slow provider cannot
-        // hold the batch past its lease; their results are then written one by one, which keeps
-        // SQLite's single writer free of contention.
-        let attempts: Vec<(NotificationRow, Attempt)> = futures::stream::iter(claimed)
-            .map(|notification| {
-                let worker = self.clone();
-                async move {
-                    let attempt = worker.attempt(&notification).await;
-                    (notification, attempt)
-                }
-            })
-            .buffer_unordered(self.settings.concurrency.max(1) as usize)
-            .collect()
-            .await;
+        // Phone look-ups and provider calls run `concurrency` recipients at a time, so a slow
+        // provider cannot hold the batch past its lease; one recipient's SMS go one after another
+        // in the order they fell due, so a candidate reads "filed" before "accepted". The results
+        // are then written one by one, which keeps SQLite's single writer free of contention.
+        let attempts: Vec<(NotificationRow, Attempt)> =
+            futures::stream::iter(by_recipient(claimed))
+                .map(|notifications| {
+                    let worker = self.clone();
+                    async move {
+                        let mut attempts = Vec::with_capacity(notifications.len());
+                        for notification in notifications {
+                            let attempt = worker.attempt(&notification).await;
+                            attempts.push((notification, attempt));
+                        }
+                        attempts
+                    }
+                })
+                .buffer_unordered(self.settings.concurrency.max(1) as usize)
+                .flat_map(futures::stream::iter)
+                .collect()
+                .await;
         let mut report = PassReport::default();
         // One transaction for the batch: one commit (one fsync on SQLite) per batch, not per SMS.
         // If it fails nothing is recorded and the rows come back after their lease.

@@ -339,3 +339,82 @@ shlyuz_kit::storage_test!(
         assert!(unread.iter().all(|item| item.id != ids[0]));
     }
 );
+
+/// A provider whose first calls are the slowest, as a busy SMS gateway may be: each call waits
+/// less than the one before, and the SMS are recorded in the order their sends finish.
+struct SlowerFirstProvider {
+    calls: std::sync::atomic::AtomicU64,
+    finished: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl SmsProvider for SlowerFirstProvider {
+    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                40_u64.saturating_sub(call * 5),
+            ))
+            .await;
+            self.finished
+                .lock()
+                .expect("lock")
+                .push((sms.phone.clone(), sms.text.clone()));
+            Ok(format!("slow-{call}"))
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "slower-first"
+    }
+}
+
+shlyuz_kit::storage_test!(
+    one_recipients_sms_go_out_in_the_order_they_were_accepted,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        // Two candidates' status changes, interleaved, all in the same millisecond.
+        let mut expected: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for step in 1..=5 {
+            for (serial, phone) in [(1, "+77011111111"), (2, "+77012222222")] {
+                let mut command =
+                    status_sms(phone, &iin(serial), &format!("candidate{serial}/{step}"));
+                command.parameters.insert(
+                    "application_number".to_string(),
+                    format!("J-{serial}-{step}"),
+                );
+                harness.notifier.send(command).await.expect("accepted");
+                expected
+                    .entry(phone.to_string())
+                    .or_default()
+                    .push(format!("J-{serial}-{step}"));
+            }
+        }
+        let provider = Arc::new(SlowerFirstProvider {
+            calls: 0.into(),
+            finished: Default::default(),
+        });
+        let worker = DeliveryWorker::new(
+            harness.database.clone(),
+            provider.clone(),
+            Arc::new(NoPhoneDirectory),
+            harness.clock.shared(),
+            fast_retries(3),
+        );
+        assert_eq!(worker.run_once().await.expect("pass").sent, 10);
+        let finished = provider.finished.lock().expect("lock").clone();
+        for (phone, numbers) in expected {
+            let texts: Vec<&String> = finished
+                .iter()
+                .filter(|(to, _)| *to == phone)
+                .map(|(_, text)| text)
+                .collect();
+            assert_eq!(texts.len(), numbers.len());
+            for (text, number) in texts.iter().zip(&numbers) {
+                assert!(
+                    text.contains(number.as_str()),
+                    "{phone}: {text} should be {number}"
+                );
+            }
+        }
+    }
+);
