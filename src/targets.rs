@@ -180,7 +180,10 @@ pub async fn build_service(
                 upstream_tls: prepared.identity.tls.clone(),
                 metrics: metrics.clone(),
                 clock: shlyuz_kit::clock::system_clock(),
-                settings: config.gateway.settings(),
+                settings: shlyuz_gateway::GatewaySettings {
+                    retired_signing_keys: config.gateway.retired_signing_keys()?,
+                    ..config.gateway.settings()
+                },
                 shutdown,
             })
             .await?;

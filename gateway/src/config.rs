@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shlyuz_kit::config::{ConfigError, TargetConfig};
+use shlyuz_kit::pki::VerifyingKey;
 
 use crate::async_channel::AsyncOptions;
 use crate::message_log::MessageLogOptions;
@@ -55,6 +56,9 @@ pub struct GatewayConfig {
     pub async_delivery_concurrency: usize,
     /// How often the async queue is polled when nothing wakes the dispatcher, in milliseconds.
     pub async_poll_ms: u64,
+    /// Public keys (SPKI PEM) the gateway signed with before a key rotation: `VerifyChain` accepts
+    /// checkpoints signed by them as well as by the current `tls.signing_key`.
+    pub retired_signing_public_keys: Vec<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -81,6 +85,7 @@ impl Default for GatewayConfig {
             async_retry_max_ms: delivery.retry_max.as_millis() as u64,
             async_delivery_concurrency: delivery.delivery_concurrency,
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
+            retired_signing_public_keys: Vec::new(),
         }
     }
 }
@@ -178,6 +183,28 @@ impl GatewayConfig {
                 poll_interval: Duration::from_millis(self.async_poll_ms),
                 ..AsyncOptions::default()
             },
+            retired_signing_keys: Vec::new(),
+        }
+    }
+
+    /// Reads `retired_signing_public_keys`; a file that is missing or not an Ed25519 public key is
+    /// named with its key.
+    pub fn retired_signing_keys(&self) -> Result<Vec<VerifyingKey>, ConfigError> {
+        let mut keys = Vec::new();
+        let mut problems = Vec::new();
+        for (index, path) in self.retired_signing_public_keys.iter().enumerate() {
+            match VerifyingKey::from_pem_file(path) {
+                Ok(key) => keys.push(key),
+                Err(error) => problems.push(format!(
+                    "config key `gateway.retired_signing_public_keys[{index}]` ({}): {error}",
+                    path.display()
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(keys)
+        } else {
+            Err(ConfigError { problems })
         }
     }
 }
@@ -193,6 +220,9 @@ pub struct GatewaySettings {
     pub message_log: MessageLogOptions,
     /// Async channel retries, expiry and polling.
     pub async_channel: AsyncOptions,
+    /// Keys the gateway signed message-log checkpoints with before a rotation (the current key is
+    /// always trusted); see [`GatewayConfig::retired_signing_keys`].
+    pub retired_signing_keys: Vec<VerifyingKey>,
 }
 
 impl Default for GatewaySettings {

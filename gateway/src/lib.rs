@@ -118,7 +118,9 @@ impl Gateway {
             &parts.metrics,
             parts.settings.directory_poll_interval,
         );
-        let trusted_keys = vec![parts.signing_key.verifying_key()];
+        // Checkpoints signed before a key rotation stay verifiable with the retired keys.
+        let mut trusted_keys = vec![parts.signing_key.verifying_key()];
+        trusted_keys.extend(parts.settings.retired_signing_keys.iter().cloned());
         let message_log = MessageLog::start(
             parts.database.clone(),
             parts.signing_key.clone(),

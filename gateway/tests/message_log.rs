@@ -2,6 +2,8 @@
 //! with signed checkpoints; edits, deletions and forged checkpoints are found by verification;
 //! listing pages and filters; the subject access log; data minimisation of bodies.
 
+mod harness;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -551,4 +553,73 @@ async fn an_idle_chain_is_checkpointed_on_its_interval() {
     );
     log.shutdown().await;
     test_database.cleanup().await;
+}
+
+shlyuz_kit::storage_test!(
+    checkpoints_signed_before_a_key_rotation_stay_verifiable_with_the_retired_key,
+    |database: Database| async move {
+        // A chain written and checkpointed under the key the gateway had before the rotation.
+        let keys = keys();
+        let options = MessageLogOptions {
+            checkpoint_every_entries: 2,
+            ..MessageLogOptions::default()
+        };
+        let old_log = start_log(&database, keys.stranger.clone(), options).await;
+        for number in 0..5 {
+            old_log.append(record(number)).await.expect("append");
+        }
+        old_log.shutdown().await;
+
+        // The gateway now signs with its new key and is told the retired one.
+        let settings = shlyuz_gateway::GatewaySettings {
+            retired_signing_keys: vec![keys.stranger.verifying_key()],
+            ..harness::fast_async_settings()
+        };
+        let rotated = harness::Harness::start_custom(database.clone(), "", true, settings).await;
+        let mut client = rotated.echo_client("jauynger-portal").await;
+        client
+            .echo(harness::signed(
+                &rotated,
+                "jauynger-portal",
+                "/shlyuz.echo.v1.EchoService/Echo",
+                &rotated.personal_envelope(),
+                harness::echo_request("after the rotation"),
+            ))
+            .await
+            .expect("a call under the new key");
+        let report = verify_through(&rotated).await;
+        rotated.stop().await;
+        assert!(report.intact, "{report:?}");
+        assert_eq!(report.chains.len(), 2, "the old chain and the new one");
+
+        // Without the retired key the old checkpoints are reported, not silently accepted.
+        let forgetful = harness::Harness::start_custom(
+            database.clone(),
+            "",
+            true,
+            harness::fast_async_settings(),
+        )
+        .await;
+        let report = verify_through(&forgetful).await;
+        forgetful.stop().await;
+        assert!(!report.intact);
+        assert!(
+            report
+                .chains
+                .iter()
+                .any(|chain| chain.problem.contains("not a gateway key")),
+            "{report:?}"
+        );
+    }
+);
+
+/// `VerifyChain` of every chain, called as `ops` through the served gateway.
+async fn verify_through(harness: &harness::Harness) -> VerifyChainResponse {
+    shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient::new(
+        harness.channel("ops").await,
+    )
+    .verify_chain(VerifyChainRequest::default())
+    .await
+    .expect("VerifyChain through the gateway")
+    .into_inner()
 }
