@@ -349,5 +349,16 @@ fn print_welcome(endpoints: &Endpoints, endpoints_path: &Path) {
             endpoints.gateway
         );
     }
+    println!();
+    match &endpoints.test_clock {
+        Some(address) => {
+            println!("TEST CLOCK on: ops may move housing's clock forward at {address}.");
+            println!(
+                "Walk the seeds' scenarios: shlyuz demo --endpoints {}",
+                endpoints_path.display()
+            );
+        }
+        None => println!("`shlyuz demo` needs `shlyuz up --test-clock` (test stands only)."),
+    }
     println!("Stop with Ctrl-C (SIGINT) or SIGTERM.");
 }
