@@ -830,6 +830,7 @@ impl Demo {
                     consent_id: CONSENT.to_string(),
                     signed_application: Some(signed),
                     otp_reference: String::new(),
+                    otp_code: String::new(),
                     phone_number: self.phone(candidate)?,
                     language: "kk".into(),
                     attachments: Vec::new(),

@@ -405,6 +405,7 @@ impl Stack {
                         signer_certificate_pem: certificate.certificate_pem.clone(),
                     }),
                     otp_reference: String::new(),
+                    otp_code: String::new(),
                     phone_number: "+77011234567".into(),
                     language: "kk".into(),
                     attachments: Vec::new(),
@@ -1266,5 +1267,139 @@ async fn status_sms_reach_the_candidate_through_notify_once() {
     stack.trigger.trigger();
     delivery.await.expect("delivery loop ends on shutdown");
 
+    stack.stop().await;
+}
+
+/// The portal has notify send the candidate a one-time password for the application; returns
+/// the OTP id.
+async fn issue_application_otp(stack: &Stack, iin: &str) -> String {
+    let mut otp = shlyuz_proto::notify::v1::otp_service_client::OtpServiceClient::new(
+        stack.channel("jauynger-portal").await,
+    );
+    let envelope = EnvelopeBuilder {
+        purpose: "DIGITAL_SIGNATURE".to_string(),
+        subject_iin: iin.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    otp.issue_otp(envelope.signed_request(
+        &signing_key(&stack.pki, "jauynger-portal"),
+        "/shlyuz.notify.v1.OtpService/IssueOtp",
+        shlyuz_proto::notify::v1::IssueOtpRequest {
+            phone: String::new(),
+            iin: iin.to_string(),
+            purpose: shlyuz_intake::grpc::APPLICATION_OTP_PURPOSE.to_string(),
+            language: shlyuz_proto::notify::v1::Language::Kk as i32,
+        },
+    ))
+    .await
+    .expect("the portal issues an OTP through the gateway")
+    .into_inner()
+    .otp_id
+}
+
+/// The six digits of the last SMS to `phone`.
+fn last_code_to(path: &std::path::Path, phone: &str) -> String {
+    sms_lines(path)
+        .iter()
+        .rev()
+        .filter(|sms| sms["to"] == phone)
+        .filter_map(|sms| sms["text"].as_str())
+        .find_map(|text| {
+            text.split(|character: char| !character.is_ascii_digit())
+                .find(|part| part.len() == 6)
+                .map(str::to_string)
+        })
+        .expect("a code in an SMS to the phone")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_confirmed_by_otp_is_checked_with_notify() {
+    let mut stack = Stack::start().await;
+    let sms_log = stack._data_dir.path().join("otp-sms.jsonl");
+    stack.start_notify(&sms_log).await;
+    let vacancy_id = stack.vacancy().await;
+    let candidate = rules::CLEAN_CANDIDATE;
+    let candidate_phone = "+77015550010";
+    let file = |otp_id: String, code: String| {
+        let request = stack.call(
+            "jauynger-portal",
+            "/shlyuz.intake.v1.ApplicationService/CreateApplication",
+            candidate,
+            "candidate",
+            None,
+            pb::CreateApplicationRequest {
+                vacancy_id: vacancy_id.clone(),
+                consent_id: CONSENT.into(),
+                signed_application: None,
+                otp_reference: otp_id,
+                otp_code: code,
+                phone_number: "+77011234567".into(),
+                language: "kk".into(),
+                attachments: Vec::new(),
+            },
+        );
+        async {
+            stack
+                .applications()
+                .await
+                .create_application(request)
+                .await
+                .map(|response| response.into_inner().application.expect("application"))
+        }
+    };
+
+    // A code issued for someone else does not sign this candidate's application.
+    let someone_elses = issue_application_otp(&stack, rules::NARCOLOGICAL_CANDIDATE).await;
+    wait_for_sms(&sms_log, 1).await;
+    let code = last_code_to(&sms_log, "+77015550021");
+    let refused = file(someone_elses, code)
+        .await
+        .expect_err("another person's code");
+    assert_eq!(
+        code_and_reason(&refused),
+        (Code::FailedPrecondition, "OTP_SUBJECT_MISMATCH".to_string())
+    );
+
+    // The candidate's own code, mistyped, then right; then it is used up.
+    let otp_id = issue_application_otp(&stack, candidate).await;
+    wait_for_sms(&sms_log, 2).await;
+    let code = last_code_to(&sms_log, candidate_phone);
+    let wrong = format!(
+        "{:06}",
+        (code.parse::<u32>().expect("digits") + 1) % 1_000_000
+    );
+    let mistyped = file(otp_id.clone(), wrong).await.expect_err("wrong code");
+    let summary = summarize_status(&mistyped);
+    assert_eq!(
+        (
+            summary.code,
+            summary.reason.as_str(),
+            summary.fields.as_slice()
+        ),
+        (
+            Code::InvalidArgument,
+            "OTP_CODE_WRONG",
+            ["otp_code".to_string()].as_slice()
+        )
+    );
+    let filed = file(otp_id.clone(), code.clone())
+        .await
+        .expect("confirmed by OTP");
+    assert_eq!(
+        filed.candidate_status,
+        pb::CandidateStatus::Submitted as i32
+    );
+    let again = file(otp_id, code).await.expect_err("a used code");
+    assert_eq!(
+        code_and_reason(&again),
+        (Code::FailedPrecondition, "OTP_USED".to_string())
+    );
+    let missing = file(
+        "0190f5a2-7c1e-7000-8000-0000000000ff".to_string(),
+        "123456".to_string(),
+    )
+    .await
+    .expect_err("an unknown OTP");
+    assert_eq!(code_and_reason(&missing).0, Code::InvalidArgument);
     stack.stop().await;
 }

@@ -14,8 +14,10 @@ use shlyuz_proto::registry::v1 as registry;
 use tonic::transport::Channel;
 
 use crate::dossier::{LookupContext, PURPOSE, RegistryAnswers, RegistryLookups};
-use crate::grpc::CertificateAuthority;
+use crate::grpc::{APPLICATION_OTP_PURPOSE, CertificateAuthority, OtpCheck, OtpVerifier};
+use shlyuz_kit::error::ApiError;
 use shlyuz_kit::iin::Iin;
+use shlyuz_proto::notify::v1 as notify;
 
 /// `ErrorInfo` reason the registry gives for an IIN it does not know.
 const REASON_PERSON_NOT_FOUND: &str = "PERSON_NOT_FOUND";
@@ -354,5 +356,96 @@ mod tests {
         let unavailable: tonic::Status =
             ApiError::unavailable("UPSTREAM_UNAVAILABLE", "registry down").into();
         assert!(absent_if_unknown::<()>(Err(unavailable)).is_err());
+    }
+}
+
+/// The candidate's one-time password checked with notify's `OtpService.VerifyOtp` through the
+/// gateway (purpose DIGITAL_SIGNATURE, the candidate as subject), bound to the candidate's IIN.
+#[derive(Clone)]
+pub struct GatewayOtpVerifier {
+    channel: Channel,
+    signing_key: Arc<SigningKey>,
+}
+
+impl GatewayOtpVerifier {
+    /// Asks through `channel`, signing with `signing_key`.
+    pub fn new(channel: Channel, signing_key: Arc<SigningKey>) -> Self {
+        Self {
+            channel,
+            signing_key,
+        }
+    }
+}
+
+impl OtpVerifier for GatewayOtpVerifier {
+    fn verify<'a>(
+        &'a self,
+        otp_id: &'a str,
+        code: &'a str,
+        candidate: &'a Iin,
+    ) -> BoxFuture<'a, Result<OtpCheck, ApiError>> {
+        Box::pin(async move {
+            let envelope = EnvelopeBuilder {
+                purpose: PURPOSE_SIGNATURE.to_string(),
+                subject_iin: candidate.as_str().to_string(),
+                ..EnvelopeBuilder::default()
+            };
+            let request = envelope.signed_request(
+                &self.signing_key,
+                "/shlyuz.notify.v1.OtpService/VerifyOtp",
+                notify::VerifyOtpRequest {
+                    otp_id: otp_id.to_string(),
+                    code: code.to_string(),
+                    purpose: APPLICATION_OTP_PURPOSE.to_string(),
+                    iin: candidate.as_str().to_string(),
+                },
+            );
+            match notify::otp_service_client::OtpServiceClient::new(self.channel.clone())
+                .verify_otp(request)
+                .await
+            {
+                Ok(response) => {
+                    let answer = response.into_inner();
+                    Ok(if answer.verified {
+                        OtpCheck::Confirmed
+                    } else {
+                        OtpCheck::Wrong {
+                            attempts_left: answer.attempts_left,
+                        }
+                    })
+                }
+                Err(status) => Err(otp_refusal(&status)),
+            }
+        })
+    }
+}
+
+/// notify's refusal of an OTP in intake's terms: its fields renamed to the request's, its reasons
+/// kept; anything else (gateway, transport) is UNAVAILABLE.
+fn otp_refusal(status: &tonic::Status) -> ApiError {
+    let summary = summarize_status(status);
+    match status.code() {
+        tonic::Code::InvalidArgument => {
+            let field = if summary.fields.iter().any(|field| field == "code") {
+                "otp_code"
+            } else {
+                "otp_reference"
+            };
+            ApiError::invalid_field(field, status.message().to_string())
+        }
+        tonic::Code::NotFound => {
+            ApiError::invalid_field("otp_reference", "no such one-time password")
+                .with_reason(summary.reason)
+        }
+        tonic::Code::FailedPrecondition => {
+            ApiError::failed_precondition(summary.reason, status.message().to_string())
+        }
+        _ => {
+            tracing::warn!(error = %describe(status), "one-time password check failed");
+            ApiError::unavailable(
+                "OTP_UNAVAILABLE",
+                "the one-time password cannot be checked now; try again",
+            )
+        }
     }
 }

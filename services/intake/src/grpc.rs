@@ -37,6 +37,9 @@ pub const MAX_TEXT: usize = 2000;
 
 /// `ErrorInfo` reason when the ДДО region is not the candidate's registered region.
 pub const REASON_REGION_MISMATCH: &str = "DDO_REGION_MISMATCH";
+/// `ErrorInfo` reason when the candidate's one-time password does not match.
+pub const REASON_OTP_WRONG: &str = "OTP_CODE_WRONG";
+
 /// `ErrorInfo` reason when the signed document is not the one it must be.
 pub const REASON_DOCUMENT_MISMATCH: &str = "SIGNED_DOCUMENT_MISMATCH";
 
@@ -139,6 +142,52 @@ pub trait CertificateAuthority: Send + Sync {
     ) -> BoxFuture<'a, Result<RevocationStatus, String>>;
 }
 
+/// The OTP purpose a candidate's code must have been issued for (`IssueOtp(iin, purpose)`).
+pub const APPLICATION_OTP_PURPOSE: &str = "JAUYNGER_APPLICATION";
+
+/// What notify answered about a candidate's one-time password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtpCheck {
+    /// The code matched and is now used up.
+    Confirmed,
+    /// The code did not match; `attempts_left` more tries.
+    Wrong {
+        /// Tries left on this OTP.
+        attempts_left: i32,
+    },
+}
+
+/// Checks a candidate's one-time password (notify's `OtpService` through the gateway).
+pub trait OtpVerifier: Send + Sync {
+    /// Verifies `code` of `otp_id`, which must have been issued for `candidate` with
+    /// [`APPLICATION_OTP_PURPOSE`]. Refusals by notify come back as its `ApiError`.
+    fn verify<'a>(
+        &'a self,
+        otp_id: &'a str,
+        code: &'a str,
+        candidate: &'a Iin,
+    ) -> BoxFuture<'a, Result<OtpCheck, ApiError>>;
+}
+
+/// Without a gateway nothing can confirm an OTP.
+struct NoOtp;
+
+impl OtpVerifier for NoOtp {
+    fn verify<'a>(
+        &'a self,
+        _otp_id: &'a str,
+        _code: &'a str,
+        _candidate: &'a Iin,
+    ) -> BoxFuture<'a, Result<OtpCheck, ApiError>> {
+        Box::pin(async {
+            Err(ApiError::unavailable(
+                "OTP_UNAVAILABLE",
+                "one-time passwords cannot be checked: intake has no gateway",
+            ))
+        })
+    }
+}
+
 struct SubjectRevocation<'a> {
     authority: &'a dyn CertificateAuthority,
     subject: &'a Iin,
@@ -159,15 +208,23 @@ impl RevocationSource for SubjectRevocation<'_> {
 pub struct SignatureCheck {
     authority: Arc<dyn CertificateAuthority>,
     verifier: Arc<tokio::sync::OnceCell<DocumentVerifier>>,
+    otp: Arc<dyn OtpVerifier>,
 }
 
 impl SignatureCheck {
-    /// Trusts the CA `authority` names and asks it about revocation.
+    /// Trusts the CA `authority` names and asks it about revocation; no OTP confirmation until
+    /// [`SignatureCheck::with_otp`].
     pub fn new(authority: Arc<dyn CertificateAuthority>) -> Self {
         Self {
             authority,
             verifier: Arc::new(tokio::sync::OnceCell::new()),
+            otp: Arc::new(NoOtp),
         }
+    }
+
+    /// Confirms OTP-signed applications with `otp`.
+    pub fn with_otp(self, otp: Arc<dyn OtpVerifier>) -> Self {
+        Self { otp, ..self }
     }
 
     async fn verifier(&self, subject: &Iin) -> Result<&DocumentVerifier, ApiError> {
@@ -634,7 +691,25 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
                     .await?;
                 ("eds", serial)
             }
-            (None, otp) if !otp.is_empty() && otp.len() <= 100 => ("otp", otp.to_string()),
+            (None, otp_id) if !otp_id.is_empty() => {
+                let code = request.otp_code.trim();
+                if code.is_empty() {
+                    return Err(ApiError::invalid_field(
+                        "otp_code",
+                        "is required with otp_reference",
+                    )
+                    .into());
+                }
+                match self.signatures.otp.verify(otp_id, code, &candidate).await? {
+                    OtpCheck::Confirmed => ("otp", otp_id.to_string()),
+                    OtpCheck::Wrong { attempts_left } => {
+                        return Err(ApiError::invalid_field("otp_code", "does not match")
+                            .with_reason(REASON_OTP_WRONG)
+                            .with_metadata("attempts_left", attempts_left.to_string())
+                            .into());
+                    }
+                }
+            }
             _ => {
                 return Err(ApiError::invalid_field(
                     "signed_application",

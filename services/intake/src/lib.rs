@@ -56,25 +56,32 @@ pub fn routes(
     signing_key: std::sync::Arc<shlyuz_kit::pki::SigningKey>,
 ) -> tonic::service::Routes {
     use std::sync::Arc;
-    let (lookups, authority): (
-        Arc<dyn dossier::RegistryLookups>,
-        Arc<dyn grpc::CertificateAuthority>,
-    ) = match gateway {
-        Some(channel) => (
-            Arc::new(gateway::GatewayRegistryLookups::new(
-                channel.clone(),
-                signing_key.clone(),
-            )),
-            Arc::new(gateway::GatewayCertificateAuthority::new(
-                channel,
-                signing_key,
-            )),
-        ),
-        None => {
-            tracing::warn!("intake has no gateway address: dossiers and signatures unavailable");
-            (Arc::new(gateway::NoGateway), Arc::new(gateway::NoGateway))
-        }
-    };
+    let (lookups, signatures): (Arc<dyn dossier::RegistryLookups>, grpc::SignatureCheck) =
+        match gateway {
+            Some(channel) => (
+                Arc::new(gateway::GatewayRegistryLookups::new(
+                    channel.clone(),
+                    signing_key.clone(),
+                )),
+                grpc::SignatureCheck::new(Arc::new(gateway::GatewayCertificateAuthority::new(
+                    channel.clone(),
+                    signing_key.clone(),
+                )))
+                .with_otp(Arc::new(gateway::GatewayOtpVerifier::new(
+                    channel,
+                    signing_key,
+                ))),
+            ),
+            None => {
+                tracing::warn!(
+                    "intake has no gateway address: dossiers, signatures and OTP unavailable"
+                );
+                (
+                    Arc::new(gateway::NoGateway),
+                    grpc::SignatureCheck::new(Arc::new(gateway::NoGateway)),
+                )
+            }
+        };
     let store = store::Store::new(
         database,
         shlyuz_kit::clock::system_clock(),
@@ -84,7 +91,7 @@ pub fn routes(
         store,
         roles::RolePolicy::new(config.role_asserting_participants.iter().cloned()),
         lookups,
-        grpc::SignatureCheck::new(authority),
+        signatures,
         config.executors.clone(),
     )
     .routes()

@@ -381,9 +381,19 @@ impl pb::otp_service_server::OtpService for OtpGrpc {
         request: Request<pb::VerifyOtpRequest>,
     ) -> Result<Response<pb::VerifyOtpResponse>, Status> {
         let request = request.into_inner();
+        let iin = if request.iin.is_empty() {
+            None
+        } else {
+            Some(parse_iin_field("iin", &request.iin)?)
+        };
         let verification = self
             .issuer
-            .verify(&request.otp_id, &request.code, &request.purpose)
+            .verify_for(
+                &request.otp_id,
+                &request.code,
+                &request.purpose,
+                iin.as_ref().map(|iin| iin.as_str()),
+            )
             .await?;
         Ok(Response::new(pb::VerifyOtpResponse {
             verified: verification.verified,

@@ -29,17 +29,31 @@ pub mod worker;
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "notify";
 
-static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "notifications, outbox, inbox, conversations, replies, otps",
-    sql: include_str!("../migrations/sqlite/0001_notify.sql"),
-}];
+static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "notifications, outbox, inbox, conversations, replies, otps",
+        sql: include_str!("../migrations/sqlite/0001_notify.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "the IIN an OTP was issued for",
+        sql: include_str!("../migrations/sqlite/0002_otp_recipient.sql"),
+    },
+];
 
-static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "notifications, outbox, inbox, conversations, replies, otps",
-    sql: include_str!("../migrations/postgres/0001_notify.sql"),
-}];
+static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "notifications, outbox, inbox, conversations, replies, otps",
+        sql: include_str!("../migrations/postgres/0001_notify.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "the IIN an OTP was issued for",
+        sql: include_str!("../migrations/postgres/0002_otp_recipient.sql"),
+    },
+];
 
 /// Database migrations of the notify target, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {

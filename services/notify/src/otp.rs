@@ -19,6 +19,8 @@ pub const REASON_OTP_USED: &str = "OTP_USED";
 pub const REASON_OTP_ATTEMPTS_EXHAUSTED: &str = "OTP_ATTEMPTS_EXHAUSTED";
 /// Reason: too many codes for one phone.
 pub const REASON_OTP_RATE_LIMITED: &str = "OTP_RATE_LIMITED";
+/// `ErrorInfo` reason: the code was issued for another person (or to a bare phone).
+pub const REASON_OTP_SUBJECT_MISMATCH: &str = "OTP_SUBJECT_MISMATCH";
 
 /// OTP limits.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -164,8 +166,8 @@ impl OtpIssuer {
         let otp_id = uuid::Uuid::now_v7().to_string();
         let expires_ms = now_ms + i64::try_from(self.settings.ttl_secs * 1000).unwrap_or(i64::MAX);
         sqlx::query(
-            "INSERT INTO otps (id, phone, purpose, salt, code_hash, attempts, max_attempts, used, issued_ms, expires_ms) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, 0, $7, $8)",
+            "INSERT INTO otps (id, phone, purpose, salt, code_hash, attempts, max_attempts, used, issued_ms, expires_ms, recipient_iin) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, 0, $7, $8, $9)",
         )
         .bind(otp_id.clone())
         .bind(rate_key)
@@ -175,6 +177,7 @@ impl OtpIssuer {
         .bind(i64::from(self.settings.max_attempts))
         .bind(now_ms)
         .bind(expires_ms)
+        .bind(iin.to_string())
         .execute(database.pool())
         .await
         .map_err(ApiError::from)?;
@@ -215,6 +218,18 @@ impl OtpIssuer {
         code: &str,
         purpose: &str,
     ) -> Result<Verification, ApiError> {
+        self.verify_for(otp_id, code, purpose, None).await
+    }
+
+    /// [`OtpIssuer::verify`], and with `iin` the code must have been issued for that person
+    /// (`FAILED_PRECONDITION` `OTP_SUBJECT_MISMATCH` otherwise, without using an attempt).
+    pub async fn verify_for(
+        &self,
+        otp_id: &str,
+        code: &str,
+        purpose: &str,
+        iin: Option<&str>,
+    ) -> Result<Verification, ApiError> {
         if uuid::Uuid::parse_str(otp_id).is_err() {
             return Err(ApiError::invalid_field(
                 "otp_id",
@@ -228,7 +243,7 @@ impl OtpIssuer {
         let database = self.notifier.database();
         let now_ms = self.notifier.clock().now_millis();
         let Some(row) = sqlx::query(
-            "SELECT purpose, salt, code_hash, attempts, max_attempts, used, expires_ms FROM otps WHERE id = $1",
+            "SELECT purpose, salt, code_hash, attempts, max_attempts, used, expires_ms, recipient_iin FROM otps WHERE id = $1",
         )
         .bind(otp_id.to_string())
         .fetch_optional(database.pool())
@@ -243,6 +258,15 @@ impl OtpIssuer {
         let max_attempts: i64 = row.try_get("max_attempts").map_err(ApiError::from)?;
         let used: i64 = row.try_get("used").map_err(ApiError::from)?;
         let expires_ms: i64 = row.try_get("expires_ms").map_err(ApiError::from)?;
+        let recipient_iin: String = row.try_get("recipient_iin").map_err(ApiError::from)?;
+        if let Some(iin) = iin
+            && recipient_iin != iin
+        {
+            return Err(ApiError::failed_precondition(
+                REASON_OTP_SUBJECT_MISMATCH,
+                "the one-time password was not issued for this person",
+            ));
+        }
         if used != 0 {
             return Err(ApiError::failed_precondition(
                 REASON_OTP_USED,

@@ -9,7 +9,7 @@ use common::{fast_retries, harness};
 use shlyuz_kit::db::Database;
 use shlyuz_notify::otp::{
     OtpIssuer, OtpSettings, REASON_OTP_ATTEMPTS_EXHAUSTED, REASON_OTP_EXPIRED,
-    REASON_OTP_RATE_LIMITED, REASON_OTP_USED,
+    REASON_OTP_RATE_LIMITED, REASON_OTP_SUBJECT_MISMATCH, REASON_OTP_USED,
 };
 use shlyuz_notify::phone::NoPhoneDirectory;
 use shlyuz_notify::sms::Language;
@@ -174,5 +174,64 @@ shlyuz_kit::storage_test!(
             .await
             .expect_err("no purpose");
         assert_eq!(bad.field_violations()[0].field, "purpose");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_code_confirms_only_the_person_it_was_issued_for,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        let issuer = OtpIssuer::new(harness.notifier.clone(), settings());
+        let candidate = common::iin(1);
+        let issued = issuer
+            .issue(
+                "+77011234567",
+                &candidate,
+                "JAUYNGER_APPLICATION",
+                Language::Kk,
+            )
+            .await
+            .expect("issued");
+        let bare_phone = issuer
+            .issue("+77017654321", "", "JAUYNGER_APPLICATION", Language::Kk)
+            .await
+            .expect("issued");
+        let worker = harness.worker(Arc::new(NoPhoneDirectory), fast_retries(3));
+        worker.run_once().await.expect("sent");
+        let sent = harness.sms.sent();
+        let code_of = |phone: &str| {
+            sent.iter()
+                .find(|sms| sms.phone == phone)
+                .and_then(|sms| {
+                    sms.text
+                        .split(|character: char| !character.is_ascii_digit())
+                        .find(|part| part.len() == 6)
+                        .map(str::to_string)
+                })
+                .expect("a code")
+        };
+
+        // Someone else's IIN, or a code that went to a bare phone: refused, no attempt used.
+        for (otp_id, code) in [
+            (&issued.otp_id, code_of("+77011234567")),
+            (&bare_phone.otp_id, code_of("+77017654321")),
+        ] {
+            let refused = issuer
+                .verify_for(otp_id, &code, "JAUYNGER_APPLICATION", Some(&common::iin(2)))
+                .await
+                .expect_err("another person");
+            assert_eq!(refused.reason(), REASON_OTP_SUBJECT_MISMATCH);
+        }
+        let confirmed = issuer
+            .verify_for(
+                &issued.otp_id,
+                &code_of("+77011234567"),
+                "JAUYNGER_APPLICATION",
+                Some(&candidate),
+            )
+            .await
+            .expect("verify");
+        assert!(confirmed.verified);
+        assert_eq!(confirmed.attempts_left, 2, "the refusals used no attempt");
     }
 );
