@@ -1009,13 +1009,14 @@ impl Demo {
 
         progress
             .step(
-                "nobody answers the third offer: the test clock moves 48 h 1 min forward",
+                "nobody answers the third offer: the test clock moves 49 hours forward",
                 async {
                     let moved = testing_pb::test_clock_service_client::TestClockServiceClient::new(
                         self.test_clock.clone(),
                     )
                     .advance_test_clock(testing_pb::AdvanceTestClockRequest {
-                        seconds: 48 * 3_600 + 60,
+                        // Past the 48-hour window and the reply grace (15 minutes by default).
+                        seconds: 49 * 3_600,
                     })
                     .await
                     .described()?;

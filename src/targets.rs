@@ -238,6 +238,7 @@ pub async fn build_service(
                 clock,
                 config.housing.norm(),
             )
+            .with_reply_grace(Duration::from_secs(config.housing.reply_grace_secs))
             .shared();
             // Overdue offers expire and freed dwellings are offered again every interval.
             tokio::spawn(shlyuz_housing::grpc::run_allocation_loop(

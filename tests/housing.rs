@@ -859,8 +859,11 @@ async fn an_unanswered_offer_is_refused_after_48_hours_and_the_flat_goes_to_the_
     let early = round().await;
     assert_eq!((early.offers_expired, early.offers_made.len()), (0, 0));
 
-    // Past the deadline with no answer: a refusal by timeout, and the flat goes to the next.
-    stack.clock.advance(time::Duration::minutes(2));
+    // Past the deadline and the reply grace with no answer: a refusal by timeout, and the flat goes
+    // to the next.
+    stack
+        .clock
+        .advance(shlyuz_housing::REPLY_GRACE + time::Duration::minutes(2));
     let late = round().await;
     assert_eq!(late.offers_expired, 1);
     assert_eq!(late.offers_made.len(), 1);

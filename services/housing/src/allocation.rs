@@ -156,7 +156,12 @@ impl Housing {
             .execute(&mut *transaction)
             .await?;
 
-        let offers_expired = expire_overdue(&mut transaction, now).await?;
+        let offers_expired = expire_overdue(
+            &mut transaction,
+            now,
+            now.saturating_sub(self.reply_grace_ms),
+        )
+        .await?;
         let phase_started = std::time::Instant::now();
 
         let dwellings = sqlx::query(
@@ -695,15 +700,17 @@ fn offer_deadline_ms(offer: &pb::Offer) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
-/// Records every OPEN offer whose deadline has passed as refused by timeout.
+/// Records every OPEN offer whose deadline is at or before `deadline_before` (now less the reply
+/// grace) as refused by timeout.
 async fn expire_overdue(
     transaction: &mut Transaction<'static, Any>,
     now: i64,
+    deadline_before: i64,
 ) -> Result<i64, ApiError> {
     let overdue = sqlx::query(
         "SELECT id, dwelling_id, iin FROM offers WHERE status = 'OPEN' AND deadline_ms <= $1 ORDER BY id",
     )
-    .bind(now)
+    .bind(deadline_before)
     .fetch_all(&mut **transaction)
     .await?;
     let mut expired = 0;

@@ -30,6 +30,9 @@ pub struct HousingConfig {
     pub max_m2_per_member: f64,
     /// Seconds between allocation rounds (overdue offers expire, free dwellings are offered).
     pub allocation_interval_secs: u64,
+    /// Seconds a round waits after an offer's deadline before recording the silence as a refusal,
+    /// so a reply received in time but still in transit through notify is not beaten by it.
+    pub reply_grace_secs: u64,
 }
 
 impl Default for HousingConfig {
@@ -46,6 +49,7 @@ impl Default for HousingConfig {
             min_m2_per_member: norm.min_m2_per_member,
             max_m2_per_member: norm.max_m2_per_member,
             allocation_interval_secs: 60,
+            reply_grace_secs: crate::REPLY_GRACE.whole_seconds().unsigned_abs(),
         }
     }
 }
@@ -78,6 +82,10 @@ impl HousingConfig {
             problems.push(format!(
                 "config key `housing.min_m2_per_member`/`housing.max_m2_per_member`: {message}"
             ));
+        }
+        if self.reply_grace_secs > 6 * 3_600 {
+            problems
+                .push("config key `housing.reply_grace_secs`: at most 21600 (6 hours)".to_string());
         }
         if self.allocation_interval_secs == 0 {
             problems.push(

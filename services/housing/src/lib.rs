@@ -24,6 +24,11 @@ pub const PARTICIPANT_ID: &str = "housing";
 /// How long a recipient has to answer an offer (seed 003: 48 hours).
 pub const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
 
+/// How long after the deadline an allocation round waits before it records the silence as a
+/// refusal: a reply the operator received in time may still be on its way through notify and the
+/// async channel. Replies received after the deadline are late whatever the grace.
+pub const REPLY_GRACE: time::Duration = time::Duration::minutes(15);
+
 static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration {
         version: 1,
@@ -85,6 +90,7 @@ pub struct Housing {
     clock: SharedClock,
     norm: norm::AreaNorm,
     answer_window_ms: i64,
+    reply_grace_ms: i64,
 }
 
 impl Housing {
@@ -95,6 +101,16 @@ impl Housing {
             clock,
             norm,
             answer_window_ms: i64::try_from(ANSWER_WINDOW.whole_milliseconds()).unwrap_or(i64::MAX),
+            reply_grace_ms: i64::try_from(REPLY_GRACE.whole_milliseconds()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The same service waiting `grace` after a deadline before expiring the offer (default
+    /// [`REPLY_GRACE`]).
+    pub fn with_reply_grace(self, grace: std::time::Duration) -> Self {
+        Self {
+            reply_grace_ms: i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
+            ..self
         }
     }
 

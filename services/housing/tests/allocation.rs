@@ -799,3 +799,49 @@ shlyuz_kit::storage_test!(
         assert_eq!(sink.delivered.lock().expect("lock").len(), 2);
     }
 );
+
+shlyuz_kit::storage_test!(
+    a_round_waits_out_the_reply_grace_before_recording_a_timeout,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        register(&housing, 1, datetime!(2024-01-10 10:00 UTC), ASTANA, 1).await;
+        register(&housing, 2, datetime!(2024-01-11 10:00 UTC), ASTANA, 1).await;
+        dwelling(&housing, ASTANA, 1, 30.0).await;
+        dwelling(&housing, ASTANA, 1, 30.0).await;
+        let offers = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        assert_eq!(offers.len(), 2);
+
+        // Ten minutes past the deadline, within the 15-minute grace: nothing expires yet, and the
+        // first person's "6521", received by notify a minute before the deadline, still counts.
+        clock.advance(shlyuz_housing::ANSWER_WINDOW + Duration::minutes(10));
+        let within = housing.run_allocation_round().await.expect("round");
+        assert_eq!(within.offers_expired, 0);
+        let received =
+            millis(datetime!(2026-03-02 09:00 UTC) + shlyuz_housing::ANSWER_WINDOW) - 60_000;
+        let accepted = housing
+            .record_reply_received_at(&offers[0].id, 6521, &phone(1), Some(received))
+            .await
+            .expect("a reply received in time");
+        assert_eq!(accepted.status(), pb::OfferStatus::Accepted);
+
+        // Past the grace the silent one is refused by timeout.
+        clock.advance(Duration::minutes(6));
+        let after = housing.run_allocation_round().await.expect("round");
+        assert_eq!(after.offers_expired, 1);
+        let timeouts = housing
+            .list_refusals(&pb::ListRefusalsRequest {
+                reply_code: -1,
+                ..Default::default()
+            })
+            .await
+            .expect("timeouts")
+            .refusals;
+        assert_eq!(timeouts.len(), 1);
+        assert_eq!(timeouts[0].iin, iin(2));
+    }
+);
