@@ -12,14 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shlyuz_gateway::consent::InMemoryConsents;
-use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
-use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
+use shlyuz_gateway::Gateway;
 use shlyuz_housing::Housing;
 use shlyuz_housing::gateway_checks::GatewayRegistryChecks;
 use shlyuz_housing::norm::AreaNorm;
 use shlyuz_housing::review::ReviewSettings;
-use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
@@ -78,14 +75,7 @@ fn gateway_client(pki: &DevPki, gateway: SocketAddr, participant: &str) -> Gatew
 }
 
 async fn gateway_channel(pki: &DevPki, gateway: SocketAddr, participant: &str) -> Channel {
-    connect(&ClientSettings {
-        address: gateway.to_string(),
-        tls: Some(tls_files(pki, participant)),
-        server_name: "gateway".to_string(),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("connect to the gateway")
+    support::gateway_channel(pki, gateway, participant).await
 }
 
 impl Stack {
@@ -130,43 +120,24 @@ impl Stack {
             .await
             .expect("bind notify");
         let notify_address = notify_server.local_addr().expect("notify address");
-        let gateway_server = GrpcServer::bind(server_settings("gateway", &pki), &metrics)
+        let gateway = support::bind_gateway(&pki, &metrics)
             .await
-            .expect("bind gateway");
-        let gateway_address = gateway_server.local_addr().expect("gateway address");
-
-        let directory_file = data_dir.path().join("gateway-directory.toml");
-        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
-        let gateway_database = TestDatabase::sqlite().await;
-        gateway_database
-            .database()
-            .migrate(&shlyuz_gateway::MIGRATIONS)
-            .await
-            .expect("gateway migrations");
-        let gateway = Gateway::start(GatewayParts {
-            database: gateway_database.database().clone(),
-            directory_file,
-            targets: TargetResolver::partial(
+            .start(
+                &pki,
+                &metrics,
+                data_dir.path(),
                 &[
                     ("registry", registry_address.to_string()),
                     ("housing", housing_address.to_string()),
                     ("notify", notify_address.to_string()),
                 ],
-                "127.0.0.1:9",
-            ),
-            signing_key: Arc::new(signing_key(&pki, "gateway")),
-            consent: Arc::new(InMemoryConsents::default()),
-            upstream_tls: Some(tls_files(&pki, "gateway")),
-            metrics: metrics.clone(),
-            clock: shlyuz_kit::clock::system_clock(),
-            settings: GatewaySettings::default(),
-            shutdown: signal.clone(),
-        })
-        .await
-        .expect("start gateway");
-        tasks.push(tokio::spawn(
-            gateway_server.serve(gateway.routes(), signal.clone()),
-        ));
+                signal.clone(),
+            )
+            .await;
+        tasks.push(gateway.task);
+        let gateway_address = gateway.address;
+        let gateway_database = gateway.database;
+        let gateway = gateway.gateway;
 
         // Notify looks phones up and routes replies through the gateway, as `notify`.
         let sms = Arc::new(LogProvider::new(LogSink::Memory, true));

@@ -11,11 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shlyuz_gateway::consent::InMemoryConsents;
-use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
-use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
+use shlyuz_gateway::Gateway;
 use shlyuz_intake::grpc::application_document;
-use shlyuz_kit::client::{ClientSettings, connect, connect_lazy};
+use shlyuz_kit::client::{ClientSettings, connect_lazy};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
@@ -91,45 +89,24 @@ impl Stack {
             .and_then(|listener| listener.local_addr())
             .expect("free port for notify");
 
-        let directory_file = data_dir.path().join("gateway-directory.toml");
-        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
-        let gateway_database = TestDatabase::sqlite().await;
-        gateway_database
-            .database()
-            .migrate(&shlyuz_gateway::MIGRATIONS)
+        let gateway = support::bind_gateway(&pki, &metrics)
             .await
-            .expect("gateway migrations");
-        let gateway = Gateway::start(GatewayParts {
-            database: gateway_database.database().clone(),
-            directory_file,
-            targets: TargetResolver::partial(
+            .start(
+                &pki,
+                &metrics,
+                data_dir.path(),
                 &[
                     ("registry", registry_address.to_string()),
                     ("intake", intake_address.to_string()),
                     ("notify", notify_address.to_string()),
                 ],
-                "127.0.0.1:9",
-            ),
-            signing_key: Arc::new(signing_key(&pki, "gateway")),
-            consent: Arc::new(InMemoryConsents::default()),
-            upstream_tls: Some(tls_files(&pki, "gateway")),
-            metrics: metrics.clone(),
-            clock: shlyuz_kit::clock::system_clock(),
-            settings: GatewaySettings::default(),
-            shutdown: signal.clone(),
-        })
-        .await
-        .expect("start gateway");
-        let gateway_server = GrpcServer::bind(
-            server_settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
-            &metrics,
-        )
-        .await
-        .expect("bind gateway");
-        let gateway_address = gateway_server.local_addr().expect("gateway address");
-        tasks.push(tokio::spawn(
-            gateway_server.serve(gateway.routes(), signal.clone()),
-        ));
+                signal.clone(),
+            )
+            .await;
+        tasks.push(gateway.task);
+        let gateway_address = gateway.address;
+        let gateway_database = gateway.database;
+        let gateway = gateway.gateway;
 
         let intake_database = TestDatabase::sqlite().await;
         intake_database
@@ -247,14 +224,7 @@ impl Stack {
     }
 
     async fn channel(&self, participant: &str) -> Channel {
-        connect(&ClientSettings {
-            address: self.gateway_address.to_string(),
-            tls: Some(tls_files(&self.pki, participant)),
-            server_name: "gateway".to_string(),
-            connect_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("connect to the gateway")
+        support::gateway_channel(&self.pki, self.gateway_address, participant).await
     }
 
     /// `message` from `participant` for `path`, signed, with the user and the role it asserts.

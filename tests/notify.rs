@@ -12,10 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use shlyuz_gateway::consent::InMemoryConsents;
-use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
-use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
-use shlyuz_kit::client::{ClientSettings, connect};
+use shlyuz_gateway::Gateway;
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
@@ -81,42 +78,20 @@ impl Stack {
         .expect("bind notify");
         let notify_address = notify_server.local_addr().expect("notify address");
 
-        let gateway_server = GrpcServer::bind(
-            server_settings("gateway", Transport::MutualTls(tls_files(&pki, "gateway"))),
-            &metrics,
-        )
-        .await
-        .expect("bind gateway");
-        let gateway_address = gateway_server.local_addr().expect("gateway address");
-
-        let directory_file = data_dir.path().join("gateway-directory.toml");
-        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
-        let gateway_database = TestDatabase::sqlite().await;
-        gateway_database
-            .database()
-            .migrate(&shlyuz_gateway::MIGRATIONS)
+        let gateway = support::bind_gateway(&pki, &metrics)
             .await
-            .expect("gateway migrations");
-        let gateway = Gateway::start(GatewayParts {
-            database: gateway_database.database().clone(),
-            directory_file,
-            targets: TargetResolver::partial(
+            .start(
+                &pki,
+                &metrics,
+                data_dir.path(),
                 &[
                     ("registry", registry_address.to_string()),
                     ("notify", notify_address.to_string()),
                 ],
-                "127.0.0.1:9",
-            ),
-            signing_key: Arc::new(signing_key(&pki, "gateway")),
-            consent: Arc::new(InMemoryConsents::default()),
-            upstream_tls: Some(tls_files(&pki, "gateway")),
-            metrics: metrics.clone(),
-            clock: shlyuz_kit::clock::system_clock(),
-            settings: GatewaySettings::default(),
-            shutdown: signal.clone(),
-        })
-        .await
-        .expect("start gateway");
+                signal.clone(),
+            )
+            .await;
+        let gateway_address = gateway.address;
 
         // Notify calls the registry and housing only through the gateway, as `notify`.
         let notify_gateway = GatewayClient::connect_lazy(
@@ -153,30 +128,23 @@ impl Stack {
 
         let tasks = vec![
             registry.task,
-            tokio::spawn(notify_server.serve(runtime.routes, signal.clone())),
-            tokio::spawn(gateway_server.serve(gateway.routes(), signal)),
+            tokio::spawn(notify_server.serve(runtime.routes, signal)),
+            gateway.task,
         ];
         Stack {
             _data_dir: data_dir,
             pki,
             gateway_address,
-            gateway,
+            gateway: gateway.gateway,
             trigger,
             tasks,
-            databases: vec![registry_database, notify_database, gateway_database],
+            databases: vec![registry_database, notify_database, gateway.database],
             sms,
         }
     }
 
     async fn channel(&self, participant: &str) -> Channel {
-        connect(&ClientSettings {
-            address: self.gateway_address.to_string(),
-            tls: Some(tls_files(&self.pki, participant)),
-            server_name: "gateway".to_string(),
-            connect_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("connect to the gateway")
+        support::gateway_channel(&self.pki, self.gateway_address, participant).await
     }
 
     fn signed<M: prost::Message>(

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::PARTICIPANTS;
 
-use shlyuz_gateway::consent::InMemoryConsents;
-use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
+use shlyuz_gateway::Gateway;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
-use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::pki::{DevPki, SigningKey};
-use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::registry::v1 as pb;
@@ -53,69 +50,34 @@ impl Stack {
         let registry_database = registry.database;
         let mut tasks = vec![registry.task];
 
-        // The shipped default directory, next to the PKI it names.
-        let directory_file = data_dir.path().join("gateway-directory.toml");
-        std::fs::write(&directory_file, DEFAULT_DIRECTORY).expect("write directory");
-        let gateway_database = TestDatabase::sqlite().await;
-        gateway_database
-            .database()
-            .migrate(&shlyuz_gateway::MIGRATIONS)
+        // The default directory routes every service; only the registry runs here.
+        let gateway = support::bind_gateway(&pki, &metrics)
             .await
-            .expect("gateway migrations");
-        let signing_key =
-            SigningKey::from_pem_file(&pki.participant("gateway").expect("gateway").signing_key)
-                .expect("gateway key");
-        let gateway = Gateway::start(GatewayParts {
-            database: gateway_database.database().clone(),
-            directory_file,
-            // The default directory routes every service; only the registry runs here.
-            targets: TargetResolver::partial(
+            .start(
+                &pki,
+                &metrics,
+                data_dir.path(),
                 &[("registry", registry_address.to_string())],
-                "127.0.0.1:9",
-            ),
-            signing_key: Arc::new(signing_key),
-            consent: Arc::new(InMemoryConsents::default()),
-            upstream_tls: Some(pki.tls_files("gateway").expect("participant files")),
-            metrics: metrics.clone(),
-            clock: shlyuz_kit::clock::system_clock(),
-            settings: GatewaySettings::default(),
-            shutdown: signal.clone(),
-        })
-        .await
-        .expect("start gateway");
-        let gateway_server = GrpcServer::bind(
-            ServerSettings::loopback(
-                "gateway",
-                Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
-            ),
-            &metrics,
-        )
-        .await
-        .expect("bind gateway");
-        let gateway_address = gateway_server.local_addr().expect("gateway address");
-        tasks.push(tokio::spawn(gateway_server.serve(gateway.routes(), signal)));
+                signal,
+            )
+            .await;
+        tasks.push(gateway.task);
+        let gateway_address = gateway.address;
         Stack {
             _data_dir: data_dir,
             pki,
             gateway_address,
-            gateway,
+            gateway: gateway.gateway,
             trigger,
             tasks,
             registry_database: registry_database.database().clone(),
-            databases: vec![registry_database, gateway_database],
+            databases: vec![registry_database, gateway.database],
             registry_address,
         }
     }
 
     async fn channel(&self, participant: &str) -> Channel {
-        connect(&ClientSettings {
-            address: self.gateway_address.to_string(),
-            tls: Some(self.pki.tls_files(participant).expect("participant files")),
-            server_name: "gateway".to_string(),
-            connect_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("connect to the gateway")
+        support::gateway_channel(&self.pki, self.gateway_address, participant).await
     }
 
     /// `message` signed by `participant` for `path`, about `subject`, for `purpose`.
