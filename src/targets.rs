@@ -192,10 +192,22 @@ pub async fn build_service(
                 gateway: Some(gateway),
             })
         }
-        Target::Registry => Ok(TargetService {
-            routes: config.registry.routes(prepared.database.clone())?,
-            gateway: None,
-        }),
+        Target::Registry => {
+            // Consent OTP SMS go to notify through the gateway; without one they wait.
+            if let Some(client) = gateway_client(&config.target(Target::Registry), prepared)? {
+                tokio::spawn(shlyuz_registry::consent_sms::run(
+                    prepared.database.clone(),
+                    client,
+                    shlyuz_kit::clock::system_clock(),
+                    CONSENT_SMS_INTERVAL,
+                    shutdown,
+                ));
+            }
+            Ok(TargetService {
+                routes: config.registry.routes(prepared.database.clone())?,
+                gateway: None,
+            })
+        }
         Target::Intake => {
             // With a gateway address the SMS outbox is drained to notify; without, rows wait.
             if let Some(client) = gateway_client(&config.target(Target::Intake), prepared)? {
@@ -294,6 +306,9 @@ pub async fn build_service(
         }
     }
 }
+
+/// How often the registry hands consent OTP SMS to notify.
+const CONSENT_SMS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often intake hands due SMS rows to notify.
 const INTAKE_SMS_INTERVAL: Duration = Duration::from_secs(2);

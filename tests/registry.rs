@@ -506,7 +506,8 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
         .consent
         .expect("consent");
 
-    // The SMS with the OTP waits in the registry's outbox until notify exists.
+    // Without a gateway address the registry keeps the SMS with the OTP in its outbox (`shlyuz up`
+    // hands it to notify: tests/up.rs).
     let outbox_reader = shlyuz_registry::consent::ConsentServiceImpl::new(
         stack.registry_database.clone(),
         Arc::new(EmbeddedRegistry::new(stack.registry_database.clone())),

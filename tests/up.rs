@@ -646,3 +646,129 @@ async fn services_refuse_calls_that_go_around_the_gateway() {
     assert_eq!(health.status, ServingStatus::Serving as i32);
     assert_eq!(terminate(&mut running).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_otp_reaches_the_citizen_through_notify_and_confirms_the_consent() {
+    use shlyuz_kit::envelope::EnvelopeBuilder;
+    use shlyuz_kit::pki::SigningKey;
+    use shlyuz_proto::registry::v1 as registry;
+    shlyuz_kit::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start_up(data_dir.path());
+    let endpoints = wait_for_endpoints(&mut running, data_dir.path());
+    let portal_key =
+        SigningKey::from_pem_file(&endpoints.participants["jauynger-portal"].signing_key)
+            .expect("portal signing key");
+    let subject = "980512391010";
+    let envelope = || EnvelopeBuilder {
+        purpose: "PERSONAL_DATA_CONSENT".to_string(),
+        subject_iin: subject.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    let mut gateway_settings = client_settings(&endpoints, &endpoints.gateway, "jauynger-portal");
+    gateway_settings.server_name = "gateway".to_string();
+    let mut consents = registry::consent_service_client::ConsentServiceClient::new(
+        connect(&gateway_settings)
+            .await
+            .expect("connect to the gateway"),
+    );
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000;
+    let pending = consents
+        .request_consent(envelope().signed_request(
+            &portal_key,
+            "/shlyuz.registry.v1.ConsentService/RequestConsent",
+            registry::RequestConsentRequest {
+                subject_iin: subject.to_string(),
+                participant: "intake".to_string(),
+                purpose: "MILITARY_RECRUITMENT".to_string(),
+                scopes: vec!["shlyuz.registry.v1.PersonRegistryService".to_string()],
+                expire_time_ms: now_ms + 3_600_000,
+            },
+        ))
+        .await
+        .expect("the portal requests a consent")
+        .into_inner()
+        .consent
+        .expect("consent");
+    assert_eq!(pending.state, registry::ConsentState::Pending as i32);
+
+    // The registry hands the code to notify, which sends it to the phone of the mobile citizens
+    // database, in both languages.
+    let sms_log = endpoints.sms_log.clone().expect("sms log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let log = std::fs::read_to_string(&sms_log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|sms| sms["to"] == "+77015550010")
+            .find_map(|sms| sms["text"].as_str().map(str::to_string));
+        if let Some(text) = found {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no consent SMS in {}",
+            sms_log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        text.contains("Растау коды") && text.contains("Код подтверждения"),
+        "{text}"
+    );
+    assert!(
+        text.contains("intake") && text.contains("MILITARY_RECRUITMENT"),
+        "{text}"
+    );
+    let otp: String = text
+        .split(|character: char| !character.is_ascii_digit())
+        .find(|part| part.len() == 6)
+        .expect("a six-digit code")
+        .to_string();
+
+    let active = consents
+        .confirm_consent(envelope().signed_request(
+            &portal_key,
+            "/shlyuz.registry.v1.ConsentService/ConfirmConsent",
+            registry::ConfirmConsentRequest {
+                consent_id: pending.consent_id.clone(),
+                otp,
+            },
+        ))
+        .await
+        .expect("the citizen's code confirms the consent")
+        .into_inner()
+        .consent
+        .expect("consent");
+    assert_eq!(active.state, registry::ConsentState::Active as i32);
+
+    // Once notify has the SMS, the registry keeps no copy of the code in clear.
+    let database = shlyuz_kit::db::Database::connect(
+        &shlyuz_kit::db::default_sqlite_url(data_dir.path(), "registry"),
+        1,
+    )
+    .await
+    .expect("open the registry database");
+    use sqlx::Row as _;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let row = sqlx::query(
+            "SELECT body, parameters, sent_time_ms FROM sms_outbox WHERE consent_id = $1",
+        )
+        .bind(pending.consent_id.clone())
+        .fetch_one(database.pool())
+        .await
+        .expect("the outbox row");
+        // notify took the SMS before sending it; the relay marks the row just after: wait for it.
+        if row.get::<Option<i64>, _>("sent_time_ms").is_some() || Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(row.get::<Option<i64>, _>("sent_time_ms").is_some());
+    assert_eq!(row.get::<String, _>("body"), "");
+    assert_eq!(row.get::<String, _>("parameters"), "{}");
+    database.close().await;
+    assert_eq!(terminate(&mut running).code(), Some(0));
+}

@@ -1,6 +1,7 @@
 //! ConsentService: a subject consents to a participant processing their data for a purpose; the
 //! consent becomes active only when the subject types the OTP sent to their phone (from the
-//! mobile citizens database). Until notify exists, the SMS waits in the `sms_outbox` table.
+//! mobile citizens database). The SMS waits in the `sms_outbox` table, written with the consent,
+//! until [`crate::consent_sms`] hands it to notify through the gateway.
 //! OTPs are kept only as SHA-256 hashes; five wrong OTPs lock the consent; a subject may ask for
 //! at most five consents per ten minutes, so neither OTPs nor SMS can be sprayed.
 
@@ -319,16 +320,25 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
         .execute(&mut *transaction)
         .await
         .map_err(ApiError::from)?;
+        // notify renders the same text from its `consent.otp` template and these parameters.
+        let parameters = serde_json::json!({
+            "participant": message.participant,
+            "purpose": message.purpose,
+            "code": otp,
+            "ttl_minutes": OTP_LIFETIME.as_secs().div_ceil(60).to_string(),
+        })
+        .to_string();
         sqlx::query(
-            "INSERT INTO sms_outbox (message_id, phone_number, subject_iin, consent_id, body, create_time_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sms_outbox (message_id, phone_number, subject_iin, consent_id, body, create_time_ms, parameters)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(uuid::Uuid::now_v7().to_string())
         .bind(&phone.phone_number)
         .bind(subject.as_str())
         .bind(&consent_id)
         .bind(body)
         .bind(now_ms)
+        .bind(parameters)
         .execute(&mut *transaction)
         .await
         .map_err(ApiError::from)?;

@@ -5,6 +5,7 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 pub mod certificate_authority;
 pub mod config;
 pub mod consent;
+pub mod consent_sms;
 pub mod embedded;
 pub mod fixtures;
 pub mod grpc;
@@ -39,6 +40,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "certificate authority",
         sql: include_str!("../migrations/sqlite/0003_certificate_authority.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "consent sms relayed to notify",
+        sql: include_str!("../migrations/sqlite/0004_consent_sms_relay.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -56,6 +62,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "certificate authority",
         sql: include_str!("../migrations/postgres/0003_certificate_authority.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "consent sms relayed to notify",
+        sql: include_str!("../migrations/postgres/0004_consent_sms_relay.sql"),
     },
 ];
 
