@@ -65,8 +65,8 @@ pub enum Command {
         #[arg(long)]
         test_clock: bool,
     },
-    /// Walk the seeds' scenarios against a running `shlyuz up --test-clock`: a Jauynger candidate
-    /// from vacancy to order to report and a rejected one, a housing allocation round with an
+    /// Walk the seeds' scenarios against a running `shlyuz up --test-clock`: a consent confirmed by
+    /// SMS code, a Jauynger candidate from vacancy to order to report and a rejected one, a housing allocation round with an
     /// acceptance, a refusal and a 48-hour timeout, and a proactive review of the register.
     Demo {
         /// The `endpoints.json` that `shlyuz up` wrote.

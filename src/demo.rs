@@ -38,8 +38,6 @@ const MOD_EXECUTOR: &str = "850505300011";
 const AKMOLA: &str = "110000000";
 const ASTANA: &str = "711110000";
 const KOKSHETAU: &str = "111010000";
-/// The candidate's consent to the processing of personal data, as the portal recorded it.
-const CONSENT: &str = "0190f5a2-7c1e-7000-8000-00000000de70";
 const CONCLUSION: &[u8] = b"%PDF-1.7\n% medical commission conclusion (demo)\n";
 const AGREEMENT: &[u8] = b"%PDF-1.7\n% agreement on concluding a contract (demo)\n";
 /// Status changes of the clean path, each announced by SMS: filed, taken into work, special
@@ -88,7 +86,7 @@ const REVIEWED: [(&str, housing_pb::RemovalReason); 9] = [
 /// How long to wait for what happens in the background (SMS relays, inbox pulls).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-const STEPS: usize = 21;
+const STEPS: usize = 22;
 
 /// Runs the demo against the `shlyuz up` that wrote `endpoints_path`.
 pub async fn run(endpoints_path: &Path) -> anyhow::Result<()> {
@@ -435,13 +433,29 @@ impl Demo {
             })
             .await?;
 
+        let consent_id = progress
+            .step(
+                "the candidate consents by SMS code to intake reading their data (seed 001)",
+                async {
+                    let (consent_id, code) = self.consent_by_sms(CANDIDATE).await?;
+                    Ok((
+                        consent_id.clone(),
+                        format!(
+                            "code {code} from the SMS confirmed consent {consent_id}: ACTIVE for \
+                             intake, MILITARY_RECRUITMENT"
+                        ),
+                    ))
+                },
+            )
+            .await?;
+
         let (application_id, certificate) = progress
             .step(
                 "the candidate signs the application with EDS and files it (portal)",
                 async {
                     let certificate = self.certificate(CANDIDATE, false).await?;
                     let application = self
-                        .file_application(&vacancy_id, CANDIDATE, &certificate)
+                        .file_application(&vacancy_id, CANDIDATE, &certificate, &consent_id)
                         .await?;
                     let found = format!(
                         "{} applied: application {}, the candidate sees {:?}",
@@ -668,7 +682,9 @@ impl Demo {
                 async {
                     let phone = self.phone(CANDIDATE)?;
                     let texts = self
-                        .wait_for_sms_count(&phone, CANDIDATE_STATUS_SMS)
+                        .wait_for_sms_count(&phone, CANDIDATE_STATUS_SMS, |text| {
+                            text.starts_with("Jauynger")
+                        })
                         .await?;
                     let last = texts
                         .iter()
@@ -693,8 +709,14 @@ impl Demo {
                 "a second candidate is rejected on registry findings, without being told why",
                 async {
                     let certificate = self.certificate(REJECTED_CANDIDATE, false).await?;
+                    let (consent_id, _) = self.consent_by_sms(REJECTED_CANDIDATE).await?;
                     let filed = self
-                        .file_application(&vacancy_id, REJECTED_CANDIDATE, &certificate)
+                        .file_application(
+                            &vacancy_id,
+                            REJECTED_CANDIDATE,
+                            &certificate,
+                            &consent_id,
+                        )
                         .await?;
                     let built = self.assign_and_build(&filed.application_id).await?;
                     ensure!(
@@ -798,6 +820,70 @@ impl Demo {
         .described()
     }
 
+    /// The portal asks the registry for the subject's consent to intake processing their data for
+    /// recruitment; the code reaches the citizen's phone through notify; the citizen types it and
+    /// the portal confirms. Returns the consent id and the code.
+    async fn consent_by_sms(&self, iin: &str) -> anyhow::Result<(String, String)> {
+        // A fresh envelope (message id) per call: the gateway refuses a replayed one.
+        let envelope = || EnvelopeBuilder {
+            purpose: "PERSONAL_DATA_CONSENT".to_string(),
+            subject_iin: iin.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        let mut consents =
+            registry_pb::consent_service_client::ConsentServiceClient::new(self.portal.channel());
+        let now_ms = shlyuz_kit::clock::system_clock().now_millis();
+        let pending = consents
+            .request_consent(self.portal.signed_request(
+                &envelope(),
+                "/shlyuz.registry.v1.ConsentService/RequestConsent",
+                registry_pb::RequestConsentRequest {
+                    subject_iin: iin.to_string(),
+                    participant: "intake".to_string(),
+                    purpose: "MILITARY_RECRUITMENT".to_string(),
+                    scopes: vec![
+                        "shlyuz.registry.v1.PersonRegistryService".to_string(),
+                        "shlyuz.registry.v1.CriminalRecordsService".to_string(),
+                        "shlyuz.registry.v1.MedicalRegistryService".to_string(),
+                    ],
+                    expire_time_ms: now_ms + 30 * 86_400_000,
+                },
+            ))
+            .await
+            .described()?
+            .consent
+            .context("no consent in the response")?;
+        let text = self
+            .wait_for_sms(&self.phone(iin)?, |text| {
+                text.contains(&pending.participant) && text.contains("Код подтверждения")
+            })
+            .await?;
+        let code = text
+            .split(|character: char| !character.is_ascii_digit())
+            .find(|part| part.len() == 6)
+            .context("no six-digit code in the consent SMS")?
+            .to_string();
+        let active = consents
+            .confirm_consent(self.portal.signed_request(
+                &envelope(),
+                "/shlyuz.registry.v1.ConsentService/ConfirmConsent",
+                registry_pb::ConfirmConsentRequest {
+                    consent_id: pending.consent_id.clone(),
+                    otp: code.clone(),
+                },
+            ))
+            .await
+            .described()?
+            .consent
+            .context("no consent in the response")?;
+        ensure!(
+            active.state() == registry_pb::ConsentState::Active,
+            "the consent is {:?}",
+            active.state()
+        );
+        Ok((pending.consent_id, code))
+    }
+
     fn signed_document(
         certificate: &registry_pb::IssueCertificateResponse,
         document: &[u8],
@@ -814,8 +900,9 @@ impl Demo {
         vacancy_id: &str,
         candidate: &str,
         certificate: &registry_pb::IssueCertificateResponse,
+        consent_id: &str,
     ) -> anyhow::Result<intake_pb::Application> {
-        let document = application_document(vacancy_id, candidate, CONSENT, &[]);
+        let document = application_document(vacancy_id, candidate, consent_id, &[]);
         let signed = intake_pb::SignedDocument {
             signature: sign_document(&certificate.private_key_pem, &document)?,
             document,
@@ -827,7 +914,7 @@ impl Demo {
                 "/shlyuz.intake.v1.ApplicationService/CreateApplication",
                 intake_pb::CreateApplicationRequest {
                     vacancy_id: vacancy_id.to_string(),
-                    consent_id: CONSENT.to_string(),
+                    consent_id: consent_id.to_string(),
                     signed_application: Some(signed),
                     otp_reference: String::new(),
                     otp_code: String::new(),
@@ -1158,11 +1245,20 @@ impl Demo {
         }
     }
 
-    /// Waits until the SMS log holds `count` SMS to `phone`; returns their texts.
-    async fn wait_for_sms_count(&self, phone: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    /// Waits until the SMS log holds `count` SMS to `phone` whose text `matches`; returns them.
+    async fn wait_for_sms_count(
+        &self,
+        phone: &str,
+        count: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
-            let texts = self.sms_to(phone);
+            let texts: Vec<String> = self
+                .sms_to(phone)
+                .into_iter()
+                .filter(|text| matches(text))
+                .collect();
             if texts.len() >= count {
                 return Ok(texts);
             }

@@ -423,7 +423,8 @@ async fn the_demo_walks_every_seed_through_the_gateway_and_refuses_a_second_run(
     let (code, stdout, stderr) = run_demo(data_dir.path());
     assert_eq!(code, 0, "demo failed:\n{stdout}\n{stderr}");
     for expected in [
-        "[21/21]",
+        "[22/22]",
+        "ACTIVE for intake, MILITARY_RECRUITMENT",
         "candidate status Completed",
         "Петров Игорь Сергеевич: REJECTED",
         "the candidate sees only REJECTED",
@@ -473,7 +474,7 @@ async fn the_demo_walks_every_seed_through_the_gateway_and_refuses_a_second_run(
     let (code, stdout, stderr) = run_demo(data_dir.path());
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("[ 1/21]") && stdout.contains("FAILED"),
+        stdout.contains("[ 1/22]") && stdout.contains("FAILED"),
         "{stdout}"
     );
     assert!(stderr.contains("fresh --data-dir"), "{stderr}");
