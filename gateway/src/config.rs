@@ -59,6 +59,20 @@ pub struct GatewayConfig {
     /// Public keys (SPKI PEM) the gateway signed with before a key rotation: `VerifyChain` accepts
     /// checkpoints signed by them as well as by the current `tls.signing_key`.
     pub retired_signing_public_keys: Vec<PathBuf>,
+    /// `instance`: each gateway process remembers message ids itself (one process, `shlyuz up`);
+    /// `shared`: replicas on one database also refuse each other's replays (Kubernetes).
+    pub replay_guard: ReplayScope,
+}
+
+/// Which gateways refuse a replayed message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScope {
+    /// This process only (memory).
+    #[default]
+    Instance,
+    /// Every replica on the gateway's database (memory first, then a shared row per call).
+    Shared,
 }
 
 impl Default for GatewayConfig {
@@ -86,6 +100,7 @@ impl Default for GatewayConfig {
             async_delivery_concurrency: delivery.delivery_concurrency,
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
             retired_signing_public_keys: Vec::new(),
+            replay_guard: ReplayScope::Instance,
         }
     }
 }
@@ -184,6 +199,7 @@ impl GatewayConfig {
                 ..AsyncOptions::default()
             },
             retired_signing_keys: Vec::new(),
+            replay_scope: self.replay_guard,
         }
     }
 
@@ -223,6 +239,8 @@ pub struct GatewaySettings {
     /// Keys the gateway signed message-log checkpoints with before a rotation (the current key is
     /// always trusted); see [`GatewayConfig::retired_signing_keys`].
     pub retired_signing_keys: Vec<VerifyingKey>,
+    /// Which gateways refuse a replayed message id.
+    pub replay_scope: ReplayScope,
 }
 
 impl Default for GatewaySettings {

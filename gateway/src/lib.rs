@@ -13,6 +13,7 @@ pub mod message_log;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod replay_store;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -47,6 +48,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "async channel queue and inboxes",
         sql: include_str!("../migrations/sqlite/0002_async_channel.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "replay guard shared by replicas",
+        sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -59,6 +65,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 2,
         description: "async channel queue and inboxes",
         sql: include_str!("../migrations/postgres/0002_async_channel.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "replay guard shared by replicas",
+        sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
     },
 ];
 
@@ -151,6 +162,16 @@ impl Gateway {
                 .add_service(message_log::access_log_server(parts.database.clone()))
                 .prepare()
                 .into_axum_router();
+        // Replicas on one database refuse each other's replays when configured so.
+        let shared_replay = (parts.settings.replay_scope == config::ReplayScope::Shared)
+            .then(|| replay_store::SharedReplayGuard::new(parts.database.clone()));
+        if let Some(guard) = &shared_replay {
+            tokio::spawn(
+                guard
+                    .clone()
+                    .run_purge(parts.clock.clone(), parts.shutdown.clone()),
+            );
+        }
         let channel = SyncChannel::new(SyncChannelParts {
             directory: directory_handle,
             message_log: message_log.clone(),
@@ -161,6 +182,7 @@ impl Gateway {
             clock: parts.clock,
             mode: parts.settings.mode,
             store_bodies: parts.settings.message_log.store_bodies,
+            shared_replay: shared_replay.clone(),
         });
         Ok(Gateway {
             channel,

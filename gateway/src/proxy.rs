@@ -27,6 +27,7 @@ use crate::identity::CallerIdentity;
 use crate::message_log::{Channel, LogRecord, MessageLog};
 use crate::metrics::GatewayMetrics;
 use crate::policy::{QuotaBuckets, ReplayGuard};
+use crate::replay_store::SharedReplayGuard;
 use crate::upstream::Upstreams;
 
 /// The async channel's service, whose SendMessage deduplicates message ids itself.
@@ -34,6 +35,14 @@ const ASYNC_CHANNEL_SERVICE: &str = "shlyuz.gateway.v1.AsyncChannelService";
 
 /// The body type of requests and responses inside the gateway.
 pub type GatewayBody = axum::body::Body;
+
+/// The refusal of a message id the sender already used within the replay window.
+fn replayed(message_id: &str, sender: &str) -> ApiError {
+    ApiError::already_exists(
+        "MESSAGE_REPLAYED",
+        format!("message {message_id} was already sent by {sender}"),
+    )
+}
 
 /// What the gateway enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -60,6 +69,7 @@ pub struct SyncChannel {
     clock: SharedClock,
     mode: PolicyMode,
     store_bodies: bool,
+    shared_replay: Option<SharedReplayGuard>,
 }
 
 /// Everything the sync channel is built from.
@@ -82,6 +92,8 @@ pub struct SyncChannelParts {
     pub mode: PolicyMode,
     /// Keep request and response bodies in the message log.
     pub store_bodies: bool,
+    /// The replay guard shared with the other replicas, when `gateway.replay_guard = "shared"`.
+    pub shared_replay: Option<SharedReplayGuard>,
 }
 
 impl SyncChannel {
@@ -100,6 +112,7 @@ impl SyncChannel {
             clock: parts.clock,
             mode: parts.mode,
             store_bodies: parts.store_bodies,
+            shared_replay: parts.shared_replay,
         })
     }
 
@@ -275,13 +288,31 @@ impl SyncChannel {
             )
         {
             call.replayed = true;
-            return Err(ApiError::already_exists(
-                "MESSAGE_REPLAYED",
-                format!(
-                    "message {} was already sent by {participant_id}",
-                    envelope.message_id
-                ),
-            ));
+            return Err(replayed(&envelope.message_id, &participant_id));
+        }
+        // Replicas sharing a database: the call must also be the first the others have seen.
+        if let (Some(shared), Some(envelope)) = (&self.shared_replay, &envelope)
+            && !idempotent_by_message_id
+        {
+            let first = shared
+                .claim(
+                    &participant_id,
+                    &envelope.message_id,
+                    now_ms,
+                    envelope.timestamp_ms + replay_window_ms,
+                )
+                .await;
+            match first {
+                Ok(true) => {}
+                Ok(false) => {
+                    call.replayed = true;
+                    return Err(replayed(&envelope.message_id, &participant_id));
+                }
+                Err(error) => {
+                    self.replay.forget(&participant_id, &envelope.message_id);
+                    return Err(error);
+                }
+            }
         }
 
         let result = self
@@ -302,6 +333,9 @@ impl SyncChannel {
             // Refused before reaching the upstream: the sender may correct the call and retry it
             // with the same message id.
             self.replay.forget(&participant_id, &envelope.message_id);
+            if let Some(shared) = &self.shared_replay {
+                shared.release(&participant_id, &envelope.message_id).await;
+            }
         }
         result
     }

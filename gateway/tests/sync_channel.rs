@@ -8,6 +8,7 @@ use std::time::Duration;
 use harness::{Harness, echo_request, signed};
 use shlyuz_gateway::envelope::{self, EnvelopeBuilder};
 use shlyuz_kit::error::summarize_status;
+use shlyuz_proto::echo::v1::echo_service_client::EchoServiceClient;
 use shlyuz_proto::echo::v1::{
     EchoBidiStreamRequest, EchoClientStreamRequest, EchoServerStreamRequest,
 };
@@ -826,3 +827,163 @@ purposes = ["OPERATIONS"]
     assert_eq!(accesses[0].message_id, batch.message_id);
     harness.stop().await;
 }
+
+shlyuz_kit::storage_test!(
+    a_replay_sent_to_another_replica_is_refused_when_the_guard_is_shared,
+    |database: shlyuz_kit::db::Database| async move {
+        use shlyuz_gateway::config::ReplayScope;
+        let shared = shlyuz_gateway::GatewaySettings {
+            replay_scope: ReplayScope::Shared,
+            ..harness::fast_async_settings()
+        };
+        let harness = Harness::start_custom(database.clone(), "", true, shared.clone()).await;
+        let second = harness.second_gateway_with(database.clone(), shared).await;
+        let builder = harness.personal_envelope();
+        let message = echo_request("once");
+        let request = || signed(&harness, "jauynger-portal", ECHO, &builder, message.clone());
+
+        let mut first_replica = harness.echo_client("jauynger-portal").await;
+        first_replica
+            .echo(request())
+            .await
+            .expect("the original call");
+        let mut second_replica =
+            EchoServiceClient::new(harness.channel_to(second.address, "jauynger-portal").await);
+        let status = second_replica
+            .echo(request())
+            .await
+            .expect_err("the same signed message at the other replica");
+        let summary = summarize_status(&status);
+        assert_eq!(
+            (summary.code, summary.reason.as_str()),
+            (Code::AlreadyExists, "MESSAGE_REPLAYED")
+        );
+        assert_eq!(
+            harness.echo.received(),
+            1,
+            "the upstream ran the message once"
+        );
+
+        // A call refused before the upstream (here: a signature that does not verify) releases its
+        // id everywhere, so the sender may correct it and send it again, to either replica.
+        let fresh = harness.personal_envelope();
+        let mut bad = signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &fresh,
+            echo_request("fixed"),
+        );
+        bad.metadata_mut().insert(
+            envelope::SIGNATURE,
+            format!("{}==", "A".repeat(86)).parse().expect("ascii"),
+        );
+        let refused = first_replica.echo(bad).await.expect_err("bad signature");
+        assert_eq!(summarize_status(&refused).reason, "SIGNATURE_INVALID");
+        second_replica
+            .echo(signed(
+                &harness,
+                "jauynger-portal",
+                ECHO,
+                &fresh,
+                echo_request("fixed"),
+            ))
+            .await
+            .expect("the corrected call at the other replica");
+        second.shutdown().await;
+        harness.stop().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
+    per_instance_replay_memory_does_not_reach_another_replica,
+    |database: shlyuz_kit::db::Database| async move {
+        let harness =
+            Harness::start_custom(database.clone(), "", true, harness::fast_async_settings()).await;
+        let second = harness
+            .second_gateway_with(database.clone(), harness::fast_async_settings())
+            .await;
+        let builder = harness.personal_envelope();
+        let message = echo_request("twice");
+        let request = || signed(&harness, "jauynger-portal", ECHO, &builder, message.clone());
+        harness
+            .echo_client("jauynger-portal")
+            .await
+            .echo(request())
+            .await
+            .expect("the original call");
+        // The default (`instance`): the other replica has not seen it, as decision 21 describes.
+        EchoServiceClient::new(harness.channel_to(second.address, "jauynger-portal").await)
+            .echo(request())
+            .await
+            .expect("accepted by a replica that keeps its own memory");
+        assert_eq!(harness.echo.received(), 2);
+        second.shutdown().await;
+        harness.stop().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
+    shared_replay_claims_expire_and_are_purged,
+    |database: shlyuz_kit::db::Database| async move {
+        use shlyuz_gateway::replay_store::SharedReplayGuard;
+        database
+            .migrate(&shlyuz_gateway::MIGRATIONS)
+            .await
+            .expect("migrations");
+        let guard = SharedReplayGuard::new(database.clone());
+        let id = "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11";
+        assert!(
+            guard
+                .claim("intake", id, 1_000, 301_000)
+                .await
+                .expect("claim")
+        );
+        assert!(
+            !guard
+                .claim("intake", id, 2_000, 302_000)
+                .await
+                .expect("replay")
+        );
+        assert!(
+            guard.claim("sdu", id, 2_000, 302_000).await.expect("claim"),
+            "ids are per sender"
+        );
+        // After the window the id may be used again (the timestamp check refuses old envelopes).
+        assert!(
+            guard
+                .claim("intake", id, 301_000, 601_000)
+                .await
+                .expect("claim")
+        );
+        assert_eq!(guard.purge(400_000).await.expect("purge"), 1, "sdu's claim");
+        assert_eq!(
+            guard.purge(700_000).await.expect("purge"),
+            1,
+            "intake's claim"
+        );
+
+        // Many calls with one id at once (one batch or several): exactly one wins.
+        let racing: Vec<_> = (0..32)
+            .map(|_| {
+                let guard = guard.clone();
+                tokio::spawn(async move {
+                    guard
+                        .claim(
+                            "housing",
+                            "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c12",
+                            1_000,
+                            301_000,
+                        )
+                        .await
+                        .expect("claim")
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in racing {
+            winners += usize::from(task.await.expect("task"));
+        }
+        assert_eq!(winners, 1);
+    }
+);

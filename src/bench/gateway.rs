@@ -49,6 +49,10 @@ pub struct GatewayBenchArgs {
     /// Skip the nginx scenario even when nginx is installed.
     #[arg(long)]
     pub skip_nginx: bool,
+    /// `gateway.replay_guard` of the gateway under test: `instance` or `shared` (replicas on one
+    /// database; one more database write per call).
+    #[arg(long, default_value = "instance", value_parser = ["instance", "shared"])]
+    pub replay_guard: String,
 }
 
 const ECHO_PATH: &str = "/shlyuz.echo.v1.EchoService/Echo";
@@ -119,7 +123,11 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         args.requests, args.concurrency, args.connections
     );
     let database = BenchDatabase::create(args.database_url.as_deref()).await?;
-    println!("message log: {}", database.description());
+    println!(
+        "message log: {}; replay guard: {}",
+        database.description(),
+        args.replay_guard
+    );
 
     let mut scenarios = Vec::new();
     let direct = channels(
@@ -141,7 +149,7 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         let gateway = GatewayProcess::start(
             &pki,
             &directory,
-            &gateway_options(work_dir.path(), "full", database.url())?,
+            &gateway_options(work_dir.path(), "full", database.url(), &args.replay_guard)?,
         )
         .await?;
         let idle_kib = gateway.resident_kib();
@@ -183,7 +191,12 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         let gateway = GatewayProcess::start(
             &pki,
             &directory,
-            &gateway_options(work_dir.path(), "pass_through", database.url())?,
+            &gateway_options(
+                work_dir.path(),
+                "pass_through",
+                database.url(),
+                &args.replay_guard,
+            )?,
         )
         .await?;
         let through = channels(
@@ -234,13 +247,14 @@ fn gateway_options(
     work_dir: &Path,
     mode: &str,
     database_url: &str,
+    replay_guard: &str,
 ) -> anyhow::Result<GatewayProcessOptions> {
     Ok(GatewayProcessOptions {
         mode: mode.to_string(),
         database_url: database_url.to_string(),
         port: free_port()?,
         data_dir: work_dir.join(format!("gateway-{mode}")),
-        extra_gateway_config: String::new(),
+        extra_gateway_config: format!("replay_guard = \"{replay_guard}\"\n"),
     })
 }
 

@@ -311,6 +311,17 @@ impl Harness {
         connect(&settings).await.expect("connect to the gateway")
     }
 
+    /// A channel to a gateway at `address` (a second replica) as `participant`.
+    pub async fn channel_to(&self, address: SocketAddr, participant: &str) -> Channel {
+        let settings = ClientSettings {
+            address: address.to_string(),
+            tls: Some(self.pki.tls_files(participant).expect("participant files")),
+            server_name: "gateway".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        connect(&settings).await.expect("connect to the gateway")
+    }
+
     pub async fn echo_client(&self, participant: &str) -> EchoServiceClient<Channel> {
         EchoServiceClient::new(self.channel(participant).await)
     }
@@ -326,8 +337,18 @@ impl Harness {
     }
 
     /// Another gateway instance on the same database and directory (as a second replica would
-    /// be): it is not served, but its async dispatcher shares the queue.
+    /// be): its async dispatcher shares the queue.
     pub async fn second_gateway(&self, database: Database) -> SecondGateway {
+        self.second_gateway_with(database, fast_async_settings())
+            .await
+    }
+
+    /// [`Harness::second_gateway`] with its own settings, served on its own address.
+    pub async fn second_gateway_with(
+        &self,
+        database: Database,
+        settings: shlyuz_gateway::GatewaySettings,
+    ) -> SecondGateway {
         let (trigger, signal) = shutdown_channel();
         let gateway_files = self.pki.participant("gateway").expect("gateway files");
         let signing_key =
@@ -341,12 +362,28 @@ impl Harness {
             upstream_tls: Some(self.pki.tls_files("gateway").expect("participant files")),
             metrics: MetricsRegistry::default(),
             clock: shlyuz_kit::clock::system_clock(),
-            settings: fast_async_settings(),
-            shutdown: signal,
+            settings,
+            shutdown: signal.clone(),
         })
         .await
         .expect("start the second gateway");
-        SecondGateway { gateway, trigger }
+        let server = GrpcServer::bind(
+            ServerSettings::loopback(
+                "gateway",
+                Transport::MutualTls(self.pki.tls_files("gateway").expect("participant files")),
+            ),
+            &self.metrics,
+        )
+        .await
+        .expect("bind the second gateway");
+        let address = server.local_addr().expect("second gateway address");
+        let task = tokio::spawn(server.serve(gateway.routes(), signal));
+        SecondGateway {
+            gateway,
+            trigger,
+            address,
+            task,
+        }
     }
 
     pub fn personal_envelope(&self) -> EnvelopeBuilder {
@@ -468,11 +505,15 @@ impl Harness {
 pub struct SecondGateway {
     gateway: Gateway,
     trigger: ShutdownTrigger,
+    /// Where it is served.
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl SecondGateway {
     pub async fn shutdown(self) {
         self.trigger.trigger();
+        let _ = self.task.await;
         self.gateway.shutdown().await;
     }
 }
