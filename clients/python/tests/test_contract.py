@@ -168,3 +168,69 @@ def test_a_form_naming_another_candidate_is_refused(endpoints):
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(refused.value)[0] == "SIGNED_DOCUMENT_MISMATCH"
+
+
+from shlyuz.registry.v1 import consent_pb2, consent_pb2_grpc  # noqa: E402
+
+REQUEST_CONSENT = "/shlyuz.registry.v1.ConsentService/RequestConsent"
+CONFIRM_CONSENT = "/shlyuz.registry.v1.ConsentService/ConfirmConsent"
+CLEAN_CANDIDATE_PHONE = "+77015550010"  # the rules fixture's mobile citizens database
+
+
+def consent_code(endpoints, consent_id, timeout_s=30):
+    """The code of the consent SMS notify sent, read from the log provider's file (endpoints.json)."""
+    import json
+    import re
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            lines = pathlib.Path(endpoints["sms_log"]).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in reversed(lines):
+            sms = json.loads(line)
+            if sms["to"] == CLEAN_CANDIDATE_PHONE and "Код подтверждения" in sms["text"]:
+                return re.search(r"\b(\d{6})\b", sms["text"]).group(1)
+        time.sleep(0.1)
+    pytest.fail(f"no consent SMS for {consent_id} in {endpoints['sms_log']}")
+
+
+def test_a_consent_confirmed_with_the_sms_code_becomes_active(endpoints):
+    import time
+
+    portal = shlyuz_client.Participant(endpoints, "jauynger-portal")
+    request = consent_pb2.RequestConsentRequest(
+        subject_iin=CLEAN_CANDIDATE,
+        participant="intake",
+        purpose="MILITARY_RECRUITMENT",
+        scopes=["shlyuz.registry.v1.PersonRegistryService"],
+        expire_time_ms=int(time.time() * 1000) + 3_600_000,
+    )
+    with portal.channel(endpoints["gateway"]) as channel:
+        stub = consent_pb2_grpc.ConsentServiceStub(channel)
+        metadata = portal.envelope(
+            REQUEST_CONSENT, request, purpose="PERSONAL_DATA_CONSENT", subject_iin=CLEAN_CANDIDATE
+        )
+        pending = stub.RequestConsent(request, metadata=metadata).consent
+        assert pending.state == consent_pb2.CONSENT_STATE_PENDING
+
+        wrong = consent_pb2.ConfirmConsentRequest(consent_id=pending.consent_id, otp="000000")
+        code = consent_code(endpoints, pending.consent_id)
+        if code == "000000":
+            wrong.otp = "000001"
+        metadata = portal.envelope(
+            CONFIRM_CONSENT, wrong, purpose="PERSONAL_DATA_CONSENT", subject_iin=CLEAN_CANDIDATE
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ConfirmConsent(wrong, metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(refused.value)[0] == "OTP_INVALID"
+
+        right = consent_pb2.ConfirmConsentRequest(consent_id=pending.consent_id, otp=code)
+        metadata = portal.envelope(
+            CONFIRM_CONSENT, right, purpose="PERSONAL_DATA_CONSENT", subject_iin=CLEAN_CANDIDATE
+        )
+        active = stub.ConfirmConsent(right, metadata=metadata).consent
+    assert active.state == consent_pb2.CONSENT_STATE_ACTIVE
