@@ -86,7 +86,7 @@ const REVIEWED: [(&str, housing_pb::RemovalReason); 9] = [
 /// How long to wait for what happens in the background (SMS relays, inbox pulls).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-const STEPS: usize = 22;
+const STEPS: usize = 23;
 
 /// Runs the demo against the `shlyuz up` that wrote `endpoints_path`.
 pub async fn run(endpoints_path: &Path) -> anyhow::Result<()> {
@@ -406,28 +406,7 @@ impl Demo {
         progress.section("Jauynger: contract-service recruitment (seed 000)");
         let vacancy_id = progress
             .step("the unit head publishes a vacancy (SDU)", async {
-                let vacancy = intake_pb::vacancy_service_client::VacancyServiceClient::new(
-                    self.sdu.channel(),
-                )
-                .create_vacancy(self.official(
-                    Official::Head,
-                    "/shlyuz.intake.v1.VacancyService/CreateVacancy",
-                    intake_pb::CreateVacancyRequest {
-                        vacancy: Some(intake_pb::Vacancy {
-                            position: "стрелок".into(),
-                            rank: intake_pb::Rank::Private as i32,
-                            branch: "Сухопутные войска".into(),
-                            unit: "в/ч 12345".into(),
-                            region_kato: AKMOLA.into(),
-                            places: 3,
-                            ..Default::default()
-                        }),
-                    },
-                )?)
-                .await
-                .described()?
-                .vacancy
-                .context("no vacancy in the response")?;
+                let vacancy = self.publish_vacancy("стрелок").await?;
                 let found = format!("vacancy {} in {}", vacancy.vacancy_id, vacancy.unit);
                 Ok((vacancy.vacancy_id, found))
             })
@@ -706,6 +685,31 @@ impl Demo {
 
         progress
             .step(
+                "the candidate applies to a second vacancy with an SMS code instead of EDS",
+                async {
+                    let vacancy = self.publish_vacancy("механик-водитель").await?;
+                    let (application, code) = self
+                        .apply_with_otp(&vacancy.vacancy_id, &consent_id)
+                        .await?;
+                    ensure!(
+                        application.candidate_status() == intake_pb::CandidateStatus::Submitted,
+                        "the candidate sees {:?}",
+                        application.candidate_status()
+                    );
+                    Ok((
+                        (),
+                        format!(
+                            "code {code} confirmed application {} for {} (checked by intake with \
+                             notify)",
+                            application.application_id, vacancy.position
+                        ),
+                    ))
+                },
+            )
+            .await?;
+
+        progress
+            .step(
                 "a second candidate is rejected on registry findings, without being told why",
                 async {
                     let certificate = self.certificate(REJECTED_CANDIDATE, false).await?;
@@ -780,6 +784,88 @@ impl Demo {
                 ))
             })
             .await
+    }
+
+    /// The unit head publishes a vacancy for `position` in Akmola region.
+    async fn publish_vacancy(&self, position: &str) -> anyhow::Result<intake_pb::Vacancy> {
+        intake_pb::vacancy_service_client::VacancyServiceClient::new(self.sdu.channel())
+            .create_vacancy(self.official(
+                Official::Head,
+                "/shlyuz.intake.v1.VacancyService/CreateVacancy",
+                intake_pb::CreateVacancyRequest {
+                    vacancy: Some(intake_pb::Vacancy {
+                        position: position.into(),
+                        rank: intake_pb::Rank::Private as i32,
+                        branch: "Сухопутные войска".into(),
+                        unit: "в/ч 12345".into(),
+                        region_kato: AKMOLA.into(),
+                        places: 3,
+                        ..Default::default()
+                    }),
+                },
+            )?)
+            .await
+            .described()?
+            .vacancy
+            .context("no vacancy in the response")
+    }
+
+    /// The candidate applies to `vacancy_id` confirming with a one-time password instead of EDS:
+    /// the portal has notify send the code, the candidate types it, intake checks it with notify.
+    async fn apply_with_otp(
+        &self,
+        vacancy_id: &str,
+        consent_id: &str,
+    ) -> anyhow::Result<(intake_pb::Application, String)> {
+        let envelope = EnvelopeBuilder {
+            purpose: "DIGITAL_SIGNATURE".to_string(),
+            subject_iin: CANDIDATE.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        let otp_id = notify_pb::otp_service_client::OtpServiceClient::new(self.portal.channel())
+            .issue_otp(self.portal.signed_request(
+                &envelope,
+                "/shlyuz.notify.v1.OtpService/IssueOtp",
+                notify_pb::IssueOtpRequest {
+                    phone: String::new(),
+                    iin: CANDIDATE.to_string(),
+                    purpose: shlyuz_intake::grpc::APPLICATION_OTP_PURPOSE.to_string(),
+                    language: notify_pb::Language::Kk as i32,
+                },
+            ))
+            .await
+            .described()?
+            .otp_id;
+        // notify's own OTP text ends with the warning not to share it.
+        let text = self
+            .wait_for_sms(&self.phone(CANDIDATE)?, |text| text.contains("ешкімге"))
+            .await?;
+        let code = text
+            .split(|character: char| !character.is_ascii_digit())
+            .find(|part| part.len() == 6)
+            .context("no six-digit code in the OTP SMS")?
+            .to_string();
+        let application = self
+            .applications(&self.portal)
+            .create_application(self.candidate(
+                CANDIDATE,
+                "/shlyuz.intake.v1.ApplicationService/CreateApplication",
+                intake_pb::CreateApplicationRequest {
+                    vacancy_id: vacancy_id.to_string(),
+                    consent_id: consent_id.to_string(),
+                    signed_application: None,
+                    otp_reference: otp_id,
+                    otp_code: code.clone(),
+                    phone_number: self.phone(CANDIDATE)?,
+                    language: "kk".into(),
+                    attachments: Vec::new(),
+                },
+            )?)
+            .await
+            .described()?
+            .application
+            .context("no application in the response")?;
+        Ok((application, code))
     }
 
     /// A test EDS certificate from the registry's CA (НУЦ mimic), as the portal obtains it.

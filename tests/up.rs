@@ -423,7 +423,8 @@ async fn the_demo_walks_every_seed_through_the_gateway_and_refuses_a_second_run(
     let (code, stdout, stderr) = run_demo(data_dir.path());
     assert_eq!(code, 0, "demo failed:\n{stdout}\n{stderr}");
     for expected in [
-        "[22/22]",
+        "[23/23]",
+        "checked by intake with notify",
         "ACTIVE for intake, MILITARY_RECRUITMENT",
         "candidate status Completed",
         "Петров Игорь Сергеевич: REJECTED",
@@ -474,7 +475,7 @@ async fn the_demo_walks_every_seed_through_the_gateway_and_refuses_a_second_run(
     let (code, stdout, stderr) = run_demo(data_dir.path());
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("[ 1/22]") && stdout.contains("FAILED"),
+        stdout.contains("[ 1/23]") && stdout.contains("FAILED"),
         "{stdout}"
     );
     assert!(stderr.contains("fresh --data-dir"), "{stderr}");
