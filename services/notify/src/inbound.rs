@@ -16,7 +16,7 @@ use shlyuz_kit::gateway_client::GatewayClient;
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::{SendMessageRequest, send_message_request};
-use shlyuz_proto::notify::v1::SmsReply;
+use shlyuz_proto::notify::v1::{DeliveryFailed, SmsReply};
 use sqlx::Row;
 
 use crate::notifier::{Notifier, SendCommand};
@@ -24,6 +24,8 @@ use crate::sms::{Language, normalize_phone};
 
 /// `payload_type` of the replies notify forwards.
 pub const SMS_REPLY_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.SmsReply";
+/// `payload_type` of the delivery failures notify forwards.
+pub const DELIVERY_FAILED_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.DeliveryFailed";
 
 /// Longest SMS text accepted (ten concatenated UCS-2 segments and then some).
 pub const MAX_INBOUND_TEXT_CHARS: usize = 1_600;
@@ -353,16 +355,43 @@ fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRow, sql
     })
 }
 
-/// Hands a routed reply to its participant.
+/// What notify forwards to a conversation's participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Forwarded {
+    /// A citizen's valid reply (`shlyuz.notify.v1.SmsReply`).
+    Reply(SmsReply),
+    /// The SMS that opened the conversation could not be delivered (`shlyuz.notify.v1.DeliveryFailed`).
+    DeliveryFailed(DeliveryFailed),
+}
+
+impl Forwarded {
+    /// The async channel's `payload_type`.
+    pub fn payload_type(&self) -> &'static str {
+        match self {
+            Forwarded::Reply(_) => SMS_REPLY_PAYLOAD_TYPE,
+            Forwarded::DeliveryFailed(_) => DELIVERY_FAILED_PAYLOAD_TYPE,
+        }
+    }
+
+    /// The encoded payload.
+    pub fn payload(&self) -> Vec<u8> {
+        match self {
+            Forwarded::Reply(reply) => reply.encode_to_vec(),
+            Forwarded::DeliveryFailed(failure) => failure.encode_to_vec(),
+        }
+    }
+}
+
+/// Hands a routed reply (or a delivery failure) to its participant.
 pub trait ReplyForwarder: Send + Sync + 'static {
-    /// Delivers `reply` to `participant` with `correlation_id`; `message_id` is stable across
+    /// Delivers `message` to `participant` with `correlation_id`; `message_id` is stable across
     /// retries so the receiver sees it once.
     fn forward<'a>(
         &'a self,
         participant: &'a str,
         message_id: &'a str,
         correlation_id: &'a str,
-        reply: &'a SmsReply,
+        message: &'a Forwarded,
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
@@ -385,7 +414,7 @@ impl ReplyForwarder for GatewayReplyForwarder {
         participant: &'a str,
         message_id: &'a str,
         correlation_id: &'a str,
-        reply: &'a SmsReply,
+        message: &'a Forwarded,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let envelope = EnvelopeBuilder {
@@ -400,8 +429,8 @@ impl ReplyForwarder for GatewayReplyForwarder {
                     target: Some(send_message_request::Target::Recipient(
                         participant.to_string(),
                     )),
-                    payload: reply.encode_to_vec(),
-                    payload_type: SMS_REPLY_PAYLOAD_TYPE.to_string(),
+                    payload: message.payload(),
+                    payload_type: message.payload_type().to_string(),
                     expires_at_ms: 0,
                     reply_to: String::new(),
                 },
@@ -448,7 +477,7 @@ impl ReplyRelay {
     pub async fn run_once(&self) -> Result<usize, sqlx::Error> {
         let now_ms = self.clock.now_millis();
         let rows = sqlx::query(
-            "SELECT r.id, r.from_phone, r.text, r.code, r.received_ms, r.forward_attempts, \
+            "SELECT r.id, r.from_phone, r.text, r.code, r.outcome, r.received_ms, r.forward_attempts, \
                     c.id AS conversation_id, c.notification_id, c.phone, c.recipient_iin, c.language, \
                     c.reply_participant, c.accepted_codes, c.correlation_id \
              FROM inbound_replies r JOIN conversations c ON c.id = r.conversation_id \
@@ -465,16 +494,28 @@ impl ReplyRelay {
                 id: row.try_get("conversation_id")?,
                 ..conversation_from_row(&row)?
             };
-            let reply = SmsReply {
-                reply_id: reply_id.clone(),
-                conversation_id: conversation.id.clone(),
-                correlation_id: conversation.correlation_id.clone(),
-                notification_id: conversation.notification_id.clone(),
-                from_phone: row.try_get("from_phone")?,
-                recipient_iin: conversation.recipient_iin.clone(),
-                code: row.try_get("code")?,
-                text: row.try_get("text")?,
-                received_at_ms: row.try_get("received_ms")?,
+            let outcome: String = row.try_get("outcome")?;
+            let message = if outcome == crate::store::OUTCOME_DELIVERY_FAILED {
+                Forwarded::DeliveryFailed(DeliveryFailed {
+                    notification_id: conversation.notification_id.clone(),
+                    conversation_id: conversation.id.clone(),
+                    correlation_id: conversation.correlation_id.clone(),
+                    recipient_iin: conversation.recipient_iin.clone(),
+                    reason: row.try_get("text")?,
+                    failed_at_ms: row.try_get("received_ms")?,
+                })
+            } else {
+                Forwarded::Reply(SmsReply {
+                    reply_id: reply_id.clone(),
+                    conversation_id: conversation.id.clone(),
+                    correlation_id: conversation.correlation_id.clone(),
+                    notification_id: conversation.notification_id.clone(),
+                    from_phone: row.try_get("from_phone")?,
+                    recipient_iin: conversation.recipient_iin.clone(),
+                    code: row.try_get("code")?,
+                    text: row.try_get("text")?,
+                    received_at_ms: row.try_get("received_ms")?,
+                })
             };
             match self
                 .forwarder
@@ -482,7 +523,7 @@ impl ReplyRelay {
                     &conversation.reply_participant,
                     &reply_id,
                     &conversation.correlation_id,
-                    &reply,
+                    &message,
                 )
                 .await
             {

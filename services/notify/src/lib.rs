@@ -153,7 +153,7 @@ impl inbound::ReplyForwarder for NoGatewayForwarder {
         _participant: &'a str,
         _message_id: &'a str,
         _correlation_id: &'a str,
-        _reply: &'a shlyuz_proto::notify::v1::SmsReply,
+        _message: &'a inbound::Forwarded,
     ) -> futures::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Err("no gateway address configured".to_string()) })
     }

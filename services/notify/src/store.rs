@@ -393,7 +393,46 @@ pub async fn mark_failed_in(
     .bind(now_ms)
     .execute(&mut **transaction)
     .await?;
+    queue_delivery_failure(&mut **transaction, id, reason, now_ms).await?;
     Ok(true)
+}
+
+/// Outcome of an `inbound_replies` row that tells a conversation's participant its SMS failed.
+pub const OUTCOME_DELIVERY_FAILED: &str = "DELIVERY_FAILED";
+
+/// When notification `id` opened a conversation that is still open, closes it and queues a
+/// `DeliveryFailed` for its participant (forwarded like a reply, with the same retries).
+pub async fn queue_delivery_failure(
+    connection: &mut sqlx::AnyConnection,
+    id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let closed = sqlx::query(
+        "UPDATE conversations SET expires_ms = $2 WHERE notification_id = $1 AND expires_ms > $2 \
+         RETURNING id",
+    )
+    .bind(id.to_string())
+    .bind(now_ms)
+    .fetch_all(&mut *connection)
+    .await?;
+    for conversation in closed {
+        let conversation_id: String = conversation.try_get("id")?;
+        sqlx::query(
+            "INSERT INTO inbound_replies (id, provider_message_id, from_phone, text, code, outcome, \
+             conversation_id, answer_notification_id, forward_pending, forward_attempts, \
+             forward_next_ms, forward_error, received_ms) \
+             VALUES ($1, '', '', $2, '', $3, $4, '', 1, 0, $5, '', $5)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(reason.to_string())
+        .bind(OUTCOME_DELIVERY_FAILED)
+        .bind(conversation_id)
+        .bind(now_ms)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Puts a claimed row back for another attempt at `next_attempt_ms`, inside `transaction`.
@@ -449,9 +488,11 @@ pub async fn apply_delivery_report(
     } else {
         (STATE_FAILED, reason)
     };
+    let mut transaction = database.pool().begin().await?;
     let updated = sqlx::query(
         "UPDATE notifications SET state = $2, failure_reason = $3, updated_ms = $4 \
-         WHERE provider_message_id = $1 AND provider_message_id <> '' AND state IN ($5, $6)",
+         WHERE provider_message_id = $1 AND provider_message_id <> '' AND state IN ($5, $6) \
+         RETURNING id",
     )
     .bind(provider_message_id.to_string())
     .bind(state)
@@ -459,9 +500,17 @@ pub async fn apply_delivery_report(
     .bind(now_ms)
     .bind(STATE_SENT)
     .bind(STATE_QUEUED)
-    .execute(database.pool())
+    .fetch_all(&mut *transaction)
     .await?;
-    Ok(updated.rows_affected() > 0)
+    if !delivered {
+        // A failed delivery report closes the reply window the SMS opened and tells its participant.
+        for row in &updated {
+            let id: String = row.try_get("id")?;
+            queue_delivery_failure(&mut transaction, &id, failure_reason, now_ms).await?;
+        }
+    }
+    transaction.commit().await?;
+    Ok(!updated.is_empty())
 }
 
 /// Rows still waiting in the outbox (operations and tests).

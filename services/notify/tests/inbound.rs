@@ -243,3 +243,73 @@ shlyuz_kit::storage_test!(
         assert_eq!(outcomes, [OUTCOME_NO_CONVERSATION, OUTCOME_ROUTED]);
     }
 );
+
+shlyuz_kit::storage_test!(
+    an_offer_that_cannot_be_delivered_is_reported_to_its_participant,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        // No phone given and none in the mobile citizens database: the SMS fails for good.
+        let expires_ms = harness.clock.shared().now_millis() + 48 * 3600 * 1000;
+        let accepted = harness
+            .notifier
+            .send(SendCommand {
+                recipient_iin: iin(2),
+                recipient_phone: String::new(),
+                sms: true,
+                cabinet: false,
+                template_id: "housing.offer".to_string(),
+                parameters: [
+                    ("full_name", "Серіков Асхат"),
+                    ("address", "г. Астана, ул. Кенесары, 10, кв. 5"),
+                    ("rooms", "2"),
+                    ("area", "54,3"),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+                language: Language::Ru,
+                idempotency_key: "housing/offer-2".to_string(),
+                conversation: Some(NewConversation {
+                    reply_participant: "housing".to_string(),
+                    accepted_codes: (6521..=6527).map(|code| code.to_string()).collect(),
+                    correlation_id: "offer-2".to_string(),
+                    expires_ms,
+                }),
+            })
+            .await
+            .expect("offer accepted");
+        let worker = harness.worker(Arc::new(NoPhoneDirectory), fast_retries(3));
+        assert_eq!(worker.run_once().await.expect("pass").failed, 1);
+
+        let forwarder = Arc::new(RecordingForwarder::default());
+        let relay = ReplyRelay::new(
+            harness.database.clone(),
+            forwarder.clone(),
+            harness.clock.shared(),
+            Duration::from_millis(10),
+        );
+        forwarder.set_down(true);
+        assert_eq!(
+            relay.run_once().await.expect("relay"),
+            0,
+            "kept while the gateway is down"
+        );
+        forwarder.set_down(false);
+        harness.clock.advance(time::Duration::seconds(5));
+        assert_eq!(relay.run_once().await.expect("relay"), 1);
+        let failures = forwarder.failures();
+        assert_eq!(failures.len(), 1);
+        let (participant, failure) = &failures[0];
+        assert_eq!(participant, "housing");
+        assert_eq!(failure.correlation_id, "offer-2");
+        assert_eq!(failure.notification_id, accepted.notification.id);
+        assert_eq!(failure.recipient_iin, iin(2));
+        assert!(
+            failure.reason.starts_with("PHONE_NOT_FOUND"),
+            "{}",
+            failure.reason
+        );
+        assert!(forwarder.forwarded().is_empty(), "not a reply");
+        assert_eq!(relay.run_once().await.expect("relay"), 0, "reported once");
+    }
+);

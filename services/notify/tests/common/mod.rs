@@ -10,14 +10,14 @@ use futures::future::BoxFuture;
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::{Iin, Sex};
-use shlyuz_notify::inbound::ReplyForwarder;
+use shlyuz_notify::inbound::{Forwarded, ReplyForwarder};
 use shlyuz_notify::notifier::{Notifier, SendCommand};
 use shlyuz_notify::phone::PhoneDirectory;
 use shlyuz_notify::provider::{LogProvider, LogSink};
 use shlyuz_notify::sms::Language;
 use shlyuz_notify::templates::TemplateCatalog;
 use shlyuz_notify::worker::{DeliverySettings, DeliveryWorker};
-use shlyuz_proto::notify::v1::SmsReply;
+use shlyuz_proto::notify::v1::{DeliveryFailed, SmsReply};
 
 /// A valid IIN for person `serial`.
 pub fn iin(serial: u16) -> String {
@@ -120,11 +120,11 @@ impl PhoneDirectory for MapDirectory {
     }
 }
 
-/// Records forwarded replies; fails while `down` is set.
+/// Records forwarded replies and delivery failures; fails while `down` is set.
 #[derive(Default)]
 pub struct RecordingForwarder {
     pub down: AtomicBool,
-    pub forwarded: Mutex<Vec<(String, String, String, SmsReply)>>,
+    pub forwarded: Mutex<Vec<(String, String, String, Forwarded)>>,
 }
 
 impl RecordingForwarder {
@@ -132,8 +132,37 @@ impl RecordingForwarder {
         self.down.store(down, Ordering::SeqCst);
     }
 
+    /// The forwarded replies: (participant, message id, correlation id, reply).
     pub fn forwarded(&self) -> Vec<(String, String, String, SmsReply)> {
-        self.forwarded.lock().expect("lock").clone()
+        self.forwarded
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(
+                |(participant, message_id, correlation_id, message)| match message {
+                    Forwarded::Reply(reply) => Some((
+                        participant.clone(),
+                        message_id.clone(),
+                        correlation_id.clone(),
+                        reply.clone(),
+                    )),
+                    Forwarded::DeliveryFailed(_) => None,
+                },
+            )
+            .collect()
+    }
+
+    /// The forwarded delivery failures: (participant, failure).
+    pub fn failures(&self) -> Vec<(String, DeliveryFailed)> {
+        self.forwarded
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(participant, _, _, message)| match message {
+                Forwarded::DeliveryFailed(failure) => Some((participant.clone(), failure.clone())),
+                Forwarded::Reply(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -143,7 +172,7 @@ impl ReplyForwarder for RecordingForwarder {
         participant: &'a str,
         message_id: &'a str,
         correlation_id: &'a str,
-        reply: &'a SmsReply,
+        message: &'a Forwarded,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
@@ -153,7 +182,7 @@ impl ReplyForwarder for RecordingForwarder {
                 participant.to_string(),
                 message_id.to_string(),
                 correlation_id.to_string(),
-                reply.clone(),
+                message.clone(),
             ));
             Ok(())
         })
