@@ -393,7 +393,7 @@ pub async fn mark_failed_in(
     .bind(now_ms)
     .execute(&mut **transaction)
     .await?;
-    queue_delivery_failure(&mut **transaction, id, reason, now_ms).await?;
+    queue_delivery_failure(transaction, id, reason, now_ms).await?;
     Ok(true)
 }
 
