@@ -888,3 +888,80 @@ async fn an_unanswered_offer_is_refused_after_48_hours_and_the_flat_goes_to_the_
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_notify_cannot_deliver_is_closed_without_a_refusal() {
+    let stack = Stack::start().await;
+    // The first in the queue has no phone in the mobile citizens database.
+    for (minute, (iin, phone)) in [
+        (rules::NO_PHONE_PERSON, "+77019990046"),
+        (rules::SERVICEMAN_CLEAN, CLEAN_PHONE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stack
+            .housing
+            .add_registrant(shlyuz_housing::register::NewRegistrant {
+                iin: iin.to_string(),
+                full_name: format!("Әскери қызметші {minute}"),
+                phone: phone.to_string(),
+                reported_at_ms: 1_700_000_000_000 + 60_000 * minute as i64,
+                locality_kato: ASTANA.to_string(),
+                family_size: 1,
+            })
+            .await
+            .expect("register");
+    }
+    let flat = stack
+        .housing
+        .add_dwelling(shlyuz_housing::register::NewDwelling {
+            address: "Астана, Тұран даңғылы, 37-12".to_string(),
+            locality_kato: ASTANA.to_string(),
+            rooms: 1,
+            total_area_m2: 30.0,
+        })
+        .await
+        .expect("dwelling");
+    let first = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made;
+    assert_eq!(first[0].iin, rules::NO_PHONE_PERSON);
+    assert_eq!(stack.relay().await, 1);
+
+    // notify finds no phone, gives up, and tells housing through the async channel.
+    let pass = stack.pull_reply().await;
+    assert_eq!((pass.recorded, pass.refused), (1, 0), "{pass:?}");
+    let offers = stack
+        .housing
+        .list_offers(&pb::ListOffersRequest::default())
+        .await
+        .expect("offers")
+        .offers;
+    assert_eq!(offers[0].status(), pb::OfferStatus::Undelivered);
+    assert!(
+        stack
+            .housing
+            .list_refusals(&pb::ListRefusalsRequest::default())
+            .await
+            .expect("refusals")
+            .refusals
+            .is_empty(),
+        "an SMS nobody received is no refusal"
+    );
+
+    // The flat goes to the next in the queue at once instead of waiting 48 hours.
+    let second = stack
+        .housing
+        .run_allocation_round()
+        .await
+        .expect("round")
+        .offers_made;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].iin, rules::SERVICEMAN_CLEAN);
+    assert_eq!(second[0].dwelling_id, flat.id);
+    stack.stop().await;
+}

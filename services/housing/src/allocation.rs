@@ -172,8 +172,10 @@ impl Housing {
         .await?;
         let candidate_rows = sqlx::query(
             "SELECT iin, full_name, phone, locality_kato, family_size, norm_matching_only FROM registrants
-             WHERE status = 'ACTIVE' AND has_open_offer = 0 ORDER BY locality_kato, reported_at_ms, iin",
+             WHERE status = 'ACTIVE' AND has_open_offer = 0 AND unreachable_until_ms <= $1
+             ORDER BY locality_kato, reported_at_ms, iin",
         )
+        .bind(now)
         .fetch_all(&mut *transaction)
         .await?;
         let refused_rows = sqlx::query(
@@ -459,6 +461,79 @@ impl Housing {
         .await
     }
 
+    /// notify could not deliver the SMS of `offer_id` (its `DeliveryFailed`): an OPEN offer is
+    /// closed as UNDELIVERED — neither an answer nor a refusal —, the dwelling is free for the next
+    /// in the queue, and rounds skip the person for [`crate::UNREACHABLE_PAUSE`] (their place in the
+    /// queue is kept). An offer already closed is returned unchanged.
+    pub async fn record_undelivered(
+        &self,
+        offer_id: &str,
+        recipient_iin: &str,
+        reason: &str,
+    ) -> Result<pb::Offer, ApiError> {
+        if uuid::Uuid::parse_str(offer_id).is_err() {
+            return Err(ApiError::invalid_field("offer_id", "must be a UUID"));
+        }
+        let now = self.now_millis();
+        let mut transaction = self.database.pool().begin().await?;
+        let touched = sqlx::query("UPDATE offers SET status = status WHERE id = $1")
+            .bind(offer_id)
+            .execute(&mut *transaction)
+            .await?;
+        if touched.rows_affected() == 0 {
+            return Err(ApiError::not_found("OFFER_NOT_FOUND", "no such offer"));
+        }
+        let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
+            .bind(offer_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+        let offer = offer_from_row(&row)?;
+        if !recipient_iin.is_empty() && recipient_iin != offer.iin {
+            return Err(ApiError::permission_denied(
+                "REPLY_RECIPIENT_MISMATCH",
+                "the delivery report names another recipient",
+            ));
+        }
+        if offer.status() != pb::OfferStatus::Open {
+            return Ok(offer);
+        }
+        sqlx::query(
+            "UPDATE offers SET status = 'UNDELIVERED', reply_code = 0, closed_at_ms = $2 WHERE id = $1 AND status = 'OPEN'",
+        )
+        .bind(offer_id)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "UPDATE dwellings SET status = 'FREE', updated_at_ms = $2 WHERE id = $1 AND status = 'OFFERED'",
+        )
+        .bind(&offer.dwelling_id)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let pause_ms =
+            i64::try_from(crate::UNREACHABLE_PAUSE.whole_milliseconds()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE registrants SET has_open_offer = 0, unreachable_until_ms = $2, updated_at_ms = $3 WHERE iin = $1",
+        )
+        .bind(&offer.iin)
+        .bind(now.saturating_add(pause_ms))
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
+            .bind(offer_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        tracing::warn!(
+            offer_id,
+            reason,
+            "offer SMS undelivered: the offer is closed, not refused"
+        );
+        offer_from_row(&row)
+    }
+
     async fn record_reply_from(
         &self,
         offer_id: &str,
@@ -532,6 +607,12 @@ impl Housing {
                 return Err(ApiError::failed_precondition(
                     "OFFER_WITHDRAWN",
                     "the offer was withdrawn",
+                ));
+            }
+            OfferStatus::Undelivered => {
+                return Err(ApiError::failed_precondition(
+                    "OFFER_UNDELIVERED",
+                    "the offer's SMS could not be delivered; the offer is closed",
                 ));
             }
             OfferStatus::Accepted | OfferStatus::Refused => {

@@ -24,6 +24,10 @@ use crate::Housing;
 /// (docs/decisions.md 68).
 pub const REPLY_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.SmsReply";
 
+/// The payload type notify reports an undeliverable offer SMS as: its `DeliveryFailed`, the
+/// correlation id being the offer id.
+pub const DELIVERY_FAILED_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.DeliveryFailed";
+
 const GET_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/GetMessages";
 const ACK_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/AckMessages";
 
@@ -153,23 +157,47 @@ impl InboxConsumer {
     }
 
     async fn settle(&self, item: &gateway::InboxItem) -> Result<Settled, ApiError> {
-        if item.kind() != gateway::InboxItemKind::Message || item.payload_type != REPLY_PAYLOAD_TYPE
-        {
+        if item.kind() != gateway::InboxItemKind::Message {
             self.keep_unreadable(item).await?;
             return Ok(Settled::Unreadable);
         }
-        let Ok(reply) = notify_pb::SmsReply::decode(item.payload.as_slice()) else {
-            self.keep_unreadable(item).await?;
-            return Ok(Settled::Unreadable);
+        let (offer_id, outcome) = match item.payload_type.as_str() {
+            REPLY_PAYLOAD_TYPE => {
+                let Ok(reply) = notify_pb::SmsReply::decode(item.payload.as_slice()) else {
+                    self.keep_unreadable(item).await?;
+                    return Ok(Settled::Unreadable);
+                };
+                let outcome = apply_sms_reply(&self.housing, &reply).await;
+                (reply.correlation_id, outcome)
+            }
+            DELIVERY_FAILED_PAYLOAD_TYPE => {
+                let Ok(failure) = notify_pb::DeliveryFailed::decode(item.payload.as_slice()) else {
+                    self.keep_unreadable(item).await?;
+                    return Ok(Settled::Unreadable);
+                };
+                let outcome = self
+                    .housing
+                    .record_undelivered(
+                        &failure.correlation_id,
+                        &failure.recipient_iin,
+                        &failure.reason,
+                    )
+                    .await;
+                (failure.correlation_id, outcome)
+            }
+            _ => {
+                self.keep_unreadable(item).await?;
+                return Ok(Settled::Unreadable);
+            }
         };
-        match apply_sms_reply(&self.housing, &reply).await {
+        match outcome {
             Ok(_) => Ok(Settled::Recorded),
             Err(error) if matches!(error.code(), Code::Unavailable | Code::Internal) => {
-                tracing::warn!(item_id = %item.item_id, error = %error, "reply deferred");
+                tracing::warn!(item_id = %item.item_id, error = %error, "inbox item deferred");
                 Ok(Settled::Deferred)
             }
             Err(error) => {
-                tracing::info!(item_id = %item.item_id, offer_id = %reply.correlation_id, reply_id = %reply.reply_id, reason = error.reason(), "reply refused");
+                tracing::info!(item_id = %item.item_id, offer_id = %offer_id, payload_type = %item.payload_type, reason = error.reason(), "inbox item refused");
                 Ok(Settled::Refused)
             }
         }

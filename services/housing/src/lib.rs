@@ -24,6 +24,11 @@ pub const PARTICIPANT_ID: &str = "housing";
 /// How long a recipient has to answer an offer (seed 003: 48 hours).
 pub const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
 
+/// How long rounds skip a person whose offer SMS could not be delivered (no phone in the mobile
+/// citizens database, the provider refused it), so the dwelling goes to the next in the queue
+/// instead of the same undeliverable offer every round.
+pub const UNREACHABLE_PAUSE: time::Duration = time::Duration::hours(24);
+
 /// How long after the deadline an allocation round waits before it records the silence as a
 /// refusal: a reply the operator received in time may still be on its way through notify and the
 /// async channel. Replies received after the deadline are late whatever the grace.
@@ -50,6 +55,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "outbox messages refused for good",
         sql: include_str!("../migrations/sqlite/0004_outbox_refused.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "registrants unreachable after an undelivered offer",
+        sql: include_str!("../migrations/sqlite/0005_unreachable.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -72,6 +82,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "outbox messages refused for good",
         sql: include_str!("../migrations/postgres/0004_outbox_refused.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "registrants unreachable after an undelivered offer",
+        sql: include_str!("../migrations/postgres/0005_unreachable.sql"),
     },
 ];
 

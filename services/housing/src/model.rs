@@ -111,6 +111,8 @@ pub enum OfferStatus {
     Expired,
     /// The person left the register while the offer was open.
     Withdrawn,
+    /// The offer SMS could not be delivered.
+    Undelivered,
 }
 
 impl OfferStatus {
@@ -122,6 +124,7 @@ impl OfferStatus {
             Self::Refused => "REFUSED",
             Self::Expired => "EXPIRED",
             Self::Withdrawn => "WITHDRAWN",
+            Self::Undelivered => "UNDELIVERED",
         }
     }
 
@@ -133,6 +136,7 @@ impl OfferStatus {
             Self::Refused,
             Self::Expired,
             Self::Withdrawn,
+            Self::Undelivered,
         ]
         .into_iter()
         .find(|status| status.as_str() == stored)
@@ -146,6 +150,7 @@ impl OfferStatus {
             Self::Refused => pb::OfferStatus::Refused,
             Self::Expired => pb::OfferStatus::Expired,
             Self::Withdrawn => pb::OfferStatus::Withdrawn,
+            Self::Undelivered => pb::OfferStatus::Undelivered,
         }
     }
 
@@ -158,6 +163,7 @@ impl OfferStatus {
             pb::OfferStatus::Refused => Some(Self::Refused),
             pb::OfferStatus::Expired => Some(Self::Expired),
             pb::OfferStatus::Withdrawn => Some(Self::Withdrawn),
+            pb::OfferStatus::Undelivered => Some(Self::Undelivered),
         }
     }
 }

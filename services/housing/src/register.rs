@@ -40,7 +40,7 @@ pub struct NewDwelling {
     pub total_area_m2: f64,
 }
 
-const REGISTRANT_COLUMNS: &str = "iin, full_name, phone, reported_at_ms, locality_kato, family_size, status, removal_reason, norm_matching_only";
+const REGISTRANT_COLUMNS: &str = "iin, full_name, phone, reported_at_ms, locality_kato, family_size, status, removal_reason, norm_matching_only, unreachable_until_ms";
 const DWELLING_COLUMNS: &str = "id, address, locality_kato, rooms, total_area_m2, status";
 
 /// Whether `phone` is `+7` followed by 10 digits.
@@ -468,6 +468,7 @@ fn registrant_from_row(row: &AnyRow) -> Result<pb::Registrant, ApiError> {
         .unwrap_or_default();
     let family_size: i64 = row.try_get("family_size")?;
     let norm_matching_only: i64 = row.try_get("norm_matching_only")?;
+    let unreachable_until_ms: i64 = row.try_get("unreachable_until_ms")?;
     Ok(pb::Registrant {
         iin: row.try_get("iin")?,
         full_name: row.try_get("full_name")?,
@@ -479,6 +480,8 @@ fn registrant_from_row(row: &AnyRow) -> Result<pb::Registrant, ApiError> {
         removal_reason,
         norm_matching_only: norm_matching_only != 0,
         queue_position: 0,
+        unreachable_until: (unreachable_until_ms > 0)
+            .then(|| timestamp_from_millis(unreachable_until_ms)),
     })
 }
 

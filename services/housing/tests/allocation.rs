@@ -845,3 +845,90 @@ shlyuz_kit::storage_test!(
         assert_eq!(timeouts[0].iin, iin(2));
     }
 );
+
+shlyuz_kit::storage_test!(
+    an_undelivered_offer_is_no_refusal_and_the_flat_goes_to_the_next,
+    |database: Database| async move {
+        let clock = start();
+        let housing = housing(&database, &clock).await;
+        register(&housing, 1, datetime!(2024-01-10 10:00 UTC), ASTANA, 1).await;
+        register(&housing, 2, datetime!(2024-01-11 10:00 UTC), ASTANA, 1).await;
+        let flat = dwelling(&housing, ASTANA, 1, 30.0).await;
+        let offer = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made
+            .remove(0);
+        assert_eq!(offer.iin, iin(1));
+
+        // notify found no phone for the first person: the offer closes without a refusal.
+        let closed = housing
+            .record_undelivered(&offer.id, &iin(1), "PHONE_NOT_FOUND")
+            .await
+            .expect("undelivered");
+        assert_eq!(closed.status(), pb::OfferStatus::Undelivered);
+        assert_eq!(
+            housing
+                .record_undelivered(&offer.id, &iin(1), "PHONE_NOT_FOUND")
+                .await
+                .expect("again")
+                .status(),
+            pb::OfferStatus::Undelivered,
+            "a repeated report changes nothing"
+        );
+        let refusals = housing
+            .list_refusals(&pb::ListRefusalsRequest::default())
+            .await
+            .expect("refusals");
+        assert!(refusals.refusals.is_empty(), "{refusals:?}");
+        let first = status_of(&housing, 1).await;
+        assert_eq!(first.status(), pb::RegistrantStatus::Active);
+        assert_eq!(first.queue_position, 1, "the place in the queue is kept");
+        let until = first.unreachable_until.expect("unreachable until");
+        assert_eq!(
+            until.seconds * 1000,
+            millis(datetime!(2026-03-02 09:00 UTC) + shlyuz_housing::UNREACHABLE_PAUSE)
+        );
+        let late = housing
+            .record_reply(&offer.id, 6521, &phone(1))
+            .await
+            .expect_err("a reply to an undelivered offer");
+        assert_eq!(reason(&late), "OFFER_UNDELIVERED");
+
+        // The next round offers the flat to the next in the queue.
+        let next = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            (next[0].iin.as_str(), next[0].dwelling_id.as_str()),
+            (iin(2).as_str(), flat.as_str())
+        );
+
+        // After the pause the first person is offered again.
+        let another = dwelling(&housing, ASTANA, 1, 30.0).await;
+        assert!(
+            housing
+                .run_allocation_round()
+                .await
+                .expect("round")
+                .offers_made
+                .is_empty(),
+            "still paused"
+        );
+        clock.advance(shlyuz_housing::UNREACHABLE_PAUSE);
+        let again = housing
+            .run_allocation_round()
+            .await
+            .expect("round")
+            .offers_made;
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].iin.as_str(), again[0].dwelling_id.as_str()),
+            (iin(1).as_str(), another.as_str())
+        );
+    }
+);
