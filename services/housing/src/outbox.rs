@@ -214,9 +214,16 @@ impl Housing {
                     )
                     .bind(&message.id)
                     .bind(self.now_millis())
-                    .bind(refusal)
+                    .bind(&refusal)
                     .execute(self.database.pool())
                     .await?;
+                    // An offer whose SMS can never go out was not received: not a refusal.
+                    if message.template_id == crate::texts::OFFER_TEMPLATE
+                        && !message.correlation_id.is_empty()
+                    {
+                        self.record_undelivered(&message.correlation_id, &message.iin, &refusal)
+                            .await?;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed; retried on the next pass");

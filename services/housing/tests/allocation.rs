@@ -797,6 +797,17 @@ shlyuz_kit::storage_test!(
         // A parked message is not tried again.
         assert_eq!(housing.relay_outbox(&sink, 100).await.expect("relay"), 0);
         assert_eq!(sink.delivered.lock().expect("lock").len(), 2);
+        // The offer whose SMS can never go out is closed as undelivered, not left to time out.
+        let offers = housing
+            .list_offers(&pb::ListOffersRequest::default())
+            .await
+            .expect("offers")
+            .offers;
+        let parked = offers
+            .iter()
+            .find(|offer| offer.id == refused[0].message.correlation_id)
+            .expect("the parked offer");
+        assert_eq!(parked.status(), pb::OfferStatus::Undelivered);
     }
 );
 
