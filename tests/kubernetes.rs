@@ -201,6 +201,40 @@ fn every_target_manifest_config_is_accepted() {
 }
 
 #[test]
+fn every_service_manifest_config_calls_through_the_gateway_service() {
+    // Without it a service runs but cannot reach another: intake builds no dossier, housing
+    // reviews nobody and sends no offer, the registry's consent codes and notify's look-ups wait.
+    for target in ["registry", "notify", "intake", "housing"] {
+        let text = std::fs::read_to_string(repo_file(&format!("k8s/base/{target}/shlyuz.toml")))
+            .expect("read the manifest config");
+        let config: toml::Value = toml::from_str(&text).expect("valid TOML");
+        let section = &config[target];
+        assert_eq!(
+            section.get("gateway_address").and_then(toml::Value::as_str),
+            Some("gateway.shlyuz.svc.cluster.local:50051"),
+            "{target}"
+        );
+        assert_eq!(
+            section
+                .get("gateway_server_name")
+                .and_then(toml::Value::as_str),
+            Some("gateway"),
+            "{target}"
+        );
+    }
+    // The gateway asks the registry's ConsentService directly for consent-requiring rules.
+    let text = std::fs::read_to_string(repo_file("k8s/base/gateway/shlyuz.toml"))
+        .expect("read the gateway manifest config");
+    let config: toml::Value = toml::from_str(&text).expect("valid TOML");
+    assert_eq!(
+        config["gateway"]["targets"]
+            .get("registry")
+            .and_then(toml::Value::as_str),
+        Some("registry:50052")
+    );
+}
+
+#[test]
 fn kubernetes_gateway_directory_is_valid() {
     let work = tempfile::tempdir().expect("temp dir");
     let pki = DevPki::ensure(&work.path().join("pki"), &PARTICIPANTS).expect("development PKI");
