@@ -164,6 +164,18 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<ShlyuzConfig> {
         config.tls.validate()?;
         if target == Target::Gateway {
             shlyuz_kit::config::require_file("tls.signing_key", &config.tls.signing_key)?;
+        } else if config.target(target).gateway_address.is_empty() {
+            // A service alone cannot reach any other service but through the gateway: without
+            // the address it would run and do half its work (`up` fills it itself).
+            return Err(shlyuz_kit::config::ConfigError {
+                problems: vec![format!(
+                    "config key `{}.gateway_address`: required by `serve --target {}` (host:port \
+                     of the gateway it calls other services through)",
+                    target.name(),
+                    target.name()
+                )],
+            }
+            .into());
         }
     }
     Ok(config)

@@ -289,6 +289,16 @@ fn missing_certificate_stops_serve_naming_the_key() {
 }
 
 #[test]
+fn a_service_served_alone_needs_the_gateway_address() {
+    let (code, stderr) = run_with_config(
+        &["serve", "--target", "intake"],
+        Some("[tls]\nmode = \"plaintext\"\n"),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("intake.gateway_address"), "{stderr}");
+}
+
+#[test]
 fn bad_environment_value_is_named() {
     let output = Command::new(SHLYUZ)
         .args(["migrate", "--target", "intake"])
