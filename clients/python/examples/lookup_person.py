@@ -16,13 +16,19 @@ GET_PERSON = "/shlyuz.registry.v1.PersonRegistryService/GetPerson"
 LIST_ACCESS = "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess"
 
 
-def main(endpoints_path, iin):
-    endpoints = shlyuz_client.load_endpoints(endpoints_path)
+def look_up(endpoints, iin):
+    """The person in the individuals registry, as the intake system reads them (purpose
+    MILITARY_RECRUITMENT, the person as the envelope's subject)."""
     intake = shlyuz_client.Participant(endpoints, "intake")
     request = person_pb2.GetPersonRequest(iin=iin)
     metadata = intake.envelope(GET_PERSON, request, purpose="MILITARY_RECRUITMENT", subject_iin=iin)
     with intake.channel(endpoints["gateway"]) as channel:
-        person = person_pb2_grpc.PersonRegistryServiceStub(channel).GetPerson(request, metadata=metadata).person
+        return person_pb2_grpc.PersonRegistryServiceStub(channel).GetPerson(request, metadata=metadata).person
+
+
+def main(endpoints_path, iin):
+    endpoints = shlyuz_client.load_endpoints(endpoints_path)
+    person = look_up(endpoints, iin)
     print(f"{person.last_name} {person.first_name} {person.patronymic}, born {person.birth_date}")
 
     portal = shlyuz_client.Participant(endpoints, "jauynger-portal")

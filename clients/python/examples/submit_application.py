@@ -1,6 +1,7 @@
-"""Files a Jauynger application through the gateway, as the portal does for a candidate: the unit
-head publishes a vacancy (the officials' workstation, SDU), the candidate gets a test EDS certificate
-from the НУЦ mimic, signs the application form and files it; then reads its status back.
+"""Looks a candidate up and files their Jauynger application through the gateway: the intake system
+reads the person from the individuals registry, the unit head publishes a vacancy (the officials'
+workstation, SDU), the candidate gets a test EDS certificate from the НУЦ mimic, signs the application
+form and the portal files it; then the candidate's cabinet shows its status.
 
     python examples/submit_application.py var/endpoints.json [candidate IIN]
 """
@@ -11,6 +12,7 @@ import uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import shlyuz_client  # noqa: E402
+from lookup_person import look_up  # noqa: E402
 from shlyuz.intake.v1 import application_pb2, application_pb2_grpc, vacancy_pb2, vacancy_pb2_grpc  # noqa: E402
 from shlyuz.registry.v1 import certificate_authority_pb2, certificate_authority_pb2_grpc  # noqa: E402
 
@@ -100,9 +102,12 @@ def candidate_view(endpoints, candidate_iin, application_id):
 
 def main(endpoints_path, candidate_iin):
     endpoints = shlyuz_client.load_endpoints(endpoints_path)
+    person = look_up(endpoints, candidate_iin)
+    full_name = f"{person.last_name} {person.first_name} {person.patronymic}".strip()
+    print(f"candidate {full_name}, born {person.birth_date} (individuals registry)")
     vacancy_id = create_vacancy(endpoints)
     print(f"vacancy {vacancy_id} published by the unit head")
-    certificate = issue_certificate(endpoints, candidate_iin)
+    certificate = issue_certificate(endpoints, candidate_iin, full_name)
     print(f"EDS certificate {certificate.serial_number} issued to {candidate_iin}")
     application = file_application(endpoints, vacancy_id, candidate_iin, certificate)
     print(f"application {application.application_id} filed")
