@@ -1589,7 +1589,10 @@ impl Demo {
                     ))
                     .await
                     .described()?;
-                ensure!(verification.intact, "the message log is broken: {verification:?}");
+                ensure!(
+                    verification.intact,
+                    "the message log is broken: {verification:?}"
+                );
                 let entries: i64 = verification.chains.iter().map(|chain| chain.entries).sum();
                 let checkpoints: i64 = verification
                     .chains
@@ -1599,8 +1602,15 @@ impl Demo {
                 Ok((
                     (),
                     format!(
-                        "{entries} entries and {checkpoints} signed checkpoints in {} chain(s): intact",
-                        verification.chains.len()
+                        "{entries} entries and {checkpoints} signed checkpoints in {} chain(s): \
+                         intact{}",
+                        verification.chains.len(),
+                        if checkpoints == 0 {
+                            " (the gateway signs a checkpoint every minute while entries arrive, \
+                             and at shutdown)"
+                        } else {
+                            ""
+                        }
                     ),
                 ))
             })
