@@ -72,3 +72,39 @@ fn notify_bench_accepts_and_sends_everything() {
     assert!(stdout.contains("accepted       200 of     200"), "{stdout}");
     assert!(stdout.contains("sent           200 of     200"), "{stdout}");
 }
+
+/// `shlyuz bench housing` keeps working: a small round and a small review through the gateway
+/// complete (the review's gateway loads the shipped default directory).
+#[test]
+fn housing_bench_runs_the_round_and_the_review() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shlyuz"))
+        .args([
+            "bench",
+            "housing",
+            "--persons",
+            "300",
+            "--dwellings",
+            "30",
+            "--localities",
+            "3",
+            "--review-persons",
+            "60",
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("SHLYUZ_CONFIG")
+        .output()
+        .expect("run shlyuz bench housing");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("sqlite"), "{stdout}");
+    assert!(
+        stdout.contains("review through the gateway (SQLite): 60 persons checked"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 not checked"), "{stdout}");
+}

@@ -184,7 +184,6 @@ fn bench_iin(index: usize) -> String {
 /// The review benchmark: registry and gateway targets in this process, the housing review calling
 /// through the gateway as participant `housing`.
 mod review {
-    use std::collections::HashMap;
     use std::net::SocketAddr;
     use std::path::Path;
     use std::sync::Arc;
@@ -299,10 +298,11 @@ mod review {
         let gateway = Gateway::start(GatewayParts {
             database: gateway_database.clone(),
             directory_file,
-            targets: TargetResolver::new(HashMap::from([
-                ("registry".to_string(), registry_address.to_string()),
-                ("housing".to_string(), "127.0.0.1:9".to_string()),
-            ])),
+            // The default directory routes every service; only the registry runs here.
+            targets: TargetResolver::partial(
+                &[("registry", registry_address.to_string())],
+                "127.0.0.1:9",
+            ),
             signing_key: Arc::new(SigningKey::from_pem_file(
                 &pki.participant("gateway").context("gateway")?.signing_key,
             )?),
