@@ -794,6 +794,45 @@ async fn signatures_are_checked_against_the_registry_ca() {
         (Code::InvalidArgument, "CERTIFICATE_REVOKED".to_string())
     );
 
+    // A certificate of the same CA whose validity ended a month ago.
+    let registry_database = stack.databases[0].database().clone();
+    let ca = shlyuz_registry::certificate_authority::CertificateAuthorityServiceImpl::new(
+        registry_database.clone(),
+        Arc::new(shlyuz_registry::embedded::EmbeddedRegistry::new(
+            registry_database,
+        )),
+        shlyuz_kit::clock::system_clock(),
+    )
+    .national_ca()
+    .await
+    .expect("the registry's CA");
+    let now = time::OffsetDateTime::now_utc();
+    let lapsed = ca
+        .issue(
+            &shlyuz_kit::iin::Iin::parse(candidate).expect("iin"),
+            "Қасымов Ерлан Серікұлы",
+            None,
+            now - time::Duration::days(60),
+            now - time::Duration::days(30),
+        )
+        .expect("issue");
+    let status = stack
+        .apply(
+            &vacancy_id,
+            candidate,
+            &registry::IssueCertificateResponse {
+                serial_number: lapsed.serial_hex,
+                certificate_pem: lapsed.certificate_pem,
+                private_key_pem: lapsed.private_key_pem,
+            },
+        )
+        .await
+        .expect_err("expired");
+    assert_eq!(
+        code_and_reason(&status),
+        (Code::InvalidArgument, "CERTIFICATE_EXPIRED".to_string())
+    );
+
     // A participant the directory does not let call intake is stopped at the gateway.
     let mut housing = pb::application_service_client::ApplicationServiceClient::new(
         stack.channel("housing").await,
