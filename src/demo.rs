@@ -196,6 +196,8 @@ struct Demo {
     ops: GatewayClient,
     test_clock: Channel,
     sms_log: PathBuf,
+    /// SMS already in the log when the demo started: earlier ones are not this run's.
+    sms_before: usize,
     fixture: shlyuz_registry::records::Population,
 }
 
@@ -242,6 +244,9 @@ impl Demo {
             sdu: client("sdu")?,
             ops: client("ops")?,
             test_clock,
+            sms_before: std::fs::read_to_string(&sms_log)
+                .map(|log| log.lines().count())
+                .unwrap_or(0),
             sms_log,
             fixture: shlyuz_registry::fixtures::parse(shlyuz_registry::fixtures::RULES_FIXTURE)?,
             endpoints,
@@ -1360,11 +1365,13 @@ impl Demo {
         }
     }
 
-    /// The texts of the SMS the log provider sent to `phone`, in sending order.
+    /// The texts of the SMS the log provider sent to `phone` since the demo started, in sending
+    /// order.
     fn sms_to(&self, phone: &str) -> Vec<String> {
         std::fs::read_to_string(&self.sms_log)
             .unwrap_or_default()
             .lines()
+            .skip(self.sms_before)
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|sms| sms["to"] == phone)
             .filter_map(|sms| sms["text"].as_str().map(str::to_string))
