@@ -665,17 +665,22 @@ impl Demo {
                 "the candidate got an SMS in Kazakh on every status change (notify)",
                 async {
                     let phone = self.phone(CANDIDATE)?;
+                    // The order to report and the last status ("personal file sent to the unit")
+                    // are the last two of the run; then every earlier one has been sent too.
+                    let last = self
+                        .wait_for_sms(&phone, |text| {
+                            text.starts_with("Jauynger") && text.contains("в/ч 12345")
+                        })
+                        .await?;
+                    self.wait_for_sms(&phone, |text| {
+                        text.starts_with("Jauynger") && text.contains("Личное дело")
+                    })
+                    .await?;
                     let texts = self
                         .wait_for_sms_count(&phone, CANDIDATE_STATUS_SMS, |text| {
                             text.starts_with("Jauynger")
                         })
                         .await?;
-                    let last = texts
-                        .iter()
-                        .find(|text| text.contains("в/ч 12345"))
-                        .with_context(|| {
-                            "no SMS names the unit of the order to report".to_string()
-                        })?;
                     Ok((
                         (),
                         format!(
