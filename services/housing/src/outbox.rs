@@ -209,6 +209,15 @@ impl Housing {
                         refusal = %refusal,
                         "outbox message refused for good; parked, the relay goes on"
                     );
+                    // An offer whose SMS can never go out was not received: not a refusal. Closed
+                    // before the message is parked, so a failure here leaves the message to the
+                    // next pass, which closes the offer then.
+                    if message.template_id == crate::texts::OFFER_TEMPLATE
+                        && !message.correlation_id.is_empty()
+                    {
+                        self.record_undelivered(&message.correlation_id, &message.iin, &refusal)
+                            .await?;
+                    }
                     sqlx::query(
                         "UPDATE outbox SET refused_at_ms = $2, refusal = $3 WHERE id = $1 AND sent_at_ms IS NULL",
                     )
@@ -217,13 +226,6 @@ impl Housing {
                     .bind(&refusal)
                     .execute(self.database.pool())
                     .await?;
-                    // An offer whose SMS can never go out was not received: not a refusal.
-                    if message.template_id == crate::texts::OFFER_TEMPLATE
-                        && !message.correlation_id.is_empty()
-                    {
-                        self.record_undelivered(&message.correlation_id, &message.iin, &refusal)
-                            .await?;
-                    }
                 }
                 Err(error) => {
                     tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed; retried on the next pass");
