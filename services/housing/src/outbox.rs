@@ -215,8 +215,26 @@ impl Housing {
                     if message.template_id == crate::texts::OFFER_TEMPLATE
                         && !message.correlation_id.is_empty()
                     {
-                        self.record_undelivered(&message.correlation_id, &message.iin, &refusal)
-                            .await?;
+                        match self
+                            .record_undelivered(&message.correlation_id, &message.iin, &refusal)
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(error)
+                                if matches!(
+                                    error.code(),
+                                    tonic::Code::Unavailable | tonic::Code::Internal
+                                ) =>
+                            {
+                                return Err(error);
+                            }
+                            // No such offer (or not this person's): nothing to close; park anyway.
+                            Err(error) => tracing::warn!(
+                                outbox_id = %message.id,
+                                error = %error,
+                                "parked offer SMS names no offer to close"
+                            ),
+                        }
                     }
                     sqlx::query(
                         "UPDATE outbox SET refused_at_ms = $2, refusal = $3 WHERE id = $1 AND sent_at_ms IS NULL",
