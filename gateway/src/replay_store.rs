@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use shlyuz_kit::clock::SharedClock;
-use shlyuz_kit::db::{Database, Dialect};
+use shlyuz_kit::db::{Database, placeholder, values_clause};
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::shutdown::ShutdownSignal;
 use sqlx::Row;
@@ -157,24 +157,9 @@ async fn claim_batch(database: &Database, claims: &[Claim]) -> Result<Vec<bool>,
             });
     }
     let now_ms = claims.iter().map(|claim| claim.now_ms).max().unwrap_or(0);
-    let postgres = database.dialect() == Dialect::Postgres;
-    let mut values = String::new();
-    for (row, _) in unique.iter().enumerate() {
-        if row > 0 {
-            values.push(',');
-        }
-        if postgres {
-            let base = row * 3;
-            values.push_str(&format!("(${}, ${}, ${})", base + 1, base + 2, base + 3));
-        } else {
-            values.push_str("(?, ?, ?)");
-        }
-    }
-    let now_placeholder = if postgres {
-        format!("${}", unique.len() * 3 + 1)
-    } else {
-        "?".to_string()
-    };
+    let dialect = database.dialect();
+    let values = values_clause(dialect, unique.len(), 3);
+    let now_placeholder = placeholder(dialect, unique.len() * 3 + 1);
     let sql = format!(
         "INSERT INTO replay_guard (sender, message_id, expires_ms) VALUES {values}
          ON CONFLICT (sender, message_id) DO UPDATE SET expires_ms = excluded.expires_ms

@@ -4,7 +4,7 @@
 //! BIGINT/TEXT/BLOB columns, row-value comparisons for keyset paging, which SQLite and PostgreSQL
 //! both support.
 
-use shlyuz_kit::db::{Database, Dialect};
+use shlyuz_kit::db::{Database, values_clause};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Arguments, Row};
 
@@ -169,34 +169,6 @@ pub struct EntryFilter {
     pub since_ms: i64,
     /// Before, epoch ms (0: unbounded).
     pub until_ms: i64,
-}
-
-/// Placeholders for `rows` rows of `width` columns: `($1,$2,…)` on PostgreSQL, anonymous `(?,?,…)`
-/// on SQLite. SQLite keeps numbered parameters in a linear list that the driver searches once per
-/// parameter when binding (quadratic in the parameters of a statement: 6 % of the gateway's CPU
-/// at 16 rows × 22 columns); anonymous ones bind by position and are not in that list.
-fn values_clause(dialect: Dialect, rows: usize, width: usize) -> String {
-    let mut clause = String::with_capacity(rows * width * 5);
-    for row in 0..rows {
-        if row > 0 {
-            clause.push(',');
-        }
-        clause.push('(');
-        for column in 0..width {
-            if column > 0 {
-                clause.push(',');
-            }
-            match dialect {
-                Dialect::Postgres => {
-                    clause.push('$');
-                    clause.push_str(&(row * width + column + 1).to_string());
-                }
-                Dialect::Sqlite => clause.push('?'),
-            }
-        }
-        clause.push(')');
-    }
-    clause
 }
 
 fn bind<'q, T>(arguments: &mut AnyArguments<'q>, value: T) -> Result<(), sqlx::Error>
@@ -605,15 +577,6 @@ pub async fn checkpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_clause_numbers_placeholders_row_by_row() {
-        assert_eq!(
-            values_clause(Dialect::Postgres, 2, 3),
-            "($1,$2,$3),($4,$5,$6)"
-        );
-        assert_eq!(values_clause(Dialect::Sqlite, 2, 3), "(?,?,?),(?,?,?)");
-    }
 
     #[test]
     fn batches_split_into_few_statement_sizes() {
