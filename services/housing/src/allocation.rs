@@ -476,18 +476,7 @@ impl Housing {
         }
         let now = self.now_millis();
         let mut transaction = self.database.pool().begin().await?;
-        let touched = sqlx::query("UPDATE offers SET status = status WHERE id = $1")
-            .bind(offer_id)
-            .execute(&mut *transaction)
-            .await?;
-        if touched.rows_affected() == 0 {
-            return Err(ApiError::not_found("OFFER_NOT_FOUND", "no such offer"));
-        }
-        let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
-            .bind(offer_id)
-            .fetch_one(&mut *transaction)
-            .await?;
-        let offer = offer_from_row(&row)?;
+        let offer = offer_from_row(&lock_offer(&mut transaction, offer_id).await?)?;
         if !recipient_iin.is_empty() && recipient_iin != offer.iin {
             return Err(ApiError::permission_denied(
                 "REPLY_RECIPIENT_MISMATCH",
@@ -497,29 +486,19 @@ impl Housing {
         if offer.status() != pb::OfferStatus::Open {
             return Ok(offer);
         }
-        sqlx::query(
-            "UPDATE offers SET status = 'UNDELIVERED', reply_code = 0, closed_at_ms = $2 WHERE id = $1 AND status = 'OPEN'",
-        )
-        .bind(offer_id)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
-        sqlx::query(
-            "UPDATE dwellings SET status = 'FREE', updated_at_ms = $2 WHERE id = $1 AND status = 'OFFERED'",
-        )
-        .bind(&offer.dwelling_id)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
         let pause_ms =
             i64::try_from(crate::UNREACHABLE_PAUSE.whole_milliseconds()).unwrap_or(i64::MAX);
-        sqlx::query(
-            "UPDATE registrants SET has_open_offer = 0, unreachable_until_ms = $2, updated_at_ms = $3 WHERE iin = $1",
+        close_open_offer(
+            &mut transaction,
+            now,
+            OfferIds {
+                offer_id,
+                dwelling_id: &offer.dwelling_id,
+                iin: &offer.iin,
+            },
+            OfferStatus::Undelivered,
+            Some(now.saturating_add(pause_ms)),
         )
-        .bind(&offer.iin)
-        .bind(now.saturating_add(pause_ms))
-        .bind(now)
-        .execute(&mut *transaction)
         .await?;
         let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
             .bind(offer_id)
@@ -553,19 +532,7 @@ impl Housing {
         let now = self.now_millis();
         let answered_at = received_at_ms.map_or(now, |received| received.min(now));
         let mut transaction = self.database.pool().begin().await?;
-        // A write first: it takes the offer's row lock (PostgreSQL) or the write lock (SQLite)
-        // before the offer is read, so two replies to one offer are decided one after the other.
-        let touched = sqlx::query("UPDATE offers SET status = status WHERE id = $1")
-            .bind(offer_id)
-            .execute(&mut *transaction)
-            .await?;
-        if touched.rows_affected() == 0 {
-            return Err(ApiError::not_found("OFFER_NOT_FOUND", "no such offer"));
-        }
-        let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
-            .bind(offer_id)
-            .fetch_one(&mut *transaction)
-            .await?;
+        let row = lock_offer(&mut transaction, offer_id).await?;
         let offer = offer_from_row(&row)?;
         match sender {
             ReplySender::Phone(phone) => {
@@ -815,11 +782,47 @@ async fn close_as_expired(
     dwelling_id: &str,
     iin: &str,
 ) -> Result<bool, ApiError> {
-    let closed = sqlx::query(
-        "UPDATE offers SET status = 'EXPIRED', reply_code = 0, closed_at_ms = $2 WHERE id = $1 AND status = 'OPEN'",
+    let closed = close_open_offer(
+        transaction,
+        now,
+        OfferIds {
+            offer_id,
+            dwelling_id,
+            iin,
+        },
+        OfferStatus::Expired,
+        None,
     )
-    .bind(offer_id)
+    .await?;
+    if closed {
+        tracing::info!(offer_id, "offer expired without an answer");
+    }
+    Ok(closed)
+}
+
+/// What [`close_open_offer`] touches: the offer, its dwelling and its person.
+pub(crate) struct OfferIds<'a> {
+    pub(crate) offer_id: &'a str,
+    pub(crate) dwelling_id: &'a str,
+    pub(crate) iin: &'a str,
+}
+
+/// Closes an offer if it is still OPEN, with `status` and no reply code: the dwelling is FREE again
+/// and the person free for the next offer (skipped by rounds until `unreachable_until_ms` when
+/// given). `false` when the offer was not open any more.
+pub(crate) async fn close_open_offer(
+    transaction: &mut Transaction<'static, Any>,
+    now: i64,
+    offer: OfferIds<'_>,
+    status: OfferStatus,
+    unreachable_until_ms: Option<i64>,
+) -> Result<bool, ApiError> {
+    let closed = sqlx::query(
+        "UPDATE offers SET status = $3, reply_code = 0, closed_at_ms = $2 WHERE id = $1 AND status = 'OPEN'",
+    )
+    .bind(offer.offer_id)
     .bind(now)
+    .bind(status.as_str())
     .execute(&mut **transaction)
     .await?;
     if closed.rows_affected() != 1 {
@@ -828,17 +831,53 @@ async fn close_as_expired(
     sqlx::query(
         "UPDATE dwellings SET status = 'FREE', updated_at_ms = $2 WHERE id = $1 AND status = 'OFFERED'",
     )
-    .bind(dwelling_id)
+    .bind(offer.dwelling_id)
     .bind(now)
     .execute(&mut **transaction)
     .await?;
-    sqlx::query("UPDATE registrants SET has_open_offer = 0, updated_at_ms = $2 WHERE iin = $1")
-        .bind(iin)
-        .bind(now)
+    match unreachable_until_ms {
+        Some(until) => {
+            sqlx::query(
+                "UPDATE registrants SET has_open_offer = 0, unreachable_until_ms = $2, updated_at_ms = $3 WHERE iin = $1",
+            )
+            .bind(offer.iin)
+            .bind(until)
+            .bind(now)
+            .execute(&mut **transaction)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE registrants SET has_open_offer = 0, updated_at_ms = $2 WHERE iin = $1",
+            )
+            .bind(offer.iin)
+            .bind(now)
+            .execute(&mut **transaction)
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Takes the offer's row lock (PostgreSQL) or the write lock (SQLite) with a no-op write, then
+/// reads it, so two decisions about one offer are made one after the other.
+async fn lock_offer(
+    transaction: &mut Transaction<'static, Any>,
+    offer_id: &str,
+) -> Result<AnyRow, ApiError> {
+    let touched = sqlx::query("UPDATE offers SET status = status WHERE id = $1")
+        .bind(offer_id)
         .execute(&mut **transaction)
         .await?;
-    tracing::info!(offer_id, "offer expired without an answer");
-    Ok(true)
+    if touched.rows_affected() == 0 {
+        return Err(ApiError::not_found("OFFER_NOT_FOUND", "no such offer"));
+    }
+    Ok(
+        sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
+            .bind(offer_id)
+            .fetch_one(&mut **transaction)
+            .await?,
+    )
 }
 
 fn offer_from_row(row: &AnyRow) -> Result<pb::Offer, ApiError> {

@@ -202,26 +202,24 @@ impl Housing {
                 continue;
             }
             // An offer still open for a removed person is withdrawn and its dwelling freed.
-            let open_offer: Option<String> = sqlx::query_scalar(
-                "SELECT dwelling_id FROM offers WHERE iin = $1 AND status = 'OPEN'",
+            let open_offer: Option<(String, String)> = sqlx::query_as(
+                "SELECT id, dwelling_id FROM offers WHERE iin = $1 AND status = 'OPEN'",
             )
             .bind(iin)
             .fetch_optional(&mut *transaction)
             .await?;
-            if let Some(dwelling_id) = open_offer {
-                sqlx::query(
-                    "UPDATE offers SET status = 'WITHDRAWN', closed_at_ms = $2 WHERE iin = $1 AND status = 'OPEN'",
+            if let Some((offer_id, dwelling_id)) = open_offer {
+                crate::allocation::close_open_offer(
+                    &mut transaction,
+                    now,
+                    crate::allocation::OfferIds {
+                        offer_id: &offer_id,
+                        dwelling_id: &dwelling_id,
+                        iin,
+                    },
+                    crate::model::OfferStatus::Withdrawn,
+                    None,
                 )
-                .bind(iin)
-                .bind(now)
-                .execute(&mut *transaction)
-                .await?;
-                sqlx::query(
-                    "UPDATE dwellings SET status = 'FREE', updated_at_ms = $2 WHERE id = $1 AND status = 'OFFERED'",
-                )
-                .bind(&dwelling_id)
-                .bind(now)
-                .execute(&mut *transaction)
                 .await?;
             }
             sqlx::query(
