@@ -850,11 +850,7 @@ impl Demo {
         let text = self
             .wait_for_sms(&self.phone(CANDIDATE)?, |text| text.contains("ешкімге"))
             .await?;
-        let code = text
-            .split(|character: char| !character.is_ascii_digit())
-            .find(|part| part.len() == 6)
-            .context("no six-digit code in the OTP SMS")?
-            .to_string();
+        let code = six_digit_code(&text)?;
         let application = self
             .applications(&self.portal)
             .create_application(self.candidate(
@@ -954,11 +950,7 @@ impl Demo {
                 text.contains(&pending.participant) && text.contains("Код подтверждения")
             })
             .await?;
-        let code = text
-            .split(|character: char| !character.is_ascii_digit())
-            .find(|part| part.len() == 6)
-            .context("no six-digit code in the consent SMS")?
-            .to_string();
+        let code = six_digit_code(&text)?;
         let active = consents
             .confirm_consent(self.portal.signed_request(
                 &envelope(),
@@ -1311,34 +1303,27 @@ impl Demo {
         iin: &str,
         status: housing_pb::OfferStatus,
     ) -> anyhow::Result<housing_pb::Offer> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let offers = self
-                .allocation()
-                .list_offers(Self::signed(
-                    &self.ops,
-                    "/shlyuz.housing.v1.HousingAllocationService/ListOffers",
-                    housing_pb::ListOffersRequest {
-                        status: status as i32,
-                        page_size: 1000,
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .described()?
-                .offers;
-            if let Some(offer) = offers.into_iter().rev().find(|offer| offer.iin == iin) {
-                return Ok(offer);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no {status:?} offer for {} after {} s",
-                    self.full_name(iin),
-                    SETTLE_TIMEOUT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        settle(
+            || async {
+                let offers = self
+                    .allocation()
+                    .list_offers(Self::signed(
+                        &self.ops,
+                        "/shlyuz.housing.v1.HousingAllocationService/ListOffers",
+                        housing_pb::ListOffersRequest {
+                            status: status as i32,
+                            page_size: 1000,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .described()?
+                    .offers;
+                Ok(offers.into_iter().rev().find(|offer| offer.iin == iin))
+            },
+            || format!("no {status:?} offer for {}", self.full_name(iin)),
+        )
+        .await
     }
 
     /// Waits until the SMS log holds `count` SMS to `phone` whose text `matches`; returns them.
@@ -1348,26 +1333,23 @@ impl Demo {
         count: usize,
         matches: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Vec<String>> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let texts: Vec<String> = self
-                .sms_to(phone)
-                .into_iter()
-                .filter(|text| matches(text))
-                .collect();
-            if texts.len() >= count {
-                return Ok(texts);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} SMS to {phone} in {} after {} s, expected {count}",
-                    texts.len(),
-                    self.sms_log.display(),
-                    SETTLE_TIMEOUT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        settle(
+            || async {
+                let texts: Vec<String> = self
+                    .sms_to(phone)
+                    .into_iter()
+                    .filter(|text| matches(text))
+                    .collect();
+                Ok((texts.len() >= count).then_some(texts))
+            },
+            || {
+                format!(
+                    "fewer than {count} SMS to {phone} in {}",
+                    self.sms_log.display()
+                )
+            },
+        )
+        .await
     }
 
     /// The texts of the SMS the log provider sent to `phone` since the demo started, in sending
@@ -1389,21 +1371,11 @@ impl Demo {
         phone: &str,
         matches: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let found = self.sms_to(phone).into_iter().find(|text| matches(text));
-            if let Some(text) = found {
-                return Ok(text);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no SMS to {phone} in {} after {} s",
-                    self.sms_log.display(),
-                    SETTLE_TIMEOUT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        settle(
+            || async { Ok(self.sms_to(phone).into_iter().find(|text| matches(text))) },
+            || format!("no such SMS to {phone} in {}", self.sms_log.display()),
+        )
+        .await
     }
 
     /// The citizen's SMS reaches notify (operations plays the SMS operator's webhook).
@@ -1628,6 +1600,36 @@ impl Demo {
             })
             .await
     }
+}
+
+/// Polls `look` every 200 ms until it finds something, for at most [`SETTLE_TIMEOUT`] (replies,
+/// SMS and offers settle in the background); `missing` words what never came.
+async fn settle<T, Look, Found>(
+    mut look: Look,
+    missing: impl FnOnce() -> String,
+) -> anyhow::Result<T>
+where
+    Look: FnMut() -> Found,
+    Found: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        if let Some(found) = look().await? {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            bail!("{} after {} s", missing(), SETTLE_TIMEOUT.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The six-digit code of a one-time-password SMS.
+fn six_digit_code(text: &str) -> anyhow::Result<String> {
+    text.split(|character: char| !character.is_ascii_digit())
+        .find(|part| part.len() == 6)
+        .map(str::to_string)
+        .with_context(|| format!("no six-digit code in the SMS {text:?}"))
 }
 
 fn timestamp_text(timestamp: Option<prost_types::Timestamp>) -> String {
