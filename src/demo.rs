@@ -288,17 +288,14 @@ impl Demo {
         region: Option<&str>,
         message: M,
     ) -> anyhow::Result<tonic::Request<M>> {
+        // The role and region are part of the signed envelope (v2): intake acts on them.
         let envelope = EnvelopeBuilder {
             user_id: user.to_string(),
+            user_role: role.to_string(),
+            user_region: region.unwrap_or_default().to_string(),
             ..EnvelopeBuilder::default()
         };
-        let mut request = client.signed_request(&envelope, path, message);
-        let metadata = request.metadata_mut();
-        metadata.insert("x-shlyuz-user-role", role.parse()?);
-        if let Some(region) = region {
-            metadata.insert("x-shlyuz-user-region", region.parse()?);
-        }
-        Ok(request)
+        Ok(client.signed_request(&envelope, path, message))
     }
 
     fn signed<M: prost::Message>(

@@ -78,6 +78,8 @@ idempotent_methods = ["Echo"]
 name = "shlyuz.gateway.v1.AsyncChannelService"
 upstream = "local"
 personal_data = false
+methods = ["SendMessage", "GetMessageStatus", "GetMessages", "AckMessages", "StreamMessages"]
+server_streaming_methods = ["StreamMessages"]
 
 [[rules]]
 participant = "{CLIENT_PARTICIPANT}"

@@ -239,16 +239,11 @@ impl Stack {
     ) -> tonic::Request<M> {
         let envelope = EnvelopeBuilder {
             user_id: user.to_string(),
+            user_role: role.to_string(),
+            user_region: region.unwrap_or_default().to_string(),
             ..EnvelopeBuilder::default()
         };
-        let mut request =
-            envelope.signed_request(&signing_key(&self.pki, participant), path, message);
-        let metadata = request.metadata_mut();
-        metadata.insert("x-shlyuz-user-role", role.parse().expect("ascii"));
-        if let Some(region) = region {
-            metadata.insert("x-shlyuz-user-region", region.parse().expect("ascii"));
-        }
-        request
+        envelope.signed_request(&signing_key(&self.pki, participant), path, message)
     }
 
     async fn applications(

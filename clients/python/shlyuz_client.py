@@ -19,13 +19,28 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "generated"))
 
 CANONICAL_VERSION = "shlyuz-envelope-v1"
+CANONICAL_VERSION_V2 = "shlyuz-envelope-v2"
+
+
+def _request_hash(request_bytes):
+    return hashlib.sha256(request_bytes).hexdigest() if request_bytes is not None else ""
 
 
 def canonical_string(message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request_bytes):
-    """The nine lines of docs/gateway.md joined by a single newline, no trailing newline."""
-    request_hash = hashlib.sha256(request_bytes).hexdigest() if request_bytes is not None else ""
+    """The legacy v1 string of docs/gateway.md: nine lines joined by a single newline."""
     return "\n".join(
-        [CANONICAL_VERSION, message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request_hash]
+        [CANONICAL_VERSION, message_id, path, timestamp, user_id, subject_iin, purpose, consent_id,
+         _request_hash(request_bytes)]
+    )
+
+
+def canonical_string_v2(message_id, path, timestamp, user_id, user_role, user_region, subject_iin, purpose,
+                        consent_id, request_bytes):
+    """The v2 string of docs/gateway.md: eleven lines (v1 plus the user's role and region after the
+    user id) joined by a single newline, no trailing newline."""
+    return "\n".join(
+        [CANONICAL_VERSION_V2, message_id, path, timestamp, user_id, user_role, user_region, subject_iin,
+         purpose, consent_id, _request_hash(request_bytes)]
     )
 
 
@@ -53,22 +68,27 @@ class Participant:
         return grpc.secure_channel(address, credentials)
 
     def envelope(self, path, request, purpose="", subject_iin="", user_id="", consent_id="", correlation_id="",
-                 message_id=None, timestamp=None):
-        """The metadata of a signed call of `path` carrying the protobuf message `request`."""
+                 message_id=None, timestamp=None, user_role="", user_region=""):
+        """The metadata of a signed call of `path` carrying the protobuf message `request`, signed
+        with envelope v2 (which also covers the user's role and region, e.g. intake's roles)."""
         message_id = message_id or str(uuid.uuid4())
         timestamp = timestamp or now_timestamp()
-        text = canonical_string(
-            message_id, path, timestamp, user_id, subject_iin, purpose, consent_id, request.SerializeToString()
+        text = canonical_string_v2(
+            message_id, path, timestamp, user_id, user_role, user_region, subject_iin, purpose, consent_id,
+            request.SerializeToString(),
         )
         signature = base64.b64encode(self.signing_key.sign(text.encode("utf-8"))).decode("ascii")
         metadata = [
             ("x-shlyuz-message-id", message_id),
             ("x-shlyuz-timestamp", timestamp),
             ("x-shlyuz-signature", signature),
+            ("x-shlyuz-envelope-version", "2"),
         ]
         for name, value in [
             ("x-shlyuz-correlation-id", correlation_id),
             ("x-shlyuz-user-id", user_id),
+            ("x-shlyuz-user-role", user_role),
+            ("x-shlyuz-user-region", user_region),
             ("x-shlyuz-purpose", purpose),
             ("x-shlyuz-subject-iin", subject_iin),
             ("x-shlyuz-consent-id", consent_id),
@@ -76,15 +96,6 @@ class Participant:
             if value:
                 metadata.append((name, value))
         return metadata
-
-
-def with_user(metadata, role, region=""):
-    """Adds the user's role (and a ДДО executor's region) that docs/intake.md lets the portal and SDU
-    assert; the user id itself is part of the signed envelope (`user_id=` of `envelope`)."""
-    metadata = list(metadata) + [("x-shlyuz-user-role", role)]
-    if region:
-        metadata.append(("x-shlyuz-user-region", region))
-    return metadata
 
 
 def application_document(vacancy_id, candidate_iin, consent_id, attachment_sha256=()):

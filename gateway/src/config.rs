@@ -10,7 +10,7 @@ use shlyuz_kit::pki::VerifyingKey;
 
 use crate::async_channel::AsyncOptions;
 use crate::message_log::MessageLogOptions;
-use crate::proxy::PolicyMode;
+use crate::proxy::{PolicyMode, SyncOptions};
 
 /// Everything configurable about the gateway process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +62,14 @@ pub struct GatewayConfig {
     /// `instance`: each gateway process remembers message ids itself (one process, `shlyuz up`);
     /// `shared`: replicas on one database also refuse each other's replays (Kubernetes).
     pub replay_guard: ReplayScope,
+    /// Accept envelopes signed with the legacy canonical string `shlyuz-envelope-v1` (no user
+    /// role or region). On for one release so senders can move to v2; then off.
+    pub accept_envelope_v1: bool,
+    /// Calls per second one client certificate identity may make, refused ones included, before
+    /// any other check (the participant's own `quota` of the directory applies as well).
+    pub caller_rate_per_second: f64,
+    /// Burst of `caller_rate_per_second`.
+    pub caller_burst: u32,
 }
 
 /// Which gateways refuse a replayed message id.
@@ -101,6 +109,9 @@ impl Default for GatewayConfig {
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
             retired_signing_public_keys: Vec::new(),
             replay_guard: ReplayScope::Instance,
+            accept_envelope_v1: true,
+            caller_rate_per_second: 20_000.0,
+            caller_burst: 20_000,
         }
     }
 }
@@ -160,6 +171,18 @@ impl GatewayConfig {
                 "must not exceed gateway.async_max_ttl_secs",
             ));
         }
+        if !(self.caller_rate_per_second.is_finite() && self.caller_rate_per_second > 0.0) {
+            return Err(ConfigError::key(
+                "gateway.caller_rate_per_second",
+                "must be a positive number",
+            ));
+        }
+        if self.caller_burst == 0 {
+            return Err(ConfigError::key(
+                "gateway.caller_burst",
+                "must be at least 1",
+            ));
+        }
         if self.directory_poll_ms == 0 {
             return Err(ConfigError::key(
                 "gateway.directory_poll_ms",
@@ -200,6 +223,11 @@ impl GatewayConfig {
             },
             retired_signing_keys: Vec::new(),
             replay_scope: self.replay_guard,
+            sync: SyncOptions {
+                accept_envelope_v1: self.accept_envelope_v1,
+                caller_rate_per_second: self.caller_rate_per_second,
+                caller_burst: self.caller_burst,
+            },
         }
     }
 
@@ -241,6 +269,8 @@ pub struct GatewaySettings {
     pub retired_signing_keys: Vec<VerifyingKey>,
     /// Which gateways refuse a replayed message id.
     pub replay_scope: ReplayScope,
+    /// Envelope versions and admission limits of the sync channel.
+    pub sync: SyncOptions,
 }
 
 impl Default for GatewaySettings {

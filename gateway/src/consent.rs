@@ -26,7 +26,7 @@ pub struct ConsentQuery<'a> {
     pub now_ms: i64,
 }
 
-/// Why a consent check failed; every variant becomes `PERMISSION_DENIED` / `CONSENT_REQUIRED`.
+/// Why a consent check failed: `PERMISSION_DENIED` / `CONSENT_REQUIRED`, except `Unavailable`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentRefusal {
     /// No consent id was sent.
@@ -53,13 +53,19 @@ pub enum ConsentRefusal {
 }
 
 /// `Ok` when `query` is covered by an active consent, else `PERMISSION_DENIED` /
-/// `CONSENT_REQUIRED` saying why.
+/// `CONSENT_REQUIRED` saying why — or `UNAVAILABLE` / `CONSENT_UNAVAILABLE` when the consent
+/// store could not answer (an outage is not the subject's refusal, and is worth a retry).
 pub async fn require_consent(
     checker: &dyn ConsentChecker,
     query: ConsentQuery<'_>,
 ) -> Result<(), shlyuz_kit::error::ApiError> {
-    checker.check(query).await.map_err(|refusal| {
-        shlyuz_kit::error::ApiError::permission_denied("CONSENT_REQUIRED", refusal.to_string())
+    checker.check(query).await.map_err(|refusal| match refusal {
+        ConsentRefusal::Unavailable(_) => {
+            shlyuz_kit::error::ApiError::unavailable("CONSENT_UNAVAILABLE", refusal.to_string())
+        }
+        _ => {
+            shlyuz_kit::error::ApiError::permission_denied("CONSENT_REQUIRED", refusal.to_string())
+        }
     })
 }
 
@@ -281,5 +287,46 @@ impl ConsentChecker for RegistryConsents {
             let consent = self.fetch(query.consent_id).await?;
             evaluate_registry_consent(&consent, query)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Failing;
+
+    impl ConsentChecker for Failing {
+        fn check<'a>(
+            &'a self,
+            _query: ConsentQuery<'a>,
+        ) -> BoxFuture<'a, Result<(), ConsentRefusal>> {
+            Box::pin(async { Err(ConsentRefusal::Unavailable("registry down".to_string())) })
+        }
+    }
+
+    fn query() -> ConsentQuery<'static> {
+        ConsentQuery {
+            participant: "intake",
+            subject_iin: "900101300017",
+            purpose: "MILITARY_RECRUITMENT",
+            consent_id: "c-1",
+            now_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_of_the_consent_store_is_unavailable_not_a_refusal() {
+        let error = require_consent(&Failing, query())
+            .await
+            .expect_err("no answer");
+        assert_eq!(error.code(), tonic::Code::Unavailable);
+        assert_eq!(error.reason(), "CONSENT_UNAVAILABLE");
+
+        let refused = require_consent(&InMemoryConsents::default(), query())
+            .await
+            .expect_err("no such consent");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(refused.reason(), "CONSENT_REQUIRED");
     }
 }

@@ -12,6 +12,24 @@ use shlyuz_kit::pki::{SIGNATURE_LEN, VerifyingKey};
 const MAX_CORRELATION_ID_LENGTH: usize = 128;
 const MAX_PURPOSE_LENGTH: usize = 64;
 const MAX_CONSENT_ID_LENGTH: usize = 128;
+const MAX_ROLE_LENGTH: usize = 64;
+const MAX_REGION_LENGTH: usize = 32;
+
+/// Every envelope key a caller may send; each may appear at most once. Any other `x-shlyuz-*`
+/// header a caller sends is dropped before the call is forwarded.
+pub const ENVELOPE_KEYS: [&str; 11] = [
+    MESSAGE_ID,
+    CORRELATION_ID,
+    USER_ID,
+    USER_ROLE,
+    USER_REGION,
+    PURPOSE,
+    SUBJECT_IIN,
+    CONSENT_ID,
+    TIMESTAMP,
+    SIGNATURE,
+    ENVELOPE_VERSION,
+];
 
 /// A validated envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +40,10 @@ pub struct Envelope {
     pub correlation_id: String,
     /// Empty when absent; otherwise a valid IIN.
     pub user_id: String,
+    /// The user's role; empty when absent (always empty in a v1 envelope).
+    pub user_role: String,
+    /// The user's region; empty when absent (always empty in a v1 envelope).
+    pub user_region: String,
     /// Empty when absent.
     pub purpose: String,
     /// Empty when absent; otherwise one valid IIN, or several separated by commas (batch calls).
@@ -34,6 +56,8 @@ pub struct Envelope {
     pub timestamp_ms: i64,
     /// The decoded signature.
     pub signature: [u8; SIGNATURE_LEN],
+    /// The canonical string the signature covers.
+    pub version: EnvelopeVersion,
 }
 
 fn header_text<'a>(
@@ -88,6 +112,25 @@ fn subject_list_problem(value: &str) -> Option<String> {
 /// naming the metadata keys.
 pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
     let mut violations = Vec::new();
+    // A receiver that reads another value than the gateway checked would see an envelope nobody
+    // signed: every key once, or the call is refused.
+    for key in ENVELOPE_KEYS {
+        if headers.get_all(key).iter().nth(1).is_some() {
+            violations.push(violation(key, "must appear at most once"));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::invalid_fields(violations));
+    }
+
+    let version = match header_text(headers, ENVELOPE_VERSION, &mut violations) {
+        None => EnvelopeVersion::V1,
+        Some("2") => EnvelopeVersion::V2,
+        Some(_) => {
+            violations.push(violation(ENVELOPE_VERSION, "must be 2 (or absent for v1)"));
+            EnvelopeVersion::V2
+        }
+    };
 
     let message_id = match header_text(headers, MESSAGE_ID, &mut violations) {
         None | Some("") => {
@@ -127,6 +170,35 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
         && let Err(error) = Iin::parse(&user_id)
     {
         violations.push(violation(USER_ID, &error.to_string()));
+    }
+
+    let user_role = header_text(headers, USER_ROLE, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if user_role.len() > MAX_ROLE_LENGTH || !is_token(&user_role, &['_', '-']) {
+        violations.push(violation(
+            USER_ROLE,
+            "must be at most 64 characters of letters, digits, '_' and '-'",
+        ));
+    }
+    let user_region = header_text(headers, USER_REGION, &mut violations)
+        .unwrap_or_default()
+        .to_string();
+    if user_region.len() > MAX_REGION_LENGTH || !is_token(&user_region, &['_', '-']) {
+        violations.push(violation(
+            USER_REGION,
+            "must be at most 32 characters of letters, digits, '_' and '-'",
+        ));
+    }
+    if version == EnvelopeVersion::V1 {
+        for (name, value) in [(USER_ROLE, &user_role), (USER_REGION, &user_region)] {
+            if !value.is_empty() {
+                violations.push(violation(
+                    name,
+                    "is covered only by envelope v2: sign shlyuz-envelope-v2 and send x-shlyuz-envelope-version: 2",
+                ));
+            }
+        }
     }
 
     let purpose = header_text(headers, PURPOSE, &mut violations)
@@ -205,12 +277,15 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
         message_id,
         correlation_id,
         user_id,
+        user_role,
+        user_region,
         purpose,
         subject_iin,
         consent_id,
         timestamp,
         timestamp_ms,
         signature,
+        version,
     })
 }
 
@@ -231,10 +306,13 @@ impl Envelope {
         request_sha256_hex: &'a str,
     ) -> SignedFields<'a> {
         SignedFields {
+            version: self.version,
             message_id: &self.message_id,
             path,
             timestamp: &self.timestamp,
             user_id: &self.user_id,
+            user_role: &self.user_role,
+            user_region: &self.user_region,
             subject_iin: &self.subject_iin,
             purpose: &self.purpose,
             consent_id: &self.consent_id,
@@ -289,10 +367,13 @@ mod tests {
             message_id: "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11".to_string(),
             correlation_id: String::new(),
             user_id: "850315400025".to_string(),
+            user_role: String::new(),
+            user_region: String::new(),
             purpose: "MILITARY_RECRUITMENT".to_string(),
             subject_iin: "900101300017".to_string(),
             consent_id: String::new(),
             timestamp: "2026-11-25T07:30:00.123Z".to_string(),
+            version: EnvelopeVersion::V1,
         }
     }
 
@@ -424,6 +505,105 @@ mod tests {
         }
         let error = parse_envelope(&headers_of(&pairs)).expect_err("short signature");
         assert_eq!(error.field_violations()[0].field, SIGNATURE);
+    }
+
+    fn v2_builder() -> EnvelopeBuilder {
+        EnvelopeBuilder {
+            user_role: "ddo_executor".to_string(),
+            user_region: "110000000".to_string(),
+            version: EnvelopeVersion::V2,
+            ..example_builder()
+        }
+    }
+
+    /// The v2 worked example of docs/gateway.md, signed independently with Python's
+    /// `cryptography` package.
+    const EXAMPLE_SIGNATURE_V2: &str =
+        "MKIRnI1xAdNs1JvilvOwnhS/REQC84IeHXrNWzWScXp4fk3TneA7Yrb2GjT4QVSf+aptjK+OBC0MtbDQduqjDg==";
+
+    #[test]
+    fn v2_worked_example_matches_the_documentation() {
+        let body = example_body();
+        let pairs = v2_builder().sign(&example_key(), EXAMPLE_PATH, Some(&body));
+        let signature = pairs
+            .iter()
+            .find(|(name, _)| *name == SIGNATURE)
+            .map(|(_, value)| value.clone());
+        assert_eq!(signature.as_deref(), Some(EXAMPLE_SIGNATURE_V2));
+        let version = pairs
+            .iter()
+            .find(|(name, _)| *name == ENVELOPE_VERSION)
+            .map(|(_, value)| value.as_str());
+        assert_eq!(version, Some("2"));
+        let envelope = parse_envelope(&headers_of(&pairs)).expect("valid envelope");
+        assert_eq!(
+            canonical_string(&envelope.signed_fields(EXAMPLE_PATH, &sha256_hex(&body))),
+            "shlyuz-envelope-v2\n0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11\n\
+             /shlyuz.registry.v1.PersonRegistryService/GetPerson\n2026-11-25T07:30:00.123Z\n\
+             850315400025\nddo_executor\n110000000\n900101300017\nMILITARY_RECRUITMENT\n\n\
+             2daffebfcabb587e0c427cb55ac631fa9ca3c1c765a94392021ade47706b648d"
+        );
+    }
+
+    #[test]
+    fn v2_signs_the_role_and_the_region() {
+        let key = example_key();
+        let body = example_body();
+        let pairs = v2_builder().sign(&key, EXAMPLE_PATH, Some(&body));
+        let envelope = parse_envelope(&headers_of(&pairs)).expect("valid v2 envelope");
+        assert_eq!(envelope.version, EnvelopeVersion::V2);
+        assert_eq!(envelope.user_role, "ddo_executor");
+        let hash = sha256_hex(&body);
+        let canonical = canonical_string(&envelope.signed_fields(EXAMPLE_PATH, &hash));
+        assert!(canonical.starts_with("shlyuz-envelope-v2\n"), "{canonical}");
+        envelope
+            .verify(&key.verifying_key(), EXAMPLE_PATH, &hash)
+            .expect("v2 signature verifies");
+        for (name, forged) in [(USER_ROLE, "head"), (USER_REGION, "750000000")] {
+            let mut headers = headers_of(&pairs);
+            headers.insert(name, HeaderValue::from_static(forged));
+            let tampered = parse_envelope(&headers).expect("well formed");
+            let refused = tampered
+                .verify(&key.verifying_key(), EXAMPLE_PATH, &hash)
+                .expect_err("the role and the region are signed");
+            assert_eq!(refused.reason(), "SIGNATURE_INVALID", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_v1_envelope_cannot_carry_a_role_or_a_region() {
+        let key = example_key();
+        let mut pairs = example_builder().sign(&key, EXAMPLE_PATH, None);
+        pairs.push((USER_ROLE, "head".to_string()));
+        let error = parse_envelope(&headers_of(&pairs)).expect_err("unsigned role");
+        assert_eq!(error.field_violations()[0].field, USER_ROLE);
+        let mut headers = headers_of(&example_builder().sign(&key, EXAMPLE_PATH, None));
+        headers.insert(ENVELOPE_VERSION, HeaderValue::from_static("3"));
+        let error = parse_envelope(&headers).expect_err("unknown version");
+        assert_eq!(error.field_violations()[0].field, ENVELOPE_VERSION);
+    }
+
+    #[test]
+    fn every_envelope_key_may_appear_only_once() {
+        let key = example_key();
+        let pairs = v2_builder().sign(&key, EXAMPLE_PATH, None);
+        for name in ENVELOPE_KEYS {
+            let mut headers = headers_of(&pairs);
+            let value = headers
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("x"));
+            headers.append(name, value.clone());
+            headers.append(name, value);
+            let error = parse_envelope(&headers).expect_err(name);
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{name}");
+            let fields: Vec<&str> = error
+                .field_violations()
+                .iter()
+                .map(|found| found.field.as_str())
+                .collect();
+            assert_eq!(fields, vec![name]);
+        }
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl Gateway {
             mode: parts.settings.mode,
             store_bodies: parts.settings.message_log.store_bodies,
             shared_replay: shared_replay.clone(),
+            options: parts.settings.sync.clone(),
         });
         Ok(Gateway {
             channel,

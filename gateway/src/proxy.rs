@@ -44,6 +44,30 @@ fn replayed(message_id: &str, sender: &str) -> ApiError {
     )
 }
 
+/// Envelope versions and admission limits of the sync channel.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Accept signatures over the legacy canonical string `shlyuz-envelope-v1`.
+    pub accept_envelope_v1: bool,
+    /// Calls per second one client certificate identity may make, refused ones included.
+    pub caller_rate_per_second: f64,
+    /// Burst of that rate.
+    pub caller_burst: u32,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            accept_envelope_v1: true,
+            caller_rate_per_second: 20_000.0,
+            caller_burst: 20_000,
+        }
+    }
+}
+
+/// Longest part of an asked path kept in the log entry of a call refused for its path.
+const MAX_LOGGED_PATH: usize = 512;
+
 /// What the gateway enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +94,8 @@ pub struct SyncChannel {
     mode: PolicyMode,
     store_bodies: bool,
     shared_replay: Option<SharedReplayGuard>,
+    options: SyncOptions,
+    caller_limits: QuotaBuckets,
 }
 
 /// Everything the sync channel is built from.
@@ -94,6 +120,8 @@ pub struct SyncChannelParts {
     pub store_bodies: bool,
     /// The replay guard shared with the other replicas, when `gateway.replay_guard = "shared"`.
     pub shared_replay: Option<SharedReplayGuard>,
+    /// Envelope versions and admission limits.
+    pub options: SyncOptions,
 }
 
 impl SyncChannel {
@@ -113,6 +141,8 @@ impl SyncChannel {
             mode: parts.mode,
             store_bodies: parts.store_bodies,
             shared_replay: parts.shared_replay,
+            options: parts.options,
+            caller_limits: QuotaBuckets::default(),
         })
     }
 
@@ -138,8 +168,15 @@ impl SyncChannel {
         request: http::Request<GatewayBody>,
     ) -> http::Response<GatewayBody> {
         let started = Instant::now();
-        let path = request.uri().path().to_string();
-        let (service, method) = shlyuz_kit::server::split_grpc_path(&path);
+        // Logged as asked (query included, bounded), so a refused odd path is visible as such.
+        let asked: String = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .chars()
+            .take(MAX_LOGGED_PATH)
+            .collect();
+        let (service, method) = split_asked_path(&asked);
         let mut call = CallRecord {
             started,
             service,
@@ -178,13 +215,13 @@ impl SyncChannel {
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
         let (mut parts, body) = request.into_parts();
-        if call.method.is_empty() {
-            return Err(ApiError::new(
-                Code::Unimplemented,
-                "UNKNOWN_SERVICE",
-                "malformed gRPC path",
-            ));
-        }
+        let participant_id = match self.mode {
+            PolicyMode::Full => self.admit_caller(&parts.extensions, call)?,
+            PolicyMode::PassThrough => String::new(),
+        };
+        // Only `/package.Service/Method`, exactly: an upstream that normalises paths must never
+        // be reached at a method the log does not show.
+        check_exact_path(&parts.uri)?;
         let directory = self.directory.snapshot();
         let Some(route) = directory.route(&call.service) else {
             return Err(ApiError::new(
@@ -193,16 +230,23 @@ impl SyncChannel {
                 format!("no route for service {}", call.service),
             ));
         };
+        if !route.methods.contains(&call.method) {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                "UNKNOWN_METHOD",
+                format!("{} has no method {} routed", call.service, call.method),
+            ));
+        }
         if self.mode == PolicyMode::PassThrough {
+            // What the gateway states upstream is never taken from the caller, even here.
+            parts.headers.remove(envelope::SENDER);
+            parts.headers.remove(envelope::CHANNEL);
             let upstream_request = http::Request::from_parts(parts, body);
             return self
                 .forward(&directory, route, upstream_request, None, call)
                 .await;
         }
 
-        let participant_id = self.identities.participant_of(&parts.extensions)?;
-        tracing::Span::current().record("participant", participant_id.as_str());
-        call.sender = participant_id.clone();
         let Some(participant) = directory.participant(&participant_id) else {
             return Err(ApiError::unauthenticated(
                 "UNKNOWN_PARTICIPANT",
@@ -217,13 +261,30 @@ impl SyncChannel {
                 format!("the client certificate is not the one registered for {participant_id}"),
             ));
         }
+        if let Some(quota) = &participant.quota
+            && let Err(wait) =
+                self.quotas
+                    .try_acquire(&participant_id, quota.rate_per_second, quota.burst)
+        {
+            return Err(ApiError::resource_exhausted(
+                "QUOTA_EXCEEDED",
+                format!(
+                    "participant {participant_id} exceeded its quota of {} calls/s",
+                    quota.rate_per_second
+                ),
+                wait,
+            ));
+        }
 
-        let local = route.is_local();
-        let envelope = match (envelope::parse_envelope(&parts.headers), local) {
-            (Ok(envelope), _) => Some(envelope),
-            // The gateway's own metadata services may be called without an envelope (grpcurl).
-            (Err(_), true) if !parts.headers.contains_key(envelope::MESSAGE_ID) => None,
-            (Err(error), _) => {
+        // Only the gateway's own services that return no personal data may be called without
+        // an envelope (grpcurl): everything else is signed and names its purpose and subject.
+        let envelope_optional = route.is_local() && !route.personal_data;
+        let envelope = match envelope::parse_envelope(&parts.headers) {
+            Ok(envelope) => Some(envelope),
+            Err(_) if envelope_optional && !parts.headers.contains_key(envelope::MESSAGE_ID) => {
+                None
+            }
+            Err(error) => {
                 call.copy_raw_envelope(&parts.headers);
                 return Err(error);
             }
@@ -231,6 +292,14 @@ impl SyncChannel {
         if let Some(envelope) = &envelope {
             call.copy_envelope(envelope);
             tracing::Span::current().record("message_id", envelope.message_id.as_str());
+            if envelope.version == envelope::EnvelopeVersion::V1 && !self.options.accept_envelope_v1
+            {
+                return Err(ApiError::invalid_field(
+                    envelope::ENVELOPE_VERSION,
+                    "must be 2: this gateway accepts only shlyuz-envelope-v2 signatures",
+                )
+                .with_reason("ENVELOPE_VERSION_UNSUPPORTED"));
+            }
         }
         call.personal_data = route.personal_data;
 
@@ -257,21 +326,6 @@ impl SyncChannel {
                 ),
             )
             .with_reason("MESSAGE_EXPIRED"));
-        }
-
-        if let Some(quota) = &participant.quota
-            && let Err(wait) =
-                self.quotas
-                    .try_acquire(&participant_id, quota.rate_per_second, quota.burst)
-        {
-            return Err(ApiError::resource_exhausted(
-                "QUOTA_EXCEEDED",
-                format!(
-                    "participant {participant_id} exceeded its quota of {} calls/s",
-                    quota.rate_per_second
-                ),
-                wait,
-            ));
         }
 
         // SendMessage is idempotent on the message id by design (a repeat gets the first
@@ -328,16 +382,46 @@ impl SyncChannel {
             )
             .await;
         if result.is_err()
+            && !call.reached_upstream
             && let Some(envelope) = &envelope
         {
             // Refused before reaching the upstream: the sender may correct the call and retry it
-            // with the same message id.
+            // with the same message id. Once the upstream may have run it (a timeout, a lost
+            // answer, a log failure after it), the id stays spent.
             self.replay.forget(&participant_id, &envelope.message_id);
             if let Some(shared) = &self.shared_replay {
                 shared.release(&participant_id, &envelope.message_id).await;
             }
         }
         result
+    }
+
+    /// The caller's participant id from its client certificate, within the per-identity rate
+    /// limit — checked before anything else, so a flood of calls that would be refused is cut
+    /// before any work is done for them.
+    fn admit_caller(
+        &self,
+        extensions: &http::Extensions,
+        call: &mut CallRecord,
+    ) -> Result<String, ApiError> {
+        let participant_id = self.identities.participant_of(extensions)?;
+        tracing::Span::current().record("participant", participant_id.as_str());
+        call.sender = participant_id.clone();
+        if let Err(wait) = self.caller_limits.try_acquire(
+            &participant_id,
+            self.options.caller_rate_per_second,
+            self.options.caller_burst,
+        ) {
+            return Err(ApiError::resource_exhausted(
+                "RATE_LIMITED",
+                format!(
+                    "{participant_id} exceeded the gateway's limit of {} calls/s per client certificate",
+                    self.options.caller_rate_per_second
+                ),
+                wait,
+            ));
+        }
+        Ok(participant_id)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -386,8 +470,13 @@ impl SyncChannel {
             crate::consent::require_consent(self.consent.as_ref(), query).await?;
         }
 
-        // The upstream learns who is calling from the gateway, never from the caller.
-        parts.headers.remove(envelope::SENDER);
+        // The upstream sees the envelope the gateway checked (each key once, the message id in
+        // its one normal form) and the gateway's own statement of the sender — no other
+        // `x-shlyuz-*` header of the caller's.
+        remove_caller_envelope_headers(&mut parts.headers);
+        if let Some(envelope) = envelope {
+            insert_envelope_headers(&mut parts.headers, envelope);
+        }
         if let Ok(sender) = HeaderValue::from_str(&call.sender) {
             parts.headers.insert(envelope::SENDER, sender);
         }
@@ -433,6 +522,7 @@ impl SyncChannel {
         let deadline = tokio::time::Instant::now() + timeout;
 
         let response = if route.is_local() {
+            call.reached_upstream = true;
             let local = self.local_services.clone();
             match local.oneshot(request).await {
                 Ok(response) => response,
@@ -456,12 +546,87 @@ impl SyncChannel {
             insert_position(&mut parts.headers, &position);
             return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
         }
+        if !route.server_streaming_methods.contains(&call.method) {
+            return self
+                .release_when_logged(parts, body, route.max_response_bytes, deadline, call)
+                .await;
+        }
+        // A server stream cannot wait for its end: an entry that it opened is durable before
+        // its first message leaves, and a second entry closes it with its status.
+        let mut opening = call.clone();
+        opening.reason = STREAM_OPENED.to_string();
+        let position = self.record(&mut opening).await?;
+        insert_position(&mut parts.headers, &position);
         let finisher = CallFinisher {
             channel: self.clone(),
             call: std::mem::take(call),
         };
         let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
         Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
+    }
+
+    /// Reads a unary response whole (bounded by the route's limit and the deadline), writes its
+    /// entry, and only once that is durable hands the response to the caller: when the log
+    /// cannot be written the caller gets `MESSAGE_LOG_UNAVAILABLE` and not one response byte.
+    async fn release_when_logged(
+        &self,
+        parts: http::response::Parts,
+        body: GatewayBody,
+        max_bytes: usize,
+        deadline: tokio::time::Instant,
+        call: &mut CallRecord,
+    ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let limited = http_body_util::Limited::new(body, max_bytes);
+        let collected = match tokio::time::timeout_at(deadline, limited.collect()).await {
+            Ok(Ok(collected)) => collected,
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::new(
+                    Code::ResourceExhausted,
+                    "MESSAGE_TOO_LARGE",
+                    format!("the response exceeds the route's limit of {max_bytes} bytes"),
+                ));
+            }
+            Ok(Err(error)) => {
+                return Err(ApiError::unavailable(
+                    "UPSTREAM_UNAVAILABLE",
+                    format!("the upstream failed mid-call: {error}"),
+                ));
+            }
+            Err(_elapsed) => {
+                return Err(ApiError::new(
+                    Code::DeadlineExceeded,
+                    "UPSTREAM_TIMEOUT",
+                    "the upstream did not finish its response in time",
+                ));
+            }
+        };
+        let Some(mut trailers) = collected.trailers().cloned() else {
+            return Err(ApiError::new(
+                Code::Internal,
+                "UPSTREAM_PROTOCOL_ERROR",
+                "the upstream ended the call without a status",
+            ));
+        };
+        let data = collected.to_bytes();
+        let mut hasher = PayloadHasher::default();
+        hasher.update(&data);
+        call.status_code = tonic::Status::from_header_map(&trailers)
+            .map(|status| status.code() as i32)
+            .unwrap_or(Code::Unknown as i32);
+        call.response_hash = hasher.finish();
+        if self.store_bodies {
+            call.response_body = Some(data.to_vec());
+        }
+        let position = self.finish(call).await?;
+        insert_position(&mut trailers, &position);
+        let released = ReleasedBody {
+            data: (!data.is_empty()).then_some(data),
+            trailers: Some(trailers),
+        };
+        Ok(http::Response::from_parts(
+            parts,
+            GatewayBody::new(released),
+        ))
     }
 
     async fn forward_upstream(
@@ -503,6 +668,7 @@ impl SyncChannel {
                 clone_parts(&parts),
                 tonic::body::Body::new(attempt_body),
             );
+            call.reached_upstream = true;
             let sent =
                 tokio::time::timeout_at(deadline, channel.clone().oneshot(attempt_request)).await;
             let sent = match sent {
@@ -593,8 +759,16 @@ impl SyncChannel {
         &self,
         call: &mut CallRecord,
     ) -> Result<crate::message_log::LogPosition, ApiError> {
+        self.metrics.observe(call, call.started.elapsed());
+        self.record(call).await
+    }
+
+    /// Writes an entry for `call` as it stands and waits until it is durable.
+    async fn record(
+        &self,
+        call: &mut CallRecord,
+    ) -> Result<crate::message_log::LogPosition, ApiError> {
         let duration = call.started.elapsed();
-        self.metrics.observe(call, duration);
         if self.mode == PolicyMode::PassThrough {
             return Err(ApiError::internal("no message log in pass-through mode"));
         }
@@ -625,6 +799,111 @@ impl SyncChannel {
                 "the gateway could not record the call in its message log",
             )
         })
+    }
+}
+
+/// `reason` of the entry a server stream writes before its first message.
+pub const STREAM_OPENED: &str = "STREAM_OPENED";
+
+/// `UNIMPLEMENTED` / `UNKNOWN_METHOD` unless `uri` is exactly `/package.Service/Method`: no query,
+/// no empty, `.` or `..` segment, no trailing slash.
+fn check_exact_path(uri: &http::Uri) -> Result<(), ApiError> {
+    let exact = uri.query().is_none()
+        && uri
+            .path()
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(service, method)| {
+                crate::directory::check_service_name(service).is_ok()
+                    && crate::directory::is_identifier(method)
+            });
+    if exact {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::Unimplemented,
+        "UNKNOWN_METHOD",
+        "the path is not a gRPC method path of the form /package.Service/Method",
+    ))
+}
+
+/// The service and method of an asked path, split at the first `/` after the leading one, so an
+/// odd path is logged as it was asked (`//a.B/M` names service `` and method `a.B/M`).
+fn split_asked_path(asked: &str) -> (String, String) {
+    let without_slash = asked.strip_prefix('/').unwrap_or(asked);
+    match without_slash.split_once('/') {
+        Some((service, method)) => (service.to_string(), method.to_string()),
+        None => (without_slash.to_string(), String::new()),
+    }
+}
+
+/// Removes every `x-shlyuz-*` header the caller sent.
+fn remove_caller_envelope_headers(headers: &mut HeaderMap) {
+    let names: Vec<http::header::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(envelope::HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Puts the checked envelope back, one value per key, as the gateway validated it.
+fn insert_envelope_headers(headers: &mut HeaderMap, checked: &Envelope) {
+    use base64::Engine as _;
+    let signature = base64::engine::general_purpose::STANDARD.encode(checked.signature);
+    let version = match checked.version {
+        envelope::EnvelopeVersion::V1 => "",
+        envelope::EnvelopeVersion::V2 => "2",
+    };
+    for (name, value) in [
+        (envelope::MESSAGE_ID, checked.message_id.as_str()),
+        (envelope::CORRELATION_ID, checked.correlation_id.as_str()),
+        (envelope::USER_ID, checked.user_id.as_str()),
+        (envelope::USER_ROLE, checked.user_role.as_str()),
+        (envelope::USER_REGION, checked.user_region.as_str()),
+        (envelope::PURPOSE, checked.purpose.as_str()),
+        (envelope::SUBJECT_IIN, checked.subject_iin.as_str()),
+        (envelope::CONSENT_ID, checked.consent_id.as_str()),
+        (envelope::TIMESTAMP, checked.timestamp.as_str()),
+        (envelope::SIGNATURE, signature.as_str()),
+        (envelope::ENVELOPE_VERSION, version),
+    ] {
+        if !value.is_empty()
+            && let Ok(value) = HeaderValue::from_str(value)
+        {
+            headers.insert(http::header::HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// A unary response released after its log entry is durable: its data, then its trailers.
+struct ReleasedBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for ReleasedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|trailers| Ok(Frame::trailers(trailers))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
     }
 }
 
@@ -731,6 +1010,8 @@ pub(crate) struct CallRecord {
     pub(crate) reason: String,
     pub(crate) attempts: u32,
     pub(crate) replayed: bool,
+    /// The call was handed to the upstream (or a local service), which may have run it.
+    pub(crate) reached_upstream: bool,
 }
 
 impl Default for CallRecord {
@@ -755,6 +1036,7 @@ impl Default for CallRecord {
             reason: String::new(),
             attempts: 1,
             replayed: false,
+            reached_upstream: false,
         }
     }
 }
@@ -772,17 +1054,18 @@ impl CallRecord {
     /// Keeps what can be read of an invalid envelope, bounded, so the refusal's log entry says
     /// what was attempted.
     fn copy_raw_envelope(&mut self, headers: &HeaderMap) {
-        let read = |name: &str| {
+        let read = |name: &str, limit: usize| {
             headers
                 .get(name)
                 .and_then(|value| value.to_str().ok())
-                .map(|text| text.chars().take(64).collect::<String>())
+                .map(|text| text.chars().take(limit).collect::<String>())
                 .unwrap_or_default()
         };
-        self.message_id = read(envelope::MESSAGE_ID);
-        self.purpose = read(envelope::PURPOSE);
-        self.subject_iin = read(envelope::SUBJECT_IIN);
-        self.correlation_id = read(envelope::CORRELATION_ID);
+        self.message_id = read(envelope::MESSAGE_ID, 64);
+        self.purpose = read(envelope::PURPOSE, 64);
+        // Whole, up to the longest valid list: a refused call must name everyone it asked about.
+        self.subject_iin = read(envelope::SUBJECT_IIN, envelope::MAX_SUBJECTS * 13);
+        self.correlation_id = read(envelope::CORRELATION_ID, 64);
     }
 }
 

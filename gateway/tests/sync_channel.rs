@@ -762,6 +762,7 @@ async fn a_batch_call_names_every_subject_in_the_access_log() {
 name = "shlyuz.gateway.v1.AccessLogService"
 upstream = "local"
 personal_data = true
+methods = ["ListSubjectAccess"]
 
 [[rules]]
 participant = "ops"

@@ -39,7 +39,7 @@ def create_vacancy(endpoints):
             places=2,
         )
     )
-    metadata = shlyuz_client.with_user(sdu.envelope(CREATE_VACANCY, request, user_id=UNIT_HEAD), "head")
+    metadata = sdu.envelope(CREATE_VACANCY, request, user_id=UNIT_HEAD, user_role="head")
     with sdu.channel(endpoints["gateway"]) as channel:
         response = vacancy_pb2_grpc.VacancyServiceStub(channel).CreateVacancy(request, metadata=metadata)
     return response.vacancy.vacancy_id
@@ -78,9 +78,7 @@ def file_application(endpoints, vacancy_id, candidate_iin, certificate, consent_
         phone_number="+77015550010",
         language="kk",
     )
-    metadata = shlyuz_client.with_user(
-        portal.envelope(CREATE_APPLICATION, request, user_id=candidate_iin), "candidate"
-    )
+    metadata = portal.envelope(CREATE_APPLICATION, request, user_id=candidate_iin, user_role="candidate")
     with portal.channel(endpoints["gateway"]) as channel:
         return application_pb2_grpc.ApplicationServiceStub(channel).CreateApplication(
             request, metadata=metadata
@@ -91,9 +89,7 @@ def candidate_view(endpoints, candidate_iin, application_id):
     """The application as the candidate's cabinet shows it."""
     portal = shlyuz_client.Participant(endpoints, "jauynger-portal")
     request = application_pb2.GetApplicationRequest(application_id=application_id)
-    metadata = shlyuz_client.with_user(
-        portal.envelope(GET_APPLICATION, request, user_id=candidate_iin), "candidate"
-    )
+    metadata = portal.envelope(GET_APPLICATION, request, user_id=candidate_iin, user_role="candidate")
     with portal.channel(endpoints["gateway"]) as channel:
         return application_pb2_grpc.ApplicationServiceStub(channel).GetApplication(
             request, metadata=metadata

@@ -46,6 +46,27 @@ def test_the_documented_worked_example_signs_to_the_documented_signature():
     )
 
 
+def test_the_documented_v2_example_signs_the_role_and_the_region():
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    body = bytes.fromhex("0a0c393030313031333030303137")
+    text = shlyuz_client.canonical_string_v2(
+        "0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",
+        GET_PERSON,
+        "2026-11-25T07:30:00.123Z",
+        "850315400025",
+        "ddo_executor",
+        "110000000",
+        "900101300017",
+        "MILITARY_RECRUITMENT",
+        "",
+        body,
+    )
+    signature = base64.b64encode(key.sign(text.encode())).decode()
+    assert signature == (
+        "MKIRnI1xAdNs1JvilvOwnhS/REQC84IeHXrNWzWScXp4fk3TneA7Yrb2GjT4QVSf+aptjK+OBC0MtbDQduqjDg=="
+    )
+
+
 @pytest.fixture(scope="module")
 def endpoints():
     path = os.environ.get("SHLYUZ_ENDPOINTS")

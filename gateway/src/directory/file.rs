@@ -77,6 +77,8 @@ pub(super) struct ServiceEntry {
     pub(super) idempotent_methods: Vec<String>,
     #[serde(default)]
     pub(super) client_streaming_methods: Vec<String>,
+    #[serde(default)]
+    pub(super) server_streaming_methods: Vec<String>,
     pub(super) max_request_bytes: Option<i64>,
     pub(super) max_response_bytes: Option<i64>,
     pub(super) breaker: Option<BreakerEntry>,

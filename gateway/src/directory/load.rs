@@ -514,7 +514,17 @@ fn compile_services(
                 "is required: true when calls carry data about a person (purpose and subject are then enforced)",
             );
         }
-        let methods_valid = check_method_list(&entry.methods, &location("methods"), None, problems);
+        // The gateway forwards only listed methods (a `*` rule grants the listed ones), so an
+        // upstream is never reached at a method the directory does not name.
+        let methods_valid = if entry.methods.is_empty() {
+            problems.add(
+                location("methods"),
+                "must list every method the gateway forwards to this service",
+            );
+            false
+        } else {
+            check_method_list(&entry.methods, &location("methods"), None, problems)
+        };
         let listed_methods: HashSet<&str> = entry.methods.iter().map(String::as_str).collect();
         let idempotent_valid = check_method_list(
             &entry.idempotent_methods,
@@ -525,6 +535,12 @@ fn compile_services(
         let streaming_valid = check_method_list(
             &entry.client_streaming_methods,
             &location("client_streaming_methods"),
+            Some(&listed_methods),
+            problems,
+        );
+        let server_streaming_valid = check_method_list(
+            &entry.server_streaming_methods,
+            &location("server_streaming_methods"),
             Some(&listed_methods),
             problems,
         );
@@ -543,7 +559,8 @@ fn compile_services(
         let breaker = compile_breaker(entry.breaker.as_ref(), &location("breaker"), problems);
         let retry = compile_retry(entry.retry.as_ref(), &location("retry"), problems);
 
-        let all_lists_valid = methods_valid && idempotent_valid && streaming_valid;
+        let all_lists_valid =
+            methods_valid && idempotent_valid && streaming_valid && server_streaming_valid;
         if let (Some(name), Some(upstream), Some(upstream_server_name), Some(personal_data), true) = (
             name,
             upstream,
@@ -563,6 +580,7 @@ fn compile_services(
                 personal_data,
                 idempotent_methods: entry.idempotent_methods.iter().cloned().collect(),
                 client_streaming_methods: entry.client_streaming_methods.iter().cloned().collect(),
+                server_streaming_methods: entry.server_streaming_methods.iter().cloned().collect(),
                 methods: entry.methods.clone(),
                 max_request_bytes: bytes_limit(max_request_bytes),
                 max_response_bytes: bytes_limit(max_response_bytes),
@@ -575,7 +593,7 @@ fn compile_services(
 }
 
 /// A fully qualified gRPC service name: a package and a service, dot-separated identifiers.
-fn check_service_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_service_name(name: &str) -> Result<(), String> {
     let segments: Vec<&str> = name.split('.').collect();
     if segments.len() < 2 || !segments.iter().all(|segment| is_identifier(segment)) {
         return Err(format!(
@@ -585,7 +603,8 @@ fn check_service_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_identifier(text: &str) -> bool {
+/// A protobuf identifier: a letter or `_`, then letters, digits or `_`.
+pub(crate) fn is_identifier(text: &str) -> bool {
     let mut characters = text.chars();
     let Some(first) = characters.next() else {
         return false;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub(crate) use load::{check_service_name, is_identifier};
 pub use model::{
     AccessRule, AllowedMethod, BreakerSettings, Directory, LOCAL_UPSTREAM, Participant, Purpose,
     Quota, RetrySettings, Route, Settings, TARGET_NAMES, TargetResolver, WILDCARD_METHOD,

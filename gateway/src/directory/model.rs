@@ -139,7 +139,10 @@ pub struct Route {
     pub idempotent_methods: HashSet<String>,
     /// Methods whose request is a client stream: forwarded without buffering.
     pub client_streaming_methods: HashSet<String>,
-    /// Method names for the Directory API, in file order; empty means unknown.
+    /// Methods whose response is a server stream: passed through as it comes, after an opening
+    /// message-log entry. Every other response is held until its entry is durable.
+    pub server_streaming_methods: HashSet<String>,
+    /// Every method the gateway forwards, in file order (the Directory API lists them).
     pub methods: Vec<String>,
     /// Largest request message accepted.
     pub max_request_bytes: usize,

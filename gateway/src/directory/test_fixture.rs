@@ -60,6 +60,7 @@ retry = { max_attempts = 4, initial_backoff_ms = 20 }
 name = "shlyuz.registry.v1.CivilRegistryService"
 upstream = "civil.registry.svc:7443"
 personal_data = false
+methods = ["GetFamily"]
 
 [[services]]
 name = "shlyuz.gateway.v1.DirectoryService"

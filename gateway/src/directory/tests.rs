@@ -103,7 +103,7 @@ fn valid_directory_compiles_into_lookups() {
     assert_eq!(civil.max_request_bytes, 1_048_576);
     assert_eq!(civil.breaker, BreakerSettings::default());
     assert_eq!(civil.retry, RetrySettings::default());
-    assert!(civil.methods.is_empty());
+    assert_eq!(civil.methods, vec!["GetFamily".to_string()]);
 
     let local = directory
         .route("shlyuz.gateway.v1.DirectoryService")
@@ -217,8 +217,13 @@ fn allowed_methods_expand_wildcards_and_are_sorted() {
                 &[],
                 false
             ),
-            // The civil registry lists no methods, so its `*` rule stays `*`.
-            allowed_method("shlyuz.registry.v1.CivilRegistryService", "*", &[], false),
+            // A `*` rule grants the methods the service lists, and only those.
+            allowed_method(
+                "shlyuz.registry.v1.CivilRegistryService",
+                "GetFamily",
+                &[],
+                false
+            ),
         ]
     );
     assert!(directory.allowed_methods("registry").is_empty());
@@ -570,6 +575,18 @@ fn validation_cases() -> Vec<Case> {
             "client_streaming_methods = [\"UploadPeople\"]",
             "services[0].client_streaming_methods",
             "method \"UploadPeople\" is not in the service's methods",
+        ),
+        case(
+            "client_streaming_methods = [\"StreamPeople\"]",
+            "client_streaming_methods = [\"StreamPeople\"]\nserver_streaming_methods = [\"WatchPeople\"]",
+            "services[0].server_streaming_methods",
+            "method \"WatchPeople\" is not in the service's methods",
+        ),
+        case(
+            "methods = [\"GetFamily\"]",
+            "",
+            "services[1].methods",
+            "must list every method the gateway forwards",
         ),
         case(
             "methods = [\"GetPerson\", \"BatchGetPersons\", \"StreamPeople\"]",

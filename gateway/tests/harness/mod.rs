@@ -93,6 +93,7 @@ timeout_ms = 2000
 personal_data = true
 idempotent_methods = [{echo_idempotent}]
 client_streaming_methods = ["EchoClientStream", "EchoBidiStream"]
+server_streaming_methods = ["EchoServerStream", "EchoBidiStream"]
 methods = ["Echo", "EchoServerStream", "EchoClientStream", "EchoBidiStream"]
 breaker = {{ failure_threshold = 10, open_ms = 5000 }}
 retry = {{ max_attempts = 3, initial_backoff_ms = 10 }}
@@ -103,6 +104,7 @@ upstream = "{dead_address}"
 upstream_server_name = "registry"
 timeout_ms = 1000
 personal_data = false
+methods = ["Echo"]
 breaker = {{ failure_threshold = 3, open_ms = 60000 }}
 retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
 
@@ -110,11 +112,14 @@ retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
 name = "shlyuz.gateway.v1.MessageLogService"
 upstream = "local"
 personal_data = false
+methods = ["GetEntry", "ListEntries", "VerifyChain"]
 
 [[services]]
 name = "shlyuz.gateway.v1.AsyncChannelService"
 upstream = "local"
 personal_data = false
+methods = ["SendMessage", "GetMessageStatus", "GetMessages", "AckMessages", "StreamMessages"]
+server_streaming_methods = ["StreamMessages"]
 
 [[rules]]
 participant = "ops"
@@ -594,5 +599,34 @@ impl RawClient {
         self.grpc
             .unary(request, path, tonic_prost::ProstCodec::default())
             .await
+    }
+
+    /// Calls `path` and reads its answer as a raw HTTP/2 client would: every response message
+    /// that reached the client before the call's status, then the status (OK when clean).
+    pub async fn messages_before_status(
+        &mut self,
+        path: &str,
+        request: tonic::Request<EchoRequest>,
+    ) -> (Vec<shlyuz_proto::echo::v1::EchoResponse>, tonic::Status) {
+        if let Err(error) = self.grpc.ready().await {
+            return (Vec::new(), tonic::Status::unavailable(error.to_string()));
+        }
+        let path = http::uri::PathAndQuery::from_str(path).expect("path");
+        let response = self
+            .grpc
+            .server_streaming(request, path, tonic_prost::ProstCodec::default())
+            .await;
+        let mut stream = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) => return (Vec::new(), status),
+        };
+        let mut messages = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => return (messages, tonic::Status::ok("")),
+                Err(status) => return (messages, status),
+            }
+        }
     }
 }

@@ -21,8 +21,20 @@ pub const CONSENT_ID: &str = "x-shlyuz-consent-id";
 pub const TIMESTAMP: &str = "x-shlyuz-timestamp";
 /// Header: base64 Ed25519 signature over the canonical string.
 pub const SIGNATURE: &str = "x-shlyuz-signature";
+/// Header: the role in which the user acts (e.g. intake's `candidate`, `head`); signed from v2 on.
+pub const USER_ROLE: &str = "x-shlyuz-user-role";
+/// Header: the region (KATO code) the user acts for; signed from v2 on.
+pub const USER_REGION: &str = "x-shlyuz-user-region";
+/// Header: which canonical string the sender signed, `2` for [`CANONICAL_VERSION_V2`]; absent
+/// means the legacy [`CANONICAL_VERSION`].
+pub const ENVELOPE_VERSION: &str = "x-shlyuz-envelope-version";
 /// Header the gateway adds upstream: the authenticated sender participant.
 pub const SENDER: &str = "x-shlyuz-sender";
+/// Header the gateway adds upstream on deliveries of the async channel (`async`); never taken from
+/// a caller.
+pub const CHANNEL: &str = "x-shlyuz-channel";
+/// Prefix of every envelope header: the gateway forwards none that it did not check or set.
+pub const HEADER_PREFIX: &str = "x-shlyuz-";
 /// Response header: lowercase hex SHA-256 of the request message (X-Road's requestHash).
 pub const REQUEST_HASH: &str = "x-shlyuz-request-hash";
 /// Response trailer: the message-log position, `<chain id>:<sequence>`.
@@ -33,30 +45,63 @@ pub const LOG_POSITION: &str = "x-shlyuz-log-position";
 /// subject-access-log row.
 pub const MAX_SUBJECTS: usize = 500;
 
-/// First line of the canonical string; changes if the format ever changes.
+/// First line of the legacy canonical string (no user role or region), accepted only while
+/// `gateway.accept_envelope_v1` is on.
 pub const CANONICAL_VERSION: &str = "shlyuz-envelope-v1";
+
+/// First line of the current canonical string, which also covers the user's role and region.
+pub const CANONICAL_VERSION_V2: &str = "shlyuz-envelope-v2";
+
+/// Which canonical string a signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvelopeVersion {
+    /// [`CANONICAL_VERSION`]: role and region are not signed (and so refused).
+    V1,
+    /// [`CANONICAL_VERSION_V2`].
+    #[default]
+    V2,
+}
 
 /// The string the sender signs: one field per line, in this order, joined by `\n`, no trailing
 /// newline. `request_sha256_hex` is the lowercase hex SHA-256 of the request message (empty for
-/// client-streaming methods, whose request cannot be hashed before it is forwarded).
+/// client-streaming methods, whose request cannot be hashed before it is forwarded). Version 2
+/// adds the user's role and region after the user id.
 pub fn canonical_string(envelope_fields: &SignedFields<'_>) -> String {
-    [
-        CANONICAL_VERSION,
-        envelope_fields.message_id,
-        envelope_fields.path,
-        envelope_fields.timestamp,
-        envelope_fields.user_id,
-        envelope_fields.subject_iin,
-        envelope_fields.purpose,
-        envelope_fields.consent_id,
-        envelope_fields.request_sha256_hex,
-    ]
-    .join("\n")
+    match envelope_fields.version {
+        EnvelopeVersion::V1 => [
+            CANONICAL_VERSION,
+            envelope_fields.message_id,
+            envelope_fields.path,
+            envelope_fields.timestamp,
+            envelope_fields.user_id,
+            envelope_fields.subject_iin,
+            envelope_fields.purpose,
+            envelope_fields.consent_id,
+            envelope_fields.request_sha256_hex,
+        ]
+        .join("\n"),
+        EnvelopeVersion::V2 => [
+            CANONICAL_VERSION_V2,
+            envelope_fields.message_id,
+            envelope_fields.path,
+            envelope_fields.timestamp,
+            envelope_fields.user_id,
+            envelope_fields.user_role,
+            envelope_fields.user_region,
+            envelope_fields.subject_iin,
+            envelope_fields.purpose,
+            envelope_fields.consent_id,
+            envelope_fields.request_sha256_hex,
+        ]
+        .join("\n"),
+    }
 }
 
 /// The fields covered by the signature.
 #[derive(Debug, Clone, Copy)]
 pub struct SignedFields<'a> {
+    /// Which canonical string.
+    pub version: EnvelopeVersion,
     /// `x-shlyuz-message-id`.
     pub message_id: &'a str,
     /// The gRPC path, `/package.Service/Method`.
@@ -65,6 +110,10 @@ pub struct SignedFields<'a> {
     pub timestamp: &'a str,
     /// `x-shlyuz-user-id` or empty.
     pub user_id: &'a str,
+    /// `x-shlyuz-user-role` or empty (v2 only).
+    pub user_role: &'a str,
+    /// `x-shlyuz-user-region` or empty (v2 only).
+    pub user_region: &'a str,
     /// `x-shlyuz-subject-iin` or empty.
     pub subject_iin: &'a str,
     /// `x-shlyuz-purpose` or empty.
@@ -84,6 +133,10 @@ pub struct EnvelopeBuilder {
     pub correlation_id: String,
     /// User IIN or empty.
     pub user_id: String,
+    /// The user's role or empty.
+    pub user_role: String,
+    /// The user's region (KATO) or empty.
+    pub user_region: String,
     /// Purpose code or empty.
     pub purpose: String,
     /// Subject IIN or empty.
@@ -92,6 +145,8 @@ pub struct EnvelopeBuilder {
     pub consent_id: String,
     /// Timestamp; now by default.
     pub timestamp: String,
+    /// Which canonical string to sign; v2 by default (v1 only to test the transition).
+    pub version: EnvelopeVersion,
 }
 
 impl Default for EnvelopeBuilder {
@@ -100,10 +155,13 @@ impl Default for EnvelopeBuilder {
             message_id: uuid::Uuid::now_v7().hyphenated().to_string(),
             correlation_id: String::new(),
             user_id: String::new(),
+            user_role: String::new(),
+            user_region: String::new(),
             purpose: String::new(),
             subject_iin: String::new(),
             consent_id: String::new(),
             timestamp: format_timestamp(time::OffsetDateTime::now_utc()),
+            version: EnvelopeVersion::V2,
         }
     }
 }
@@ -139,10 +197,13 @@ impl EnvelopeBuilder {
         use base64::Engine as _;
         let request_hash = request_message.map(sha256_hex).unwrap_or_default();
         let fields = SignedFields {
+            version: self.version,
             message_id: &self.message_id,
             path,
             timestamp: &self.timestamp,
             user_id: &self.user_id,
+            user_role: &self.user_role,
+            user_region: &self.user_region,
             subject_iin: &self.subject_iin,
             purpose: &self.purpose,
             consent_id: &self.consent_id,
@@ -157,9 +218,14 @@ impl EnvelopeBuilder {
                 base64::engine::general_purpose::STANDARD.encode(signature),
             ),
         ];
+        if self.version == EnvelopeVersion::V2 {
+            headers.push((ENVELOPE_VERSION, "2".to_string()));
+        }
         for (name, value) in [
             (CORRELATION_ID, &self.correlation_id),
             (USER_ID, &self.user_id),
+            (USER_ROLE, &self.user_role),
+            (USER_REGION, &self.user_region),
             (PURPOSE, &self.purpose),
             (SUBJECT_IIN, &self.subject_iin),
             (CONSENT_ID, &self.consent_id),

@@ -1,7 +1,7 @@
 //! Development PKI and message signing.
 //!
 //! Every hop in Shlyuz is mutual TLS: a participant's id comes from its verified client
-//! certificate (the `urn:shlyuz:participant:<id>` URI SAN, else the subject CN). Each participant
+//! certificate (its one `urn:shlyuz:participant:<id>` URI SAN; never the subject CN). Each participant
 //! also holds an Ed25519 key, separate from its TLS key, that signs message envelopes.
 //!
 //! [`DevPki::ensure`] creates (or reuses) a development CA and the per-participant files under a
@@ -93,7 +93,9 @@ pub enum PkiError {
     #[error("invalid certificate: {reason}")]
     InvalidCertificate { reason: String },
     /// A certificate carries no participant identity at all.
-    #[error("certificate has neither a urn:shlyuz:participant: URI SAN nor a subject common name")]
+    #[error(
+        "certificate has no urn:shlyuz:participant: URI SAN (the subject common name is not an identity)"
+    )]
     NoParticipantId,
     /// Ed25519 private key bytes could not be used.
     #[error("invalid signing key: {reason}")]

@@ -71,31 +71,18 @@ pub fn participant_id_from_cert(der: &[u8]) -> Result<String, PkiError> {
     }
     // A certificate speaking for two participants is more likely a mistake or an attack than
     // something to resolve by picking one.
+    // Only the URI SAN names a participant: a subject CN is free text that any certificate of the
+    // CA may carry, and is never read as an identity.
     match uri_ids.as_slice() {
-        [id] => return Ok((*id).to_string()),
-        [] => {}
-        _ => {
-            return Err(PkiError::InvalidCertificate {
-                reason: format!(
-                    "certificate names several participants: {}",
-                    uri_ids.join(", ")
-                ),
-            });
-        }
+        [id] => Ok((*id).to_string()),
+        [] => Err(PkiError::NoParticipantId),
+        _ => Err(PkiError::InvalidCertificate {
+            reason: format!(
+                "certificate names several participants: {}",
+                uri_ids.join(", ")
+            ),
+        }),
     }
-
-    let Some(common_name) = cert.subject().iter_common_name().next() else {
-        return Err(PkiError::NoParticipantId);
-    };
-    let common_name = common_name
-        .as_str()
-        .map_err(|error| PkiError::InvalidCertificate {
-            reason: format!("subject common name is not a string: {error}"),
-        })?;
-    if common_name.is_empty() {
-        return Err(PkiError::NoParticipantId);
-    }
-    Ok(common_name.to_string())
 }
 
 #[cfg(test)]
@@ -110,13 +97,13 @@ mod tests {
     }
 
     #[test]
-    fn participant_id_falls_back_to_common_name() {
+    fn a_common_name_alone_names_no_participant() {
         let mut params = CertificateParams::new(vec!["sdu.example".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "sdu");
 
-        let participant_id = participant_id_from_cert(&self_signed_der(&params)).unwrap();
+        let error = participant_id_from_cert(&self_signed_der(&params)).unwrap_err();
 
-        assert_eq!(participant_id, "sdu");
+        assert!(matches!(error, PkiError::NoParticipantId), "{error}");
     }
 
     #[test]

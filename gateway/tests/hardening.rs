@@ -1,0 +1,520 @@
+//! The sync channel as a hostile participant and a failing database would try it: no response
+//! leaves before its log entry is durable, only exact listed paths are forwarded, the envelope
+//! the upstream sees is the one the gateway checked, and refusals are cheap and logged.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Harness, echo_request, signed};
+use shlyuz_gateway::envelope::{self, EnvelopeBuilder, EnvelopeVersion};
+use shlyuz_kit::db::Database;
+use shlyuz_kit::error::summarize_status;
+use shlyuz_proto::echo::v1::EchoServerStreamRequest;
+use shlyuz_proto::echo::v1::echo_service_client::EchoServiceClient;
+use tonic::Code;
+
+const ECHO: &str = "/shlyuz.echo.v1.EchoService/Echo";
+const ECHO_STREAM: &str = "/shlyuz.echo.v1.EchoService/EchoServerStream";
+
+fn assert_status(status: &tonic::Status, code: Code, reason: &str) {
+    let summary = summarize_status(status);
+    assert_eq!(summary.code, code, "{status:?}");
+    assert_eq!(summary.reason, reason, "{status:?}");
+}
+
+/// Makes every message-log write fail (the table is renamed away), or undoes it.
+async fn break_message_log(database: &Database, broken: bool) {
+    let (from, to) = if broken {
+        ("message_log_entries", "message_log_entries_away")
+    } else {
+        ("message_log_entries_away", "message_log_entries")
+    };
+    sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+        .execute(database.pool())
+        .await
+        .expect("rename the message-log table");
+}
+
+shlyuz_kit::storage_test!(
+    a_unary_response_leaves_only_after_its_entry_is_durable,
+    |database: Database| async move {
+        let harness = Harness::start(database.clone(), "").await;
+        let mut raw = harness.raw_client("jauynger-portal").await;
+        break_message_log(&database, true).await;
+        let builder = harness.personal_envelope();
+        let request = signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &builder,
+            echo_request("personal data"),
+        );
+        let (messages, status) = raw.messages_before_status(ECHO, request).await;
+        assert!(
+            messages.is_empty(),
+            "no response byte without a log entry: {messages:?}"
+        );
+        assert_status(&status, Code::Unavailable, "MESSAGE_LOG_UNAVAILABLE");
+        assert_eq!(harness.echo.received(), 1, "the upstream did answer");
+
+        // The gateway keeps serving once its database is back.
+        break_message_log(&database, false).await;
+        let builder = harness.personal_envelope();
+        let request = signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &builder,
+            echo_request("again"),
+        );
+        let (messages, status) = raw.messages_before_status(ECHO, request).await;
+        assert_eq!(status.code(), Code::Ok, "{status:?}");
+        assert_eq!(messages.len(), 1);
+        let entry = harness
+            .log_entry("jauynger-portal", &builder.message_id)
+            .await;
+        assert_eq!(entry.status_code, 0);
+        harness.stop().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_server_stream_opens_a_durable_entry_before_its_first_message,
+    |database: Database| async move {
+        let harness = Harness::start(database.clone(), "").await;
+        let mut client = harness.echo_client("ops").await;
+        let stream_request = EchoServerStreamRequest {
+            payload: "p".to_string(),
+            repeat: 3,
+        };
+        let builder = harness.envelope("OPERATIONS");
+        let request = signed(
+            &harness,
+            "ops",
+            ECHO_STREAM,
+            &builder,
+            stream_request.clone(),
+        );
+        let mut stream = client
+            .echo_server_stream(request)
+            .await
+            .expect("stream opens")
+            .into_inner();
+        let mut received = 0;
+        while let Some(message) = stream.message().await.expect("message") {
+            assert_eq!(message.payload, "p");
+            received += 1;
+        }
+        assert_eq!(received, 3);
+        let mut entries = harness
+            .log_entries_for_message("ops", &builder.message_id)
+            .await;
+        entries.sort_by_key(|entry| entry.sequence);
+        let reasons: Vec<&str> = entries.iter().map(|entry| entry.reason.as_str()).collect();
+        assert_eq!(reasons, vec!["STREAM_OPENED", ""], "{entries:?}");
+        assert!(entries[0].response_hash.is_empty());
+        assert!(!entries[1].response_hash.is_empty());
+
+        break_message_log(&database, true).await;
+        let builder = harness.envelope("OPERATIONS");
+        let request = signed(&harness, "ops", ECHO_STREAM, &builder, stream_request);
+        let refused = match client.echo_server_stream(request).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match stream.message().await {
+                    Ok(message) => panic!("a message left without a log entry: {message:?}"),
+                    Err(status) => status,
+                }
+            }
+        };
+        assert_status(&refused, Code::Unavailable, "MESSAGE_LOG_UNAVAILABLE");
+        break_message_log(&database, false).await;
+        harness.stop().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_upstream_may_have_run_keeps_its_message_id_spent() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("ops").await;
+    let builder = harness.envelope("OPERATIONS");
+    let mut slow = echo_request("slow");
+    slow.delay_ms = 1_500;
+    let send = |builder: &EnvelopeBuilder| {
+        let mut request = signed(&harness, "ops", ECHO, builder, slow.clone());
+        request.set_timeout(Duration::from_millis(400));
+        request
+    };
+    let timed_out = client.echo(send(&builder)).await.expect_err("times out");
+    assert_status(&timed_out, Code::DeadlineExceeded, "UPSTREAM_TIMEOUT");
+    // The byte-identical request again: the upstream may have acted on the first.
+    let resent = client.echo(send(&builder)).await.expect_err("replay");
+    assert_status(&resent, Code::AlreadyExists, "MESSAGE_REPLAYED");
+    assert_eq!(harness.echo.received(), 1);
+
+    // A refusal raised before the upstream still frees the id for a corrected call.
+    let corrected = harness.envelope("OPERATIONS");
+    let mut wrong_purpose = corrected.clone();
+    wrong_purpose.purpose = "HOUSING_ALLOCATION".to_string();
+    let refused = client
+        .echo(signed(
+            &harness,
+            "ops",
+            ECHO,
+            &wrong_purpose,
+            echo_request("x"),
+        ))
+        .await
+        .expect_err("purpose not allowed");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    client
+        .echo(signed(&harness, "ops", ECHO, &corrected, echo_request("x")))
+        .await
+        .expect("the same message id, corrected");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_exact_listed_paths_are_forwarded() {
+    let harness = Harness::start_sqlite("").await;
+    let mut raw = harness.raw_client("ops").await;
+    let odd_paths = [
+        (
+            "//shlyuz.echo.v1.EchoService/Echo",
+            "shlyuz.echo.v1.EchoService/Echo",
+        ),
+        ("/shlyuz.echo.v1.EchoService/Echo/", "Echo/"),
+        ("/shlyuz.echo.v1.EchoService/./Echo", "./Echo"),
+        (
+            "/shlyuz.echo.v1.EchoService/../shlyuz.echo.v1.DeadService/Echo",
+            "../shlyuz.echo.v1.DeadService/Echo",
+        ),
+        ("/shlyuz.echo.v1.EchoService/Echo?admin=1", "Echo?admin=1"),
+        // Granted by ops's `*` rule, but not a method the route lists.
+        ("/shlyuz.echo.v1.EchoService/DeletePerson", "DeletePerson"),
+    ];
+    for (path, logged_method) in odd_paths {
+        let builder = harness.envelope("OPERATIONS");
+        let request = signed(&harness, "ops", path, &builder, echo_request("x"));
+        let refused = raw.unary(path, request).await.expect_err(path);
+        assert_status(&refused, Code::Unimplemented, "UNKNOWN_METHOD");
+        let entry = harness.log_entry("ops", &builder.message_id).await;
+        assert_eq!(entry.method, logged_method, "{path} is logged as asked");
+        assert_eq!(entry.reason, "UNKNOWN_METHOD");
+    }
+    assert_eq!(
+        harness.echo.received(),
+        0,
+        "no odd path reached the upstream"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_envelope_key_is_refused_naming_it() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("jauynger-portal").await;
+    for key in [
+        envelope::MESSAGE_ID,
+        envelope::PURPOSE,
+        envelope::SUBJECT_IIN,
+        envelope::SIGNATURE,
+    ] {
+        let builder = harness.personal_envelope();
+        let mut request = signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &builder,
+            echo_request("x"),
+        );
+        let second = match key {
+            envelope::SUBJECT_IIN => "850315400025".to_string(),
+            envelope::PURPOSE => "OPERATIONS".to_string(),
+            _ => request
+                .metadata()
+                .get(key)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        request
+            .metadata_mut()
+            .append(key, second.parse().expect("ascii"));
+        let refused = client.echo(request).await.expect_err(key);
+        assert_status(&refused, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let details =
+            tonic_types::StatusExt::get_details_bad_request(&refused).expect("field violations");
+        assert_eq!(details.field_violations[0].field, key);
+    }
+    assert_eq!(harness.echo.received(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_sees_only_the_checked_envelope_and_the_gateways_own_headers() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("jauynger-portal").await;
+    let mut builder = harness.personal_envelope();
+    builder.message_id = builder.message_id.to_uppercase();
+    let mut request = signed(
+        &harness,
+        "jauynger-portal",
+        ECHO,
+        &builder,
+        echo_request("x"),
+    );
+    for (name, value) in [
+        ("x-shlyuz-channel", "async"),
+        ("x-shlyuz-sender", "ops"),
+        ("x-shlyuz-approved-by", "head"),
+    ] {
+        request
+            .metadata_mut()
+            .insert(name, value.parse().expect("ascii"));
+    }
+    // The signature covers the normal (lower-case) form of the message id.
+    let lower = EnvelopeBuilder {
+        message_id: builder.message_id.to_lowercase(),
+        ..builder.clone()
+    };
+    let signed_lower = signed(&harness, "jauynger-portal", ECHO, &lower, echo_request("x"));
+    let signature = signed_lower
+        .metadata()
+        .get(envelope::SIGNATURE)
+        .expect("signature")
+        .clone();
+    request
+        .metadata_mut()
+        .insert(envelope::SIGNATURE, signature);
+    let seen = client
+        .echo(request)
+        .await
+        .expect("call succeeds")
+        .into_inner()
+        .metadata;
+    assert_eq!(
+        seen.get(envelope::SENDER).map(String::as_str),
+        Some("jauynger-portal")
+    );
+    assert!(!seen.contains_key("x-shlyuz-channel"), "{seen:?}");
+    assert!(!seen.contains_key("x-shlyuz-approved-by"), "{seen:?}");
+    assert_eq!(
+        seen.get(envelope::MESSAGE_ID).map(String::as_str),
+        Some(lower.message_id.as_str()),
+        "one normal form of the message id"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_v2_carries_the_signed_role_and_v1_can_be_switched_off() {
+    let harness = Harness::start_sqlite("").await;
+    let mut client = harness.echo_client("jauynger-portal").await;
+    let v2 = EnvelopeBuilder {
+        user_role: "candidate".to_string(),
+        user_region: "110000000".to_string(),
+        ..harness.personal_envelope()
+    };
+    let seen = client
+        .echo(signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &v2,
+            echo_request("x"),
+        ))
+        .await
+        .expect("v2 call")
+        .into_inner()
+        .metadata;
+    assert_eq!(
+        seen.get(envelope::USER_ROLE).map(String::as_str),
+        Some("candidate")
+    );
+    assert_eq!(
+        seen.get(envelope::USER_REGION).map(String::as_str),
+        Some("110000000")
+    );
+
+    // A role added after signing is not covered by the signature.
+    let mut forged = signed(
+        &harness,
+        "jauynger-portal",
+        ECHO,
+        &harness.personal_envelope(),
+        echo_request("x"),
+    );
+    forged
+        .metadata_mut()
+        .insert(envelope::USER_ROLE, "head".parse().expect("ascii"));
+    let refused = client.echo(forged).await.expect_err("unsigned role");
+    assert_status(&refused, Code::Unauthenticated, "SIGNATURE_INVALID");
+
+    // v1 is accepted by default, without a role.
+    let v1 = EnvelopeBuilder {
+        version: EnvelopeVersion::V1,
+        ..harness.personal_envelope()
+    };
+    client
+        .echo(signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &v1,
+            echo_request("x"),
+        ))
+        .await
+        .expect("v1 accepted while gateway.accept_envelope_v1 is on");
+    harness.stop().await;
+
+    let mut settings = harness::fast_async_settings();
+    settings.sync.accept_envelope_v1 = false;
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let strict = Harness::start_custom(test_database.database().clone(), "", true, settings).await;
+    let mut client = strict.echo_client("jauynger-portal").await;
+    let v1 = EnvelopeBuilder {
+        version: EnvelopeVersion::V1,
+        ..strict.personal_envelope()
+    };
+    let refused = client
+        .echo(signed(
+            &strict,
+            "jauynger-portal",
+            ECHO,
+            &v1,
+            echo_request("x"),
+        ))
+        .await
+        .expect_err("v1 switched off");
+    assert_status(
+        &refused,
+        Code::InvalidArgument,
+        "ENVELOPE_VERSION_UNSUPPORTED",
+    );
+    assert_eq!(strict.echo.received(), 0);
+    strict.stop().await;
+    test_database.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_data_route_of_the_gateway_needs_a_signed_envelope() {
+    let harness = Harness::start_sqlite(
+        r#"
+[[services]]
+name = "shlyuz.gateway.v1.AccessLogService"
+upstream = "local"
+personal_data = true
+methods = ["ListSubjectAccess"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.AccessLogService"
+methods = ["*"]
+purposes = ["OPERATIONS"]
+"#,
+    )
+    .await;
+    let victim = "850315400025";
+    let cover = harness::SUBJECT;
+    let subjects = format!("{cover},{cover},{cover},{cover},{cover},{victim}");
+    let mut client =
+        shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient::new(
+            harness.channel("ops").await,
+        );
+    let mut request = tonic::Request::new(shlyuz_proto::gateway::v1::ListSubjectAccessRequest {
+        subject_iin: victim.to_string(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert(envelope::SUBJECT_IIN, subjects.parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert(envelope::PURPOSE, "OPERATIONS".parse().expect("ascii"));
+    let refused = client
+        .list_subject_access(request)
+        .await
+        .expect_err("unsigned read of someone's access log");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // The refusal names every subject the call asked about, not a truncated list.
+    let mut log =
+        shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient::new(
+            harness.channel("ops").await,
+        );
+    let entries = log
+        .list_entries(shlyuz_proto::gateway::v1::ListEntriesRequest {
+            sender: "ops".to_string(),
+            service: "shlyuz.gateway.v1.AccessLogService".to_string(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].subject_iin, subjects);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_is_rate_limited_before_its_calls_are_checked() {
+    let mut settings = harness::fast_async_settings();
+    settings.sync.caller_rate_per_second = 0.001;
+    settings.sync.caller_burst = 3;
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let harness = Harness::start_custom(test_database.database().clone(), "", true, settings).await;
+    // `sdu` has no rule for the echo service: every call it makes is refused.
+    let mut client = EchoServiceClient::new(harness.channel("sdu").await);
+    let mut reasons = Vec::new();
+    for _ in 0..6 {
+        let request = signed(
+            &harness,
+            "sdu",
+            ECHO,
+            &harness.personal_envelope(),
+            echo_request("x"),
+        );
+        let refused = client.echo(request).await.expect_err("refused");
+        reasons.push(summarize_status(&refused).reason);
+    }
+    assert_eq!(
+        reasons,
+        vec![
+            "ACCESS_DENIED",
+            "ACCESS_DENIED",
+            "ACCESS_DENIED",
+            "RATE_LIMITED",
+            "RATE_LIMITED",
+            "RATE_LIMITED"
+        ]
+    );
+    harness.stop().await;
+    test_database.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_never_forwards_a_callers_sender_header() {
+    let mut settings = harness::fast_async_settings();
+    settings.mode = shlyuz_gateway::proxy::PolicyMode::PassThrough;
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let harness = Harness::start_custom(test_database.database().clone(), "", true, settings).await;
+    let mut client = harness.echo_client("jauynger-portal").await;
+    let mut request = tonic::Request::new(echo_request("x"));
+    request
+        .metadata_mut()
+        .insert(envelope::SENDER, "ops".parse().expect("ascii"));
+    let seen = client
+        .echo(request)
+        .await
+        .expect("routed")
+        .into_inner()
+        .metadata;
+    assert!(!seen.contains_key(envelope::SENDER), "{seen:?}");
+    harness.stop().await;
+    test_database.cleanup().await;
+}
