@@ -176,6 +176,7 @@ impl Setup {
                 payload: "жеткізу".to_string(),
                 fail_with_code: 0,
                 delay_ms,
+                ..EchoRequest::default()
             }
             .encode_to_vec(),
             expires_at_ms,

@@ -112,11 +112,20 @@ impl EchoService for Echo {
             ));
         }
         let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Response::new(EchoResponse {
+        let mut response = Response::new(EchoResponse {
             payload: message.payload,
             metadata,
             served,
-        }))
+        });
+        if !message.response_subjects.is_empty() {
+            let value =
+                tonic::metadata::MetadataValue::try_from(message.response_subjects.as_str())
+                    .map_err(|_| Status::invalid_argument("response_subjects must be ASCII"))?;
+            response
+                .metadata_mut()
+                .insert(shlyuz_kit::envelope::RESPONSE_SUBJECTS, value);
+        }
+        Ok(response)
     }
 
     type EchoServerStreamStream = ResponseStream<EchoServerStreamResponse>;

@@ -539,6 +539,7 @@ impl SyncChannel {
             return Ok(response);
         }
         let (mut parts, body) = response.into_parts();
+        take_response_subjects(&mut parts.headers, call)?;
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
             call.status_code = status.code() as i32;
@@ -835,6 +836,47 @@ fn split_asked_path(asked: &str) -> (String, String) {
         Some((service, method)) => (service.to_string(), method.to_string()),
         None => (without_slash.to_string(), String::new()),
     }
+}
+
+/// Adds the persons an upstream says its answer is about (`x-shlyuz-response-subjects`) to the
+/// call's subjects, so they get subject-access rows, and removes the header. A malformed list
+/// fails the call: an answer about unknown persons must not leave unlogged.
+fn take_response_subjects(headers: &mut HeaderMap, call: &mut CallRecord) -> Result<(), ApiError> {
+    let Some(value) = headers.remove(envelope::RESPONSE_SUBJECTS) else {
+        return Ok(());
+    };
+    let declared = value
+        .to_str()
+        .map_err(|_| "is not ASCII".to_string())
+        .and_then(shlyuz_kit::subject::Subjects::parse)
+        .map_err(|problem| {
+            ApiError::new(
+                Code::Internal,
+                "UPSTREAM_PROTOCOL_ERROR",
+                format!(
+                    "the upstream named the subjects of its answer wrongly ({}): {problem}",
+                    envelope::RESPONSE_SUBJECTS
+                ),
+            )
+        })?;
+    let mut seen: std::collections::HashSet<String> = call
+        .subject_iin
+        .split(',')
+        .filter(|iin| !iin.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut merged = call.subject_iin.clone();
+    for iin in declared.iins() {
+        if seen.insert(iin.to_string()) {
+            if !merged.is_empty() {
+                merged.push(',');
+            }
+            merged.push_str(iin);
+        }
+    }
+    call.subject_iin = merged;
+    call.personal_data = true;
+    Ok(())
 }
 
 /// Removes every `x-shlyuz-*` header the caller sent.

@@ -518,3 +518,88 @@ async fn pass_through_never_forwards_a_callers_sender_header() {
     harness.stop().await;
     test_database.cleanup().await;
 }
+
+const ACCESS_LOG_ROUTE: &str = r#"
+[[services]]
+name = "shlyuz.gateway.v1.AccessLogService"
+upstream = "local"
+personal_data = true
+methods = ["ListSubjectAccess"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.AccessLogService"
+methods = ["*"]
+purposes = ["OPERATIONS"]
+"#;
+
+shlyuz_kit::storage_test!(
+    the_persons_an_answer_is_about_get_subject_access_rows,
+    |database: Database| async move {
+        let harness = Harness::start(database, ACCESS_LOG_ROUTE).await;
+        let other = "850315400025";
+        let mut client = harness.echo_client("jauynger-portal").await;
+        let builder = harness.personal_envelope();
+        let mut message = echo_request("a list naming someone else");
+        message.response_subjects = other.to_string();
+        let response = client
+            .echo(signed(&harness, "jauynger-portal", ECHO, &builder, message))
+            .await
+            .expect("call succeeds");
+        assert!(
+            response
+                .metadata()
+                .get(envelope::RESPONSE_SUBJECTS)
+                .is_none(),
+            "the declaration is the gateway's, not the caller's"
+        );
+        let entry = harness
+            .log_entry("jauynger-portal", &builder.message_id)
+            .await;
+        assert_eq!(entry.subject_iin, format!("{},{other}", harness::SUBJECT));
+
+        let path = "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess";
+        let request = shlyuz_proto::gateway::v1::ListSubjectAccessRequest {
+            subject_iin: other.to_string(),
+            ..Default::default()
+        };
+        let read = EnvelopeBuilder {
+            purpose: "OPERATIONS".to_string(),
+            subject_iin: other.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        let mut access_log =
+            shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient::new(
+                harness.channel("ops").await,
+            );
+        let accesses = access_log
+            .list_subject_access(signed(&harness, "ops", path, &read, request))
+            .await
+            .expect("read the access log")
+            .into_inner()
+            .accesses;
+        assert!(
+            accesses
+                .iter()
+                .any(|access| access.participant_id == "jauynger-portal"
+                    && access.message_id == builder.message_id),
+            "{accesses:?}"
+        );
+
+        // An answer naming its subjects wrongly does not leave.
+        let mut raw = harness.raw_client("jauynger-portal").await;
+        let mut message = echo_request("x");
+        message.response_subjects = "not-an-iin".to_string();
+        let request = signed(
+            &harness,
+            "jauynger-portal",
+            ECHO,
+            &harness.personal_envelope(),
+            message,
+        );
+        let (messages, status) = raw.messages_before_status(ECHO, request).await;
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_status(&status, Code::Internal, "UPSTREAM_PROTOCOL_ERROR");
+        harness.stop().await;
+    }
+);

@@ -200,6 +200,7 @@ fn signed_sends(
         payload: "жеткізу".to_string(),
         fail_with_code: 0,
         delay_ms: 0,
+        ..EchoRequest::default()
     }
     .encode_to_vec();
     (0..count)

@@ -322,6 +322,7 @@ fn echo_request() -> EchoRequest {
         payload: "сәлем, шлюз".to_string(),
         fail_with_code: 0,
         delay_ms: 0,
+        ..EchoRequest::default()
     }
 }
 

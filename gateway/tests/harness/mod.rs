@@ -576,6 +576,7 @@ pub fn echo_request(payload: &str) -> EchoRequest {
         payload: payload.to_string(),
         fail_with_code: 0,
         delay_ms: 0,
+        ..EchoRequest::default()
     }
 }
 

@@ -109,6 +109,12 @@ fn millis_of(field: &str, stamp: Option<prost_types::Timestamp>) -> Result<i64, 
         .ok_or_else(|| ApiError::invalid_field(field, "is out of range"))
 }
 
+/// An answer about the registrants `iins`: the gateway writes their subject-access rows (the
+/// register's routes are not personal-data routes, since most calls name no one in advance).
+fn about<'a, T>(iins: impl IntoIterator<Item = &'a str>, message: T) -> Response<T> {
+    shlyuz_kit::subject::declare_response_subjects(Response::new(message), iins)
+}
+
 #[tonic::async_trait]
 impl pb::housing_register_service_server::HousingRegisterService for HousingServices {
     async fn add_registrant(
@@ -127,9 +133,13 @@ impl pb::housing_register_service_server::HousingRegisterService for HousingServ
                 family_size: i64::from(request.family_size),
             })
             .await?;
-        Ok(Response::new(pb::AddRegistrantResponse {
-            registrant: Some(registrant),
-        }))
+        let iin = registrant.iin.clone();
+        Ok(about(
+            [iin.as_str()],
+            pb::AddRegistrantResponse {
+                registrant: Some(registrant),
+            },
+        ))
     }
 
     async fn get_registrant(
@@ -137,18 +147,26 @@ impl pb::housing_register_service_server::HousingRegisterService for HousingServ
         request: Request<pb::GetRegistrantRequest>,
     ) -> Result<Response<pb::GetRegistrantResponse>, Status> {
         let registrant = self.housing.get_registrant(&request.get_ref().iin).await?;
-        Ok(Response::new(pb::GetRegistrantResponse {
-            registrant: Some(registrant),
-        }))
+        let iin = registrant.iin.clone();
+        Ok(about(
+            [iin.as_str()],
+            pb::GetRegistrantResponse {
+                registrant: Some(registrant),
+            },
+        ))
     }
 
     async fn list_registrants(
         &self,
         request: Request<pb::ListRegistrantsRequest>,
     ) -> Result<Response<pb::ListRegistrantsResponse>, Status> {
-        Ok(Response::new(
-            self.housing.list_registrants(request.get_ref()).await?,
-        ))
+        let page = self.housing.list_registrants(request.get_ref()).await?;
+        let iins: Vec<String> = page
+            .registrants
+            .iter()
+            .map(|item| item.iin.clone())
+            .collect();
+        Ok(about(iins.iter().map(String::as_str), page))
     }
 }
 
@@ -210,9 +228,9 @@ impl pb::housing_allocation_service_server::HousingAllocationService for Housing
         &self,
         request: Request<pb::ListOffersRequest>,
     ) -> Result<Response<pb::ListOffersResponse>, Status> {
-        Ok(Response::new(
-            self.housing.list_offers(request.get_ref()).await?,
-        ))
+        let page = self.housing.list_offers(request.get_ref()).await?;
+        let iins: Vec<String> = page.offers.iter().map(|item| item.iin.clone()).collect();
+        Ok(about(iins.iter().map(String::as_str), page))
     }
 
     async fn record_reply(
@@ -220,18 +238,20 @@ impl pb::housing_allocation_service_server::HousingAllocationService for Housing
         request: Request<pb::RecordReplyRequest>,
     ) -> Result<Response<pb::RecordReplyResponse>, Status> {
         let offer = crate::inbox::apply_reply(&self.housing, request.get_ref()).await?;
-        Ok(Response::new(pb::RecordReplyResponse {
-            offer: Some(offer),
-        }))
+        let iin = offer.iin.clone();
+        Ok(about(
+            [iin.as_str()],
+            pb::RecordReplyResponse { offer: Some(offer) },
+        ))
     }
 
     async fn list_refusals(
         &self,
         request: Request<pb::ListRefusalsRequest>,
     ) -> Result<Response<pb::ListRefusalsResponse>, Status> {
-        Ok(Response::new(
-            self.housing.list_refusals(request.get_ref()).await?,
-        ))
+        let page = self.housing.list_refusals(request.get_ref()).await?;
+        let iins: Vec<String> = page.refusals.iter().map(|item| item.iin.clone()).collect();
+        Ok(about(iins.iter().map(String::as_str), page))
     }
 }
 
@@ -282,8 +302,8 @@ impl<C: RegistryChecks + 'static> pb::housing_review_service_server::HousingRevi
         &self,
         request: Request<pb::ListRemovalsRequest>,
     ) -> Result<Response<pb::ListRemovalsResponse>, Status> {
-        Ok(Response::new(
-            self.housing.list_removals(request.get_ref()).await?,
-        ))
+        let page = self.housing.list_removals(request.get_ref()).await?;
+        let iins: Vec<String> = page.removals.iter().map(|item| item.iin.clone()).collect();
+        Ok(about(iins.iter().map(String::as_str), page))
     }
 }

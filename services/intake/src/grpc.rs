@@ -626,12 +626,25 @@ impl pb::vacancy_service_server::VacancyService for IntakeServices {
     }
 }
 
+/// An answer carrying the application: the gateway logs its candidate as accessed.
 macro_rules! respond {
     ($response:ident, $self:ident, $caller:ident, $row:expr) => {
-        Ok(Response::new(pb::$response {
-            application: Some($self.view(&$caller, &$row)),
-        }))
+        Ok(about_candidates(
+            Response::new(pb::$response {
+                application: Some($self.view(&$caller, &$row)),
+            }),
+            [$row.candidate_iin.as_str()],
+        ))
     };
+}
+
+/// Every answer of the application service is about its candidates (dossiers carry medical and
+/// criminal data): name them to the gateway, which writes their subject-access rows.
+fn about_candidates<'a, T>(
+    response: Response<T>,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Response<T> {
+    shlyuz_kit::subject::declare_response_subjects(response, candidates)
 }
 
 #[tonic::async_trait]
@@ -759,9 +772,12 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
                 .map(attachment_to_proto)
                 .collect();
         }
-        Ok(Response::new(pb::GetApplicationResponse {
-            application: Some(application),
-        }))
+        Ok(about_candidates(
+            Response::new(pb::GetApplicationResponse {
+                application: Some(application),
+            }),
+            [row.candidate_iin.as_str()],
+        ))
     }
 
     async fn get_application_attachment(
@@ -777,9 +793,12 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             .store
             .attachment(&row.application_id, &attachment_id)
             .await?;
-        Ok(Response::new(pb::GetApplicationAttachmentResponse {
-            attachment: Some(attachment_to_proto(attachment)),
-        }))
+        Ok(about_candidates(
+            Response::new(pb::GetApplicationAttachmentResponse {
+                attachment: Some(attachment_to_proto(attachment)),
+            }),
+            [row.candidate_iin.as_str()],
+        ))
     }
 
     async fn list_applications(
@@ -824,10 +843,14 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             .store
             .list_applications(&caller, &filter, page_size, after.as_deref())
             .await?;
-        Ok(Response::new(pb::ListApplicationsResponse {
+        let response = Response::new(pb::ListApplicationsResponse {
             applications: rows.iter().map(|row| self.view(&caller, row)).collect(),
             next_page_token: store::next_token(store::APPLICATIONS_SCOPE, next),
-        }))
+        });
+        Ok(about_candidates(
+            response,
+            rows.iter().map(|row| row.candidate_iin.as_str()),
+        ))
     }
 
     async fn list_application_events(
@@ -840,7 +863,7 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             .visible(&caller, &request.get_ref().application_id)
             .await?;
         let events = self.store.events(&row.application_id).await?;
-        Ok(Response::new(pb::ListApplicationEventsResponse {
+        let response = Response::new(pb::ListApplicationEventsResponse {
             events: events
                 .into_iter()
                 .map(|event| pb::ApplicationEvent {
@@ -853,7 +876,8 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
                     note: event.note,
                 })
                 .collect(),
-        }))
+        });
+        Ok(about_candidates(response, [row.candidate_iin.as_str()]))
     }
 
     async fn assign_application(

@@ -814,9 +814,16 @@ shlyuz_kit::storage_test!(role_leakage, |database: Database| async move {
             pb::ListApplicationsRequest::default(),
         ))
         .await
-        .expect("list")
-        .into_inner()
-        .applications;
+        .expect("list");
+    // The gateway logs the persons an answer is about from this header.
+    assert_eq!(
+        listed
+            .metadata()
+            .get(shlyuz_kit::envelope::RESPONSE_SUBJECTS)
+            .and_then(|value| value.to_str().ok()),
+        Some(CLEAN)
+    );
+    let listed = listed.into_inner().applications;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].application_id, id);
     assert_eq!(listed[0].dossier_json, "");

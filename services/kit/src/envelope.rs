@@ -33,6 +33,10 @@ pub const SENDER: &str = "x-shlyuz-sender";
 /// Header the gateway adds upstream on deliveries of the async channel (`async`); never taken from
 /// a caller.
 pub const CHANNEL: &str = "x-shlyuz-channel";
+/// Response header a service behind the gateway sets to name the persons whose data its answer
+/// carries (comma-separated IINs): the gateway logs them as accessed — subject-access rows
+/// included — before it releases the answer, and does not pass the header on.
+pub const RESPONSE_SUBJECTS: &str = "x-shlyuz-response-subjects";
 /// Prefix of every envelope header: the gateway forwards none that it did not check or set.
 pub const HEADER_PREFIX: &str = "x-shlyuz-";
 /// Response header: lowercase hex SHA-256 of the request message (X-Road's requestHash).

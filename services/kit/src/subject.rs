@@ -119,6 +119,27 @@ pub fn parse_iin_list(field: &str, values: &[String]) -> Result<Vec<Iin>, ApiErr
     Ok(iins)
 }
 
+/// Names the persons whose data `response` carries (see [`crate::envelope::RESPONSE_SUBJECTS`]),
+/// so the gateway writes their subject-access rows: services whose answers are about people other
+/// than the envelope's subject (a head listing applications, an inbox of messages) declare them.
+/// Duplicates are dropped; an empty list declares nothing.
+pub fn declare_response_subjects<'a, T>(
+    mut response: tonic::Response<T>,
+    iins: impl IntoIterator<Item = &'a str>,
+) -> tonic::Response<T> {
+    let unique: BTreeSet<&str> = iins.into_iter().filter(|iin| !iin.is_empty()).collect();
+    if unique.is_empty() {
+        return response;
+    }
+    let joined = unique.into_iter().collect::<Vec<_>>().join(",");
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(joined.as_str()) {
+        response
+            .metadata_mut()
+            .insert(crate::envelope::RESPONSE_SUBJECTS, value);
+    }
+    response
+}
+
 /// Checks that every IIN is a subject of the call, naming the first one that is not.
 pub fn require_all(subjects: &Subjects, field: &str, iins: &[Iin]) -> Result<(), ApiError> {
     for (index, iin) in iins.iter().enumerate() {
@@ -138,6 +159,21 @@ mod tests {
         let mut metadata = MetadataMap::new();
         metadata.insert(SUBJECT_IIN_METADATA, value.parse().expect("ascii"));
         metadata
+    }
+
+    #[test]
+    fn declared_response_subjects_are_unique_and_sorted() {
+        let response = declare_response_subjects(
+            tonic::Response::new(()),
+            ["900101300017", "", "850315400025", "900101300017"],
+        );
+        let value = response
+            .metadata()
+            .get(crate::envelope::RESPONSE_SUBJECTS)
+            .and_then(|value| value.to_str().ok());
+        assert_eq!(value, Some("850315400025,900101300017"));
+        let nobody = declare_response_subjects(tonic::Response::new(()), []);
+        assert!(nobody.metadata().is_empty());
     }
 
     #[test]
