@@ -54,22 +54,33 @@ pub enum LogSink {
     File(PathBuf),
 }
 
-/// The embedded provider: "sends" by recording.
+/// The embedded provider: "sends" by recording. Like an SMS gateway that honours a client
+/// message id, it sends each notification id once: a second hand-over of the same notification
+/// (the worker died after the send, before it saved the result) is acknowledged without a second
+/// SMS — across restarts too, since a file sink is read back at start.
 #[derive(Debug)]
 pub struct LogProvider {
     sink: LogSink,
     sent: Mutex<Vec<OutgoingSms>>,
     keep_in_memory: bool,
+    /// Notification ids already sent; the lock is held across the write so two hand-overs of one
+    /// notification cannot both write.
+    sent_ids: Mutex<std::collections::HashSet<String>>,
 }
 
 impl LogProvider {
     /// A provider writing to `sink`; with `keep_in_memory` every SMS is also kept for
-    /// [`LogProvider::sent`].
+    /// [`LogProvider::sent`]. A file sink's existing lines tell which notifications were sent.
     pub fn new(sink: LogSink, keep_in_memory: bool) -> Self {
+        let sent_ids = match &sink {
+            LogSink::File(path) => ids_in_log_file(path),
+            LogSink::Memory | LogSink::Stdout => std::collections::HashSet::new(),
+        };
         Self {
             sink,
             sent: Mutex::new(Vec::new()),
             keep_in_memory,
+            sent_ids: Mutex::new(sent_ids),
         }
     }
 
@@ -114,10 +125,31 @@ impl LogProvider {
     }
 }
 
+/// The notification ids of an SMS log file (a missing file has none; unreadable lines are skipped).
+fn ids_in_log_file(path: &std::path::Path) -> std::collections::HashSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return std::collections::HashSet::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| {
+            line.get("notification_id")
+                .and_then(|id| id.as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 impl SmsProvider for LogProvider {
     fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<String, ProviderError>> {
         Box::pin(async move {
+            let mut sent_ids = self.sent_ids.lock().unwrap_or_else(PoisonError::into_inner);
+            if sent_ids.contains(&sms.notification_id) {
+                return Ok(format!("log-{}", sms.notification_id));
+            }
             self.write_line(sms)?;
+            sent_ids.insert(sms.notification_id.clone());
+            drop(sent_ids);
             if self.keep_in_memory {
                 self.sent
                     .lock()

@@ -5,12 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{MapDirectory, fast_retries, harness, iin, status_sms};
+use common::{MapDirectory, fast_retries, harness, iin, pass_killed_after_send, status_sms};
 use futures::future::BoxFuture;
 use shlyuz_kit::db::Database;
 use shlyuz_notify::notifier::SendCommand;
 use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::provider::{OutgoingSms, ProviderError, SmsProvider};
+use shlyuz_notify::provider::{LogProvider, LogSink, OutgoingSms, ProviderError, SmsProvider};
 use shlyuz_notify::sms::Language;
 use shlyuz_notify::store;
 use shlyuz_notify::worker::{DeliveryWorker, REASON_PHONE_NOT_FOUND};
@@ -416,5 +416,64 @@ shlyuz_kit::storage_test!(
                 );
             }
         }
+    }
+);
+
+shlyuz_kit::storage_test!(
+    an_sms_handed_over_just_before_a_crash_is_not_sent_again,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        let directory = tempfile::tempdir().expect("temp dir");
+        let sms_log = directory.path().join("notify-sms.log");
+        let accepted = harness
+            .notifier
+            .send(status_sms("+77011234567", &iin(1), "caller/crash"))
+            .await
+            .expect("accepted");
+        let settings = fast_retries(3);
+        pass_killed_after_send(
+            &harness,
+            Arc::new(LogProvider::new(LogSink::File(sms_log.clone()), false)),
+            settings.clone(),
+        )
+        .await;
+        let unsaved = store::get_notification(&harness.database, &accepted.notification.id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(
+            unsaved.state,
+            store::STATE_QUEUED,
+            "the crash lost the result"
+        );
+
+        // The restarted process reads its SMS log back; the claim lapses and the SMS is handed
+        // over again under the same notification id.
+        harness
+            .clock
+            .advance(time::Duration::milliseconds(settings.lease_ms as i64 + 1));
+        let restarted = DeliveryWorker::new(
+            harness.database.clone(),
+            Arc::new(LogProvider::new(LogSink::File(sms_log.clone()), false)),
+            Arc::new(NoPhoneDirectory),
+            harness.clock.shared(),
+            settings,
+        );
+        assert_eq!(restarted.run_once().await.expect("pass").sent, 1);
+        let stored = store::get_notification(&harness.database, &accepted.notification.id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state, store::STATE_SENT);
+        assert_eq!(stored.attempts, 2);
+        let lines = std::fs::read_to_string(&sms_log).expect("sms log");
+        assert_eq!(
+            lines
+                .lines()
+                .filter(|line| line.contains(&accepted.notification.id))
+                .count(),
+            1,
+            "one SMS, not two: {lines}"
+        );
     }
 );

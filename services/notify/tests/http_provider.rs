@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{fast_retries, harness, iin, status_sms};
+use common::{fast_retries, harness, iin, pass_killed_after_send, status_sms};
 use shlyuz_kit::db::Database;
 use shlyuz_notify::phone::NoPhoneDirectory;
 use shlyuz_notify::provider::{
@@ -22,7 +22,10 @@ use shlyuz_notify::worker::DeliveryWorker;
 /// What the fake SMS gateway saw.
 #[derive(Default)]
 struct Seen {
+    /// One per SMS sent: (authorization, body).
     requests: Mutex<Vec<(String, serde_json::Value)>>,
+    /// Every POST to `/ok/sms`, repeats of a `reference` included.
+    handovers: std::sync::atomic::AtomicUsize,
 }
 
 async fn sms_gateway(seen: Arc<Seen>) -> String {
@@ -41,10 +44,22 @@ async fn sms_gateway(seen: Arc<Seen>) -> String {
                         .to_string();
                     let body: serde_json::Value =
                         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    seen.handovers
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Like SMS gateways that take a client message id: a repeated reference
+                    // is acknowledged with the first answer, and no second SMS goes out.
                     let number = {
                         let mut requests = seen.requests.lock().expect("lock");
-                        requests.push((authorization, body));
-                        requests.len()
+                        let earlier = requests
+                            .iter()
+                            .position(|(_, sent)| sent["reference"] == body["reference"]);
+                        match earlier {
+                            Some(index) => index + 1,
+                            None => {
+                                requests.push((authorization, body));
+                                requests.len()
+                            }
+                        }
                     };
                     (
                         StatusCode::ACCEPTED,
@@ -185,6 +200,55 @@ shlyuz_kit::storage_test!(
             stored.failure_reason,
             "sms gateway answered 400 Bad Request: invalid destination number"
         );
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_crash_between_the_send_and_its_record_does_not_send_twice,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        let seen = Arc::new(Seen::default());
+        let base = sms_gateway(seen.clone()).await;
+        let accepted = harness
+            .notifier
+            .send(status_sms("+77011234567", &iin(1), "c/crash"))
+            .await
+            .expect("accepted");
+        let settings = fast_retries(5);
+        pass_killed_after_send(
+            &harness,
+            Arc::new(provider(&base, "/ok/sms")),
+            settings.clone(),
+        )
+        .await;
+        harness
+            .clock
+            .advance(time::Duration::milliseconds(settings.lease_ms as i64 + 1));
+        let restarted = DeliveryWorker::new(
+            harness.database.clone(),
+            Arc::new(provider(&base, "/ok/sms")),
+            Arc::new(NoPhoneDirectory),
+            harness.clock.shared(),
+            settings,
+        );
+        assert_eq!(restarted.run_once().await.expect("pass").sent, 1);
+        assert_eq!(
+            seen.handovers.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "handed over again after the crash"
+        );
+        let requests = seen.requests.lock().expect("lock").clone();
+        assert_eq!(requests.len(), 1, "under the same reference: one SMS");
+        assert_eq!(
+            requests[0].1["reference"],
+            accepted.notification.id.as_str()
+        );
+        let stored = store::get_notification(&harness.database, &accepted.notification.id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state, store::STATE_SENT);
+        assert_eq!(stored.provider_message_id, "prov-1");
     }
 );
 

@@ -188,3 +188,51 @@ impl ReplyForwarder for RecordingForwarder {
         })
     }
 }
+
+/// A provider that hands the SMS over, then never answers: the worker's process dies between the
+/// send and saving its result. `handed_over` fires once the SMS has left.
+pub struct DiesAfterSend {
+    pub inner: Arc<dyn shlyuz_notify::provider::SmsProvider>,
+    pub handed_over: Arc<tokio::sync::Notify>,
+}
+
+impl shlyuz_notify::provider::SmsProvider for DiesAfterSend {
+    fn send<'a>(
+        &'a self,
+        sms: &'a shlyuz_notify::provider::OutgoingSms,
+    ) -> BoxFuture<'a, Result<String, shlyuz_notify::provider::ProviderError>> {
+        Box::pin(async move {
+            let _ = self.inner.send(sms).await;
+            self.handed_over.notify_one();
+            futures::future::pending().await
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dies-after-send"
+    }
+}
+
+/// Runs one pass of a worker over `provider` that dies right after the provider took the SMS:
+/// nothing of the pass is saved, as when the process is killed there.
+pub async fn pass_killed_after_send(
+    harness: &Harness,
+    provider: Arc<dyn shlyuz_notify::provider::SmsProvider>,
+    settings: DeliverySettings,
+) {
+    let handed_over = Arc::new(tokio::sync::Notify::new());
+    let worker = DeliveryWorker::new(
+        harness.database.clone(),
+        Arc::new(DiesAfterSend {
+            inner: provider,
+            handed_over: handed_over.clone(),
+        }),
+        Arc::new(shlyuz_notify::phone::NoPhoneDirectory),
+        harness.clock.shared(),
+        settings,
+    );
+    let pass = tokio::spawn(async move { worker.run_once().await });
+    handed_over.notified().await;
+    pass.abort();
+    let _ = pass.await;
+}
