@@ -78,6 +78,10 @@ pub enum Command {
         /// Which target to run.
         #[arg(long, value_enum)]
         target: Target,
+        /// Once its listeners are bound, write their addresses to this JSON file
+        /// (`{"address": …, "health": …}`), so a supervisor or a test can listen on port 0.
+        #[arg(long, value_name = "FILE")]
+        listening_file: Option<PathBuf>,
     },
     /// Run a benchmark and print its figures (see docs/performance.md).
     Bench {
@@ -160,7 +164,7 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<ShlyuzConfig> {
     let sources = cli.config_sources()?;
     let config: ShlyuzConfig = load_layered(&sources)?;
     config.validate()?;
-    if let Command::Serve { target } = cli.command {
+    if let Command::Serve { target, .. } = cli.command {
         config.tls.validate()?;
         if target == Target::Gateway {
             shlyuz_kit::config::require_file("tls.signing_key", &config.tls.signing_key)?;
@@ -218,7 +222,10 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
     match command {
         Command::Up { test_clock, .. } => crate::up::run_up(config, test_clock).await,
         Command::Demo { endpoints } => crate::demo::run(&endpoints).await,
-        Command::Serve { target } => serve(config, target).await,
+        Command::Serve {
+            target,
+            listening_file,
+        } => serve(config, target, listening_file).await,
         Command::Bench { bench } => crate::bench::run(bench).await,
         Command::Seed {
             population,
@@ -275,7 +282,11 @@ async fn seed_registry(
     outcome
 }
 
-async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
+async fn serve(
+    config: ShlyuzConfig,
+    target: Target,
+    listening_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let tls = match config.tls.mode {
         TlsMode::Mutual => Some(TlsFiles {
             ca_cert: config.tls.ca_cert.clone(),
@@ -302,6 +313,13 @@ async fn serve(config: ShlyuzConfig, target: Target) -> anyhow::Result<()> {
     let mut prepared = prepare_target(&config, target, identity, &metrics).await?;
     if let Some(health_address) = config.health.address() {
         prepared.server.bind_health_listener(health_address).await?;
+    }
+    if let Some(path) = &listening_file {
+        let listening = serde_json::json!({
+            "address": prepared.server.local_addr()?.to_string(),
+            "health": prepared.server.health_local_addr().transpose()?.map(|address| address.to_string()),
+        });
+        crate::up::write_atomically(path, listening.to_string().as_bytes())?;
     }
     let admin = if config.telemetry.admin_listen.is_empty() {
         None

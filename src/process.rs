@@ -25,12 +25,6 @@ pub fn tls_files(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
         .with_context(|| format!("no PKI files for {participant}"))
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn toml_string(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -108,12 +102,32 @@ pub struct GatewayProcessOptions {
     pub mode: String,
     /// The gateway's database; empty means an SQLite file in its data directory.
     pub database_url: String,
-    /// The port to listen on (the same one after a restart).
-    pub port: u16,
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// More `key = value` lines for the `[gateway]` section.
     pub extra_gateway_config: String,
+}
+
+/// The address a `serve --listening-file` process bound, once it has written it.
+async fn wait_for_listening(
+    child: &mut tokio::process::Child,
+    listening_path: &Path,
+) -> anyhow::Result<SocketAddr> {
+    for _ in 0..400 {
+        if let Ok(text) = std::fs::read_to_string(listening_path) {
+            let listening: serde_json::Value =
+                serde_json::from_str(&text).context("listening file")?;
+            let address = listening["address"]
+                .as_str()
+                .context("no address in the listening file")?;
+            return address.parse().context("listening address");
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the gateway process exited before it listened: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the gateway process did not listen within 10 s")
 }
 
 /// A gateway in its own process.
@@ -131,7 +145,6 @@ impl GatewayProcess {
         directory: &Path,
         options: &GatewayProcessOptions,
     ) -> anyhow::Result<GatewayProcess> {
-        let address = SocketAddr::from(([127, 0, 0, 1], options.port));
         std::fs::create_dir_all(&options.data_dir)?;
         let files = tls_files(pki, "gateway")?;
         let signing_key = pki
@@ -139,7 +152,7 @@ impl GatewayProcess {
             .context("gateway files")?
             .signing_key;
         let config = format!(
-            "data_dir = {}\n\n[telemetry]\nlog_level = \"warn\"\nlog_format = \"json\"\nadmin_listen = \"\"\n\n[tls]\nmode = \"mutual\"\nca_cert = {}\ncert = {}\nkey = {}\nsigning_key = {}\n\n[shutdown]\ndrain_timeout_ms = 5000\n\n[gateway]\nlisten = \"{address}\"\ndirectory_file = {}\npolicy_mode = \"{}\"\ndatabase_url = {}\n{}\n",
+            "data_dir = {}\n\n[telemetry]\nlog_level = \"warn\"\nlog_format = \"json\"\nadmin_listen = \"\"\n\n[tls]\nmode = \"mutual\"\nca_cert = {}\ncert = {}\nkey = {}\nsigning_key = {}\n\n[shutdown]\ndrain_timeout_ms = 5000\n\n[gateway]\nlisten = \"127.0.0.1:0\"\ndirectory_file = {}\npolicy_mode = \"{}\"\ndatabase_url = {}\n{}\n",
             toml_string(&options.data_dir.display().to_string()),
             toml_string(&files.ca_cert.display().to_string()),
             toml_string(&files.cert.display().to_string()),
@@ -160,15 +173,26 @@ impl GatewayProcess {
         let binary = std::env::var_os("CARGO_BIN_EXE_shlyuz")
             .map(PathBuf::from)
             .map_or_else(std::env::current_exe, Ok)?;
-        let child = tokio::process::Command::new(binary)
+        // The process binds port 0 itself and says where: no port is reserved and bound later.
+        let listening_path = options.data_dir.join("listening.json");
+        let _ = std::fs::remove_file(&listening_path);
+        let mut child = tokio::process::Command::new(binary)
             .args(["serve", "--target", "gateway", "--config"])
             .arg(&config_path)
+            .arg("--listening-file")
+            .arg(&listening_path)
             .env_remove("SHLYUZ_CONFIG")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .context("cannot start the gateway process")?;
+        let address = match wait_for_listening(&mut child, &listening_path).await {
+            Ok(address) => address,
+            Err(error) => {
+                return Err(error.context(format!("see {}", log_path.display())));
+            }
+        };
         let process = GatewayProcess { child, address };
         process.wait_ready(pki).await.with_context(|| {
             format!(

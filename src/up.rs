@@ -315,7 +315,8 @@ async fn wait_until_ready(
     Ok(())
 }
 
-fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes `contents` to `path` through a temporary file and a rename, so a reader never sees half.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let temporary = path.with_extension("json.tmp");
     std::fs::write(&temporary, contents)
         .with_context(|| format!("cannot write {}", temporary.display()))?;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use shlyuz::process::{
-    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, free_port,
-    tls_files, write_echo_directory,
+    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
+    write_echo_directory,
 };
 use shlyuz_gateway::echo::Echo;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
@@ -41,6 +41,8 @@ struct Setup {
     signing_key: SigningKey,
     directory: std::path::PathBuf,
     echo_address: SocketAddr,
+    /// The echo upstream's server, bound on port 0 before the directory names its address.
+    first_echo: std::sync::Mutex<Option<GrpcServer>>,
     options: GatewayProcessOptions,
     postgres: Option<(String, String)>,
 }
@@ -74,6 +76,24 @@ async fn drop_postgres(postgres: Option<(String, String)>) {
     }
 }
 
+/// The echo upstream's server on `listen`.
+async fn bind_echo(pki: &DevPki, listen: SocketAddr) -> GrpcServer {
+    GrpcServer::bind(
+        ServerSettings {
+            name: "echo".to_string(),
+            listen,
+            transport: Transport::MutualTls(tls_files(pki, "echo").expect("echo files")),
+            readiness_grace: Duration::ZERO,
+            drain_timeout: Duration::from_secs(1),
+            max_connection_age: None,
+            callers: shlyuz_kit::identity::Callers::Any,
+        },
+        &MetricsRegistry::default(),
+    )
+    .await
+    .expect("bind echo")
+}
+
 impl Setup {
     async fn new(postgres: bool) -> Setup {
         shlyuz_kit::install_crypto_provider();
@@ -85,7 +105,8 @@ impl Setup {
                 .signing_key,
         )
         .expect("signing key");
-        let echo_address = SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
+        let first_echo = bind_echo(&pki, SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let echo_address = first_echo.local_addr().expect("echo address");
         let directory =
             write_echo_directory(work_dir.path(), &pki, echo_address, Duration::from_secs(1))
                 .expect("directory");
@@ -101,7 +122,6 @@ impl Setup {
         let options = GatewayProcessOptions {
             mode: "full".to_string(),
             database_url,
-            port: free_port().expect("port"),
             data_dir: work_dir.path().join("gateway"),
             extra_gateway_config: ASYNC_CONFIG.to_string(),
         };
@@ -111,6 +131,7 @@ impl Setup {
             signing_key,
             directory,
             echo_address,
+            first_echo: std::sync::Mutex::new(Some(first_echo)),
             options,
             postgres,
         }
@@ -122,22 +143,28 @@ impl Setup {
             .expect("gateway process")
     }
 
+    /// Closes the echo listener bound by [`Setup::new`] without serving it.
+    fn close_first_echo(&self) {
+        drop(
+            self.first_echo
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+    }
+
     async fn start_echo(&self, echo: &Echo) -> ShutdownTrigger {
         let (trigger, signal) = shutdown_channel();
-        let server = GrpcServer::bind(
-            ServerSettings {
-                name: "echo".to_string(),
-                listen: self.echo_address,
-                transport: Transport::MutualTls(tls_files(&self.pki, "echo").expect("echo files")),
-                readiness_grace: Duration::ZERO,
-                drain_timeout: Duration::from_secs(1),
-                max_connection_age: None,
-                callers: shlyuz_kit::identity::Callers::Any,
-            },
-            &MetricsRegistry::default(),
-        )
-        .await
-        .expect("bind echo");
+        let prebound = self
+            .first_echo
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        // An upstream that was down comes back on the address the directory names.
+        let server = match prebound {
+            Some(server) => server,
+            None => bind_echo(&self.pki, self.echo_address).await,
+        };
         tokio::spawn(server.serve(
             tonic::service::Routes::new(echo.clone().into_server()),
             signal,
@@ -331,6 +358,8 @@ async fn killed_during_delivery_every_message_is_delivered_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_down_for_a_while_receives_everything_when_it_returns() {
     let setup = Setup::new(false).await;
+    // The upstream is down from the start: nothing listens on its address.
+    setup.close_first_echo();
     let gateway = setup.start_gateway().await;
     let mut client = setup.client(&gateway).await;
     let now_ms = std::time::SystemTime::now()

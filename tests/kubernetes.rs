@@ -3,7 +3,7 @@
 //! directory), the kubelet's plaintext gRPC probes get answers while the mTLS port stays closed to
 //! them, SIGTERM drains and exits 0, and the gateway directory ConfigMap passes validation.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,14 +30,6 @@ fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// A port nobody listens on right now (the kubelet probes a fixed port, so the test needs one).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
 struct Running {
     child: Child,
 }
@@ -49,7 +41,9 @@ impl Drop for Running {
     }
 }
 
-fn serve_with_manifest_config(target: &str, work: &Path, health: SocketAddr) -> Running {
+/// Serves `target` with its manifest's configuration, every listener on port 0; returns the
+/// process and the health address it bound (what the kubelet would probe).
+fn serve_with_manifest_config(target: &str, work: &Path) -> (Running, SocketAddr) {
     let pki = DevPki::ensure(&work.join("pki"), &PARTICIPANTS).expect("development PKI");
     let files = pki.participant(target).expect("participant files");
     let config = repo_file(&format!("k8s/base/{target}/shlyuz.toml"));
@@ -61,7 +55,7 @@ fn serve_with_manifest_config(target: &str, work: &Path, health: SocketAddr) -> 
         format!("tls.signing_key={}", files.signing_key.display()),
         format!("{target}.listen=127.0.0.1:0"),
         "telemetry.admin_listen=127.0.0.1:0".to_string(),
-        format!("health.listen={health}"),
+        "health.listen=127.0.0.1:0".to_string(),
         // The manifests' 5 s readiness grace would only slow the test down.
         "shutdown.readiness_grace_ms=0".to_string(),
     ];
@@ -79,14 +73,35 @@ fn serve_with_manifest_config(target: &str, work: &Path, health: SocketAddr) -> 
             directory.join("gateway-directory.toml").display()
         ));
     }
+    let listening = work.join("listening.json");
     let child = command
-        .args(["serve", "--target", target])
+        .args(["serve", "--target", target, "--listening-file"])
+        .arg(&listening)
         .env_remove("SHLYUZ_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn shlyuz serve");
-    Running { child }
+    let mut running = Running { child };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&listening) {
+            let bound: serde_json::Value = serde_json::from_str(&text).expect("listening file");
+            let health = bound["health"]
+                .as_str()
+                .and_then(|address| address.parse().ok())
+                .expect("a health address");
+            return (running, health);
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            panic!("shlyuz serve --target {target} exited before it listened: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{target} did not listen in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Lays out the ConfigMap shlyuz-gateway-directory as Kubernetes mounts it: the directory file
@@ -155,8 +170,7 @@ fn terminate(running: &mut Running) -> std::process::ExitStatus {
 
 async fn probes_answer_and_sigterm_exits_cleanly(target: &str) {
     let work = tempfile::tempdir().expect("temp dir");
-    let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut running = serve_with_manifest_config(target, work.path(), health);
+    let (mut running, health) = serve_with_manifest_config(target, work.path());
     assert_eq!(
         wait_for_status(&mut running, health, "").await,
         ServingStatus::Serving as i32,

@@ -24,8 +24,8 @@ use shlyuz_proto::gateway::v1::send_message_request::Target;
 
 use super::stats::LatencySummary;
 use crate::process::{
-    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, free_port,
-    tls_files, write_echo_directory,
+    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
+    write_echo_directory,
 };
 
 /// Options of `shlyuz bench async`.
@@ -89,7 +89,6 @@ pub async fn run(args: AsyncBenchArgs) -> anyhow::Result<()> {
         &GatewayProcessOptions {
             mode: "full".to_string(),
             database_url: database.url().to_string(),
-            port: free_port()?,
             data_dir: work_dir.path().join("gateway"),
             extra_gateway_config: "async_poll_ms = 50\n".to_string(),
         },

@@ -23,8 +23,8 @@ use tonic::transport::Channel;
 
 use super::load::{self, LoadResult, RequestFactory};
 use crate::process::{
-    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, free_port,
-    tls_files, write_echo_directory,
+    CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
+    write_echo_directory,
 };
 
 /// Options of `shlyuz bench gateway`.
@@ -252,7 +252,6 @@ fn gateway_options(
     Ok(GatewayProcessOptions {
         mode: mode.to_string(),
         database_url: database_url.to_string(),
-        port: free_port()?,
         data_dir: work_dir.join(format!("gateway-{mode}")),
         extra_gateway_config: format!("replay_guard = \"{replay_guard}\"\n"),
     })
@@ -402,7 +401,12 @@ impl NginxProcess {
         pki: &DevPki,
         echo_address: SocketAddr,
     ) -> anyhow::Result<NginxProcess> {
-        let port = free_port()?;
+        // nginx cannot report the port of a port-0 listener, so this one port is found first and
+        // bound by nginx after: the benchmark's nginx only, never a test's server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .context("cannot find a port for nginx")?
+            .port();
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let prefix = work_dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
