@@ -88,6 +88,7 @@ impl Default for GatewayConfig {
         let target = TargetConfig::on_port(50051);
         let log = MessageLogOptions::default();
         let delivery = AsyncOptions::default();
+        let sync = SyncOptions::default();
         Self {
             listen: target.listen,
             database_url: target.database_url,
@@ -109,9 +110,9 @@ impl Default for GatewayConfig {
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
             retired_signing_public_keys: Vec::new(),
             replay_guard: ReplayScope::Instance,
-            accept_envelope_v1: true,
-            caller_rate_per_second: 20_000.0,
-            caller_burst: 20_000,
+            accept_envelope_v1: sync.accept_envelope_v1,
+            caller_rate_per_second: sync.caller_rate_per_second,
+            caller_burst: sync.caller_burst,
         }
     }
 }

@@ -87,6 +87,25 @@ fn is_token(text: &str, extra: &[char]) -> bool {
         .all(|character| character.is_ascii_alphanumeric() || extra.contains(&character))
 }
 
+/// The value of `name`: at most `max_length` letters, digits, `_` and `-` (empty when absent).
+fn short_token(
+    headers: &HeaderMap,
+    name: &'static str,
+    max_length: usize,
+    violations: &mut Vec<FieldViolation>,
+) -> String {
+    let value = header_text(headers, name, violations)
+        .unwrap_or_default()
+        .to_string();
+    if value.len() > max_length || !is_token(&value, &['_', '-']) {
+        violations.push(violation(
+            name,
+            &format!("must be at most {max_length} characters of letters, digits, '_' and '-'"),
+        ));
+    }
+    value
+}
+
 /// What is wrong with an `x-shlyuz-subject-iin` value, `None` when it is empty or a list of 1 to
 /// [`MAX_SUBJECTS`] valid IINs separated by commas.
 fn subject_list_problem(value: &str) -> Option<String> {
@@ -172,24 +191,8 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
         violations.push(violation(USER_ID, &error.to_string()));
     }
 
-    let user_role = header_text(headers, USER_ROLE, &mut violations)
-        .unwrap_or_default()
-        .to_string();
-    if user_role.len() > MAX_ROLE_LENGTH || !is_token(&user_role, &['_', '-']) {
-        violations.push(violation(
-            USER_ROLE,
-            "must be at most 64 characters of letters, digits, '_' and '-'",
-        ));
-    }
-    let user_region = header_text(headers, USER_REGION, &mut violations)
-        .unwrap_or_default()
-        .to_string();
-    if user_region.len() > MAX_REGION_LENGTH || !is_token(&user_region, &['_', '-']) {
-        violations.push(violation(
-            USER_REGION,
-            "must be at most 32 characters of letters, digits, '_' and '-'",
-        ));
-    }
+    let user_role = short_token(headers, USER_ROLE, MAX_ROLE_LENGTH, &mut violations);
+    let user_region = short_token(headers, USER_REGION, MAX_REGION_LENGTH, &mut violations);
     if version == EnvelopeVersion::V1 {
         for (name, value) in [(USER_ROLE, &user_role), (USER_REGION, &user_region)] {
             if !value.is_empty() {

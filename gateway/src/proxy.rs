@@ -176,7 +176,7 @@ impl SyncChannel {
             .chars()
             .take(MAX_LOGGED_PATH)
             .collect();
-        let (service, method) = split_asked_path(&asked);
+        let (service, method) = shlyuz_kit::server::split_grpc_path(&asked);
         let mut call = CallRecord {
             started,
             service,
@@ -826,16 +826,6 @@ fn check_exact_path(uri: &http::Uri) -> Result<(), ApiError> {
         "UNKNOWN_METHOD",
         "the path is not a gRPC method path of the form /package.Service/Method",
     ))
-}
-
-/// The service and method of an asked path, split at the first `/` after the leading one, so an
-/// odd path is logged as it was asked (`//a.B/M` names service `` and method `a.B/M`).
-fn split_asked_path(asked: &str) -> (String, String) {
-    let without_slash = asked.strip_prefix('/').unwrap_or(asked);
-    match without_slash.split_once('/') {
-        Some((service, method)) => (service.to_string(), method.to_string()),
-        None => (without_slash.to_string(), String::new()),
-    }
 }
 
 /// Adds the persons an upstream says its answer is about (`x-shlyuz-response-subjects`) to the

@@ -401,22 +401,7 @@ async fn envelope_v2_carries_the_signed_role_and_v1_can_be_switched_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_data_route_of_the_gateway_needs_a_signed_envelope() {
-    let harness = Harness::start_sqlite(
-        r#"
-[[services]]
-name = "shlyuz.gateway.v1.AccessLogService"
-upstream = "local"
-personal_data = true
-methods = ["ListSubjectAccess"]
-
-[[rules]]
-participant = "ops"
-service = "shlyuz.gateway.v1.AccessLogService"
-methods = ["*"]
-purposes = ["OPERATIONS"]
-"#,
-    )
-    .await;
+    let harness = Harness::start_sqlite(harness::ACCESS_LOG_ROUTE).await;
     let victim = "850315400025";
     let cover = harness::SUBJECT;
     let subjects = format!("{cover},{cover},{cover},{cover},{cover},{victim}");
@@ -519,24 +504,10 @@ async fn pass_through_never_forwards_a_callers_sender_header() {
     test_database.cleanup().await;
 }
 
-const ACCESS_LOG_ROUTE: &str = r#"
-[[services]]
-name = "shlyuz.gateway.v1.AccessLogService"
-upstream = "local"
-personal_data = true
-methods = ["ListSubjectAccess"]
-
-[[rules]]
-participant = "ops"
-service = "shlyuz.gateway.v1.AccessLogService"
-methods = ["*"]
-purposes = ["OPERATIONS"]
-"#;
-
 shlyuz_kit::storage_test!(
     the_persons_an_answer_is_about_get_subject_access_rows,
     |database: Database| async move {
-        let harness = Harness::start(database, ACCESS_LOG_ROUTE).await;
+        let harness = Harness::start(database, harness::ACCESS_LOG_ROUTE).await;
         let other = "850315400025";
         let mut client = harness.echo_client("jauynger-portal").await;
         let builder = harness.personal_envelope();

@@ -756,22 +756,7 @@ async fn trace_context_reaches_the_upstream_and_calls_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_call_names_every_subject_in_the_access_log() {
-    let harness = Harness::start_sqlite(
-        r#"
-[[services]]
-name = "shlyuz.gateway.v1.AccessLogService"
-upstream = "local"
-personal_data = true
-methods = ["ListSubjectAccess"]
-
-[[rules]]
-participant = "ops"
-service = "shlyuz.gateway.v1.AccessLogService"
-methods = ["*"]
-purposes = ["OPERATIONS"]
-"#,
-    )
-    .await;
+    let harness = Harness::start_sqlite(harness::ACCESS_LOG_ROUTE).await;
     let other = "850315400025";
     let batch = EnvelopeBuilder {
         purpose: "OPERATIONS".to_string(),

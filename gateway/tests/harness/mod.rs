@@ -38,6 +38,21 @@ pub const PARTICIPANTS: [&str; 7] = [
     "sdu-limited",
 ];
 
+/// Directory lines routing the gateway's access log and letting `ops` read it (purpose OPERATIONS).
+pub const ACCESS_LOG_ROUTE: &str = r#"
+[[services]]
+name = "shlyuz.gateway.v1.AccessLogService"
+upstream = "local"
+personal_data = true
+methods = ["ListSubjectAccess"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.gateway.v1.AccessLogService"
+methods = ["*"]
+purposes = ["OPERATIONS"]
+"#;
+
 /// Has a certificate from the gateway's CA but is not registered in the directory.
 pub const STRANGER: &str = "stranger";
 

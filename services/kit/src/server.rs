@@ -461,12 +461,13 @@ where
     }
 }
 
-/// Splits `/package.Service/Method` into its service and method.
+/// Splits `/package.Service/Method` into its service and method at the first `/` after the
+/// leading one, so an odd path keeps its shape (`//a.B/M` is service `` and method `a.B/M`).
 pub fn split_grpc_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
+    let without_slash = path.strip_prefix('/').unwrap_or(path);
+    match without_slash.split_once('/') {
         Some((service, method)) => (service.to_string(), method.to_string()),
-        None => (trimmed.to_string(), String::new()),
+        None => (without_slash.to_string(), String::new()),
     }
 }
 
