@@ -53,6 +53,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "async delivery reasons and retention",
+        sql: include_str!("../migrations/sqlite/0005_async_delivery.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -70,6 +75,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "async delivery reasons and retention",
+        sql: include_str!("../migrations/postgres/0005_async_delivery.sql"),
     },
 ];
 
@@ -106,6 +116,7 @@ pub struct GatewayParts {
 /// A running gateway: the sync channel, the async channel and the message log.
 pub struct Gateway {
     channel: Arc<SyncChannel>,
+    directory: DirectoryHandle,
     message_log: MessageLog,
     async_channel: std::sync::Mutex<Option<async_channel::AsyncChannel>>,
 }
@@ -173,7 +184,7 @@ impl Gateway {
             );
         }
         let channel = SyncChannel::new(SyncChannelParts {
-            directory: directory_handle,
+            directory: directory_handle.clone(),
             message_log: message_log.clone(),
             consent: parts.consent,
             upstreams,
@@ -187,6 +198,7 @@ impl Gateway {
         });
         Ok(Gateway {
             channel,
+            directory: directory_handle,
             message_log,
             async_channel: std::sync::Mutex::new(Some(async_channel)),
         })
@@ -200,6 +212,11 @@ impl Gateway {
             async move { Ok::<_, Infallible>(channel.handle(request).await) }
         });
         tonic::service::Routes::from(axum::Router::new().fallback_service(handler))
+    }
+
+    /// Reloads the directory file now, as SIGHUP does; on failure the current directory stays.
+    pub fn reload_directory(&self) -> Result<(), directory::DirectoryError> {
+        self.directory.reload_from_file()
     }
 
     /// Waits for the async delivery loop to stop (it stops on the shutdown signal), then
