@@ -1,6 +1,7 @@
 //! Shlyuz integration gateway (ИШ/ШЭП mimic): sync proxy, async channel, message log, directory,
 //! access log, policy.
 
+pub mod admission;
 pub mod async_channel;
 pub mod config;
 pub mod consent;

@@ -19,6 +19,7 @@ use shlyuz_kit::identity::IdentityCache;
 use tonic::Code;
 use tower::ServiceExt;
 
+use crate::admission::RequestBudget;
 use crate::consent::{ConsentChecker, ConsentQuery};
 use crate::directory::{Directory, DirectoryHandle, Route};
 use crate::envelope::{self, Envelope};
@@ -53,6 +54,10 @@ pub struct SyncOptions {
     pub caller_rate_per_second: f64,
     /// Burst of that rate.
     pub caller_burst: u32,
+    /// How long the request message of a call may take to arrive.
+    pub request_body_timeout: Duration,
+    /// Request bytes all calls together may hold before their checks.
+    pub max_buffered_request_bytes: usize,
 }
 
 impl Default for SyncOptions {
@@ -61,6 +66,8 @@ impl Default for SyncOptions {
             accept_envelope_v1: true,
             caller_rate_per_second: 20_000.0,
             caller_burst: 20_000,
+            request_body_timeout: Duration::from_secs(10),
+            max_buffered_request_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct SyncChannel {
     shared_replay: Option<SharedReplayGuard>,
     options: SyncOptions,
     caller_limits: QuotaBuckets,
+    request_budget: Arc<RequestBudget>,
 }
 
 /// Everything the sync channel is built from.
@@ -127,7 +135,12 @@ pub struct SyncChannelParts {
 impl SyncChannel {
     /// Builds the channel.
     pub fn new(parts: SyncChannelParts) -> Arc<Self> {
+        let request_budget = RequestBudget::new(
+            parts.options.max_buffered_request_bytes,
+            parts.metrics.buffered_request_bytes(),
+        );
         Arc::new(Self {
+            request_budget,
             directory: parts.directory,
             message_log: parts.message_log,
             consent: parts.consent,
@@ -219,6 +232,7 @@ impl SyncChannel {
             PolicyMode::Full => self.admit_caller(&parts.extensions, call)?,
             PolicyMode::PassThrough => String::new(),
         };
+        crate::admission::check_metadata_size(&parts.headers)?;
         // Only `/package.Service/Method`, exactly: an upstream that normalises paths must never
         // be reached at a method the log does not show.
         check_exact_path(&parts.uri)?;
@@ -237,6 +251,7 @@ impl SyncChannel {
                 format!("{} has no method {} routed", call.service, call.method),
             ));
         }
+        call.routed = true;
         if self.mode == PolicyMode::PassThrough {
             // What the gateway states upstream is never taken from the caller, even here.
             parts.headers.remove(envelope::SENDER);
@@ -436,17 +451,29 @@ impl SyncChannel {
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
         let streaming_request = route.client_streaming_methods.contains(&call.method);
-        let (request_body, buffered) = if streaming_request {
-            (body, None)
+        // The lease is held until the call is over: the buffered request stays counted while it
+        // may still be resent.
+        let (request_body, buffered, _request_lease) = if streaming_request {
+            (body, None, None)
         } else {
-            let collected = collect_limited(body, route.max_request_bytes).await?;
+            let (collected, lease) = crate::admission::read_request(
+                body,
+                route.max_request_bytes,
+                self.options.request_body_timeout,
+                &self.request_budget,
+            )
+            .await?;
             let message = single_message(&collected)
                 .map_err(|problem| ApiError::invalid_field("request", problem))?;
             call.request_hash = Some(sha256(message));
             if self.store_bodies {
                 call.request_body = Some(message.to_vec());
             }
-            (GatewayBody::from(collected.clone()), Some(collected))
+            (
+                GatewayBody::from(collected.clone()),
+                Some(collected),
+                Some(lease),
+            )
         };
         let request_hash_hex = call.request_hash.map(hex::encode).unwrap_or_default();
         if let Some(envelope) = envelope {
@@ -995,23 +1022,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     hash
 }
 
-async fn collect_limited(body: GatewayBody, max_bytes: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, max_bytes);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            Code::ResourceExhausted,
-            "MESSAGE_TOO_LARGE",
-            format!("the request exceeds the route's limit of {max_bytes} bytes"),
-        )),
-        Err(error) => Err(ApiError::new(
-            Code::Cancelled,
-            "REQUEST_INTERRUPTED",
-            format!("the request body could not be read: {error}"),
-        )),
-    }
-}
-
 fn peer_certificate_sha256(extensions: &http::Extensions) -> Option<[u8; 32]> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let certificates = extensions
@@ -1044,6 +1054,8 @@ pub(crate) struct CallRecord {
     pub(crate) replayed: bool,
     /// The call was handed to the upstream (or a local service), which may have run it.
     pub(crate) reached_upstream: bool,
+    /// The service has a route and the method is listed in it: only then are they metric labels.
+    pub(crate) routed: bool,
 }
 
 impl Default for CallRecord {
@@ -1069,6 +1081,7 @@ impl Default for CallRecord {
             attempts: 1,
             replayed: false,
             reached_upstream: false,
+            routed: false,
         }
     }
 }
