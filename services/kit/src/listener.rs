@@ -434,3 +434,40 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
         self.io.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::DevPki;
+
+    #[test]
+    fn a_crl_file_without_a_crl_stops_start_up() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::ensure(&dir.path().join("pki"), &["gateway"]).expect("pki");
+        let files = pki.tls_files("gateway").expect("gateway files");
+        let crl_file = dir.path().join("clients.crl");
+
+        std::fs::write(&crl_file, "").expect("write an empty file");
+        let refused = ServerTls::load(&files, Some(&crl_file))
+            .err()
+            .expect("an empty CRL file was accepted");
+        assert!(
+            format!("{refused:#}").contains("holds no X509 CRL"),
+            "{refused:#}"
+        );
+
+        std::fs::write(
+            &crl_file,
+            pki.revocation_list(&[], 1).expect("revocation list"),
+        )
+        .expect("write a CRL");
+        let tls = ServerTls::load(&files, Some(&crl_file)).expect("a valid CRL file");
+
+        // A broken update is refused and the previous lists stay in use.
+        std::fs::write(&crl_file, "-----BEGIN X509 CRL-----\nnot base64\n").expect("write");
+        let before = tls.current.load_full();
+        assert!(tls.reload().is_err(), "a broken CRL file was applied");
+        assert!(Arc::ptr_eq(&before, &tls.current.load_full()));
+    }
+}
