@@ -355,3 +355,44 @@ impl Default for GatewaySettings {
         GatewayConfig::default().settings()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_limits_come_from_the_gateway_section() {
+        let config = GatewayConfig {
+            tls_handshake_timeout_ms: 1_500,
+            max_connections: 7,
+            client_crl_file: PathBuf::from("/etc/shlyuz/crl/clients.crl"),
+            ..GatewayConfig::default()
+        };
+        let listener = config.listener_options();
+        assert_eq!(listener.tls_handshake_timeout, Duration::from_millis(1_500));
+        assert_eq!(listener.max_connections, 7);
+        assert_eq!(
+            listener.client_crl_file.as_deref(),
+            Some(Path::new("/etc/shlyuz/crl/clients.crl"))
+        );
+        assert_eq!(
+            GatewayConfig::default().listener_options().client_crl_file,
+            None
+        );
+    }
+
+    #[test]
+    fn a_zero_limit_is_named_with_its_key() {
+        let config = GatewayConfig {
+            max_buffered_request_bytes: 0,
+            ..GatewayConfig::default()
+        };
+        let problems = config.validate().expect_err("zero budget").problems;
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("gateway.max_buffered_request_bytes")),
+            "{problems:?}"
+        );
+    }
+}
