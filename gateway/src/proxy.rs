@@ -543,13 +543,14 @@ impl SyncChannel {
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
             call.status_code = status.code() as i32;
+            call.reason = local_refusal_reason(route, &status);
             let position = self.finish(call).await?;
             insert_position(&mut parts.headers, &position);
             return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
         }
         if !route.server_streaming_methods.contains(&call.method) {
             return self
-                .release_when_logged(parts, body, route.max_response_bytes, deadline, call)
+                .release_when_logged(parts, body, route, deadline, call)
                 .await;
         }
         // A server stream cannot wait for its end: an entry that it opened is durable before
@@ -573,10 +574,11 @@ impl SyncChannel {
         &self,
         parts: http::response::Parts,
         body: GatewayBody,
-        max_bytes: usize,
+        route: &Route,
         deadline: tokio::time::Instant,
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let max_bytes = route.max_response_bytes;
         let limited = http_body_util::Limited::new(body, max_bytes);
         let collected = match tokio::time::timeout_at(deadline, limited.collect()).await {
             Ok(Ok(collected)) => collected,
@@ -611,9 +613,14 @@ impl SyncChannel {
         let data = collected.to_bytes();
         let mut hasher = PayloadHasher::default();
         hasher.update(&data);
-        call.status_code = tonic::Status::from_header_map(&trailers)
+        let status = tonic::Status::from_header_map(&trailers);
+        call.status_code = status
+            .as_ref()
             .map(|status| status.code() as i32)
             .unwrap_or(Code::Unknown as i32);
+        if let Some(status) = &status {
+            call.reason = local_refusal_reason(route, status);
+        }
         call.response_hash = hasher.finish();
         if self.store_bodies {
             call.response_body = Some(data.to_vec());
@@ -805,6 +812,16 @@ impl SyncChannel {
 
 /// `reason` of the entry a server stream writes before its first message.
 pub const STREAM_OPENED: &str = "STREAM_OPENED";
+
+/// The `ErrorInfo` reason of a refusal by one of the gateway's own services (the async channel's
+/// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …), so its entry says why like the proxy's own
+/// refusals do. An upstream's answer is passed through and logged by its code alone.
+fn local_refusal_reason(route: &Route, status: &tonic::Status) -> String {
+    if !route.is_local() || status.code() == Code::Ok {
+        return String::new();
+    }
+    shlyuz_kit::error::summarize_status(status).reason
+}
 
 /// `UNIMPLEMENTED` / `UNKNOWN_METHOD` unless `uri` is exactly `/package.Service/Method`: no query,
 /// no empty, `.` or `..` segment, no trailing slash.

@@ -479,3 +479,16 @@ pub async fn queue_stats(database: &Database) -> Result<(i64, Option<i64>), sqlx
         .await?;
     Ok((row.try_get("depth")?, row.try_get("oldest")?))
 }
+
+/// What `sender` has in flight: its messages still on delivery and their payload bytes, for the
+/// per-sender async quota.
+pub async fn in_flight(database: &Database, sender: &str) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS messages, COALESCE(SUM(LENGTH(payload)), 0) AS bytes \
+         FROM async_messages WHERE sender = $1 AND state = 'ON_DELIVERY'",
+    )
+    .bind(sender.to_string())
+    .fetch_one(database.pool())
+    .await?;
+    Ok((row.try_get("messages")?, row.try_get("bytes")?))
+}
