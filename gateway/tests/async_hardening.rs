@@ -760,6 +760,26 @@ shlyuz_kit::storage_test!(
                 "{entry:?}"
             );
         }
+
+        // A `*` rule grants only the methods the route lists, and no other shape of path.
+        for method in ["DeletePerson", "Echo/../Echo", "Echo?admin=1"] {
+            let mut request = to_echo("x");
+            if let Some(Target::Service(target)) = request.target.as_mut() {
+                target.method = method.to_string();
+            }
+            let builder = harness.envelope("OPERATIONS");
+            let refused = send(&harness, "ops", &builder, request)
+                .await
+                .expect_err("a method the route does not list");
+            assert_eq!(
+                (refused.code(), summarize_status(&refused).reason.as_str()),
+                (Code::Unimplemented, "UNKNOWN_METHOD"),
+                "{method}"
+            );
+            let entry = harness.log_entry("ops", &builder.message_id).await;
+            assert_eq!(entry.reason, "UNKNOWN_METHOD");
+        }
+        assert_eq!(harness.echo.received(), 0, "nothing refused was delivered");
         harness.stop().await;
     }
 );

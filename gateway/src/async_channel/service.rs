@@ -301,6 +301,15 @@ impl AsyncChannelApi {
                         "the gateway's own services cannot be called through the async channel",
                     ));
                 }
+                // Only a method the route lists, exactly, like a sync call: a `*` rule grants no
+                // other method string, and none reaches the upstream in another shape.
+                if !route.methods.contains(&target.method) {
+                    return Err(ApiError::new(
+                        tonic::Code::Unimplemented,
+                        "UNKNOWN_METHOD",
+                        format!("{} has no method {} routed", target.service, target.method),
+                    ));
+                }
                 let rule = crate::policy::access_rule(
                     &directory,
                     route,
