@@ -563,7 +563,8 @@ impl SyncChannel {
             channel: self.clone(),
             call: std::mem::take(call),
         };
-        let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        let mut logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        logged.reason_from_status = route.is_local();
         Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
     }
 
@@ -817,7 +818,15 @@ pub const STREAM_OPENED: &str = "STREAM_OPENED";
 /// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …), so its entry says why like the proxy's own
 /// refusals do. An upstream's answer is passed through and logged by its code alone.
 fn local_refusal_reason(route: &Route, status: &tonic::Status) -> String {
-    if !route.is_local() || status.code() == Code::Ok {
+    if !route.is_local() {
+        return String::new();
+    }
+    local_refusal_reason_of(status)
+}
+
+/// The `ErrorInfo` reason of a local service's non-OK `status`.
+fn local_refusal_reason_of(status: &tonic::Status) -> String {
+    if status.code() == Code::Ok {
         return String::new();
     }
     shlyuz_kit::error::summarize_status(status).reason
@@ -1154,6 +1163,8 @@ struct LoggedBody {
     max_bytes: u64,
     finisher: Option<CallFinisher>,
     state: LoggedState,
+    /// A stream of the gateway's own services: its final `ErrorInfo` reason goes into the entry.
+    reason_from_status: bool,
 }
 
 impl LoggedBody {
@@ -1166,6 +1177,7 @@ impl LoggedBody {
             max_bytes,
             finisher: Some(finisher),
             state: LoggedState::Streaming,
+            reason_from_status: false,
         }
     }
 
@@ -1248,7 +1260,13 @@ impl http_body::Body for LoggedBody {
                     }
                     match frame.into_trailers() {
                         Ok(trailers) => {
-                            this.start_finishing(trailers, String::new());
+                            let reason = match tonic::Status::from_header_map(&trailers) {
+                                Some(status) if this.reason_from_status => {
+                                    local_refusal_reason_of(&status)
+                                }
+                                _ => String::new(),
+                            };
+                            this.start_finishing(trailers, reason);
                         }
                         Err(_unknown_frame) => continue,
                     }

@@ -12,11 +12,12 @@ use shlyuz_gateway::envelope::{self, EnvelopeBuilder};
 use shlyuz_kit::error::summarize_status;
 use shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient;
 use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
+use shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient;
 use shlyuz_proto::gateway::v1::send_message_request::Target;
 use shlyuz_proto::gateway::v1::{
     AckMessagesRequest, DeliveryState, GetMessageStatusRequest, GetMessagesRequest,
-    ListSubjectAccessRequest, MessageStatus, SendMessageRequest, SendMessageResponse,
-    ServiceTarget, StreamMessagesRequest, SubjectAccess,
+    ListEntriesRequest, ListSubjectAccessRequest, MessageStatus, SendMessageRequest,
+    SendMessageResponse, ServiceTarget, StreamMessagesRequest, SubjectAccess,
 };
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -481,6 +482,25 @@ async fn a_push_stream_ends_at_its_deadline() {
         .expect_err("ended at the deadline");
     assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
     assert_eq!(summarize_status(&ended).reason, "STREAM_DEADLINE");
+    // The stream's closing entry says why it ended.
+    let entries = MessageLogServiceClient::new(harness.channel("ops").await)
+        .list_entries(ListEntriesRequest {
+            sender: "intake".to_string(),
+            method: "StreamMessages".to_string(),
+            page_size: 10,
+            ..ListEntriesRequest::default()
+        })
+        .await
+        .expect("list entries")
+        .into_inner()
+        .entries;
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry.status_code == Code::DeadlineExceeded as i32
+                && entry.reason == "STREAM_DEADLINE"),
+        "{entries:?}"
+    );
 
     // Without one, the route's timeout (2 s in the harness) bounds it.
     let mut unbounded = intake
