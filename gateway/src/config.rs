@@ -57,6 +57,11 @@ pub struct GatewayConfig {
     pub async_delivery_concurrency: usize,
     /// How often the async queue is polled when nothing wakes the dispatcher, in milliseconds.
     pub async_poll_ms: u64,
+    /// Async messages one sender may have on delivery at once (`RESOURCE_EXHAUSTED`
+    /// `ASYNC_QUOTA_EXCEEDED` beyond).
+    pub async_quota_messages: u64,
+    /// Payload bytes one sender's async messages on delivery may hold at once.
+    pub async_quota_bytes: u64,
     /// Public keys (SPKI PEM) the gateway signed with before a key rotation: `VerifyChain` accepts
     /// checkpoints signed by them as well as by the current `tls.signing_key`.
     pub retired_signing_public_keys: Vec<PathBuf>,
@@ -127,6 +132,8 @@ impl Default for GatewayConfig {
             async_retry_max_ms: delivery.retry_max.as_millis() as u64,
             async_delivery_concurrency: delivery.delivery_concurrency,
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
+            async_quota_messages: delivery.quota_messages,
+            async_quota_bytes: delivery.quota_bytes,
             retired_signing_public_keys: Vec::new(),
             replay_guard: ReplayScope::Instance,
             accept_envelope_v1: sync.accept_envelope_v1,
@@ -188,6 +195,8 @@ impl GatewayConfig {
                 self.async_delivery_concurrency as u64,
             ),
             ("gateway.async_poll_ms", self.async_poll_ms),
+            ("gateway.async_quota_messages", self.async_quota_messages),
+            ("gateway.async_quota_bytes", self.async_quota_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
@@ -278,6 +287,8 @@ impl GatewayConfig {
                 retry_max: Duration::from_millis(self.async_retry_max_ms),
                 delivery_concurrency: self.async_delivery_concurrency,
                 poll_interval: Duration::from_millis(self.async_poll_ms),
+                quota_messages: self.async_quota_messages,
+                quota_bytes: self.async_quota_bytes,
                 ..AsyncOptions::default()
             },
             retired_signing_keys: Vec::new(),

@@ -54,6 +54,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        description: "async sender quota index, lower-case message ids",
+        sql: include_str!("../migrations/sqlite/0006_async_sender_bounds.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -71,6 +76,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        description: "async sender quota index, lower-case message ids",
+        sql: include_str!("../migrations/postgres/0006_async_sender_bounds.sql"),
     },
 ];
 

@@ -570,13 +570,14 @@ impl SyncChannel {
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
             call.status_code = status.code() as i32;
+            call.reason = local_refusal_reason(route, &status);
             let position = self.finish(call).await?;
             insert_position(&mut parts.headers, &position);
             return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
         }
         if !route.server_streaming_methods.contains(&call.method) {
             return self
-                .release_when_logged(parts, body, route.max_response_bytes, deadline, call)
+                .release_when_logged(parts, body, route, deadline, call)
                 .await;
         }
         // A server stream cannot wait for its end: an entry that it opened is durable before
@@ -589,7 +590,8 @@ impl SyncChannel {
             channel: self.clone(),
             call: std::mem::take(call),
         };
-        let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        let mut logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        logged.reason_from_status = route.is_local();
         Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
     }
 
@@ -600,10 +602,11 @@ impl SyncChannel {
         &self,
         parts: http::response::Parts,
         body: GatewayBody,
-        max_bytes: usize,
+        route: &Route,
         deadline: tokio::time::Instant,
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let max_bytes = route.max_response_bytes;
         let limited = http_body_util::Limited::new(body, max_bytes);
         let collected = match tokio::time::timeout_at(deadline, limited.collect()).await {
             Ok(Ok(collected)) => collected,
@@ -638,9 +641,14 @@ impl SyncChannel {
         let data = collected.to_bytes();
         let mut hasher = PayloadHasher::default();
         hasher.update(&data);
-        call.status_code = tonic::Status::from_header_map(&trailers)
+        let status = tonic::Status::from_header_map(&trailers);
+        call.status_code = status
+            .as_ref()
             .map(|status| status.code() as i32)
             .unwrap_or(Code::Unknown as i32);
+        if let Some(status) = &status {
+            call.reason = local_refusal_reason(route, status);
+        }
         call.response_hash = hasher.finish();
         if self.store_bodies {
             call.response_body = Some(data.to_vec());
@@ -832,6 +840,24 @@ impl SyncChannel {
 
 /// `reason` of the entry a server stream writes before its first message.
 pub const STREAM_OPENED: &str = "STREAM_OPENED";
+
+/// The `ErrorInfo` reason of a refusal by one of the gateway's own services (the async channel's
+/// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …), so its entry says why like the proxy's own
+/// refusals do. An upstream's answer is passed through and logged by its code alone.
+fn local_refusal_reason(route: &Route, status: &tonic::Status) -> String {
+    if !route.is_local() {
+        return String::new();
+    }
+    local_refusal_reason_of(status)
+}
+
+/// The `ErrorInfo` reason of a local service's non-OK `status`.
+fn local_refusal_reason_of(status: &tonic::Status) -> String {
+    if status.code() == Code::Ok {
+        return String::new();
+    }
+    shlyuz_kit::error::summarize_status(status).reason
+}
 
 /// `UNIMPLEMENTED` / `UNKNOWN_METHOD` unless `uri` is exactly `/package.Service/Method`: no query,
 /// no empty, `.` or `..` segment, no trailing slash.
@@ -1150,6 +1176,8 @@ struct LoggedBody {
     max_bytes: u64,
     finisher: Option<CallFinisher>,
     state: LoggedState,
+    /// A stream of the gateway's own services: its final `ErrorInfo` reason goes into the entry.
+    reason_from_status: bool,
 }
 
 impl LoggedBody {
@@ -1162,6 +1190,7 @@ impl LoggedBody {
             max_bytes,
             finisher: Some(finisher),
             state: LoggedState::Streaming,
+            reason_from_status: false,
         }
     }
 
@@ -1244,7 +1273,13 @@ impl http_body::Body for LoggedBody {
                     }
                     match frame.into_trailers() {
                         Ok(trailers) => {
-                            this.start_finishing(trailers, String::new());
+                            let reason = match tonic::Status::from_header_map(&trailers) {
+                                Some(status) if this.reason_from_status => {
+                                    local_refusal_reason_of(&status)
+                                }
+                                _ => String::new(),
+                            };
+                            this.start_finishing(trailers, reason);
                         }
                         Err(_unknown_frame) => continue,
                     }
