@@ -6,7 +6,9 @@
 //! and a claim that lapses makes it due again, for this or another instance.
 
 mod dispatcher;
+mod inbox_poller;
 mod metrics;
+mod quota;
 mod service;
 pub mod store;
 
@@ -20,7 +22,8 @@ use shlyuz_kit::telemetry::MetricsRegistry;
 use tokio::sync::Notify;
 
 pub use dispatcher::is_transient;
-pub use service::AsyncChannelApi;
+pub use quota::ASYNC_QUOTA_EXCEEDED;
+pub use service::{AsyncChannelApi, REPLY_TO_NOT_ALLOWED};
 
 use crate::consent::ConsentChecker;
 use crate::directory::DirectoryHandle;
@@ -60,6 +63,10 @@ pub struct AsyncOptions {
     /// inboxes and does the housekeeping only. Always on from the configuration; tests hold
     /// delivery with it.
     pub deliver: bool,
+    /// Messages one sender may have on delivery at once.
+    pub quota_messages: u64,
+    /// Payload bytes one sender may have on delivery at once.
+    pub quota_bytes: u64,
 }
 
 impl Default for AsyncOptions {
@@ -75,6 +82,8 @@ impl Default for AsyncOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             keep_payloads: false,
             deliver: true,
+            quota_messages: 50_000,
+            quota_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -83,6 +92,7 @@ impl Default for AsyncOptions {
 pub struct AsyncChannel {
     api: AsyncChannelApi,
     dispatcher_task: tokio::task::JoinHandle<()>,
+    inbox_poller_task: tokio::task::JoinHandle<()>,
 }
 
 impl AsyncChannel {
@@ -114,6 +124,14 @@ impl AsyncChannel {
             wake: wake.clone(),
             inbox_changed: inbox_changed.clone(),
         });
+        let inbox_poller = inbox_poller::InboxPoller::registered(metrics);
+        let inbox_poller_task = tokio::spawn(inbox_poller.clone().run(
+            database.clone(),
+            inbox_changed.clone(),
+            // Changes on this instance wake the poller at once; this only catches other replicas'.
+            options.poll_interval.max(Duration::from_millis(100)) * 5,
+            shutdown.clone(),
+        ));
         let api = AsyncChannelApi {
             database,
             directory,
@@ -123,11 +141,15 @@ impl AsyncChannel {
             wake,
             inbox_changed,
             dispatcher: dispatcher.clone(),
+            message_log: dispatcher.message_log.clone(),
+            inbox_poller,
+            quotas: Arc::new(quota::SenderQuotas::default()),
         };
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown));
         AsyncChannel {
             api,
             dispatcher_task,
+            inbox_poller_task,
         }
     }
 
@@ -145,5 +167,6 @@ impl AsyncChannel {
     /// Waits for the delivery loop to stop (after the shutdown signal).
     pub async fn stopped(self) {
         let _ = self.dispatcher_task.await;
+        let _ = self.inbox_poller_task.await;
     }
 }
