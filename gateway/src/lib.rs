@@ -53,6 +53,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/sqlite/0004_log_hardening.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -70,6 +75,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/postgres/0004_log_hardening.sql"),
     },
 ];
 
