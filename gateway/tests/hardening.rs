@@ -675,3 +675,95 @@ shlyuz_kit::storage_test!(
         harness.stop().await;
     }
 );
+
+shlyuz_kit::storage_test!(
+    reading_the_log_about_a_person_is_in_that_persons_access_log,
+    |database: Database| async move {
+        let harness = Harness::start(database, harness::ACCESS_LOG_ROUTE).await;
+        let subjects = many_iins(500);
+        let person = subjects[250].clone();
+        // Twelve batch entries naming 500 persons each (≈ 7 KiB apiece): together more than the
+        // 64 KiB a local route may answer.
+        let mut client = harness.echo_client("jauynger-portal").await;
+        let mut message_ids = Vec::new();
+        for _ in 0..12 {
+            let mut builder = harness.personal_envelope();
+            builder.subject_iin = subjects.join(",");
+            client
+                .echo(signed(
+                    &harness,
+                    "jauynger-portal",
+                    ECHO,
+                    &builder,
+                    echo_request("batch"),
+                ))
+                .await
+                .expect("batch call");
+            message_ids.push(builder.message_id);
+        }
+        let mut log =
+            shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient::new(
+                harness.channel("ops").await,
+            );
+        let mut found = Vec::new();
+        let mut page_token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = log
+                .list_entries(shlyuz_proto::gateway::v1::ListEntriesRequest {
+                    subject_iin: person.clone(),
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a page fits the route's response limit")
+                .into_inner();
+            pages += 1;
+            found.extend(page.entries.into_iter().map(|entry| entry.message_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert!(pages > 1, "the listing is paged by size");
+        found.reverse();
+        assert_eq!(
+            found, message_ids,
+            "every batch entry naming the person is found"
+        );
+
+        // The person's access log shows who read the log about them.
+        let path = "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess";
+        let read = EnvelopeBuilder {
+            purpose: "OPERATIONS".to_string(),
+            subject_iin: person.clone(),
+            ..EnvelopeBuilder::default()
+        };
+        let request = shlyuz_proto::gateway::v1::ListSubjectAccessRequest {
+            subject_iin: person.clone(),
+            page_size: 100,
+            ..Default::default()
+        };
+        let mut access_log =
+            shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient::new(
+                harness.channel("ops").await,
+            );
+        let accesses = access_log
+            .list_subject_access(signed(&harness, "ops", path, &read, request))
+            .await
+            .expect("read the access log")
+            .into_inner()
+            .accesses;
+        let reads = accesses
+            .iter()
+            .filter(|access| {
+                access.participant_id == "ops"
+                    && access.service == "shlyuz.gateway.v1.MessageLogService"
+                    && access.method == "ListEntries"
+            })
+            .count();
+        assert_eq!(reads, pages, "{accesses:?}");
+        harness.stop().await;
+    }
+);
