@@ -55,6 +55,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
     },
     EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/sqlite/0004_log_hardening.sql"),
+    },
+    EmbeddedMigration {
         version: 6,
         description: "async sender quota index, lower-case message ids",
         sql: include_str!("../migrations/sqlite/0006_async_sender_bounds.sql"),
@@ -76,6 +81,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/postgres/0004_log_hardening.sql"),
     },
     EmbeddedMigration {
         version: 6,
