@@ -55,6 +55,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("../migrations/sqlite/0003_replay_guard.sql"),
     },
     EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/sqlite/0004_log_hardening.sql"),
+    },
+    EmbeddedMigration {
         version: 5,
         description: "async delivery reasons and retention",
         sql: include_str!("../migrations/sqlite/0005_async_delivery.sql"),
@@ -81,6 +86,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "replay guard shared by replicas",
         sql: include_str!("../migrations/postgres/0003_replay_guard.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "message log: one subject-access row per person named",
+        sql: include_str!("../migrations/postgres/0004_log_hardening.sql"),
     },
     EmbeddedMigration {
         version: 5,

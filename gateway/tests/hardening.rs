@@ -574,3 +574,196 @@ shlyuz_kit::storage_test!(
         harness.stop().await;
     }
 );
+
+/// `count` distinct valid IINs spread over birth dates and serials (a fixed pseudo-random
+/// sequence), so that a list of them does not compress: PostgreSQL compresses index rows, and a
+/// list of neighbouring IINs would slip under its limit.
+fn many_iins(count: usize) -> Vec<String> {
+    let mut state: u64 = 0x5eed;
+    let mut found = std::collections::BTreeSet::new();
+    let mut iins = Vec::with_capacity(count);
+    while iins.len() < count {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let value = state >> 20;
+        let candidate = format!(
+            "{:02}{:02}{:02}{}{:05}",
+            value % 100,
+            (value / 100) % 12 + 1,
+            (value / 1_200) % 28 + 1,
+            (value / 33_600) % 2 + 3,
+            (value / 67_200) % 100_000
+        );
+        if shlyuz_kit::iin::Iin::parse(&candidate).is_ok() && found.insert(candidate.clone()) {
+            iins.push(candidate);
+        }
+    }
+    iins
+}
+
+shlyuz_kit::storage_test!(
+    one_entry_can_never_fail_others,
+    |database: Database| async move {
+        let harness = Harness::start(database, "").await;
+        let batch_subjects = many_iins(500).join(",");
+        let poison_subjects = many_iins(300).join(",");
+        let mut tasks = Vec::new();
+        for number in 0..30 {
+            let client = harness.echo_client("jauynger-portal").await;
+            // Honest single-subject calls, honest 500-subject batch calls and unsigned calls
+            // naming 300 persons (refused, and logged with the whole list) run together.
+            let kind = number % 3;
+            let mut builder = harness.personal_envelope();
+            let request = match kind {
+                0 => signed(
+                    &harness,
+                    "jauynger-portal",
+                    ECHO,
+                    &builder,
+                    echo_request("one"),
+                ),
+                1 => {
+                    builder.subject_iin = batch_subjects.clone();
+                    signed(
+                        &harness,
+                        "jauynger-portal",
+                        ECHO,
+                        &builder,
+                        echo_request("batch"),
+                    )
+                }
+                _ => {
+                    let mut request = tonic::Request::new(echo_request("poison"));
+                    let metadata = request.metadata_mut();
+                    for (name, value) in [
+                        (envelope::MESSAGE_ID, builder.message_id.as_str()),
+                        (envelope::PURPOSE, "MILITARY_RECRUITMENT"),
+                        (envelope::SUBJECT_IIN, poison_subjects.as_str()),
+                    ] {
+                        metadata.insert(name, value.parse().expect("ascii"));
+                    }
+                    request
+                }
+            };
+            let message_id = builder.message_id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = client;
+                (kind, message_id, client.echo(request).await)
+            }));
+        }
+        for task in tasks {
+            let (kind, message_id, outcome) = task.await.expect("call task");
+            match (kind, outcome) {
+                (0 | 1, Ok(_)) => {}
+                (0 | 1, Err(status)) => panic!("an honest call failed: {status:?}"),
+                (_, Ok(_)) => panic!("an unsigned personal-data call was answered"),
+                (_, Err(status)) => assert_ne!(
+                    summarize_status(&status).reason,
+                    "MESSAGE_LOG_UNAVAILABLE",
+                    "the refusal is logged: {status:?}"
+                ),
+            }
+            let entry = harness.log_entry("jauynger-portal", &message_id).await;
+            let expected = match kind {
+                0 => harness::SUBJECT,
+                1 => batch_subjects.as_str(),
+                _ => poison_subjects.as_str(),
+            };
+            assert_eq!(entry.subject_iin, expected, "every call has its entry");
+        }
+        harness.stop().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
+    reading_the_log_about_a_person_is_in_that_persons_access_log,
+    |database: Database| async move {
+        let harness = Harness::start(database, harness::ACCESS_LOG_ROUTE).await;
+        let subjects = many_iins(500);
+        let person = subjects[250].clone();
+        // Twelve batch entries naming 500 persons each (≈ 7 KiB apiece): together more than the
+        // 64 KiB a local route may answer.
+        let mut client = harness.echo_client("jauynger-portal").await;
+        let mut message_ids = Vec::new();
+        for _ in 0..12 {
+            let mut builder = harness.personal_envelope();
+            builder.subject_iin = subjects.join(",");
+            client
+                .echo(signed(
+                    &harness,
+                    "jauynger-portal",
+                    ECHO,
+                    &builder,
+                    echo_request("batch"),
+                ))
+                .await
+                .expect("batch call");
+            message_ids.push(builder.message_id);
+        }
+        let mut log =
+            shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient::new(
+                harness.channel("ops").await,
+            );
+        let mut found = Vec::new();
+        let mut page_token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = log
+                .list_entries(shlyuz_proto::gateway::v1::ListEntriesRequest {
+                    subject_iin: person.clone(),
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a page fits the route's response limit")
+                .into_inner();
+            pages += 1;
+            found.extend(page.entries.into_iter().map(|entry| entry.message_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert!(pages > 1, "the listing is paged by size");
+        found.reverse();
+        assert_eq!(
+            found, message_ids,
+            "every batch entry naming the person is found"
+        );
+
+        // The person's access log shows who read the log about them.
+        let path = "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess";
+        let read = EnvelopeBuilder {
+            purpose: "OPERATIONS".to_string(),
+            subject_iin: person.clone(),
+            ..EnvelopeBuilder::default()
+        };
+        let request = shlyuz_proto::gateway::v1::ListSubjectAccessRequest {
+            subject_iin: person.clone(),
+            page_size: 100,
+            ..Default::default()
+        };
+        let mut access_log =
+            shlyuz_proto::gateway::v1::access_log_service_client::AccessLogServiceClient::new(
+                harness.channel("ops").await,
+            );
+        let accesses = access_log
+            .list_subject_access(signed(&harness, "ops", path, &read, request))
+            .await
+            .expect("read the access log")
+            .into_inner()
+            .accesses;
+        let reads = accesses
+            .iter()
+            .filter(|access| {
+                access.participant_id == "ops"
+                    && access.service == "shlyuz.gateway.v1.MessageLogService"
+                    && access.method == "ListEntries"
+            })
+            .count();
+        assert_eq!(reads, pages, "{accesses:?}");
+        harness.stop().await;
+    }
+);

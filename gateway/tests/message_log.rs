@@ -623,3 +623,97 @@ async fn verify_through(harness: &harness::Harness) -> VerifyChainResponse {
     .expect("VerifyChain through the gateway")
     .into_inner()
 }
+
+/// Makes the database refuse every entry whose message id is `poison` (a trigger), as it would
+/// refuse a value no check foresaw.
+async fn refuse_poison_entries(database: &Database) {
+    match database.dialect() {
+        shlyuz_kit::db::Dialect::Sqlite => {
+            execute(
+                database,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON message_log_entries \
+                 WHEN NEW.message_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison entry'); END",
+            )
+            .await
+        }
+        shlyuz_kit::db::Dialect::Postgres => {
+            execute(
+                database,
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.message_id = 'poison' THEN RAISE EXCEPTION 'poison entry'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            execute(
+                database,
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON message_log_entries \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            )
+            .await
+        }
+    }
+}
+
+shlyuz_kit::storage_test!(
+    an_entry_the_database_refuses_fails_alone,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 64,
+            checkpoint_every_entries: 25,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        refuse_poison_entries(&database).await;
+        // Queue everything before the writer can take any of it, so poison and honest entries
+        // share batches.
+        let mut tasks = Vec::new();
+        for number in 0..120 {
+            let log = log.clone();
+            let mut record = record(number);
+            if number % 10 == 3 {
+                record.message_id = "poison".to_string();
+            }
+            tasks.push(tokio::spawn(async move {
+                let poison = record.message_id == "poison";
+                (poison, log.append(record).await)
+            }));
+        }
+        let mut positions = Vec::new();
+        for task in tasks {
+            match task.await.expect("append task") {
+                (true, Err(MessageLogError::Unavailable(_))) => {}
+                (true, other) => panic!("a refused entry must fail: {other:?}"),
+                (false, Ok(position)) => positions.push(position.sequence),
+                (false, Err(error)) => panic!("an honest entry failed with the poison: {error}"),
+            }
+        }
+        positions.sort_unstable();
+        assert_eq!(positions, (1..=108).collect::<Vec<i64>>());
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        let verdict = verify(&api).await;
+        assert!(verdict.intact, "{verdict:?}");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_record_that_cannot_be_indexed_is_refused_before_its_batch,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        let mut long = record(1);
+        long.method = "M".repeat(3_000);
+        assert_eq!(
+            log.append(long).await,
+            Err(MessageLogError::Unstorable("method"))
+        );
+        assert!(log.append(record(2)).await.is_ok());
+        log.shutdown().await;
+    }
+);

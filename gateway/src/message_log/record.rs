@@ -92,26 +92,40 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    /// The first text field PostgreSQL could not store (it refuses NUL characters in TEXT), so
-    /// one bad record is refused alone instead of failing the whole batch it would join.
+    /// The first field the database could not store or index, so one bad record is refused
+    /// alone instead of failing the whole batch it would join: a NUL character (PostgreSQL
+    /// refuses it in TEXT), or an indexed field longer than [`MAX_INDEXED_FIELD_BYTES`]
+    /// (a PostgreSQL btree row holds at most 2,704 bytes).
     pub(crate) fn first_unstorable_field(&self) -> Option<&'static str> {
-        let text_fields = [
+        let indexed_fields = [
             ("message_id", &self.message_id),
             ("correlation_id", &self.correlation_id),
             ("sender", &self.sender),
-            ("user_id", &self.user_id),
             ("service", &self.service),
             ("method", &self.method),
+        ];
+        let other_fields = [
+            ("user_id", &self.user_id),
             ("purpose", &self.purpose),
             ("subject_iin", &self.subject_iin),
             ("reason", &self.reason),
         ];
-        text_fields
+        indexed_fields
             .into_iter()
-            .find(|(_, value)| value.contains('\0'))
+            .find(|(_, value)| value.len() > MAX_INDEXED_FIELD_BYTES)
+            .or_else(|| {
+                indexed_fields
+                    .into_iter()
+                    .chain(other_fields)
+                    .find(|(_, value)| value.contains('\0'))
+            })
             .map(|(name, _)| name)
     }
 }
+
+/// Longest value of an indexed text field of an entry (two of them share one index row).
+/// The gateway never logs more (paths are cut at 512 characters, envelope values at 64).
+pub const MAX_INDEXED_FIELD_BYTES: usize = 1_024;
 
 /// Where an entry landed: its chain and its sequence number in that chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -228,16 +242,25 @@ impl StoredEntry {
         }
     }
 
-    /// The subjects this entry adds to the subject access log: every IIN the call named (a
-    /// batch call names several, comma-separated), none when the service holds no personal data.
+    /// Moves the entry to `sequence` after the entry whose hash is `previous_hash` (a retry
+    /// after its batch failed) and recomputes its hash.
+    pub fn relink(&mut self, sequence: i64, previous_hash: [u8; HASH_LEN]) {
+        self.sequence = sequence;
+        self.previous_hash = previous_hash;
+        self.entry_hash = self.compute_hash();
+    }
+
+    /// The persons this entry names, each getting one subject-access row: every item of the
+    /// comma-separated `subject_iin` that is a valid IIN (spaces around it ignored), sorted and
+    /// without duplicates. Other items (only a refused call's raw header has them) name nobody.
+    /// The rows of a personal-data entry are the subject access log; the others only let
+    /// `ListEntries` find the entry by subject.
     pub fn accessed_subjects(&self) -> Vec<&str> {
-        if !self.personal_data || self.subject_iin.is_empty() {
-            return Vec::new();
-        }
         let mut subjects: Vec<&str> = self
             .subject_iin
             .split(',')
-            .filter(|iin| !iin.is_empty())
+            .map(str::trim)
+            .filter(|item| shlyuz_kit::iin::Iin::parse(item).is_ok())
             .collect();
         subjects.sort_unstable();
         subjects.dedup();

@@ -24,6 +24,14 @@ use super::store::{self, EntryFilter, ListCursor};
 use super::verify::verify_chains;
 use crate::identity::CallerIdentity;
 
+/// Most bytes of entries in one `ListEntries` page, so that a page of entries naming 500
+/// persons each still fits the 64 KiB response limit of the gateway's local routes (with room
+/// for the page token and framing); a longer listing continues on the next page.
+pub const MAX_PAGE_BYTES: usize = 48 * 1024;
+
+/// What one entry adds to a page beyond its own encoding (field tag and length prefix).
+const ENTRY_FRAMING_BYTES: usize = 8;
+
 /// The message-log API.
 #[derive(Debug, Clone)]
 pub struct MessageLogApi {
@@ -187,19 +195,38 @@ impl MessageLogService for MessageLogApi {
         let mut entries = store::list_entries(&self.database, &filter, cursor.as_ref(), limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let has_more = entries.len() > limit;
+        let mut has_more = entries.len() > limit;
         entries.truncate(limit);
-        let next_page_token = match entries.last() {
-            Some(last) if has_more => encode_page_token(
-                &scope,
-                &ListCursor::after(last.time_ms, &last.chain_id, last.sequence).encode(),
-            ),
+        // A page ends early rather than outgrow MAX_PAGE_BYTES; it holds at least one entry.
+        let mut page = Vec::with_capacity(entries.len());
+        let mut page_bytes = 0;
+        let mut last_key = None;
+        for entry in entries {
+            let key = ListCursor::after(entry.time_ms, &entry.chain_id, entry.sequence);
+            let message = entry_message(entry);
+            let size = prost::Message::encoded_len(&message) + ENTRY_FRAMING_BYTES;
+            if !page.is_empty() && page_bytes + size > MAX_PAGE_BYTES {
+                has_more = true;
+                break;
+            }
+            page_bytes += size;
+            page.push(message);
+            last_key = Some(key);
+        }
+        let next_page_token = match last_key {
+            Some(last) if has_more => encode_page_token(&scope, &last.encode()),
             _ => String::new(),
         };
-        Ok(Response::new(ListEntriesResponse {
-            entries: entries.into_iter().map(entry_message).collect(),
+        let response = Response::new(ListEntriesResponse {
+            entries: page,
             next_page_token,
-        }))
+        });
+        // Reading the log about a person is an access to that person's data: the gateway logs
+        // this call with the subject (and a subject-access row), as for any declared answer.
+        Ok(shlyuz_kit::subject::declare_response_subjects(
+            response,
+            [filter.subject_iin.as_str()],
+        ))
     }
 
     async fn verify_chain(

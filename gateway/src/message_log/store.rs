@@ -36,7 +36,7 @@ const ENTRY_COLUMNS: [&str; 22] = [
     "entry_hash",
 ];
 
-const SUBJECT_ACCESS_COLUMNS: [&str; 11] = [
+const SUBJECT_ACCESS_COLUMNS: [&str; 12] = [
     "chain_id",
     "sequence",
     "time_ms",
@@ -48,6 +48,7 @@ const SUBJECT_ACCESS_COLUMNS: [&str; 11] = [
     "purpose",
     "message_id",
     "status_code",
+    "personal_data",
 ];
 
 /// Rows per multi-row INSERT, largest first: a batch is split greedily into these sizes, so only a
@@ -255,6 +256,7 @@ pub async fn write_batch(
             bind(&mut arguments, entry.purpose.clone())?;
             bind(&mut arguments, entry.message_id.clone())?;
             bind(&mut arguments, i64::from(entry.status_code))?;
+            bind(&mut arguments, i64::from(entry.personal_data))?;
         }
         sqlx::query_with(&sql, arguments)
             .execute(&mut *transaction)
@@ -329,6 +331,12 @@ pub async fn last_checkpoint_sequence(
 const SELECT_ENTRY: &str = "SELECT chain_id, sequence, time_ms, message_id, correlation_id, sender, user_id, service, \
      method, purpose, subject_iin, request_hash, response_hash, status_code, reason, duration_us, channel, \
      personal_data, request_body, response_body, previous_hash, entry_hash FROM message_log_entries";
+
+/// The columns of [`SELECT_ENTRY`] of the entries table aliased `e`.
+const ENTRY_SELECT_COLUMNS: &str = "e.chain_id, e.sequence, e.time_ms, e.message_id, e.correlation_id, e.sender, \
+     e.user_id, e.service, e.method, e.purpose, e.subject_iin, e.request_hash, e.response_hash, e.status_code, \
+     e.reason, e.duration_us, e.channel, e.personal_data, e.request_body, e.response_body, e.previous_hash, \
+     e.entry_hash";
 
 fn hash_column(row: &AnyRow, column: &str) -> Result<[u8; HASH_LEN], sqlx::Error> {
     let bytes: Vec<u8> = row.try_get(column)?;
@@ -406,7 +414,9 @@ pub async fn entry_by_message(
     row.as_ref().map(entry_from_row).transpose()
 }
 
-/// Up to `limit` entries matching `filter`, newest first, strictly before `cursor`.
+/// Up to `limit` entries matching `filter`, newest first, strictly before `cursor`. A subject
+/// filter reads the subject-access rows (one per person an entry names), so an entry naming
+/// hundreds of persons is found by each of them.
 pub async fn list_entries(
     database: &Database,
     filter: &EntryFilter,
@@ -416,10 +426,25 @@ pub async fn list_entries(
     let mut conditions: Vec<String> = Vec::new();
     let mut arguments = AnyArguments::default();
     let mut next_placeholder = 1;
+    // With a subject filter the listing is driven by the subject's rows (alias a), whose
+    // (time_ms, chain_id, sequence) equal their entry's.
+    let (from, key) = if filter.subject_iin.is_empty() {
+        ("message_log_entries e".to_string(), "e")
+    } else {
+        conditions.push(format!("a.subject_iin = ${next_placeholder}"));
+        next_placeholder += 1;
+        bind(&mut arguments, filter.subject_iin.clone())?;
+        (
+            "subject_access a JOIN message_log_entries e \
+             ON e.chain_id = a.chain_id AND e.sequence = a.sequence"
+                .to_string(),
+            "a",
+        )
+    };
     let mut text_condition =
         |column: &str, value: &str, arguments: &mut AnyArguments<'_>| -> Result<(), sqlx::Error> {
             if !value.is_empty() {
-                conditions.push(format!("{column} = ${next_placeholder}"));
+                conditions.push(format!("e.{column} = ${next_placeholder}"));
                 next_placeholder += 1;
                 bind(arguments, value.to_string())?;
             }
@@ -428,21 +453,20 @@ pub async fn list_entries(
     text_condition("sender", &filter.sender, &mut arguments)?;
     text_condition("service", &filter.service, &mut arguments)?;
     text_condition("method", &filter.method, &mut arguments)?;
-    text_condition("subject_iin", &filter.subject_iin, &mut arguments)?;
     text_condition("correlation_id", &filter.correlation_id, &mut arguments)?;
     if filter.since_ms != 0 {
-        conditions.push(format!("time_ms >= ${next_placeholder}"));
+        conditions.push(format!("{key}.time_ms >= ${next_placeholder}"));
         next_placeholder += 1;
         bind(&mut arguments, filter.since_ms)?;
     }
     if filter.until_ms != 0 {
-        conditions.push(format!("time_ms < ${next_placeholder}"));
+        conditions.push(format!("{key}.time_ms < ${next_placeholder}"));
         next_placeholder += 1;
         bind(&mut arguments, filter.until_ms)?;
     }
     if let Some(cursor) = cursor {
         conditions.push(format!(
-            "(time_ms, chain_id, sequence) < (${}, ${}, ${})",
+            "({key}.time_ms, {key}.chain_id, {key}.sequence) < (${}, ${}, ${})",
             next_placeholder,
             next_placeholder + 1,
             next_placeholder + 2
@@ -458,7 +482,8 @@ pub async fn list_entries(
         format!(" WHERE {}", conditions.join(" AND "))
     };
     let sql = format!(
-        "{SELECT_ENTRY}{where_clause} ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT ${next_placeholder}"
+        "SELECT {ENTRY_SELECT_COLUMNS} FROM {from}{where_clause} \
+         ORDER BY {key}.time_ms DESC, {key}.chain_id DESC, {key}.sequence DESC LIMIT ${next_placeholder}"
     );
     bind(&mut arguments, i64::try_from(limit).unwrap_or(i64::MAX))?;
     let rows = sqlx::query_with(&sql, arguments)
@@ -467,7 +492,7 @@ pub async fn list_entries(
     rows.iter().map(entry_from_row).collect()
 }
 
-/// Up to `limit` accesses to `subject_iin`'s data, newest first, strictly before `cursor`.
+/// Up to `limit` accesses to `subject_iin`'s personal data, newest first, strictly before `cursor`.
 pub async fn list_subject_access(
     database: &Database,
     subject_iin: &str,
@@ -476,20 +501,18 @@ pub async fn list_subject_access(
 ) -> Result<Vec<SubjectAccessRow>, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let columns = "chain_id, sequence, time_ms, participant_id, user_id, service, method, purpose, message_id, status_code";
-    let rows = match cursor {
-        None => {
-            sqlx::query(&format!(
-                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 \
+    let rows =
+        match cursor {
+            None => sqlx::query(&format!(
+                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 AND personal_data = 1 \
                  ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT $2"
             ))
             .bind(subject_iin.to_string())
             .bind(limit)
             .fetch_all(database.pool())
-            .await?
-        }
-        Some(cursor) => {
-            sqlx::query(&format!(
-                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 \
+            .await?,
+            Some(cursor) => sqlx::query(&format!(
+                "SELECT {columns} FROM subject_access WHERE subject_iin = $1 AND personal_data = 1 \
                  AND (time_ms, chain_id, sequence) < ($2, $3, $4) \
                  ORDER BY time_ms DESC, chain_id DESC, sequence DESC LIMIT $5"
             ))
@@ -499,9 +522,8 @@ pub async fn list_subject_access(
             .bind(cursor.sequence)
             .bind(limit)
             .fetch_all(database.pool())
-            .await?
-        }
-    };
+            .await?,
+        };
     rows.iter()
         .map(|row| {
             Ok(SubjectAccessRow {

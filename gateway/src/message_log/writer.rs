@@ -172,7 +172,9 @@ impl Writer {
         self.checkpoint_alone().await;
     }
 
-    /// Seals the batch onto the chain and commits it; answers every call in it.
+    /// Seals the batch onto the chain and commits it; answers every call in it. When the batch
+    /// fails, its entries are retried one by one, so an entry the database refuses fails alone
+    /// and the others get their positions.
     async fn write(&mut self, batch: &mut Vec<(Box<LogRecord>, AppendReply)>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
@@ -192,11 +194,48 @@ impl Writer {
             );
             previous_hash = entry.entry_hash;
             sequence += 1;
-            replies.push((entry.position(), reply));
+            replies.push(reply);
             entries.push(entry);
         }
-        let Some(last) = entries.last() else {
+        if entries.is_empty() {
             return;
+        }
+        let error = match self.commit(&entries).await {
+            Ok(()) => {
+                for (entry, reply) in entries.iter().zip(replies) {
+                    let _ = reply.send(Ok(entry.position()));
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        tracing::error!(error = %error, entries = entries.len(), "message log batch not written");
+        self.resynchronize().await;
+        if entries.len() == 1 {
+            for reply in replies {
+                let _ = reply.send(Err(MessageLogError::Unavailable(error.to_string())));
+            }
+            return;
+        }
+        for (mut entry, reply) in entries.into_iter().zip(replies) {
+            entry.relink(self.next_sequence, self.previous_hash);
+            let answer = match self.commit(std::slice::from_ref(&entry)).await {
+                Ok(()) => Ok(entry.position()),
+                Err(error) => {
+                    tracing::error!(error = %error, message_id = %entry.message_id, "message log entry not written");
+                    self.resynchronize().await;
+                    Err(MessageLogError::Unavailable(error.to_string()))
+                }
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Commits `entries` (the next ones of the chain) with a signed checkpoint when one is due,
+    /// and moves the chain head past them.
+    async fn commit(&mut self, entries: &[StoredEntry]) -> Result<(), sqlx::Error> {
+        let Some(last) = entries.last() else {
+            return Ok(());
         };
         let checkpoint_due = last.sequence - self.checkpointed_sequence
             >= self.options.checkpoint_every_entries
@@ -204,33 +243,22 @@ impl Writer {
         let checkpoint =
             checkpoint_due.then(|| self.sign_checkpoint(last.sequence, &last.entry_hash));
         let started = Instant::now();
-        let written = store::write_batch(&self.database, &entries, checkpoint.as_ref()).await;
+        let written = store::write_batch(&self.database, entries, checkpoint.as_ref()).await;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        match written {
-            Ok(()) => {
-                self.metrics.entries.inc_by(entries.len() as u64);
-                self.metrics.batch_entries.observe(entries.len() as f64);
-                self.next_sequence = sequence;
-                self.previous_hash = previous_hash;
-                if let Some(checkpoint) = checkpoint {
-                    self.checkpoint_written(checkpoint.sequence);
-                }
-                for (position, reply) in replies {
-                    let _ = reply.send(Ok(position));
-                }
-            }
-            Err(error) => {
-                self.metrics.failures.inc();
-                tracing::error!(error = %error, entries = entries.len(), "message log batch not written");
-                let failure = MessageLogError::Unavailable(error.to_string());
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(failure.clone()));
-                }
-                self.resynchronize().await;
-            }
+        if let Err(error) = written {
+            self.metrics.failures.inc();
+            return Err(error);
         }
+        self.metrics.entries.inc_by(entries.len() as u64);
+        self.metrics.batch_entries.observe(entries.len() as f64);
+        self.next_sequence = last.sequence + 1;
+        self.previous_hash = last.entry_hash;
+        if let Some(checkpoint) = checkpoint {
+            self.checkpoint_written(checkpoint.sequence);
+        }
+        Ok(())
     }
 
     /// After a failed commit the database may still have committed it (a connection lost after
