@@ -234,9 +234,21 @@ pub(crate) struct ListenerMetrics {
 
 impl ListenerMetrics {
     pub(crate) fn registered(registry: &MetricsRegistry) -> Self {
-        let open = Gauge::default();
-        let refused = Family::<RefusalLabels, Counter>::default();
-        let crl_reloads = Family::<ReloadLabels, Counter>::default();
+        let open = registry.shared(
+            "server_connections_open",
+            "connections accepted and not yet closed",
+            Gauge::default,
+        );
+        let refused = registry.shared(
+            "server_connections_refused",
+            "connections closed before HTTP/2, by reason",
+            Family::<RefusalLabels, Counter>::default,
+        );
+        let crl_reloads = registry.shared(
+            "server_client_crl_reloads",
+            "client CRL reloads by result: ok (applied) or rejected (previous lists kept)",
+            Family::<ReloadLabels, Counter>::default,
+        );
         for reason in [
             REFUSED_AT_CAPACITY,
             REFUSED_HANDSHAKE_TIMEOUT,
@@ -244,21 +256,6 @@ impl ListenerMetrics {
         ] {
             let _ = refused.get_or_create(&reason);
         }
-        registry.register(
-            "server_connections_open",
-            "connections accepted and not yet closed",
-            open.clone(),
-        );
-        registry.register(
-            "server_connections_refused",
-            "connections closed before HTTP/2, by reason",
-            refused.clone(),
-        );
-        registry.register(
-            "server_client_crl_reloads",
-            "client CRL reloads by result: ok (applied) or rejected (previous lists kept)",
-            crl_reloads.clone(),
-        );
         Self {
             open,
             refused,

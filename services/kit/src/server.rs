@@ -316,18 +316,15 @@ struct GrpcServerMetrics {
 
 impl GrpcServerMetrics {
     fn registered(registry: &MetricsRegistry) -> Self {
-        let calls = Family::<GrpcCallLabels, Counter>::default();
-        let latency =
-            Family::<GrpcMethodLabels, Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
+        let calls = registry.shared(
             "grpc_server_calls",
             "gRPC calls handled, by method and status code",
-            calls.clone(),
+            Family::<GrpcCallLabels, Counter>::default,
         );
-        registry.register(
+        let latency = registry.shared(
             "grpc_server_latency_seconds",
             "time to the response headers of gRPC calls, by method",
-            latency.clone(),
+            || Family::<GrpcMethodLabels, Histogram>::new_with_constructor(latency_histogram),
         );
         Self { calls, latency }
     }
@@ -505,6 +502,39 @@ mod tests {
     use super::*;
     use crate::pki::DevPki;
     use crate::shutdown::shutdown_channel;
+
+    #[test]
+    fn servers_sharing_a_registry_expose_each_metric_family_once() {
+        let registry = MetricsRegistry::default();
+        let first = GrpcServerMetrics::registered(&registry);
+        let second = GrpcServerMetrics::registered(&registry);
+        ListenerMetrics::registered(&registry);
+        ListenerMetrics::registered(&registry);
+        for (metrics, service) in [(&first, "a.Service"), (&second, "b.Service")] {
+            metrics
+                .calls
+                .get_or_create(&GrpcCallLabels {
+                    service: service.to_string(),
+                    method: "Get".to_string(),
+                    code: "OK".to_string(),
+                })
+                .inc();
+        }
+        let text = registry.encode();
+        for family in [
+            "shlyuz_grpc_server_calls",
+            "shlyuz_server_connections_open",
+            "shlyuz_server_connections_refused",
+        ] {
+            let declared = text
+                .lines()
+                .filter(|line| line.starts_with(&format!("# TYPE {family} ")))
+                .count();
+            assert_eq!(declared, 1, "{family} declared {declared} times:\n{text}");
+        }
+        assert!(text.contains(r#"service="a.Service""#), "{text}");
+        assert!(text.contains(r#"service="b.Service""#), "{text}");
+    }
 
     async fn mutual_tls_server(
         pki_dir: &std::path::Path,

@@ -1,6 +1,8 @@
 //! Logs, traces and metrics: `tracing` logs (JSON when stdout is not a terminal), OpenTelemetry
 //! OTLP traces when an endpoint is configured, and Prometheus metrics on an admin HTTP port.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -124,6 +126,8 @@ pub fn init_telemetry(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard
 #[derive(Clone, Default)]
 pub struct MetricsRegistry {
     registry: Arc<Mutex<Registry>>,
+    /// Metrics several components of one process share (see [`MetricsRegistry::shared`]).
+    shared: Arc<Mutex<HashMap<String, Box<dyn Any + Send>>>>,
 }
 
 impl MetricsRegistry {
@@ -139,6 +143,30 @@ impl MetricsRegistry {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         registry.register(format!("shlyuz_{name}"), help, metric);
+    }
+
+    /// The metric registered under `name` by an earlier call, or `make()` registered now. For
+    /// metrics that every instance of a component registers (each gRPC server of `shlyuz up` runs
+    /// in one process with one registry): one family, so the exposition names it once, as
+    /// Prometheus requires.
+    pub fn shared<M>(&self, name: &str, help: &str, make: impl FnOnce() -> M) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone + Send + 'static,
+    {
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(metric) = shared
+            .get(name)
+            .and_then(|metric| metric.downcast_ref::<M>())
+        {
+            return metric.clone();
+        }
+        let metric = make();
+        self.register(name, help, metric.clone());
+        shared.insert(name.to_owned(), Box::new(metric.clone()));
+        metric
     }
 
     /// The registry in the Prometheus text exposition format.
