@@ -717,3 +717,94 @@ shlyuz_kit::storage_test!(
         log.shutdown().await;
     }
 );
+
+shlyuz_kit::storage_test!(
+    subject_access_rows_are_verified_against_their_entries,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        let mut batch = record(0);
+        batch.subject_iin = format!("{SUBJECT},{OTHER_SUBJECT}");
+        let position = log.append(batch).await.expect("append");
+        log.append(record(1)).await.expect("append");
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        assert!(verify(&api).await.intact);
+        let chain = position.chain_id.clone();
+        let problem_at = |verdict: VerifyChainResponse| {
+            let chain = &verdict.chains[0];
+            assert!(!verdict.intact, "{verdict:?}");
+            (chain.first_broken_sequence, chain.problem.clone())
+        };
+
+        // Hiding an access: the row of one person is deleted.
+        execute(
+            &database,
+            &format!(
+                "DELETE FROM subject_access WHERE chain_id = '{chain}' AND sequence = 1 AND subject_iin = '{OTHER_SUBJECT}'"
+            ),
+        )
+        .await;
+        let (sequence, problem) = problem_at(verify(&api).await);
+        assert_eq!(sequence, 1);
+        assert!(problem.contains("no row"), "{problem}");
+
+        // Blaming someone else: the row comes back naming another participant.
+        execute(
+            &database,
+            &format!(
+                "INSERT INTO subject_access (chain_id, sequence, time_ms, subject_iin, participant_id, user_id, \
+                 service, method, purpose, message_id, status_code, personal_data) \
+                 SELECT chain_id, sequence, time_ms, '{OTHER_SUBJECT}', 'sdu', user_id, service, method, purpose, \
+                 message_id, status_code, personal_data FROM subject_access \
+                 WHERE chain_id = '{chain}' AND sequence = 1 AND subject_iin = '{SUBJECT}'"
+            ),
+        )
+        .await;
+        let (sequence, problem) = problem_at(verify(&api).await);
+        assert_eq!(sequence, 1);
+        assert!(problem.contains("does not match"), "{problem}");
+        execute(
+            &database,
+            &format!("UPDATE subject_access SET participant_id = 'intake' WHERE chain_id = '{chain}' AND sequence = 1"),
+        )
+        .await;
+        assert!(verify(&api).await.intact);
+
+        // A forged access: a row for a person the entry does not name, and one without an entry.
+        let stranger = (0..10_000)
+            .map(|serial| format!("0202025{serial:04}0"))
+            .flat_map(|prefix| (0..10).map(move |digit| format!("{}{digit}", &prefix[..11])))
+            .find(|candidate| shlyuz_kit::iin::Iin::parse(candidate).is_ok())
+            .expect("a valid IIN");
+        for (sequence, subject) in [(2, stranger.as_str()), (9, SUBJECT)] {
+            execute(
+                &database,
+                &format!(
+                    "INSERT INTO subject_access (chain_id, sequence, time_ms, subject_iin, participant_id, user_id, \
+                     service, method, purpose, message_id, status_code, personal_data) \
+                     SELECT chain_id, {sequence}, time_ms, '{subject}', participant_id, user_id, service, method, \
+                     purpose, message_id, status_code, personal_data FROM subject_access \
+                     WHERE chain_id = '{chain}' AND sequence = 2"
+                ),
+            )
+            .await;
+            let (broken_at, problem) = problem_at(verify(&api).await);
+            assert_eq!(broken_at, sequence, "{problem}");
+            execute(
+                &database,
+                &format!(
+                    "DELETE FROM subject_access WHERE chain_id = '{chain}' AND sequence = {sequence} \
+                     AND subject_iin = '{subject}'"
+                ),
+            )
+            .await;
+        }
+        assert!(verify(&api).await.intact);
+    }
+);
