@@ -808,3 +808,64 @@ shlyuz_kit::storage_test!(
         assert!(verify(&api).await.intact);
     }
 );
+
+shlyuz_kit::storage_test!(
+    a_chain_whose_checkpoints_were_removed_is_reported,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 4,
+            checkpoint_every_entries: 20,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let mut tasks = Vec::new();
+        for number in 0..100 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(
+                async move { log.append(record(number)).await },
+            ));
+        }
+        for task in tasks {
+            task.await.expect("append task").expect("append");
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options);
+        let verdict = verify(&api).await;
+        assert!(verdict.intact, "{verdict:?}");
+
+        // Checkpoints in the middle removed: the entries there could be rewritten unnoticed.
+        let last: i64 = sqlx::query_scalar("SELECT MAX(sequence) FROM message_log_checkpoints")
+            .fetch_one(database.pool())
+            .await
+            .expect("last checkpoint");
+        execute(
+            &database,
+            &format!(
+                "DELETE FROM message_log_checkpoints WHERE sequence > 30 AND sequence < {last}"
+            ),
+        )
+        .await;
+        let verdict = verify(&api).await;
+        assert!(!verdict.intact, "{verdict:?}");
+        assert!(
+            verdict.chains[0]
+                .problem
+                .contains("checkpoints are missing"),
+            "{verdict:?}"
+        );
+
+        // Every checkpoint removed: any entry could now be edited with its hashes recomputed.
+        execute(&database, "DELETE FROM message_log_checkpoints").await;
+        let verdict = verify(&api).await;
+        assert!(!verdict.intact, "{verdict:?}");
+        assert!(verdict.chains[0].first_broken_sequence <= 25, "{verdict:?}");
+        assert!(
+            verdict.chains[0]
+                .problem
+                .contains("checkpoints are missing"),
+            "{verdict:?}"
+        );
+    }
+);

@@ -19,6 +19,7 @@ use shlyuz_proto::gateway::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::MessageLogOptions;
 use super::record::StoredEntry;
 use super::store::{self, EntryFilter, ListCursor};
 use super::verify::verify_chains;
@@ -37,24 +38,48 @@ const ENTRY_FRAMING_BYTES: usize = 8;
 pub struct MessageLogApi {
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
+    max_unsigned_entries: i64,
 }
 
-/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures.
+/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures and
+/// `options` say how far apart the writer puts its checkpoints.
 pub fn message_log_server(
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
+    options: &MessageLogOptions,
 ) -> MessageLogServiceServer<MessageLogApi> {
-    MessageLogServiceServer::new(MessageLogApi::new(database, trusted_keys))
+    MessageLogServiceServer::new(
+        MessageLogApi::new(database, trusted_keys).with_checkpoint_spacing(options),
+    )
 }
 
 impl MessageLogApi {
-    /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures.
+    /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures. Chains
+    /// are expected to be checkpointed as often as the default [`MessageLogOptions`] say.
     pub fn new(database: Database, trusted_keys: Vec<VerifyingKey>) -> Self {
         Self {
             database,
             trusted_keys,
+            max_unsigned_entries: max_unsigned_entries(&MessageLogOptions::default()),
         }
     }
+
+    /// Expects the checkpoint spacing of a writer configured with `options`.
+    pub fn with_checkpoint_spacing(mut self, options: &MessageLogOptions) -> Self {
+        self.max_unsigned_entries = max_unsigned_entries(options);
+        self
+    }
+}
+
+/// Most entries a writer with `options` leaves between two checkpoints: a checkpoint is due
+/// after `checkpoint_every_entries` and is written with the batch that reaches it, which holds
+/// at most `max_batch` entries.
+fn max_unsigned_entries(options: &MessageLogOptions) -> i64 {
+    let batch = i64::try_from(options.max_batch).unwrap_or(i64::MAX);
+    options
+        .checkpoint_every_entries
+        .max(1)
+        .saturating_add(batch.max(1))
 }
 
 /// The subject access log API.
@@ -235,9 +260,14 @@ impl MessageLogService for MessageLogApi {
     ) -> Result<Response<VerifyChainResponse>, Status> {
         let message = request.into_inner();
         let only_chain = (!message.chain_id.is_empty()).then_some(message.chain_id.as_str());
-        let reports = verify_chains(&self.database, &self.trusted_keys, only_chain)
-            .await
-            .map_err(ApiError::from)?;
+        let reports = verify_chains(
+            &self.database,
+            &self.trusted_keys,
+            self.max_unsigned_entries,
+            only_chain,
+        )
+        .await
+        .map_err(ApiError::from)?;
         let intact = reports.iter().all(|report| report.intact());
         Ok(Response::new(VerifyChainResponse {
             intact,

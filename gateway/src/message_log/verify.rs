@@ -37,10 +37,13 @@ impl ChainReport {
 
 /// Verifies `only_chain`, or every chain when it is `None`. `trusted_keys` are the gateway's
 /// message-signing keys (the current one and any retired by a rotation); a checkpoint signed by
-/// any other key is a break.
+/// any other key is a break. More than `max_unsigned_entries` entries without a checkpoint
+/// (between two checkpoints, or after the last) is a break too: checkpoints were removed, so
+/// the entries there are protected only by hashes anyone can recompute.
 pub async fn verify_chains(
     database: &Database,
     trusted_keys: &[VerifyingKey],
+    max_unsigned_entries: i64,
     only_chain: Option<&str>,
 ) -> Result<Vec<ChainReport>, sqlx::Error> {
     let chain_ids = match only_chain {
@@ -49,7 +52,7 @@ pub async fn verify_chains(
     };
     let mut reports = Vec::with_capacity(chain_ids.len());
     for chain_id in chain_ids {
-        reports.push(verify_chain(database, trusted_keys, &chain_id).await?);
+        reports.push(verify_chain(database, trusted_keys, max_unsigned_entries, &chain_id).await?);
     }
     Ok(reports)
 }
@@ -57,6 +60,7 @@ pub async fn verify_chains(
 async fn verify_chain(
     database: &Database,
     trusted_keys: &[VerifyingKey],
+    max_unsigned_entries: i64,
     chain_id: &str,
 ) -> Result<ChainReport, sqlx::Error> {
     let checkpoints = store::checkpoints(database, chain_id).await?;
@@ -74,6 +78,8 @@ async fn verify_chain(
     let mut pending_checkpoints = checkpoints.iter().peekable();
     let mut expected_sequence = 1;
     let mut previous_hash = GENESIS_HASH;
+    // The last sequence a checkpoint signs so far.
+    let mut signed_up_to = 0;
     'pages: loop {
         let rows = store::chain_rows(database, chain_id, expected_sequence - 1, PAGE).await?;
         if rows.is_empty() {
@@ -141,6 +147,15 @@ async fn verify_chain(
                     return Ok(report);
                 }
                 report.checkpoints += 1;
+                signed_up_to = checkpoint.sequence;
+            }
+            if entry.sequence - signed_up_to > max_unsigned_entries {
+                broken(
+                    &mut report,
+                    entry.sequence,
+                    missing_checkpoints(signed_up_to, max_unsigned_entries),
+                );
+                return Ok(report);
             }
             report.entries += 1;
             previous_hash = entry.entry_hash;
@@ -175,6 +190,13 @@ async fn verify_chain(
         );
     }
     Ok(report)
+}
+
+/// What a chain lacking checkpoints after `signed_up_to` is told.
+fn missing_checkpoints(signed_up_to: i64, max_unsigned_entries: i64) -> String {
+    format!(
+        "checkpoints are missing: no checkpoint signs the {max_unsigned_entries} entries after entry {signed_up_to}"
+    )
 }
 
 /// Checks the subject-access rows stored for `entry` (`rows`, sorted by subject): each names a
