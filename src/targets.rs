@@ -134,6 +134,10 @@ pub async fn prepare_target(
             Target::Gateway => Callers::Any,
             _ => Callers::only(config.tls.service_callers.iter().cloned()),
         },
+        listener: match target {
+            Target::Gateway => config.gateway.listener_options(),
+            _ => shlyuz_kit::listener::ListenerOptions::default(),
+        },
     };
     let server = GrpcServer::bind(settings, metrics).await?;
     Ok(PreparedTarget {

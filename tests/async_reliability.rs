@@ -87,6 +87,7 @@ async fn bind_echo(pki: &DevPki, listen: SocketAddr) -> GrpcServer {
             drain_timeout: Duration::from_secs(1),
             max_connection_age: None,
             callers: shlyuz_kit::identity::Callers::Any,
+            listener: shlyuz_kit::listener::ListenerOptions::default(),
         },
         &MetricsRegistry::default(),
     )

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shlyuz_kit::config::{ConfigError, TargetConfig};
+use shlyuz_kit::listener::ListenerOptions;
 use shlyuz_kit::pki::VerifyingKey;
 
 use crate::async_channel::AsyncOptions;
@@ -56,6 +57,11 @@ pub struct GatewayConfig {
     pub async_delivery_concurrency: usize,
     /// How often the async queue is polled when nothing wakes the dispatcher, in milliseconds.
     pub async_poll_ms: u64,
+    /// Async messages one sender may have on delivery at once (`RESOURCE_EXHAUSTED`
+    /// `ASYNC_QUOTA_EXCEEDED` beyond).
+    pub async_quota_messages: u64,
+    /// Payload bytes one sender's async messages on delivery may hold at once.
+    pub async_quota_bytes: u64,
     /// Public keys (SPKI PEM) the gateway signed with before a key rotation: `VerifyChain` accepts
     /// checkpoints signed by them as well as by the current `tls.signing_key`.
     pub retired_signing_public_keys: Vec<PathBuf>,
@@ -70,6 +76,23 @@ pub struct GatewayConfig {
     pub caller_rate_per_second: f64,
     /// Burst of `caller_rate_per_second`.
     pub caller_burst: u32,
+    /// How long a new connection may take to complete its TLS handshake, in milliseconds.
+    pub tls_handshake_timeout_ms: u64,
+    /// Client connections open at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Calls (HTTP/2 streams) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// How often an idle client connection is pinged, in seconds.
+    pub http2_keepalive_interval_secs: u64,
+    /// How long a ping may go unanswered before the connection is closed, in seconds.
+    pub http2_keepalive_timeout_secs: u64,
+    /// PEM file of certificate revocation lists for client certificates (empty: none); reloaded
+    /// like the directory, for new connections.
+    pub client_crl_file: PathBuf,
+    /// How long the gateway waits for the whole request message of a call, in milliseconds.
+    pub request_body_timeout_ms: u64,
+    /// Request bytes the gateway holds at once across all calls before their checks.
+    pub max_buffered_request_bytes: usize,
 }
 
 /// Which gateways refuse a replayed message id.
@@ -89,6 +112,7 @@ impl Default for GatewayConfig {
         let log = MessageLogOptions::default();
         let delivery = AsyncOptions::default();
         let sync = SyncOptions::default();
+        let listener = ListenerOptions::default();
         Self {
             listen: target.listen,
             database_url: target.database_url,
@@ -108,11 +132,21 @@ impl Default for GatewayConfig {
             async_retry_max_ms: delivery.retry_max.as_millis() as u64,
             async_delivery_concurrency: delivery.delivery_concurrency,
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
+            async_quota_messages: delivery.quota_messages,
+            async_quota_bytes: delivery.quota_bytes,
             retired_signing_public_keys: Vec::new(),
             replay_guard: ReplayScope::Instance,
             accept_envelope_v1: sync.accept_envelope_v1,
             caller_rate_per_second: sync.caller_rate_per_second,
             caller_burst: sync.caller_burst,
+            tls_handshake_timeout_ms: listener.tls_handshake_timeout.as_millis() as u64,
+            max_connections: listener.max_connections,
+            max_concurrent_streams: listener.max_concurrent_streams,
+            http2_keepalive_interval_secs: listener.http2_keepalive_interval.as_secs(),
+            http2_keepalive_timeout_secs: listener.http2_keepalive_timeout.as_secs(),
+            client_crl_file: PathBuf::new(),
+            request_body_timeout_ms: sync.request_body_timeout.as_millis() as u64,
+            max_buffered_request_bytes: sync.max_buffered_request_bytes,
         }
     }
 }
@@ -161,6 +195,8 @@ impl GatewayConfig {
                 self.async_delivery_concurrency as u64,
             ),
             ("gateway.async_poll_ms", self.async_poll_ms),
+            ("gateway.async_quota_messages", self.async_quota_messages),
+            ("gateway.async_quota_bytes", self.async_quota_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
@@ -183,6 +219,37 @@ impl GatewayConfig {
                 "gateway.caller_burst",
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            (
+                "gateway.tls_handshake_timeout_ms",
+                self.tls_handshake_timeout_ms,
+            ),
+            ("gateway.max_connections", self.max_connections as u64),
+            (
+                "gateway.max_concurrent_streams",
+                u64::from(self.max_concurrent_streams),
+            ),
+            (
+                "gateway.http2_keepalive_interval_secs",
+                self.http2_keepalive_interval_secs,
+            ),
+            (
+                "gateway.http2_keepalive_timeout_secs",
+                self.http2_keepalive_timeout_secs,
+            ),
+            (
+                "gateway.request_body_timeout_ms",
+                self.request_body_timeout_ms,
+            ),
+            (
+                "gateway.max_buffered_request_bytes",
+                self.max_buffered_request_bytes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
         }
         if self.directory_poll_ms == 0 {
             return Err(ConfigError::key(
@@ -220,6 +287,8 @@ impl GatewayConfig {
                 retry_max: Duration::from_millis(self.async_retry_max_ms),
                 delivery_concurrency: self.async_delivery_concurrency,
                 poll_interval: Duration::from_millis(self.async_poll_ms),
+                quota_messages: self.async_quota_messages,
+                quota_bytes: self.async_quota_bytes,
                 ..AsyncOptions::default()
             },
             retired_signing_keys: Vec::new(),
@@ -228,7 +297,25 @@ impl GatewayConfig {
                 accept_envelope_v1: self.accept_envelope_v1,
                 caller_rate_per_second: self.caller_rate_per_second,
                 caller_burst: self.caller_burst,
+                request_body_timeout: Duration::from_millis(self.request_body_timeout_ms),
+                max_buffered_request_bytes: self.max_buffered_request_bytes,
             },
+        }
+    }
+
+    /// The limits of the gateway's listener: connections, streams, keep-alive, TLS handshake and
+    /// the client CRLs (checked for changes as often as the directory).
+    pub fn listener_options(&self) -> ListenerOptions {
+        ListenerOptions {
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            http2_keepalive_interval: Duration::from_secs(self.http2_keepalive_interval_secs),
+            http2_keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs),
+            client_crl_file: (!self.client_crl_file.as_os_str().is_empty())
+                .then(|| self.client_crl_file.clone()),
+            reload_interval: Duration::from_millis(self.directory_poll_ms),
+            ..ListenerOptions::default()
         }
     }
 
@@ -277,5 +364,46 @@ pub struct GatewaySettings {
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewayConfig::default().settings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_limits_come_from_the_gateway_section() {
+        let config = GatewayConfig {
+            tls_handshake_timeout_ms: 1_500,
+            max_connections: 7,
+            client_crl_file: PathBuf::from("/etc/shlyuz/crl/clients.crl"),
+            ..GatewayConfig::default()
+        };
+        let listener = config.listener_options();
+        assert_eq!(listener.tls_handshake_timeout, Duration::from_millis(1_500));
+        assert_eq!(listener.max_connections, 7);
+        assert_eq!(
+            listener.client_crl_file.as_deref(),
+            Some(Path::new("/etc/shlyuz/crl/clients.crl"))
+        );
+        assert_eq!(
+            GatewayConfig::default().listener_options().client_crl_file,
+            None
+        );
+    }
+
+    #[test]
+    fn a_zero_limit_is_named_with_its_key() {
+        let config = GatewayConfig {
+            max_buffered_request_bytes: 0,
+            ..GatewayConfig::default()
+        };
+        let problems = config.validate().expect_err("zero budget").problems;
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("gateway.max_buffered_request_bytes")),
+            "{problems:?}"
+        );
     }
 }

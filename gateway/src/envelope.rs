@@ -60,6 +60,17 @@ pub struct Envelope {
     pub version: EnvelopeVersion,
 }
 
+/// The one form of a message id the gateway works with — the lower-case hyphenated UUID — or
+/// `None` when `text` is not a 36-character UUID. The signature, the replay guard, async
+/// idempotency, status look-ups and every forwarded header use this form, so `ABC…` and `abc…`
+/// are one message.
+pub fn normal_message_id(text: &str) -> Option<String> {
+    match uuid::Uuid::try_parse(text) {
+        Ok(parsed) if text.len() == 36 => Some(parsed.hyphenated().to_string()),
+        _ => None,
+    }
+}
+
 fn header_text<'a>(
     headers: &'a HeaderMap,
     name: &'static str,
@@ -158,9 +169,9 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
             }
             String::new()
         }
-        Some(text) => match uuid::Uuid::try_parse(text) {
-            Ok(parsed) if text.len() == 36 => parsed.hyphenated().to_string(),
-            _ => {
+        Some(text) => match normal_message_id(text) {
+            Some(normal) => normal,
+            None => {
                 violations.push(violation(
                     MESSAGE_ID,
                     "must be a UUID such as 0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",

@@ -1,6 +1,7 @@
 //! Shlyuz integration gateway (ИШ/ШЭП mimic): sync proxy, async channel, message log, directory,
 //! access log, policy.
 
+pub mod admission;
 pub mod async_channel;
 pub mod config;
 pub mod consent;
@@ -58,6 +59,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "message log: one subject-access row per person named",
         sql: include_str!("../migrations/sqlite/0004_log_hardening.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        description: "async sender quota index, lower-case message ids",
+        sql: include_str!("../migrations/sqlite/0006_async_sender_bounds.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -80,6 +86,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "message log: one subject-access row per person named",
         sql: include_str!("../migrations/postgres/0004_log_hardening.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        description: "async sender quota index, lower-case message ids",
+        sql: include_str!("../migrations/postgres/0006_async_sender_bounds.sql"),
     },
 ];
 

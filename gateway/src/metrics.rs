@@ -1,15 +1,21 @@
 //! Operational monitoring of the gateway: calls per participant × service × method × code and
-//! latency histograms per participant × service × method.
+//! latency histograms per participant × service × method. A service or method the directory does
+//! not route is labelled [`UNKNOWN_LABEL`], so random paths cannot create series without bound.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use crate::proxy::CallRecord;
+
+/// The `service` and `method` label of calls to a path the directory does not route (the kit's
+/// server metrics use the same value).
+pub use shlyuz_kit::server::UNKNOWN_LABEL;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -32,6 +38,7 @@ struct LatencyLabels {
 pub struct GatewayMetrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
+    buffered_request_bytes: Gauge,
 }
 
 impl GatewayMetrics {
@@ -51,16 +58,36 @@ impl GatewayMetrics {
             "time the gateway spent on a call, by participant, service and method",
             latency.clone(),
         );
-        Self { calls, latency }
+        let buffered_request_bytes = Gauge::default();
+        registry.register(
+            "gateway_buffered_request_bytes",
+            "request bytes the gateway holds for calls being read and checked",
+            buffered_request_bytes.clone(),
+        );
+        Self {
+            calls,
+            latency,
+            buffered_request_bytes,
+        }
+    }
+
+    /// The gauge of buffered request bytes, for the request budget to report in.
+    pub(crate) fn buffered_request_bytes(&self) -> Gauge {
+        self.buffered_request_bytes.clone()
     }
 
     pub(crate) fn observe(&self, call: &CallRecord, duration: Duration) {
         let code = format!("{:?}", tonic::Code::from_i32(call.status_code));
+        let (service, method) = if call.routed {
+            (call.service.clone(), call.method.clone())
+        } else {
+            (UNKNOWN_LABEL.to_string(), UNKNOWN_LABEL.to_string())
+        };
         self.calls
             .get_or_create(&CallLabels {
                 participant: call.sender.clone(),
-                service: call.service.clone(),
-                method: call.method.clone(),
+                service: service.clone(),
+                method: method.clone(),
                 code,
                 reason: call.reason.clone(),
             })
@@ -68,8 +95,8 @@ impl GatewayMetrics {
         self.latency
             .get_or_create(&LatencyLabels {
                 participant: call.sender.clone(),
-                service: call.service.clone(),
-                method: call.method.clone(),
+                service,
+                method,
             })
             .observe(duration.as_secs_f64());
     }

@@ -19,6 +19,7 @@ use shlyuz_kit::identity::IdentityCache;
 use tonic::Code;
 use tower::ServiceExt;
 
+use crate::admission::RequestBudget;
 use crate::consent::{ConsentChecker, ConsentQuery};
 use crate::directory::{Directory, DirectoryHandle, Route};
 use crate::envelope::{self, Envelope};
@@ -53,6 +54,10 @@ pub struct SyncOptions {
     pub caller_rate_per_second: f64,
     /// Burst of that rate.
     pub caller_burst: u32,
+    /// How long the request message of a call may take to arrive.
+    pub request_body_timeout: Duration,
+    /// Request bytes all calls together may hold before their checks.
+    pub max_buffered_request_bytes: usize,
 }
 
 impl Default for SyncOptions {
@@ -61,6 +66,8 @@ impl Default for SyncOptions {
             accept_envelope_v1: true,
             caller_rate_per_second: 20_000.0,
             caller_burst: 20_000,
+            request_body_timeout: Duration::from_secs(10),
+            max_buffered_request_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct SyncChannel {
     shared_replay: Option<SharedReplayGuard>,
     options: SyncOptions,
     caller_limits: QuotaBuckets,
+    request_budget: Arc<RequestBudget>,
 }
 
 /// Everything the sync channel is built from.
@@ -127,7 +135,12 @@ pub struct SyncChannelParts {
 impl SyncChannel {
     /// Builds the channel.
     pub fn new(parts: SyncChannelParts) -> Arc<Self> {
+        let request_budget = RequestBudget::new(
+            parts.options.max_buffered_request_bytes,
+            parts.metrics.buffered_request_bytes(),
+        );
         Arc::new(Self {
+            request_budget,
             directory: parts.directory,
             message_log: parts.message_log,
             consent: parts.consent,
@@ -219,6 +232,7 @@ impl SyncChannel {
             PolicyMode::Full => self.admit_caller(&parts.extensions, call)?,
             PolicyMode::PassThrough => String::new(),
         };
+        crate::admission::check_metadata_size(&parts.headers)?;
         // Only `/package.Service/Method`, exactly: an upstream that normalises paths must never
         // be reached at a method the log does not show.
         check_exact_path(&parts.uri)?;
@@ -237,6 +251,7 @@ impl SyncChannel {
                 format!("{} has no method {} routed", call.service, call.method),
             ));
         }
+        call.routed = true;
         if self.mode == PolicyMode::PassThrough {
             // What the gateway states upstream is never taken from the caller, even here.
             parts.headers.remove(envelope::SENDER);
@@ -436,17 +451,29 @@ impl SyncChannel {
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
         let streaming_request = route.client_streaming_methods.contains(&call.method);
-        let (request_body, buffered) = if streaming_request {
-            (body, None)
+        // The lease is held until the call is over: the buffered request stays counted while it
+        // may still be resent.
+        let (request_body, buffered, _request_lease) = if streaming_request {
+            (body, None, None)
         } else {
-            let collected = collect_limited(body, route.max_request_bytes).await?;
+            let (collected, lease) = crate::admission::read_request(
+                body,
+                route.max_request_bytes,
+                self.options.request_body_timeout,
+                &self.request_budget,
+            )
+            .await?;
             let message = single_message(&collected)
                 .map_err(|problem| ApiError::invalid_field("request", problem))?;
             call.request_hash = Some(sha256(message));
             if self.store_bodies {
                 call.request_body = Some(message.to_vec());
             }
-            (GatewayBody::from(collected.clone()), Some(collected))
+            (
+                GatewayBody::from(collected.clone()),
+                Some(collected),
+                Some(lease),
+            )
         };
         let request_hash_hex = call.request_hash.map(hex::encode).unwrap_or_default();
         if let Some(envelope) = envelope {
@@ -543,13 +570,14 @@ impl SyncChannel {
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
             call.status_code = status.code() as i32;
+            call.reason = local_refusal_reason(route, &status);
             let position = self.finish(call).await?;
             insert_position(&mut parts.headers, &position);
             return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
         }
         if !route.server_streaming_methods.contains(&call.method) {
             return self
-                .release_when_logged(parts, body, route.max_response_bytes, deadline, call)
+                .release_when_logged(parts, body, route, deadline, call)
                 .await;
         }
         // A server stream cannot wait for its end: an entry that it opened is durable before
@@ -562,7 +590,8 @@ impl SyncChannel {
             channel: self.clone(),
             call: std::mem::take(call),
         };
-        let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        let mut logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
+        logged.reason_from_status = route.is_local();
         Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
     }
 
@@ -573,10 +602,11 @@ impl SyncChannel {
         &self,
         parts: http::response::Parts,
         body: GatewayBody,
-        max_bytes: usize,
+        route: &Route,
         deadline: tokio::time::Instant,
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
+        let max_bytes = route.max_response_bytes;
         let limited = http_body_util::Limited::new(body, max_bytes);
         let collected = match tokio::time::timeout_at(deadline, limited.collect()).await {
             Ok(Ok(collected)) => collected,
@@ -611,9 +641,14 @@ impl SyncChannel {
         let data = collected.to_bytes();
         let mut hasher = PayloadHasher::default();
         hasher.update(&data);
-        call.status_code = tonic::Status::from_header_map(&trailers)
+        let status = tonic::Status::from_header_map(&trailers);
+        call.status_code = status
+            .as_ref()
             .map(|status| status.code() as i32)
             .unwrap_or(Code::Unknown as i32);
+        if let Some(status) = &status {
+            call.reason = local_refusal_reason(route, status);
+        }
         call.response_hash = hasher.finish();
         if self.store_bodies {
             call.response_body = Some(data.to_vec());
@@ -806,6 +841,24 @@ impl SyncChannel {
 /// `reason` of the entry a server stream writes before its first message.
 pub const STREAM_OPENED: &str = "STREAM_OPENED";
 
+/// The `ErrorInfo` reason of a refusal by one of the gateway's own services (the async channel's
+/// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …), so its entry says why like the proxy's own
+/// refusals do. An upstream's answer is passed through and logged by its code alone.
+fn local_refusal_reason(route: &Route, status: &tonic::Status) -> String {
+    if !route.is_local() {
+        return String::new();
+    }
+    local_refusal_reason_of(status)
+}
+
+/// The `ErrorInfo` reason of a local service's non-OK `status`.
+fn local_refusal_reason_of(status: &tonic::Status) -> String {
+    if status.code() == Code::Ok {
+        return String::new();
+    }
+    shlyuz_kit::error::summarize_status(status).reason
+}
+
 /// `UNIMPLEMENTED` / `UNKNOWN_METHOD` unless `uri` is exactly `/package.Service/Method`: no query,
 /// no empty, `.` or `..` segment, no trailing slash.
 fn check_exact_path(uri: &http::Uri) -> Result<(), ApiError> {
@@ -995,23 +1048,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     hash
 }
 
-async fn collect_limited(body: GatewayBody, max_bytes: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, max_bytes);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            Code::ResourceExhausted,
-            "MESSAGE_TOO_LARGE",
-            format!("the request exceeds the route's limit of {max_bytes} bytes"),
-        )),
-        Err(error) => Err(ApiError::new(
-            Code::Cancelled,
-            "REQUEST_INTERRUPTED",
-            format!("the request body could not be read: {error}"),
-        )),
-    }
-}
-
 fn peer_certificate_sha256(extensions: &http::Extensions) -> Option<[u8; 32]> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let certificates = extensions
@@ -1044,6 +1080,8 @@ pub(crate) struct CallRecord {
     pub(crate) replayed: bool,
     /// The call was handed to the upstream (or a local service), which may have run it.
     pub(crate) reached_upstream: bool,
+    /// The service has a route and the method is listed in it: only then are they metric labels.
+    pub(crate) routed: bool,
 }
 
 impl Default for CallRecord {
@@ -1069,6 +1107,7 @@ impl Default for CallRecord {
             attempts: 1,
             replayed: false,
             reached_upstream: false,
+            routed: false,
         }
     }
 }
@@ -1137,6 +1176,8 @@ struct LoggedBody {
     max_bytes: u64,
     finisher: Option<CallFinisher>,
     state: LoggedState,
+    /// A stream of the gateway's own services: its final `ErrorInfo` reason goes into the entry.
+    reason_from_status: bool,
 }
 
 impl LoggedBody {
@@ -1149,6 +1190,7 @@ impl LoggedBody {
             max_bytes,
             finisher: Some(finisher),
             state: LoggedState::Streaming,
+            reason_from_status: false,
         }
     }
 
@@ -1231,7 +1273,13 @@ impl http_body::Body for LoggedBody {
                     }
                     match frame.into_trailers() {
                         Ok(trailers) => {
-                            this.start_finishing(trailers, String::new());
+                            let reason = match tonic::Status::from_header_map(&trailers) {
+                                Some(status) if this.reason_from_status => {
+                                    local_refusal_reason_of(&status)
+                                }
+                                _ => String::new(),
+                            };
+                            this.start_finishing(trailers, reason);
                         }
                         Err(_unknown_frame) => continue,
                     }

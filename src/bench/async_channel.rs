@@ -70,6 +70,7 @@ pub async fn run(args: AsyncBenchArgs) -> anyhow::Result<()> {
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
             callers: shlyuz_kit::identity::Callers::Any,
+            listener: shlyuz_kit::listener::ListenerOptions::default(),
         },
         &MetricsRegistry::default(),
     )

@@ -441,6 +441,7 @@ http {{
             grpc_ssl_certificate_key {key};
             grpc_ssl_trusted_certificate {ca};
             grpc_ssl_verify on;
+            grpc_ssl_protocols TLSv1.3;
             grpc_ssl_name echo;
             grpc_ssl_session_reuse on;
         }}

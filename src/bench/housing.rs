@@ -251,6 +251,7 @@ mod review {
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
             callers: shlyuz_kit::identity::Callers::Any,
+            listener: shlyuz_kit::listener::ListenerOptions::default(),
         })
     }
 

@@ -6,7 +6,9 @@
 //! and a claim that lapses makes it due again, for this or another instance.
 
 mod dispatcher;
+mod inbox_poller;
 mod metrics;
+mod quota;
 mod service;
 pub mod store;
 
@@ -20,7 +22,8 @@ use shlyuz_kit::telemetry::MetricsRegistry;
 use tokio::sync::Notify;
 
 pub use dispatcher::is_transient;
-pub use service::AsyncChannelApi;
+pub use quota::ASYNC_QUOTA_EXCEEDED;
+pub use service::{AsyncChannelApi, REPLY_TO_NOT_ALLOWED};
 
 use crate::consent::ConsentChecker;
 use crate::directory::DirectoryHandle;
@@ -48,6 +51,10 @@ pub struct AsyncOptions {
     pub poll_interval: Duration,
     /// How much longer than the longest route timeout a delivery claim holds.
     pub lease_margin: Duration,
+    /// Messages one sender may have on delivery at once.
+    pub quota_messages: u64,
+    /// Payload bytes one sender may have on delivery at once.
+    pub quota_bytes: u64,
 }
 
 impl Default for AsyncOptions {
@@ -60,6 +67,8 @@ impl Default for AsyncOptions {
             delivery_concurrency: 64,
             poll_interval: Duration::from_millis(200),
             lease_margin: Duration::from_secs(5),
+            quota_messages: 50_000,
+            quota_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -68,6 +77,7 @@ impl Default for AsyncOptions {
 pub struct AsyncChannel {
     api: AsyncChannelApi,
     dispatcher_task: tokio::task::JoinHandle<()>,
+    inbox_poller_task: tokio::task::JoinHandle<()>,
 }
 
 impl AsyncChannel {
@@ -98,6 +108,14 @@ impl AsyncChannel {
             wake: wake.clone(),
             inbox_changed: inbox_changed.clone(),
         });
+        let inbox_poller = inbox_poller::InboxPoller::registered(metrics);
+        let inbox_poller_task = tokio::spawn(inbox_poller.clone().run(
+            database.clone(),
+            inbox_changed.clone(),
+            // Changes on this instance wake the poller at once; this only catches other replicas'.
+            options.poll_interval.max(Duration::from_millis(100)) * 5,
+            shutdown.clone(),
+        ));
         let api = AsyncChannelApi {
             database,
             directory,
@@ -107,11 +125,15 @@ impl AsyncChannel {
             wake,
             inbox_changed,
             dispatcher: dispatcher.clone(),
+            message_log: dispatcher.message_log.clone(),
+            inbox_poller,
+            quotas: Arc::new(quota::SenderQuotas::default()),
         };
         let dispatcher_task = tokio::spawn(dispatcher.run(shutdown));
         AsyncChannel {
             api,
             dispatcher_task,
+            inbox_poller_task,
         }
     }
 
@@ -129,5 +151,6 @@ impl AsyncChannel {
     /// Waits for the delivery loop to stop (after the shutdown signal).
     pub async fn stopped(self) {
         let _ = self.dispatcher_task.await;
+        let _ = self.inbox_poller_task.await;
     }
 }

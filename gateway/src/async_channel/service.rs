@@ -3,17 +3,21 @@
 //! (and so over the payload); here the target's own access rule, purpose, subject and consent are
 //! applied before the message is accepted.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use prost::Message;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::{ApiError, FieldViolation};
 use shlyuz_kit::paging::page_size;
-use shlyuz_proto::gateway::v1::async_channel_service_server::AsyncChannelService;
+use shlyuz_kit::subject::{MAX_SUBJECTS, declare_response_subjects};
+use shlyuz_proto::gateway::v1::async_channel_service_server::{
+    AsyncChannelService, AsyncChannelServiceServer,
+};
 use shlyuz_proto::gateway::v1::send_message_request::Target;
 use shlyuz_proto::gateway::v1::{
     AckMessagesRequest, AckMessagesResponse, DeliveryState, GetMessageStatusRequest,
@@ -26,11 +30,27 @@ use tonic::{Request, Response, Status};
 
 use super::AsyncOptions;
 use super::dispatcher::Dispatcher;
+use super::inbox_poller::InboxPoller;
+use super::quota::{ASYNC_QUOTA_EXCEEDED, QuotaLimits, SenderQuotas};
 use super::store::{self, InboxRow, MessageRow};
 use crate::consent::{ConsentChecker, ConsentQuery};
-use crate::directory::DirectoryHandle;
+use crate::directory::{Directory, DirectoryHandle};
 use crate::envelope;
 use crate::identity::CallerIdentity;
+use crate::message_log::{Channel, LogRecord, MessageLog, sha256};
+
+/// `ErrorInfo` reason of a `reply_to` that may not receive the message's outcome.
+pub const REPLY_TO_NOT_ALLOWED: &str = "REPLY_TO_NOT_ALLOWED";
+
+/// `ErrorInfo` reason of a `StreamMessages` stream ended at the caller's deadline.
+pub const STREAM_DEADLINE: &str = "STREAM_DEADLINE";
+
+/// The service's name, as routed in the directory.
+const SERVICE_NAME: &str =
+    <AsyncChannelServiceServer<AsyncChannelApi> as tonic::server::NamedService>::NAME;
+
+/// Bytes of the gRPC length prefix in front of every message on the wire.
+const GRPC_MESSAGE_PREFIX: usize = 5;
 
 /// The async channel's API.
 #[derive(Clone)]
@@ -43,6 +63,12 @@ pub struct AsyncChannelApi {
     pub(super) wake: Arc<Notify>,
     pub(super) inbox_changed: Arc<Notify>,
     pub(super) dispatcher: Arc<Dispatcher>,
+    /// Where inbox reads that return personal data are logged (StreamMessages).
+    pub(super) message_log: MessageLog,
+    /// The one database poller of every open StreamMessages.
+    pub(super) inbox_poller: InboxPoller,
+    /// Each sender's messages and bytes in flight.
+    pub(super) quotas: Arc<SenderQuotas>,
 }
 
 /// The envelope of the SendMessage call, as the sync channel verified it.
@@ -139,13 +165,16 @@ fn inbox_item(row: InboxRow) -> InboxItem {
 
 impl AsyncChannelApi {
     fn sent_envelope(metadata: &tonic::metadata::MetadataMap) -> Result<SentEnvelope, ApiError> {
-        let message_id = metadata_text(metadata, envelope::MESSAGE_ID);
-        if message_id.is_empty() {
+        let sent_id = metadata_text(metadata, envelope::MESSAGE_ID);
+        if sent_id.is_empty() {
             return Err(ApiError::invalid_field(
                 envelope::MESSAGE_ID,
                 "is required: an async message is sent with a signed envelope",
             ));
         }
+        // The sync channel forwards the id lower-cased already; normalised here as well so the
+        // idempotency key has one form whoever calls.
+        let message_id = normal_message_id(envelope::MESSAGE_ID, &sent_id)?;
         Ok(SentEnvelope {
             message_id,
             correlation_id: metadata_text(metadata, envelope::CORRELATION_ID),
@@ -179,7 +208,7 @@ impl AsyncChannelApi {
             }
             requested => requested,
         };
-        let reply_to = if request.reply_to.is_empty() {
+        let reply_to = if request.reply_to.is_empty() || request.reply_to == sender {
             sender.to_string()
         } else if directory.participant(&request.reply_to).is_some() {
             request.reply_to.clone()
@@ -272,6 +301,15 @@ impl AsyncChannelApi {
                         "the gateway's own services cannot be called through the async channel",
                     ));
                 }
+                // Only a method the route lists, exactly, like a sync call: a `*` rule grants no
+                // other method string, and none reaches the upstream in another shape.
+                if !route.methods.contains(&target.method) {
+                    return Err(ApiError::new(
+                        tonic::Code::Unimplemented,
+                        "UNKNOWN_METHOD",
+                        format!("{} has no method {} routed", target.service, target.method),
+                    ));
+                }
                 let rule = crate::policy::access_rule(
                     &directory,
                     route,
@@ -299,8 +337,76 @@ impl AsyncChannelApi {
                 row.method = target.method;
             }
         }
+        if row.reply_to != row.sender {
+            check_reply_to(&directory, &row)?;
+        }
         Ok(row)
     }
+}
+
+/// `reply_to` other than the sender receives the outcome — the target's answer, personal data on
+/// a personal-data route — so it must be a participant that could have asked for it itself: with
+/// its own access rule for the target method and the envelope's purpose, and accepting messages
+/// from the sender. A recipient message has no outcome to send elsewhere.
+fn check_reply_to(directory: &Directory, message: &MessageRow) -> Result<(), ApiError> {
+    let (sender, reply_to) = (message.sender.as_str(), message.reply_to.as_str());
+    let refused = |why: String| {
+        tracing::warn!(participant = %sender, reply_to = %reply_to, reason = REPLY_TO_NOT_ALLOWED, "reply_to refused");
+        Err(ApiError::permission_denied(
+            REPLY_TO_NOT_ALLOWED,
+            format!("reply_to {reply_to} may not receive this message's outcome: {why}"),
+        )
+        .with_metadata("reply_to", reply_to))
+    };
+    if !message.recipient.is_empty() {
+        return refused("a message to a recipient has no outcome for another participant".into());
+    }
+    let accepts = directory
+        .participant(reply_to)
+        .is_some_and(|participant| participant.accepts_messages_from(sender));
+    if !accepts {
+        return refused(format!("it does not accept messages from {sender}"));
+    }
+    let Some(route) = directory.route(&message.service) else {
+        return refused(format!("no route for service {}", message.service));
+    };
+    if let Err(error) = crate::policy::access_rule(
+        directory,
+        route,
+        reply_to,
+        &message.service,
+        &message.method,
+        &message.purpose,
+        &message.subject_iin,
+    ) {
+        return refused(format!(
+            "it has no access rule of its own for {}/{} and this purpose ({})",
+            message.service,
+            message.method,
+            error.message()
+        ));
+    }
+    Ok(())
+}
+
+/// The lower-case form of a message id taken from `field`, or `INVALID_ARGUMENT` naming it.
+fn normal_message_id(field: &str, text: &str) -> Result<String, ApiError> {
+    envelope::normal_message_id(text).ok_or_else(|| {
+        ApiError::invalid_field(
+            field,
+            "must be a UUID such as 0191f5a0-3c1e-7b3a-9a52-5d0b5e0f6c11",
+        )
+    })
+}
+
+/// The persons whose data `message` carries to whoever reads it: its subjects, when it was sent
+/// about them to a personal-data target (or with subjects to a participant).
+fn personal_subjects(message: &MessageRow) -> impl Iterator<Item = &str> {
+    message
+        .subject_iin
+        .split(',')
+        .map(str::trim)
+        .filter(move |iin| message.personal_data && !iin.is_empty())
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -317,6 +423,134 @@ fn millis(duration: Duration) -> i64 {
 
 type InboxStream = Pin<Box<dyn Stream<Item = Result<StreamMessagesResponse, Status>> + Send>>;
 
+impl AsyncChannelApi {
+    /// The receipt of the message `row` would store, once it is within its sender's quota. A
+    /// sender over its quota still gets the first receipt of a message it already sent.
+    async fn store_within_quota(&self, row: MessageRow) -> Result<SendMessageResponse, ApiError> {
+        let limits = QuotaLimits {
+            messages: self.options.quota_messages,
+            bytes: self.options.quota_bytes,
+        };
+        let payload_bytes = row.payload.len();
+        if let Err(refusal) = self
+            .quotas
+            .reserve(&self.database, limits, &row.sender, payload_bytes)
+            .await
+        {
+            if refusal.reason() == ASYNC_QUOTA_EXCEEDED
+                && let Some(existing) = store::find(&self.database, &row.sender, &row.message_id)
+                    .await
+                    .map_err(ApiError::from)?
+            {
+                return Ok(receipt(&existing, true));
+            }
+            tracing::warn!(participant = %row.sender, reason = %refusal.reason(), "async message refused");
+            return Err(refusal);
+        }
+        let (stored, duplicate) = match store::insert(&self.database, &row).await {
+            Ok(inserted) => inserted,
+            Err(error) => {
+                self.quotas.release(&row.sender, payload_bytes);
+                return Err(ApiError::from(error));
+            }
+        };
+        if duplicate {
+            self.quotas.release(&row.sender, payload_bytes);
+        } else if stored.recipient.is_empty() {
+            self.wake.notify_one();
+        } else {
+            self.inbox_changed.notify_waiters();
+        }
+        Ok(receipt(&stored, duplicate))
+    }
+
+    /// The largest `GetMessagesResponse` the async channel's route lets out, less the gRPC prefix.
+    fn response_budget(&self) -> usize {
+        let directory = self.directory.snapshot();
+        let limit = directory
+            .route(SERVICE_NAME)
+            .map_or(directory.settings().max_response_bytes, |route| {
+                route.max_response_bytes
+            });
+        limit.saturating_sub(GRPC_MESSAGE_PREFIX)
+    }
+
+    /// Logs the push of `rows` to `reader` on its StreamMessages, one entry per item that carries
+    /// personal data, each with subject-access rows for the item's persons; all of them durable
+    /// before the items leave. `MESSAGE_LOG_UNAVAILABLE` when any could not be written.
+    async fn log_pushed(
+        &self,
+        reader: &str,
+        reader_user_id: &str,
+        pushed: &[(InboxRow, InboxItem)],
+    ) -> Result<(), ApiError> {
+        let request_hash = sha256(&StreamMessagesRequest::default().encode_to_vec());
+        let appends = pushed
+            .iter()
+            .filter(|(row, _)| personal_subjects(&row.message).next().is_some())
+            .map(|(row, item)| {
+                let response = StreamMessagesResponse {
+                    item: Some(item.clone()),
+                }
+                .encode_to_vec();
+                let record = LogRecord {
+                    time_ms: self.clock.now_millis(),
+                    message_id: row.message.message_id.clone(),
+                    correlation_id: row.message.correlation_id.clone(),
+                    sender: reader.to_string(),
+                    user_id: reader_user_id.to_string(),
+                    service: SERVICE_NAME.to_string(),
+                    method: "StreamMessages".to_string(),
+                    purpose: row.message.purpose.clone(),
+                    subject_iin: personal_subjects(&row.message)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    request_hash,
+                    response_hash: Some(sha256(&response)),
+                    status_code: tonic::Code::Ok as i32,
+                    reason: String::new(),
+                    duration_us: 0,
+                    channel: Channel::Async,
+                    personal_data: true,
+                    request_body: None,
+                    response_body: Some(response),
+                };
+                self.message_log.append(record)
+            });
+        let results = futures::future::join_all(appends).await;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            tracing::error!(error = %error, participant = %reader, "inbox push not logged");
+            return Err(ApiError::unavailable(
+                "MESSAGE_LOG_UNAVAILABLE",
+                "the gateway could not record the pushed items in its message log",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn receipt(stored: &MessageRow, duplicate: bool) -> SendMessageResponse {
+    SendMessageResponse {
+        receipt: Some(MessageReceipt {
+            message_id: stored.message_id.clone(),
+            accepted_at_ms: stored.accepted_ms,
+            expires_at_ms: stored.expires_ms,
+            state: state_of(&stored.state) as i32,
+        }),
+        duplicate,
+    }
+}
+
+/// The stream's deadline from the `grpc-timeout` the sync channel forwards (the caller's deadline
+/// bounded by the route's timeout); `None` when the call came without one.
+fn stream_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let timeout = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::grpc_frames::parse_grpc_timeout)?;
+    Some(tokio::time::Instant::now() + timeout)
+}
+
 #[tonic::async_trait]
 impl AsyncChannelService for AsyncChannelApi {
     async fn send_message(
@@ -326,25 +560,7 @@ impl AsyncChannelService for AsyncChannelApi {
         let sender = caller(&request)?;
         let sent = Self::sent_envelope(request.metadata())?;
         let row = self.accept(&sender, sent, request.into_inner()).await?;
-        let (stored, duplicate) = store::insert(&self.database, &row)
-            .await
-            .map_err(ApiError::from)?;
-        if !duplicate {
-            if stored.recipient.is_empty() {
-                self.wake.notify_one();
-            } else {
-                self.inbox_changed.notify_waiters();
-            }
-        }
-        Ok(Response::new(SendMessageResponse {
-            receipt: Some(MessageReceipt {
-                message_id: stored.message_id.clone(),
-                accepted_at_ms: stored.accepted_ms,
-                expires_at_ms: stored.expires_ms,
-                state: state_of(&stored.state) as i32,
-            }),
-            duplicate,
-        }))
+        Ok(Response::new(self.store_within_quota(row).await?))
     }
 
     async fn get_message_status(
@@ -352,17 +568,27 @@ impl AsyncChannelService for AsyncChannelApi {
         request: Request<GetMessageStatusRequest>,
     ) -> Result<Response<GetMessageStatusResponse>, Status> {
         let sender = caller(&request)?;
-        let message_id = request.into_inner().message_id;
-        if message_id.is_empty() {
+        let asked = request.into_inner().message_id;
+        if asked.is_empty() {
             return Err(ApiError::invalid_field("message_id", "is required").into());
         }
+        let message_id = normal_message_id("message_id", &asked)?;
         match store::find(&self.database, &sender, &message_id)
             .await
             .map_err(ApiError::from)?
         {
-            Some(message) => Ok(Response::new(GetMessageStatusResponse {
-                status: Some(status_message(message)),
-            })),
+            Some(message) => {
+                // The status carries the target's answer: its persons get access rows.
+                let subjects: Vec<String> =
+                    personal_subjects(&message).map(str::to_string).collect();
+                let response = Response::new(GetMessageStatusResponse {
+                    status: Some(status_message(message)),
+                });
+                Ok(declare_response_subjects(
+                    response,
+                    subjects.iter().map(String::as_str),
+                ))
+            }
             None => Err(ApiError::not_found(
                 "MESSAGE_NOT_FOUND",
                 format!("{sender} sent no message {message_id}"),
@@ -380,9 +606,45 @@ impl AsyncChannelService for AsyncChannelApi {
         let rows = store::pending_inbox(&self.database, &participant, limit as i64)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(GetMessagesResponse {
-            items: rows.into_iter().map(inbox_item).collect(),
-        }))
+        // Bounded in bytes (the route's response limit) and in persons (one declaration names
+        // at most MAX_SUBJECTS), oldest first; the rest waits for the next call.
+        let budget = self.response_budget();
+        let mut items = Vec::new();
+        let mut encoded = 0_usize;
+        let mut subjects: BTreeSet<String> = BTreeSet::new();
+        for row in rows {
+            let row_subjects: Vec<String> = personal_subjects(&row.message)
+                .filter(|iin| !subjects.contains(*iin))
+                .map(str::to_string)
+                .collect();
+            let item = inbox_item(row);
+            let item_bytes = item.encoded_len();
+            let field_bytes = 1 + prost::length_delimiter_len(item_bytes) + item_bytes;
+            if items.is_empty() && field_bytes > budget {
+                return Err(ApiError::new(
+                    tonic::Code::ResourceExhausted,
+                    "MESSAGE_TOO_LARGE",
+                    format!(
+                        "inbox item {} is {field_bytes} bytes, more than the {budget} bytes a response of {SERVICE_NAME} may carry: raise the route's max_response_bytes, or acknowledge the item to skip it",
+                        item.item_id
+                    ),
+                )
+                .with_metadata("item_id", item.item_id)
+                .into());
+            }
+            if encoded + field_bytes > budget || subjects.len() + row_subjects.len() > MAX_SUBJECTS
+            {
+                break;
+            }
+            encoded += field_bytes;
+            subjects.extend(row_subjects);
+            items.push(item);
+        }
+        let response = Response::new(GetMessagesResponse { items });
+        Ok(declare_response_subjects(
+            response,
+            subjects.iter().map(String::as_str),
+        ))
     }
 
     async fn ack_messages(
@@ -422,43 +684,67 @@ impl AsyncChannelService for AsyncChannelApi {
         request: Request<StreamMessagesRequest>,
     ) -> Result<Response<Self::StreamMessagesStream>, Status> {
         let participant = caller(&request)?;
-        let database = self.database.clone();
-        let inbox_changed = self.inbox_changed.clone();
-        let poll_interval = self.options.poll_interval.max(Duration::from_millis(100)) * 5;
+        let reader_user_id = metadata_text(request.metadata(), envelope::USER_ID);
+        let deadline = stream_deadline(request.metadata());
+        let api = self.clone();
+        let mut subscription = self.inbox_poller.subscribe(&participant);
         let (sender, receiver) =
             tokio::sync::mpsc::channel::<Result<StreamMessagesResponse, Status>>(64);
         tokio::spawn(async move {
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::pin!(expired);
             // Items pushed but not yet acknowledged are not pushed again on this stream.
             let mut pushed: HashSet<String> = HashSet::new();
             loop {
-                let changed = inbox_changed.notified();
-                match store::pending_inbox(&database, &participant, 500).await {
-                    Ok(rows) => {
-                        let pending: HashSet<String> =
-                            rows.iter().map(|row| row.item_id.clone()).collect();
-                        pushed.retain(|item_id| pending.contains(item_id));
-                        for row in rows {
-                            if pushed.insert(row.item_id.clone())
-                                && sender
-                                    .send(Ok(StreamMessagesResponse {
-                                        item: Some(inbox_item(row)),
-                                    }))
-                                    .await
-                                    .is_err()
-                            {
-                                return;
-                            }
+                tokio::select! {
+                    changed = subscription.snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
                         }
                     }
-                    Err(error) => {
-                        let _ = sender.send(Err(ApiError::from(error).into())).await;
+                    _ = &mut expired => {
+                        let ended = ApiError::new(
+                            tonic::Code::DeadlineExceeded,
+                            STREAM_DEADLINE,
+                            "the stream reached its deadline (the caller's, bounded by the route's timeout): open a new one",
+                        );
+                        let _ = sender.send(Err(ended.into())).await;
                         return;
                     }
-                }
-                tokio::select! {
-                    _ = changed => {}
-                    _ = tokio::time::sleep(poll_interval) => {}
                     _ = sender.closed() => return,
+                }
+                let Some(rows) = subscription.snapshots.borrow_and_update().clone() else {
+                    continue;
+                };
+                let pending: HashSet<&str> = rows.iter().map(|row| row.item_id.as_str()).collect();
+                pushed.retain(|item_id| pending.contains(item_id.as_str()));
+                let fresh: Vec<(InboxRow, InboxItem)> = rows
+                    .iter()
+                    .filter(|row| !pushed.contains(&row.item_id))
+                    .map(|row| (row.clone(), inbox_item(row.clone())))
+                    .collect();
+                if fresh.is_empty() {
+                    continue;
+                }
+                // Nothing about a person leaves before its access is durable in the log.
+                if let Err(error) = api.log_pushed(&participant, &reader_user_id, &fresh).await {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+                for (row, item) in fresh {
+                    pushed.insert(row.item_id);
+                    if sender
+                        .send(Ok(StreamMessagesResponse { item: Some(item) }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             }
         });

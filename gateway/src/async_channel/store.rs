@@ -479,3 +479,89 @@ pub async fn queue_stats(database: &Database) -> Result<(i64, Option<i64>), sqlx
         .await?;
     Ok((row.try_get("depth")?, row.try_get("oldest")?))
 }
+
+/// What `sender` has in flight: its messages still on delivery and their payload bytes, for the
+/// per-sender async quota.
+pub async fn in_flight(database: &Database, sender: &str) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS messages, COALESCE(SUM(LENGTH(payload)), 0) AS bytes \
+         FROM async_messages WHERE sender = $1 AND state = 'ON_DELIVERY'",
+    )
+    .bind(sender.to_string())
+    .fetch_one(database.pool())
+    .await?;
+    Ok((row.try_get("messages")?, row.try_get("bytes")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use shlyuz_kit::db::{Database, Migrations};
+    use sqlx::Row;
+
+    /// Stores an async message row with only the fields the migration looks at filled in.
+    async fn stored(database: &Database, sender: &str, message_id: &str) {
+        sqlx::query(
+            "INSERT INTO async_messages (id, sender, message_id, correlation_id, user_id, purpose, subject_iin, \
+             consent_id, service, method, recipient, reply_to, payload, payload_type, personal_data, state, \
+             attempts, accepted_ms, expires_ms, next_attempt_ms, finished_ms, response_code, response_message, \
+             last_error) VALUES ($1, $2, $3, '', '', '', '', '', '', '', 'intake', $2, $4, '', 0, 'ON_DELIVERY', \
+             0, 0, 1, 0, 0, 0, '', '')",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(sender.to_string())
+        .bind(message_id.to_string())
+        .bind(Vec::<u8>::new())
+        .execute(database.pool())
+        .await
+        .expect("insert");
+    }
+
+    async fn ids_of(database: &Database, sender: &str) -> Vec<String> {
+        let mut ids: Vec<String> =
+            sqlx::query("SELECT message_id FROM async_messages WHERE sender = $1")
+                .bind(sender.to_string())
+                .fetch_all(database.pool())
+                .await
+                .expect("select")
+                .iter()
+                .map(|row| row.try_get("message_id").expect("message_id"))
+                .collect();
+        // Byte order, whatever the database's collation.
+        ids.sort();
+        ids
+    }
+
+    shlyuz_kit::storage_test!(
+        migration_0006_lower_cases_the_message_ids_stored_as_sent,
+        |database: Database| async move {
+            let before_0006 = Migrations {
+                sqlite: crate::SQLITE_MIGRATIONS.split_at(3).0,
+                postgres: crate::POSTGRES_MIGRATIONS.split_at(3).0,
+            };
+            database.migrate(&before_0006).await.expect("0001-0003");
+            let upper = "0191F5A0-3C1E-7B3A-9A52-5D0B5E0F6C11";
+            // One spelling: becomes lower case. Two spellings of one id: both kept as they are.
+            stored(&database, "ops", upper).await;
+            stored(&database, "sdu", upper).await;
+            stored(&database, "sdu", &upper.to_lowercase()).await;
+            stored(&database, "intake", upper).await;
+            stored(&database, "intake", "0191f5a0-3c1e-7b3a-9a52-5D0B5E0F6C11").await;
+            database
+                .migrate(&crate::MIGRATIONS)
+                .await
+                .expect("every migration");
+            assert_eq!(ids_of(&database, "ops").await, vec![upper.to_lowercase()]);
+            assert_eq!(
+                ids_of(&database, "sdu").await,
+                vec![upper.to_string(), upper.to_lowercase()]
+            );
+            assert_eq!(
+                ids_of(&database, "intake").await,
+                vec![
+                    upper.to_string(),
+                    "0191f5a0-3c1e-7b3a-9a52-5D0B5E0F6C11".to_string()
+                ]
+            );
+        }
+    );
+}

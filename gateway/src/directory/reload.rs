@@ -5,12 +5,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use shlyuz_kit::file_watch::{FileStamp, hangup_signals, next_hangup};
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
@@ -83,32 +84,6 @@ struct ReloadLabels {
 const RELOAD_OK: ReloadLabels = ReloadLabels { result: "ok" };
 const RELOAD_REJECTED: ReloadLabels = ReloadLabels { result: "rejected" };
 
-/// What the file looked like when last checked: a change of any part triggers a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    size: u64,
-    /// Catches a file replaced by rename (editors, Kubernetes ConfigMap updates) whose time and
-    /// size happen to match.
-    inode: u64,
-}
-
-impl FileStamp {
-    /// `None` when the file cannot be read (e.g. between an unlink and a rename).
-    fn of(path: &Path) -> Option<FileStamp> {
-        let metadata = std::fs::metadata(path).ok()?;
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Some(FileStamp {
-            modified: metadata.modified().ok(),
-            size: metadata.len(),
-            inode,
-        })
-    }
-}
-
 /// Reloads the directory from `path` on SIGHUP and whenever the file's modification time, size
 /// or inode changes (checked every `poll_interval`), until `shutdown`. Results are counted in
 /// `shlyuz_gateway_directory_reloads_total{result="ok"|"rejected"}`.
@@ -129,7 +104,7 @@ pub fn spawn_reloader(
         "directory reloads by result: ok (applied) or rejected (invalid file, previous directory kept)",
         reloads.clone(),
     );
-    let mut hangups = hangup_signals();
+    let mut hangups = hangup_signals("directory");
     let mut last_stamp = FileStamp::of(&path);
     tokio::spawn(async move {
         let mut poll = tokio::time::interval(poll_interval.max(Duration::from_millis(1)));
@@ -154,30 +129,6 @@ pub fn spawn_reloader(
             reload_once(&handle, &path, &targets, &reloads, trigger).await;
         }
     })
-}
-
-fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(hangups) => Some(hangups),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP, the directory reloads only when its file changes");
-            None
-        }
-    }
-}
-
-async fn next_hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
-    match hangups {
-        Some(signals) => {
-            if signals.recv().await.is_none() {
-                // The signal stream ended; never fire again rather than spin.
-                *hangups = None;
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
-    }
 }
 
 async fn reload_once(

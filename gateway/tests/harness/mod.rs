@@ -15,6 +15,7 @@ use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::Database;
 use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz_kit::listener::ListenerOptions;
 use shlyuz_kit::pki::{DevPki, SigningKey};
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
@@ -206,6 +207,18 @@ impl Harness {
         harness
     }
 
+    /// A gateway on SQLite with `settings` and the listener limits `listener` makes.
+    pub async fn start_sqlite_listening(
+        settings: shlyuz_gateway::GatewaySettings,
+        listener: impl FnOnce(&DevPki) -> ListenerOptions,
+    ) -> Harness {
+        let test_database = TestDatabase::sqlite().await;
+        let database = test_database.database().clone();
+        let mut harness = Self::start_listening(database, "", true, settings, listener).await;
+        harness.test_database = Some(test_database);
+        harness
+    }
+
     pub async fn start(database: Database, extra_directory: &str) -> Harness {
         Self::start_with(database, extra_directory, true).await
     }
@@ -229,6 +242,25 @@ impl Harness {
         extra_directory: &str,
         echo_idempotent: bool,
         gateway_settings: shlyuz_gateway::GatewaySettings,
+    ) -> Harness {
+        Self::start_listening(
+            database,
+            extra_directory,
+            echo_idempotent,
+            gateway_settings,
+            |_pki| ListenerOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Harness::start_custom`] with the gateway's listener limits made by `listener` (which
+    /// may write files next to the PKI, such as a CRL).
+    pub async fn start_listening(
+        database: Database,
+        extra_directory: &str,
+        echo_idempotent: bool,
+        gateway_settings: shlyuz_gateway::GatewaySettings,
+        listener: impl FnOnce(&DevPki) -> ListenerOptions,
     ) -> Harness {
         shlyuz_kit::install_crypto_provider();
         let directory_dir = tempfile::tempdir().expect("temp dir");
@@ -296,10 +328,13 @@ impl Harness {
         .await
         .expect("start gateway");
         let gateway_server = GrpcServer::bind(
-            ServerSettings::loopback(
-                "gateway",
-                Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
-            ),
+            ServerSettings {
+                listener: listener(&pki),
+                ..ServerSettings::loopback(
+                    "gateway",
+                    Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
+                )
+            },
             &metrics,
         )
         .await

@@ -10,17 +10,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tonic::service::Routes;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::identity::{CallerCheck, Callers};
+use crate::listener::{ListenerMetrics, ListenerOptions, ServerTls};
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::MetricsRegistry;
 
@@ -66,6 +65,8 @@ pub struct ServerSettings {
     /// Which participants may call the served routes (mutual TLS only; health and reflection are
     /// open to every authenticated peer).
     pub callers: Callers,
+    /// Connection, stream and header limits, and the client CRLs.
+    pub listener: ListenerOptions,
 }
 
 impl ServerSettings {
@@ -80,6 +81,7 @@ impl ServerSettings {
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
             callers: Callers::Any,
+            listener: ListenerOptions::default(),
         }
     }
 }
@@ -88,17 +90,21 @@ impl ServerSettings {
 pub struct GrpcServer {
     settings: ServerSettings,
     listener: tokio::net::TcpListener,
-    tls_config: Option<ServerTlsConfig>,
+    tls: Option<ServerTls>,
     health_reporter: HealthReporter,
     health_listener: Option<tokio::net::TcpListener>,
     metrics: GrpcServerMetrics,
+    listener_metrics: ListenerMetrics,
 }
 
 impl GrpcServer {
     /// Loads TLS material and binds the listener, so bad files or a taken port fail start-up.
     pub async fn bind(settings: ServerSettings, metrics: &MetricsRegistry) -> anyhow::Result<Self> {
-        let tls_config = match &settings.transport {
-            Transport::MutualTls(files) => Some(server_tls_config(files)?),
+        let tls = match &settings.transport {
+            Transport::MutualTls(files) => Some(
+                ServerTls::load(files, settings.listener.client_crl_file.as_deref())
+                    .with_context(|| format!("{}: TLS", settings.name))?,
+            ),
             Transport::Plaintext => None,
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -107,9 +113,10 @@ impl GrpcServer {
         let (health_reporter, _) = tonic_health::server::health_reporter();
         Ok(Self {
             metrics: GrpcServerMetrics::registered(metrics),
+            listener_metrics: ListenerMetrics::registered(metrics),
             settings,
             listener,
-            tls_config,
+            tls,
             health_reporter,
             health_listener: None,
         })
@@ -166,12 +173,12 @@ impl GrpcServer {
             .build_v1alpha()
             .context("cannot build the reflection service")?;
 
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls_config) = self.tls_config {
-            builder = builder
-                .tls_config(tls_config)
-                .with_context(|| format!("{name}: invalid TLS configuration"))?;
-        }
+        let limits = &self.settings.listener;
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+            .http2_max_header_list_size(limits.max_header_list_bytes);
         if let Some(max_age) = self.settings.max_connection_age {
             builder = builder.max_connection_age(max_age);
         }
@@ -187,13 +194,10 @@ impl GrpcServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
-        let incoming =
-            tokio_stream::wrappers::TcpListenerStream::new(self.listener).map(|accepted| {
-                accepted.inspect(|stream| {
-                    // Unary gRPC calls are small; Nagle would add latency for nothing.
-                    let _ = stream.set_nodelay(true);
-                })
-            });
+        let crl_reloader = self
+            .tls
+            .clone()
+            .and_then(|tls| tls.spawn_reloader(limits.reload_interval, &self.listener_metrics));
         let health_task = self.health_listener.map(|listener| {
             let health_only = tonic::transport::Server::builder().add_service(
                 tonic_health::pb::health_server::HealthServer::new(
@@ -209,9 +213,32 @@ impl GrpcServer {
         let settings = &self.settings;
         let result: anyhow::Result<()> = async {
             let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
-            let mut server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let drained = async {
                 let _ = drain_receiver.await;
-            }));
+            };
+            // The listener (connection cap, TLS handshake) hands over connections; tonic serves
+            // HTTP/2 on them and drops the listener when the drain starts.
+            let serving: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+                match self.tls {
+                    Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                        crate::listener::accept_tls(
+                            self.listener,
+                            &settings.listener,
+                            self.listener_metrics.clone(),
+                            tls,
+                        ),
+                        drained,
+                    )),
+                    None => Box::pin(router.serve_with_incoming_shutdown(
+                        crate::listener::accept_plaintext(
+                            self.listener,
+                            &settings.listener,
+                            self.listener_metrics.clone(),
+                        ),
+                        drained,
+                    )),
+                };
+            let mut server_task = tokio::spawn(serving);
 
             health_reporter
                 .set_service_status("", ServingStatus::Serving)
@@ -249,6 +276,9 @@ impl GrpcServer {
             Ok(())
         }
         .await;
+        if let Some(crl_reloader) = crl_reloader {
+            crl_reloader.abort();
+        }
         // The health listener holds no work worth draining, and an open Watch stream would keep
         // a graceful stop waiting forever: close it outright once the main server has stopped.
         if let Some(health_task) = health_task {
@@ -259,21 +289,6 @@ impl GrpcServer {
         }
         result
     }
-}
-
-fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
-}
-
-/// A rustls server configuration that requires and verifies a client certificate.
-pub fn server_tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
-    let ca_pem = read_file(&files.ca_cert, "CA certificate")?;
-    let cert_pem = read_file(&files.cert, "certificate")?;
-    let key_pem = read_file(&files.key, "private key")?;
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca_pem))
-        .client_auth_optional(false))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -288,6 +303,9 @@ struct GrpcMethodLabels {
     service: String,
     method: String,
 }
+
+/// The `service` and `method` label of calls answered `UNIMPLEMENTED` (no route for the path).
+pub const UNKNOWN_LABEL: &str = "unknown";
 
 /// Per-method call counters and latency histograms of a gRPC server.
 #[derive(Clone)]
@@ -441,6 +459,13 @@ where
                     .unwrap_or_else(|| "Ok".to_string()),
                 Err(_) => "Internal".to_string(),
             };
+            // A path no route serves is answered UNIMPLEMENTED: one series for all of them, so
+            // random paths cannot create series without bound.
+            let (service, method) = if code == "Unimplemented" {
+                (UNKNOWN_LABEL.to_string(), UNKNOWN_LABEL.to_string())
+            } else {
+                (service, method)
+            };
             metrics
                 .latency
                 .get_or_create(&GrpcMethodLabels {
@@ -499,6 +524,7 @@ mod tests {
             drain_timeout: Duration::from_secs(5),
             max_connection_age: None,
             callers: Callers::Any,
+            listener: ListenerOptions::default(),
         };
         let mut server = GrpcServer::bind(settings, &MetricsRegistry::default())
             .await

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, RevocationReason, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -173,6 +174,50 @@ impl DevPki {
             not_after,
         )?;
         Ok((cert_pem, key_pair.serialize_pem()))
+    }
+
+    /// A certificate revocation list signed by the CA, valid for a week, that revokes each
+    /// certificate (PEM) of `revoked`; `crl_number` should grow with every list issued. Returns
+    /// the CRL as PEM (`-----BEGIN X509 CRL-----`).
+    pub fn revocation_list(&self, revoked: &[&str], crl_number: u64) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for cert_pem in revoked {
+            let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| PkiError::InvalidCertificate {
+                    reason: "no PEM certificate to revoke".to_string(),
+                })?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).map_err(|error| {
+                PkiError::InvalidCertificate {
+                    reason: error.to_string(),
+                }
+            })?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(cert.raw_serial()),
+                revocation_time: now - BACKDATE,
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - BACKDATE,
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let generate = |source| PkiError::Generate {
+            what: "certificate revocation list".to_string(),
+            source,
+        };
+        params
+            .signed_by(&self.issuer)
+            .map_err(generate)?
+            .pem()
+            .map_err(generate)
     }
 
     fn ensure_participant(&self, participant_id: &str) -> Result<ParticipantFiles, PkiError> {
