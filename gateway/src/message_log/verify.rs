@@ -237,16 +237,15 @@ fn check_subject_rows(entry: &StoredEntry, rows: &[&StoredSubjectAccess]) -> Res
             ));
         }
     }
-    if entry.personal_data {
-        if let Some(missing) = expected
+    if entry.personal_data
+        && let Some(missing) = expected
             .iter()
             .find(|subject| !rows.iter().any(|row| row.subject_iin == **subject))
-        {
-            return Err(format!(
-                "entry {} names {missing} but the subject access log has no row for it",
-                entry.sequence
-            ));
-        }
+    {
+        return Err(format!(
+            "entry {} names {missing} but the subject access log has no row for it",
+            entry.sequence
+        ));
     }
     Ok(())
 }
