@@ -869,3 +869,70 @@ shlyuz_kit::storage_test!(
         );
     }
 );
+
+shlyuz_kit::storage_test!(
+    checkpoints_can_be_exported_and_checked_outside_the_database,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 4,
+            checkpoint_every_entries: 5,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        let mut chain_id = String::new();
+        for number in 0..23 {
+            chain_id = log.append(record(number)).await.expect("append").chain_id;
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        let mut exported = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = api
+                .export_checkpoints(tonic::Request::new(
+                    shlyuz_proto::gateway::v1::ExportCheckpointsRequest {
+                        chain_id: chain_id.clone(),
+                        page_size: 2,
+                        page_token: page_token.clone(),
+                    },
+                ))
+                .await
+                .expect("export")
+                .into_inner();
+            exported.extend(page.checkpoints);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_log_checkpoints")
+            .fetch_one(database.pool())
+            .await
+            .expect("count");
+        assert_eq!(exported.len() as i64, stored);
+        assert_eq!(exported.last().expect("a final checkpoint").sequence, 23);
+        let key = keys.gateway.verifying_key();
+        for checkpoint in &exported {
+            key.verify(checkpoint.signed_message.as_bytes(), &checkpoint.signature)
+                .expect("each exported head verifies with the gateway's public key alone");
+            assert!(
+                checkpoint.signed_message.contains(&checkpoint.entry_hash),
+                "{checkpoint:?}"
+            );
+        }
+        let refused = api
+            .export_checkpoints(tonic::Request::new(
+                shlyuz_proto::gateway::v1::ExportCheckpointsRequest::default(),
+            ))
+            .await
+            .expect_err("no chain named");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            summarize_status(&refused)
+                .fields
+                .contains(&"chain_id".to_string()),
+            "{refused:?}"
+        );
+    }
+);

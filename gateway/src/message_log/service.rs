@@ -13,7 +13,8 @@ use shlyuz_proto::gateway::v1::message_log_service_server::{
     MessageLogService, MessageLogServiceServer,
 };
 use shlyuz_proto::gateway::v1::{
-    ChainVerification, GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
+    ChainVerification, Checkpoint, ExportCheckpointsRequest, ExportCheckpointsResponse,
+    GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
     ListSubjectAccessRequest, ListSubjectAccessResponse, LogEntry, SubjectAccess,
     VerifyChainRequest, VerifyChainResponse,
 };
@@ -252,6 +253,59 @@ impl MessageLogService for MessageLogApi {
             response,
             [filter.subject_iin.as_str()],
         ))
+    }
+
+    async fn export_checkpoints(
+        &self,
+        request: Request<ExportCheckpointsRequest>,
+    ) -> Result<Response<ExportCheckpointsResponse>, Status> {
+        let message = request.into_inner();
+        if message.chain_id.is_empty() {
+            return Err(ApiError::invalid_field("chain_id", "is required").into());
+        }
+        let limit = page_size(message.page_size)?;
+        let scope = format!("checkpoints/{}", message.chain_id);
+        let after_sequence = match decode_page_token(&message.page_token, &scope)? {
+            None => 0,
+            Some(key) => key.parse::<i64>().map_err(|_| {
+                ApiError::invalid_field("page_token", "is not a token returned by this list")
+            })?,
+        };
+        // One row more than the page tells whether another page follows.
+        let mut checkpoints = store::checkpoints_after(
+            &self.database,
+            &message.chain_id,
+            after_sequence,
+            i64::try_from(limit + 1).unwrap_or(i64::MAX),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let has_more = checkpoints.len() > limit;
+        checkpoints.truncate(limit);
+        let next_page_token = match checkpoints.last() {
+            Some(last) if has_more => encode_page_token(&scope, &last.sequence.to_string()),
+            _ => String::new(),
+        };
+        Ok(Response::new(ExportCheckpointsResponse {
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|checkpoint| Checkpoint {
+                    signed_message: super::record::checkpoint_message(
+                        &checkpoint.chain_id,
+                        checkpoint.sequence,
+                        &checkpoint.entry_hash,
+                        checkpoint.time_ms,
+                    ),
+                    entry_hash: hex::encode(&checkpoint.entry_hash),
+                    chain_id: checkpoint.chain_id,
+                    sequence: checkpoint.sequence,
+                    time_ms: checkpoint.time_ms,
+                    signature: checkpoint.signature,
+                    signer_public_key: checkpoint.signer_public_key,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn verify_chain(

@@ -632,11 +632,23 @@ pub async fn checkpoints(
     database: &Database,
     chain_id: &str,
 ) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
+    checkpoints_after(database, chain_id, 0, i64::MAX).await
+}
+
+/// Up to `limit` checkpoints of `chain_id` after `after_sequence`, in chain order.
+pub async fn checkpoints_after(
+    database: &Database,
+    chain_id: &str,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT chain_id, sequence, entry_hash, time_ms, signature, signer_public_key \
-         FROM message_log_checkpoints WHERE chain_id = $1 ORDER BY sequence",
+         FROM message_log_checkpoints WHERE chain_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
     )
     .bind(chain_id.to_string())
+    .bind(after_sequence)
+    .bind(limit)
     .fetch_all(database.pool())
     .await?;
     rows.iter()
