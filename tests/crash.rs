@@ -1,19 +1,26 @@
 //! `shlyuz up` killed with SIGKILL at several moments while SMS notices run through the gateway,
-//! and restarted each time on the same data (issue 15), on SQLite and on PostgreSQL: every notice
-//! the gateway accepted is sent exactly once, no SMS goes out that nobody asked for, and the
-//! message log still verifies.
+//! sync and as async messages, and restarted each time on the same data (issue 15), on SQLite and
+//! on PostgreSQL: every notice the gateway accepted is sent exactly once, every accepted async
+//! message ends DELIVERED within its route's claim after the last restart, no SMS goes out that
+//! nobody asked for, and the message log still verifies.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use shlyuz::up::Endpoints;
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::pki::SigningKey;
-use shlyuz_proto::gateway::v1::VerifyChainRequest;
+use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient;
+use shlyuz_proto::gateway::v1::send_message_request::Target;
+use shlyuz_proto::gateway::v1::{
+    DeliveryState, GetMessageStatusRequest, MessageStatus, SendMessageRequest, ServiceTarget,
+    VerifyChainRequest,
+};
 use shlyuz_proto::notify::v1 as pb;
 
 const SHLYUZ: &str = env!("CARGO_BIN_EXE_shlyuz");
@@ -21,6 +28,13 @@ const SEND_PATH: &str = "/shlyuz.notify.v1.NotificationService/SendNotification"
 const TARGETS: [&str; 5] = ["gateway", "registry", "notify", "intake", "housing"];
 /// Notices sent during the run.
 const NOTICES: usize = 120;
+/// Of those, every `ASYNC_EVERY`-th goes as an async message to notify's `SendNotification`.
+const ASYNC_EVERY: usize = 3;
+const ASYNC_SEND_PATH: &str = "/shlyuz.gateway.v1.AsyncChannelService/SendMessage";
+/// The async claim margin of the run (`gateway.async_lease_margin_ms`).
+const LEASE_MARGIN_MS: u64 = 1_000;
+/// Notify's route timeout in the default directory.
+const NOTIFY_TIMEOUT_MS: u64 = 5_000;
 /// When the process is killed, after each start: fixed, so every run tries the same moments.
 const KILL_AFTER_MS: [u64; 4] = [700, 1_300, 450, 1_000];
 
@@ -96,6 +110,14 @@ impl Stack {
             .arg("json")
             // A killed worker's claims lapse in 2 s instead of a minute, so the test is short.
             .args(["--set", "notify.sms.delivery.lease_ms=2000"])
+            // An async delivery killed in flight is due again after notify's 5 s route timeout
+            // plus this margin (not after housing's 600 s review).
+            .args([
+                "--set",
+                &format!("gateway.async_lease_margin_ms={LEASE_MARGIN_MS}"),
+            ])
+            .args(["--set", "gateway.async_retry_initial_ms=100"])
+            .args(["--set", "gateway.async_retry_max_ms=500"])
             .args(["--set", "telemetry.admin_listen=127.0.0.1:0"]);
         for (index, target) in TARGETS.iter().enumerate() {
             command.args(["--set", &format!("{target}.listen=127.0.0.1:0")]);
@@ -151,17 +173,7 @@ fn settings(endpoints: &Endpoints, participant: &str) -> ClientSettings {
 /// Sends notice `index` until the gateway accepts it, through every crash and restart: the
 /// same idempotency key each time, so notify keeps one notice whatever was lost in flight.
 async fn send_until_accepted(data_dir: &Path, index: usize) -> String {
-    let request = pb::SendNotificationRequest {
-        recipient_phone: format!("+7701555{:04}", index % 10),
-        channels: vec![pb::Channel::Sms as i32],
-        template_id: "jauynger.status.accepted".to_string(),
-        parameters: [("application_number".to_string(), format!("J-CRASH-{index}"))]
-            .into_iter()
-            .collect(),
-        language: pb::Language::Kk as i32,
-        idempotency_key: format!("crash-{index}"),
-        ..Default::default()
-    };
+    let request = notice_request(index);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         assert!(Instant::now() < deadline, "notice {index} never accepted");
@@ -192,6 +204,89 @@ async fn send_until_accepted(data_dir: &Path, index: usize) -> String {
     }
 }
 
+/// The `SendNotification` request of notice `index`.
+fn notice_request(index: usize) -> pb::SendNotificationRequest {
+    pb::SendNotificationRequest {
+        recipient_phone: format!("+7701555{:04}", index % 10),
+        channels: vec![pb::Channel::Sms as i32],
+        template_id: "jauynger.status.accepted".to_string(),
+        parameters: [("application_number".to_string(), format!("J-CRASH-{index}"))]
+            .into_iter()
+            .collect(),
+        language: pb::Language::Kk as i32,
+        idempotency_key: format!("crash-{index}"),
+        ..Default::default()
+    }
+}
+
+/// Sends notice `index` as an async message with id `message_id` until the gateway accepts it,
+/// through every crash and restart: the same message id each time, so the gateway keeps one.
+async fn send_async_until_accepted(data_dir: &Path, index: usize, message_id: &str) {
+    let request = SendMessageRequest {
+        target: Some(Target::Service(ServiceTarget {
+            service: "shlyuz.notify.v1.NotificationService".to_string(),
+            method: "SendNotification".to_string(),
+        })),
+        payload: notice_request(index).encode_to_vec(),
+        ..SendMessageRequest::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "async notice {index} never accepted"
+        );
+        let Ok(endpoints) = Endpoints::read(data_dir) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let attempt = async {
+            let channel = connect(&settings(&endpoints, "housing")).await.ok()?;
+            let key = SigningKey::from_pem_file(&endpoints.participants["housing"].signing_key)
+                .expect("housing signing key");
+            let envelope = EnvelopeBuilder {
+                message_id: message_id.to_string(),
+                purpose: "CITIZEN_NOTIFICATION".to_string(),
+                subject_iin: "900101300017".to_string(),
+                ..EnvelopeBuilder::default()
+            };
+            let mut call = envelope.signed_request(&key, ASYNC_SEND_PATH, request.clone());
+            call.set_timeout(Duration::from_secs(5));
+            AsyncChannelServiceClient::new(channel)
+                .send_message(call)
+                .await
+                .ok()
+        };
+        if attempt.await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status of housing's async message `message_id`.
+async fn async_status(endpoints: &Endpoints, message_id: &str) -> MessageStatus {
+    let channel = connect(&settings(endpoints, "housing"))
+        .await
+        .expect("gateway");
+    let key = SigningKey::from_pem_file(&endpoints.participants["housing"].signing_key)
+        .expect("housing signing key");
+    let call = EnvelopeBuilder::default().signed_request(
+        &key,
+        "/shlyuz.gateway.v1.AsyncChannelService/GetMessageStatus",
+        GetMessageStatusRequest {
+            message_id: message_id.to_string(),
+        },
+    );
+    AsyncChannelServiceClient::new(channel)
+        .get_message_status(call)
+        .await
+        .expect("message status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
 /// How many SMS the log holds per notification id.
 fn sms_per_notification(log: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -215,11 +310,18 @@ async fn killed_and_restarted(on_postgres: bool) {
     let data_dir = stack.path().to_path_buf();
     let workload = tokio::spawn(async move {
         let mut accepted = Vec::with_capacity(NOTICES);
+        let mut async_messages = Vec::new();
         for index in 0..NOTICES {
-            accepted.push(send_until_accepted(&data_dir, index).await);
+            if index % ASYNC_EVERY == 0 {
+                let message_id = uuid::Uuid::now_v7().to_string();
+                send_async_until_accepted(&data_dir, index, &message_id).await;
+                async_messages.push((index, message_id));
+            } else {
+                accepted.push(send_until_accepted(&data_dir, index).await);
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        accepted
+        (accepted, async_messages)
     });
     for kill_after in KILL_AFTER_MS {
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
@@ -230,7 +332,36 @@ async fn killed_and_restarted(on_postgres: bool) {
         up = restarted;
         eprintln!("restarted in {:?}", started.elapsed());
     }
-    let accepted = workload.await.expect("workload");
+    let last_restart = Instant::now();
+    let (mut accepted, async_messages) = workload.await.expect("workload");
+    let endpoints = Endpoints::read(stack.path()).expect("endpoints");
+
+    // Every accepted async message ends DELIVERED — one a killed run was delivering once its
+    // claim (notify's timeout plus the margin) lapses, plus a retry — with the notice it created.
+    let bound =
+        Duration::from_millis(NOTIFY_TIMEOUT_MS + LEASE_MARGIN_MS + 500) + Duration::from_secs(10);
+    for (index, message_id) in &async_messages {
+        let status = loop {
+            let status = async_status(&endpoints, message_id).await;
+            if status.state != DeliveryState::OnDelivery as i32 {
+                break status;
+            }
+            assert!(
+                last_restart.elapsed() < bound,
+                "async message {message_id} still on delivery {:?} after the last restart: {status:?}",
+                last_restart.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            status.state,
+            DeliveryState::Delivered as i32,
+            "{message_id}: {status:?}"
+        );
+        // The notice it created, by its idempotency key (housing has acknowledged the result,
+        // so the gateway keeps no response): asking again returns the same notice.
+        accepted.push(send_until_accepted(stack.path(), *index).await);
+    }
     let accepted_ids: HashSet<&str> = accepted.iter().map(String::as_str).collect();
     assert_eq!(
         accepted_ids.len(),
@@ -266,7 +397,6 @@ async fn killed_and_restarted(on_postgres: bool) {
         "SMS nobody's accepted notice asked for: {unasked:?}"
     );
 
-    let endpoints = Endpoints::read(stack.path()).expect("endpoints");
     let channel = connect(&settings(&endpoints, "ops"))
         .await
         .expect("gateway");

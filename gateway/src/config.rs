@@ -57,6 +57,12 @@ pub struct GatewayConfig {
     pub async_delivery_concurrency: usize,
     /// How often the async queue is polled when nothing wakes the dispatcher, in milliseconds.
     pub async_poll_ms: u64,
+    /// How much longer than its route's timeout an async delivery claim holds, in milliseconds:
+    /// after a crash, a message that was being delivered is due again within its route's
+    /// timeout plus this margin.
+    pub async_lease_margin_ms: u64,
+    /// How long final async messages, their inbox items and payloads are kept, in hours.
+    pub async_retention_hours: u64,
     /// Async messages one sender may have on delivery at once (`RESOURCE_EXHAUSTED`
     /// `ASYNC_QUOTA_EXCEEDED` beyond).
     pub async_quota_messages: u64,
@@ -132,6 +138,8 @@ impl Default for GatewayConfig {
             async_retry_max_ms: delivery.retry_max.as_millis() as u64,
             async_delivery_concurrency: delivery.delivery_concurrency,
             async_poll_ms: delivery.poll_interval.as_millis() as u64,
+            async_lease_margin_ms: delivery.lease_margin.as_millis() as u64,
+            async_retention_hours: delivery.retention.as_secs() / 3600,
             async_quota_messages: delivery.quota_messages,
             async_quota_bytes: delivery.quota_bytes,
             retired_signing_public_keys: Vec::new(),
@@ -195,6 +203,8 @@ impl GatewayConfig {
                 self.async_delivery_concurrency as u64,
             ),
             ("gateway.async_poll_ms", self.async_poll_ms),
+            ("gateway.async_lease_margin_ms", self.async_lease_margin_ms),
+            ("gateway.async_retention_hours", self.async_retention_hours),
             ("gateway.async_quota_messages", self.async_quota_messages),
             ("gateway.async_quota_bytes", self.async_quota_bytes),
         ] {
@@ -287,9 +297,12 @@ impl GatewayConfig {
                 retry_max: Duration::from_millis(self.async_retry_max_ms),
                 delivery_concurrency: self.async_delivery_concurrency,
                 poll_interval: Duration::from_millis(self.async_poll_ms),
+                lease_margin: Duration::from_millis(self.async_lease_margin_ms),
+                retention: Duration::from_secs(self.async_retention_hours.saturating_mul(3600)),
+                keep_payloads: self.store_bodies,
+                deliver: true,
                 quota_messages: self.async_quota_messages,
                 quota_bytes: self.async_quota_bytes,
-                ..AsyncOptions::default()
             },
             retired_signing_keys: Vec::new(),
             replay_scope: self.replay_guard,

@@ -60,6 +60,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("../migrations/sqlite/0004_log_hardening.sql"),
     },
     EmbeddedMigration {
+        version: 5,
+        description: "async delivery reasons and retention",
+        sql: include_str!("../migrations/sqlite/0005_async_delivery.sql"),
+    },
+    EmbeddedMigration {
         version: 6,
         description: "async sender quota index, lower-case message ids",
         sql: include_str!("../migrations/sqlite/0006_async_sender_bounds.sql"),
@@ -86,6 +91,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "message log: one subject-access row per person named",
         sql: include_str!("../migrations/postgres/0004_log_hardening.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "async delivery reasons and retention",
+        sql: include_str!("../migrations/postgres/0005_async_delivery.sql"),
     },
     EmbeddedMigration {
         version: 6,
@@ -127,6 +137,7 @@ pub struct GatewayParts {
 /// A running gateway: the sync channel, the async channel and the message log.
 pub struct Gateway {
     channel: Arc<SyncChannel>,
+    directory: DirectoryHandle,
     message_log: MessageLog,
     async_channel: std::sync::Mutex<Option<async_channel::AsyncChannel>>,
 }
@@ -195,7 +206,7 @@ impl Gateway {
             );
         }
         let channel = SyncChannel::new(SyncChannelParts {
-            directory: directory_handle,
+            directory: directory_handle.clone(),
             message_log: message_log.clone(),
             consent: parts.consent,
             upstreams,
@@ -209,6 +220,7 @@ impl Gateway {
         });
         Ok(Gateway {
             channel,
+            directory: directory_handle,
             message_log,
             async_channel: std::sync::Mutex::new(Some(async_channel)),
         })
@@ -222,6 +234,11 @@ impl Gateway {
             async move { Ok::<_, Infallible>(channel.handle(request).await) }
         });
         tonic::service::Routes::from(axum::Router::new().fallback_service(handler))
+    }
+
+    /// Reloads the directory file now, as SIGHUP does; on failure the current directory stays.
+    pub fn reload_directory(&self) -> Result<(), directory::DirectoryError> {
+        self.directory.reload_from_file()
     }
 
     /// Waits for the async delivery loop to stop (it stops on the shutdown signal), then

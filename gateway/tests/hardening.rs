@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Harness, echo_request, signed};
+use harness::{Harness, break_message_log, echo_request, signed};
 use shlyuz_gateway::envelope::{self, EnvelopeBuilder, EnvelopeVersion};
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::summarize_status;
@@ -21,19 +21,6 @@ fn assert_status(status: &tonic::Status, code: Code, reason: &str) {
     let summary = summarize_status(status);
     assert_eq!(summary.code, code, "{status:?}");
     assert_eq!(summary.reason, reason, "{status:?}");
-}
-
-/// Makes every message-log write fail (the table is renamed away), or undoes it.
-async fn break_message_log(database: &Database, broken: bool) {
-    let (from, to) = if broken {
-        ("message_log_entries", "message_log_entries_away")
-    } else {
-        ("message_log_entries_away", "message_log_entries")
-    };
-    sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
-        .execute(database.pool())
-        .await
-        .expect("rename the message-log table");
 }
 
 shlyuz_kit::storage_test!(

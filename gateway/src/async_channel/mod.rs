@@ -49,8 +49,20 @@ pub struct AsyncOptions {
     /// How often the queue is checked when nothing wakes the dispatcher (other replicas' messages,
     /// retries coming due).
     pub poll_interval: Duration,
-    /// How much longer than the longest route timeout a delivery claim holds.
+    /// How much longer than its route's timeout a delivery claim holds (and is extended by
+    /// while the delivery runs).
     pub lease_margin: Duration,
+    /// How long a message that reached its final state is kept, with its inbox items, before
+    /// it is deleted (the message log keeps its entries).
+    pub retention: Duration,
+    /// Keep payloads after delivery (`gateway.store_bodies`); off: a message's payload is
+    /// cleared when it becomes final or its recipient acknowledges it, and its response when the
+    /// sender acknowledges the outcome.
+    pub keep_payloads: bool,
+    /// Whether this instance claims and delivers messages; off, it accepts messages, serves
+    /// inboxes and does the housekeeping only. Always on from the configuration; tests hold
+    /// delivery with it.
+    pub deliver: bool,
     /// Messages one sender may have on delivery at once.
     pub quota_messages: u64,
     /// Payload bytes one sender may have on delivery at once.
@@ -67,6 +79,9 @@ impl Default for AsyncOptions {
             delivery_concurrency: 64,
             poll_interval: Duration::from_millis(200),
             lease_margin: Duration::from_secs(5),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            keep_payloads: false,
+            deliver: true,
             quota_messages: 50_000,
             quota_bytes: 512 * 1024 * 1024,
         }
@@ -100,6 +115,7 @@ impl AsyncChannel {
             database: database.clone(),
             directory: directory.clone(),
             upstreams,
+            consent: consent.clone(),
             owner: message_log.chain_id().to_string(),
             message_log,
             clock: clock.clone(),

@@ -134,6 +134,7 @@ fn status_message(message: MessageRow) -> MessageStatus {
         response_message: message.response_message,
         response_payload: message.response_payload.unwrap_or_default(),
         last_error: message.last_error,
+        reason: message.reason,
     }
 }
 
@@ -244,6 +245,7 @@ impl AsyncChannelApi {
             response_message: String::new(),
             response_payload: None,
             last_error: String::new(),
+            reason: String::new(),
         };
         match request.target {
             None => {
@@ -663,15 +665,7 @@ impl AsyncChannelService for AsyncChannelApi {
             )
             .into());
         }
-        let (acknowledged, delivered) = store::acknowledge(
-            &self.database,
-            &participant,
-            &item_ids,
-            self.clock.now_millis(),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        self.dispatcher.log_acknowledged(&delivered).await;
+        let acknowledged = self.dispatcher.acknowledge(&participant, &item_ids).await?;
         Ok(Response::new(AckMessagesResponse {
             acknowledged: i32::try_from(acknowledged).unwrap_or(i32::MAX),
         }))

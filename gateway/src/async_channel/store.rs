@@ -73,11 +73,14 @@ pub struct MessageRow {
     pub response_payload: Option<Vec<u8>>,
     /// The last failure.
     pub last_error: String,
+    /// The `ErrorInfo`-style reason of a final state other than DELIVERED (`MESSAGE_EXPIRED`,
+    /// `SENDER_NOT_REGISTERED`, `CONSENT_REQUIRED`, …); empty otherwise.
+    pub reason: String,
 }
 
 const MESSAGE_COLUMNS: &str = "id, sender, message_id, correlation_id, user_id, purpose, subject_iin, consent_id, \
      service, method, recipient, reply_to, payload, payload_type, personal_data, state, attempts, accepted_ms, \
-     expires_ms, next_attempt_ms, finished_ms, response_code, response_message, response_payload, last_error";
+     expires_ms, next_attempt_ms, finished_ms, response_code, response_message, response_payload, last_error, reason";
 
 fn message_from_row(row: &AnyRow) -> Result<MessageRow, sqlx::Error> {
     let personal_data: i64 = row.try_get("personal_data")?;
@@ -107,6 +110,7 @@ fn message_from_row(row: &AnyRow) -> Result<MessageRow, sqlx::Error> {
         response_message: row.try_get("response_message")?,
         response_payload: row.try_get("response_payload")?,
         last_error: row.try_get("last_error")?,
+        reason: row.try_get("reason")?,
     })
 }
 
@@ -141,7 +145,7 @@ pub async fn insert(
     };
     let sql = format!(
         "INSERT INTO async_messages ({MESSAGE_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
          ON CONFLICT (sender, message_id) DO NOTHING RETURNING id"
     );
     let statement = sqlx::query(&sql)
@@ -169,7 +173,8 @@ pub async fn insert(
         .bind(message.response_code)
         .bind(message.response_message.clone())
         .bind(message.response_payload.clone())
-        .bind(message.last_error.clone());
+        .bind(message.last_error.clone())
+        .bind(message.reason.clone());
     let inserted = match transaction.as_mut() {
         Some(transaction) => statement.fetch_optional(&mut **transaction).await?,
         None => statement.fetch_optional(database.pool()).await?,
@@ -217,36 +222,76 @@ async fn insert_inbox_item(
     Ok(())
 }
 
-/// Claims up to `limit` due service-target messages for `owner` until `lease_until_ms`, counting
-/// the attempt. A message is due when it is on delivery, its next attempt has come, it has not
-/// expired, and nobody holds an unexpired claim on it.
+/// How long a claim holds, per target service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimLeases {
+    /// `(service, claim until epoch ms)` of every routed service.
+    pub by_service: Vec<(String, i64)>,
+    /// The claim of a message whose service has no route (it is stopped at once).
+    pub otherwise_until_ms: i64,
+}
+
+/// Claims up to `limit` due service-target messages for `owner`, each until the lease of its own
+/// service, counting the attempt. A message is due when it is on delivery, its next attempt has
+/// come, it has not expired, and nobody holds an unexpired claim on it.
 pub async fn claim_due(
     database: &Database,
     owner: &str,
     now_ms: i64,
-    lease_until_ms: i64,
+    leases: &ClaimLeases,
     limit: i64,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     let lock = match database.dialect() {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
     };
+    // One statement whatever the routes: `CASE service WHEN $5 THEN $6 … ELSE $2 END`.
+    let cases: String = (0..leases.by_service.len())
+        .map(|index| format!(" WHEN ${} THEN ${}", 5 + 2 * index, 6 + 2 * index))
+        .collect();
+    let lease_until = if cases.is_empty() {
+        "$2".to_string()
+    } else {
+        format!("CASE service{cases} ELSE $2 END")
+    };
     let sql = format!(
-        "UPDATE async_messages SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
+        "UPDATE async_messages SET lease_owner = $1, lease_until_ms = {lease_until}, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM async_messages \
              WHERE state = 'ON_DELIVERY' AND recipient = '' AND next_attempt_ms <= $3 \
              AND expires_ms > $3 AND lease_until_ms <= $3 \
              ORDER BY next_attempt_ms LIMIT $4{lock}) \
          RETURNING {MESSAGE_COLUMNS}"
     );
-    let rows = sqlx::query(&sql)
+    let mut statement = sqlx::query(&sql)
         .bind(owner.to_string())
-        .bind(lease_until_ms)
+        .bind(leases.otherwise_until_ms)
         .bind(now_ms)
-        .bind(limit)
-        .fetch_all(database.pool())
-        .await?;
+        .bind(limit);
+    for (service, until_ms) in &leases.by_service {
+        statement = statement.bind(service.clone()).bind(*until_ms);
+    }
+    let rows = statement.fetch_all(database.pool()).await?;
     rows.iter().map(message_from_row).collect()
+}
+
+/// Extends `owner`'s claim on a message it is still delivering; `false` when the claim is lost.
+pub async fn extend_claim(
+    database: &Database,
+    id: &str,
+    owner: &str,
+    lease_until_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE async_messages SET lease_until_ms = $1 \
+         WHERE id = $2 AND lease_owner = $3 AND state = 'ON_DELIVERY'",
+    )
+    .bind(lease_until_ms)
+    .bind(id.to_string())
+    .bind(owner.to_string())
+    .execute(database.pool())
+    .await?
+    .rows_affected();
+    Ok(updated > 0)
 }
 
 /// Puts a claimed message back for another attempt at `next_attempt_ms`.
@@ -283,6 +328,10 @@ pub struct Finish {
     pub response_message: String,
     /// The response on success.
     pub response_payload: Option<Vec<u8>>,
+    /// Why, for a final state other than DELIVERED (an `ErrorInfo` reason).
+    pub reason: String,
+    /// Keep the sent payload (`gateway.store_bodies`); otherwise it is cleared now.
+    pub keep_payload: bool,
 }
 
 /// Records the final state of a message `owner` holds and puts its outcome into the `reply_to`
@@ -294,21 +343,29 @@ pub async fn finish(
     finish: &Finish,
 ) -> Result<bool, sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
-    let updated = sqlx::query(
+    let clear_payload = if finish.keep_payload {
+        ""
+    } else {
+        ", payload = $9"
+    };
+    let sql = format!(
         "UPDATE async_messages SET state = $1, finished_ms = $2, response_code = $3, response_message = $4, \
-         response_payload = $5, lease_owner = '', lease_until_ms = 0 \
-         WHERE id = $6 AND lease_owner = $7 AND state = 'ON_DELIVERY'",
-    )
-    .bind(finish.state.to_string())
-    .bind(finish.finished_ms)
-    .bind(finish.response_code)
-    .bind(finish.response_message.clone())
-    .bind(finish.response_payload.clone())
-    .bind(message.id.clone())
-    .bind(owner.to_string())
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
+         response_payload = $5, reason = $8, lease_owner = '', lease_until_ms = 0{clear_payload} \
+         WHERE id = $6 AND lease_owner = $7 AND state = 'ON_DELIVERY'"
+    );
+    let mut statement = sqlx::query(&sql)
+        .bind(finish.state.to_string())
+        .bind(finish.finished_ms)
+        .bind(finish.response_code)
+        .bind(finish.response_message.clone())
+        .bind(finish.response_payload.clone())
+        .bind(message.id.clone())
+        .bind(owner.to_string())
+        .bind(finish.reason.clone());
+    if !finish.keep_payload {
+        statement = statement.bind(Vec::<u8>::new());
+    }
+    let updated = statement.execute(&mut *transaction).await?.rows_affected();
     if updated == 0 {
         transaction.rollback().await?;
         return Ok(false);
@@ -334,6 +391,7 @@ pub async fn stop_expired(
     owner: &str,
     now_ms: i64,
     limit: i64,
+    keep_payload: bool,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     // Claim them first, so that two instances never stop the same message twice.
     let lock = match database.dialect() {
@@ -371,6 +429,8 @@ pub async fn stop_expired(
                 )
             },
             response_payload: None,
+            reason: "MESSAGE_EXPIRED".to_string(),
+            keep_payload,
         };
         if finish(database, &message, owner, &outcome).await? {
             if !message.recipient.is_empty() {
@@ -430,13 +490,49 @@ pub async fn pending_inbox(
         .collect()
 }
 
+/// The recipient messages that acknowledging `participant`'s `item_ids` would deliver (a pending
+/// MESSAGE item whose message is still on delivery), so that their hand-over is logged before it
+/// is recorded.
+pub async fn deliverable_by_acknowledgement(
+    database: &Database,
+    participant: &str,
+    item_ids: &[String],
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    if item_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns: String = MESSAGE_COLUMNS
+        .split(',')
+        .map(|column| format!("m.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let placeholders: Vec<String> = (0..item_ids.len())
+        .map(|index| format!("${}", index + 2))
+        .collect();
+    let sql = format!(
+        "SELECT {columns} FROM async_inbox i JOIN async_messages m ON m.id = i.message_row_id \
+         WHERE i.participant = $1 AND i.acked = 0 AND i.kind = 'MESSAGE' AND m.state = 'ON_DELIVERY' \
+         AND i.item_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut statement = sqlx::query(&sql).bind(participant.to_string());
+    for item_id in item_ids {
+        statement = statement.bind(item_id.clone());
+    }
+    let rows = statement.fetch_all(database.pool()).await?;
+    rows.iter().map(message_from_row).collect()
+}
+
 /// Acknowledges `participant`'s items; a MESSAGE item acknowledged ends its message DELIVERED.
+/// Without `keep_payloads` (`gateway.store_bodies` off) the payload of a message delivered so,
+/// and the response of a RESULT acknowledged, are cleared in the same transaction.
 /// Returns the messages delivered by this acknowledgement and how many items were acknowledged.
 pub async fn acknowledge(
     database: &Database,
     participant: &str,
     item_ids: &[String],
     now_ms: i64,
+    keep_payloads: bool,
 ) -> Result<(usize, Vec<MessageRow>), sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
     let mut acknowledged = 0;
@@ -460,12 +556,22 @@ pub async fn acknowledge(
                  WHERE id = $2 AND state = 'ON_DELIVERY' RETURNING {MESSAGE_COLUMNS}"
             ))
             .bind(now_ms)
-            .bind(message_row_id)
+            .bind(message_row_id.clone())
             .fetch_optional(&mut *transaction)
             .await?;
             if let Some(updated) = updated {
                 delivered.push(message_from_row(&updated)?);
             }
+        }
+        if !keep_payloads {
+            sqlx::query(
+                "UPDATE async_messages SET payload = $1, response_payload = NULL \
+                 WHERE id = $2 AND state <> 'ON_DELIVERY'",
+            )
+            .bind(Vec::<u8>::new())
+            .bind(message_row_id.clone())
+            .execute(&mut *transaction)
+            .await?;
         }
     }
     transaction.commit().await?;
@@ -478,6 +584,44 @@ pub async fn queue_stats(database: &Database) -> Result<(i64, Option<i64>), sqlx
         .fetch_one(database.pool())
         .await?;
     Ok((row.try_get("depth")?, row.try_get("oldest")?))
+}
+
+/// Deletes up to `limit` messages that reached their final state at or before `before_ms`, with
+/// their inbox items (the retention of `gateway.async_retention_hours`); returns how many.
+pub async fn delete_finished_before(
+    database: &Database,
+    before_ms: i64,
+    limit: i64,
+) -> Result<usize, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query(
+        "SELECT id FROM async_messages WHERE finished_ms > 0 AND finished_ms <= $1 \
+         AND state <> 'ON_DELIVERY' ORDER BY finished_ms LIMIT $2",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(database.pool())
+    .await?
+    .iter()
+    .map(|row| row.try_get("id"))
+    .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|index| format!("${index}")).collect();
+    let placeholders = placeholders.join(", ");
+    let mut transaction = database.pool().begin().await?;
+    for sql in [
+        format!("DELETE FROM async_inbox WHERE message_row_id IN ({placeholders})"),
+        format!("DELETE FROM async_messages WHERE id IN ({placeholders})"),
+    ] {
+        let mut statement = sqlx::query(&sql);
+        for id in &ids {
+            statement = statement.bind(id.clone());
+        }
+        statement.execute(&mut *transaction).await?;
+    }
+    transaction.commit().await?;
+    Ok(ids.len())
 }
 
 /// What `sender` has in flight: its messages still on delivery and their payload bytes, for the

@@ -556,6 +556,139 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Rewrites the directory file with `edit` and has the gateway load it at once (as SIGHUP
+    /// does); panics when the gateway refuses the new directory.
+    pub fn edit_directory(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.directory_dir.path().join("gateway-directory.toml");
+        let text = std::fs::read_to_string(&path).expect("read the directory");
+        std::fs::write(&path, edit(text)).expect("write the directory");
+        self.gateway
+            .reload_directory()
+            .expect("the edited directory loads");
+    }
+
+    /// A gateway instance on its own runtime and its own connections to `database`, that can be
+    /// killed as SIGKILL would: see [`KillableGateway::kill`].
+    pub async fn killable_gateway(
+        &self,
+        database: &Database,
+        settings: shlyuz_gateway::GatewaySettings,
+    ) -> KillableGateway {
+        let url = database_url(database).await;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the killable gateway");
+        let gateway_files = self.pki.participant("gateway").expect("gateway files");
+        let signing_key =
+            SigningKey::from_pem_file(&gateway_files.signing_key).expect("gateway signing key");
+        let directory_file = self.directory_dir.path().join("gateway-directory.toml");
+        let consents = self.consents.clone();
+        let tls = self.pki.tls_files("gateway").expect("participant files");
+        let (started, address) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let database = Database::connect(&url, 4)
+                .await
+                .expect("connect the killable gateway");
+            let (trigger, signal) = shutdown_channel();
+            let gateway = Gateway::start(GatewayParts {
+                database,
+                directory_file,
+                targets: shlyuz_gateway::directory::TargetResolver::none(),
+                signing_key: Arc::new(signing_key),
+                consent: consents,
+                upstream_tls: Some(tls.clone()),
+                metrics: MetricsRegistry::default(),
+                clock: shlyuz_kit::clock::system_clock(),
+                settings,
+                shutdown: signal.clone(),
+            })
+            .await
+            .expect("start the killable gateway");
+            let server = GrpcServer::bind(
+                ServerSettings::loopback("gateway", Transport::MutualTls(tls)),
+                &MetricsRegistry::default(),
+            )
+            .await
+            .expect("bind the killable gateway");
+            let _ = started.send(server.local_addr().expect("killable gateway address"));
+            let _ = server.serve(gateway.routes(), signal).await;
+            // Never reached before the kill: the trigger lives as long as the runtime.
+            drop(trigger);
+        });
+        let address = address.await.expect("the killable gateway started");
+        KillableGateway {
+            runtime: Some(runtime),
+            address,
+        }
+    }
+}
+
+/// A gateway that dies without a shutdown; see [`Harness::killable_gateway`].
+pub struct KillableGateway {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where it is served.
+    pub address: SocketAddr,
+}
+
+impl KillableGateway {
+    /// Drops every task of the gateway where it stands (deliveries in flight, the message-log
+    /// writer, connections): nothing more is written, its claims stay in the database.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableGateway {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The URL `database` was opened with, so that another runtime can open its own pool.
+pub async fn database_url(database: &Database) -> String {
+    use sqlx::Row;
+    match database.dialect() {
+        shlyuz_kit::db::Dialect::Sqlite => {
+            let row = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(database.pool())
+                .await
+                .expect("the SQLite file");
+            let file: String = row.try_get("file").expect("the SQLite file");
+            format!("sqlite:{file}")
+        }
+        shlyuz_kit::db::Dialect::Postgres => {
+            let row = sqlx::query("SELECT CAST(current_database() AS TEXT) AS name")
+                .fetch_one(database.pool())
+                .await
+                .expect("the database name");
+            let name: String = row.try_get("name").expect("the database name");
+            let server = std::env::var(shlyuz_kit::db::testing::POSTGRES_URL_VARIABLE)
+                .expect("the PostgreSQL test server");
+            shlyuz_kit::db::testing::replace_database_name(&server, &name)
+        }
+    }
+}
+
+/// Makes every message-log write fail (the table is renamed away), or undoes it.
+pub async fn break_message_log(database: &Database, broken: bool) {
+    let (from, to) = if broken {
+        ("message_log_entries", "message_log_entries_away")
+    } else {
+        ("message_log_entries_away", "message_log_entries")
+    };
+    sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+        .execute(database.pool())
+        .await
+        .expect("rename the message-log table");
+}
+
 /// A second gateway instance; see [`Harness::second_gateway`].
 pub struct SecondGateway {
     gateway: Gateway,
