@@ -190,6 +190,7 @@ impl Gateway {
                 .add_service(message_log::message_log_server(
                     parts.database.clone(),
                     trusted_keys,
+                    &parts.settings.message_log,
                 ))
                 .add_service(message_log::access_log_server(parts.database.clone()))
                 .prepare()

@@ -717,3 +717,222 @@ shlyuz_kit::storage_test!(
         log.shutdown().await;
     }
 );
+
+shlyuz_kit::storage_test!(
+    subject_access_rows_are_verified_against_their_entries,
+    |database: Database| async move {
+        let keys = keys();
+        let log = start_log(
+            &database,
+            keys.gateway.clone(),
+            MessageLogOptions::default(),
+        )
+        .await;
+        let mut batch = record(0);
+        batch.subject_iin = format!("{SUBJECT},{OTHER_SUBJECT}");
+        let position = log.append(batch).await.expect("append");
+        log.append(record(1)).await.expect("append");
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        assert!(verify(&api).await.intact);
+        let chain = position.chain_id.clone();
+        let problem_at = |verdict: VerifyChainResponse| {
+            let chain = &verdict.chains[0];
+            assert!(!verdict.intact, "{verdict:?}");
+            (chain.first_broken_sequence, chain.problem.clone())
+        };
+
+        // Hiding an access: the row of one person is deleted.
+        execute(
+            &database,
+            &format!(
+                "DELETE FROM subject_access WHERE chain_id = '{chain}' AND sequence = 1 AND subject_iin = '{OTHER_SUBJECT}'"
+            ),
+        )
+        .await;
+        let (sequence, problem) = problem_at(verify(&api).await);
+        assert_eq!(sequence, 1);
+        assert!(problem.contains("no row"), "{problem}");
+
+        // Blaming someone else: the row comes back naming another participant.
+        execute(
+            &database,
+            &format!(
+                "INSERT INTO subject_access (chain_id, sequence, time_ms, subject_iin, participant_id, user_id, \
+                 service, method, purpose, message_id, status_code, personal_data) \
+                 SELECT chain_id, sequence, time_ms, '{OTHER_SUBJECT}', 'sdu', user_id, service, method, purpose, \
+                 message_id, status_code, personal_data FROM subject_access \
+                 WHERE chain_id = '{chain}' AND sequence = 1 AND subject_iin = '{SUBJECT}'"
+            ),
+        )
+        .await;
+        let (sequence, problem) = problem_at(verify(&api).await);
+        assert_eq!(sequence, 1);
+        assert!(problem.contains("does not match"), "{problem}");
+        execute(
+            &database,
+            &format!("UPDATE subject_access SET participant_id = 'intake' WHERE chain_id = '{chain}' AND sequence = 1"),
+        )
+        .await;
+        assert!(verify(&api).await.intact);
+
+        // A forged access: a row for a person the entry does not name, and one without an entry.
+        let stranger = (0..10_000)
+            .map(|serial| format!("0202025{serial:04}0"))
+            .flat_map(|prefix| (0..10).map(move |digit| format!("{}{digit}", &prefix[..11])))
+            .find(|candidate| shlyuz_kit::iin::Iin::parse(candidate).is_ok())
+            .expect("a valid IIN");
+        for (sequence, subject) in [(2, stranger.as_str()), (9, SUBJECT)] {
+            execute(
+                &database,
+                &format!(
+                    "INSERT INTO subject_access (chain_id, sequence, time_ms, subject_iin, participant_id, user_id, \
+                     service, method, purpose, message_id, status_code, personal_data) \
+                     SELECT chain_id, {sequence}, time_ms, '{subject}', participant_id, user_id, service, method, \
+                     purpose, message_id, status_code, personal_data FROM subject_access \
+                     WHERE chain_id = '{chain}' AND sequence = 2"
+                ),
+            )
+            .await;
+            let (broken_at, problem) = problem_at(verify(&api).await);
+            assert_eq!(broken_at, sequence, "{problem}");
+            execute(
+                &database,
+                &format!(
+                    "DELETE FROM subject_access WHERE chain_id = '{chain}' AND sequence = {sequence} \
+                     AND subject_iin = '{subject}'"
+                ),
+            )
+            .await;
+        }
+        assert!(verify(&api).await.intact);
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_chain_whose_checkpoints_were_removed_is_reported,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 4,
+            checkpoint_every_entries: 20,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let mut tasks = Vec::new();
+        for number in 0..100 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(
+                async move { log.append(record(number)).await },
+            ));
+        }
+        for task in tasks {
+            task.await.expect("append task").expect("append");
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options);
+        let verdict = verify(&api).await;
+        assert!(verdict.intact, "{verdict:?}");
+
+        // Checkpoints in the middle removed: the entries there could be rewritten unnoticed.
+        let last: i64 = sqlx::query_scalar("SELECT MAX(sequence) FROM message_log_checkpoints")
+            .fetch_one(database.pool())
+            .await
+            .expect("last checkpoint");
+        execute(
+            &database,
+            &format!(
+                "DELETE FROM message_log_checkpoints WHERE sequence > 30 AND sequence < {last}"
+            ),
+        )
+        .await;
+        let verdict = verify(&api).await;
+        assert!(!verdict.intact, "{verdict:?}");
+        assert!(
+            verdict.chains[0]
+                .problem
+                .contains("checkpoints are missing"),
+            "{verdict:?}"
+        );
+
+        // Every checkpoint removed: any entry could now be edited with its hashes recomputed.
+        execute(&database, "DELETE FROM message_log_checkpoints").await;
+        let verdict = verify(&api).await;
+        assert!(!verdict.intact, "{verdict:?}");
+        assert!(verdict.chains[0].first_broken_sequence <= 25, "{verdict:?}");
+        assert!(
+            verdict.chains[0]
+                .problem
+                .contains("checkpoints are missing"),
+            "{verdict:?}"
+        );
+    }
+);
+
+shlyuz_kit::storage_test!(
+    checkpoints_can_be_exported_and_checked_outside_the_database,
+    |database: Database| async move {
+        let keys = keys();
+        let options = MessageLogOptions {
+            max_batch: 4,
+            checkpoint_every_entries: 5,
+            ..MessageLogOptions::default()
+        };
+        let log = start_log(&database, keys.gateway.clone(), options).await;
+        let mut chain_id = String::new();
+        for number in 0..23 {
+            chain_id = log.append(record(number)).await.expect("append").chain_id;
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()]);
+        let mut exported = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = api
+                .export_checkpoints(tonic::Request::new(
+                    shlyuz_proto::gateway::v1::ExportCheckpointsRequest {
+                        chain_id: chain_id.clone(),
+                        page_size: 2,
+                        page_token: page_token.clone(),
+                    },
+                ))
+                .await
+                .expect("export")
+                .into_inner();
+            exported.extend(page.checkpoints);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_log_checkpoints")
+            .fetch_one(database.pool())
+            .await
+            .expect("count");
+        assert_eq!(exported.len() as i64, stored);
+        assert_eq!(exported.last().expect("a final checkpoint").sequence, 23);
+        let key = keys.gateway.verifying_key();
+        for checkpoint in &exported {
+            key.verify(checkpoint.signed_message.as_bytes(), &checkpoint.signature)
+                .expect("each exported head verifies with the gateway's public key alone");
+            assert!(
+                checkpoint.signed_message.contains(&checkpoint.entry_hash),
+                "{checkpoint:?}"
+            );
+        }
+        let refused = api
+            .export_checkpoints(tonic::Request::new(
+                shlyuz_proto::gateway::v1::ExportCheckpointsRequest::default(),
+            ))
+            .await
+            .expect_err("no chain named");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            summarize_status(&refused)
+                .fields
+                .contains(&"chain_id".to_string()),
+            "{refused:?}"
+        );
+    }
+);

@@ -13,12 +13,14 @@ use shlyuz_proto::gateway::v1::message_log_service_server::{
     MessageLogService, MessageLogServiceServer,
 };
 use shlyuz_proto::gateway::v1::{
-    ChainVerification, GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
+    ChainVerification, Checkpoint, ExportCheckpointsRequest, ExportCheckpointsResponse,
+    GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
     ListSubjectAccessRequest, ListSubjectAccessResponse, LogEntry, SubjectAccess,
     VerifyChainRequest, VerifyChainResponse,
 };
 use tonic::{Request, Response, Status};
 
+use super::MessageLogOptions;
 use super::record::StoredEntry;
 use super::store::{self, EntryFilter, ListCursor};
 use super::verify::verify_chains;
@@ -37,24 +39,48 @@ const ENTRY_FRAMING_BYTES: usize = 8;
 pub struct MessageLogApi {
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
+    max_unsigned_entries: i64,
 }
 
-/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures.
+/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures and
+/// `options` say how far apart the writer puts its checkpoints.
 pub fn message_log_server(
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
+    options: &MessageLogOptions,
 ) -> MessageLogServiceServer<MessageLogApi> {
-    MessageLogServiceServer::new(MessageLogApi::new(database, trusted_keys))
+    MessageLogServiceServer::new(
+        MessageLogApi::new(database, trusted_keys).with_checkpoint_spacing(options),
+    )
 }
 
 impl MessageLogApi {
-    /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures.
+    /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures. Chains
+    /// are expected to be checkpointed as often as the default [`MessageLogOptions`] say.
     pub fn new(database: Database, trusted_keys: Vec<VerifyingKey>) -> Self {
         Self {
             database,
             trusted_keys,
+            max_unsigned_entries: max_unsigned_entries(&MessageLogOptions::default()),
         }
     }
+
+    /// Expects the checkpoint spacing of a writer configured with `options`.
+    pub fn with_checkpoint_spacing(mut self, options: &MessageLogOptions) -> Self {
+        self.max_unsigned_entries = max_unsigned_entries(options);
+        self
+    }
+}
+
+/// Most entries a writer with `options` leaves between two checkpoints: a checkpoint is due
+/// after `checkpoint_every_entries` and is written with the batch that reaches it, which holds
+/// at most `max_batch` entries.
+fn max_unsigned_entries(options: &MessageLogOptions) -> i64 {
+    let batch = i64::try_from(options.max_batch).unwrap_or(i64::MAX);
+    options
+        .checkpoint_every_entries
+        .max(1)
+        .saturating_add(batch.max(1))
 }
 
 /// The subject access log API.
@@ -229,15 +255,73 @@ impl MessageLogService for MessageLogApi {
         ))
     }
 
+    async fn export_checkpoints(
+        &self,
+        request: Request<ExportCheckpointsRequest>,
+    ) -> Result<Response<ExportCheckpointsResponse>, Status> {
+        let message = request.into_inner();
+        if message.chain_id.is_empty() {
+            return Err(ApiError::invalid_field("chain_id", "is required").into());
+        }
+        let limit = page_size(message.page_size)?;
+        let scope = format!("checkpoints/{}", message.chain_id);
+        let after_sequence = match decode_page_token(&message.page_token, &scope)? {
+            None => 0,
+            Some(key) => key.parse::<i64>().map_err(|_| {
+                ApiError::invalid_field("page_token", "is not a token returned by this list")
+            })?,
+        };
+        // One row more than the page tells whether another page follows.
+        let mut checkpoints = store::checkpoints_after(
+            &self.database,
+            &message.chain_id,
+            after_sequence,
+            i64::try_from(limit + 1).unwrap_or(i64::MAX),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let has_more = checkpoints.len() > limit;
+        checkpoints.truncate(limit);
+        let next_page_token = match checkpoints.last() {
+            Some(last) if has_more => encode_page_token(&scope, &last.sequence.to_string()),
+            _ => String::new(),
+        };
+        Ok(Response::new(ExportCheckpointsResponse {
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|checkpoint| Checkpoint {
+                    signed_message: super::record::checkpoint_message(
+                        &checkpoint.chain_id,
+                        checkpoint.sequence,
+                        &checkpoint.entry_hash,
+                        checkpoint.time_ms,
+                    ),
+                    entry_hash: hex::encode(&checkpoint.entry_hash),
+                    chain_id: checkpoint.chain_id,
+                    sequence: checkpoint.sequence,
+                    time_ms: checkpoint.time_ms,
+                    signature: checkpoint.signature,
+                    signer_public_key: checkpoint.signer_public_key,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     async fn verify_chain(
         &self,
         request: Request<VerifyChainRequest>,
     ) -> Result<Response<VerifyChainResponse>, Status> {
         let message = request.into_inner();
         let only_chain = (!message.chain_id.is_empty()).then_some(message.chain_id.as_str());
-        let reports = verify_chains(&self.database, &self.trusted_keys, only_chain)
-            .await
-            .map_err(ApiError::from)?;
+        let reports = verify_chains(
+            &self.database,
+            &self.trusted_keys,
+            self.max_unsigned_entries,
+            only_chain,
+        )
+        .await
+        .map_err(ApiError::from)?;
         let intact = reports.iter().all(|report| report.intact());
         Ok(Response::new(VerifyChainResponse {
             intact,

@@ -542,11 +542,13 @@ pub async fn list_subject_access(
         .collect()
 }
 
-/// Every chain id, oldest first (chain ids are time-ordered UUIDs).
+/// Every chain id, oldest first (chain ids are time-ordered UUIDs): of entries, checkpoints and
+/// subject-access rows, so rows left of a deleted chain are found too.
 pub async fn chain_ids(database: &Database) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT chain_id FROM message_log_entries GROUP BY chain_id \
-         UNION SELECT chain_id FROM message_log_checkpoints GROUP BY chain_id ORDER BY chain_id",
+         UNION SELECT chain_id FROM message_log_checkpoints GROUP BY chain_id \
+         UNION SELECT chain_id FROM subject_access GROUP BY chain_id ORDER BY chain_id",
     )
     .fetch_all(database.pool())
     .await?;
@@ -570,16 +572,83 @@ pub async fn chain_rows(
     .await
 }
 
+/// One stored subject-access row with the entry it claims, for verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubjectAccess {
+    /// The entry it names.
+    pub sequence: i64,
+    /// The person.
+    pub subject_iin: String,
+    /// Everything else the row says, as the entry must say it.
+    pub row: SubjectAccessRow,
+    /// Whether the row belongs to the access log.
+    pub personal_data: bool,
+}
+
+/// The subject-access rows of `chain_id` with sequence in `after_sequence + 1 ..= up_to`
+/// (`None`: to the end), in chain order, then by subject.
+pub async fn chain_subject_rows(
+    database: &Database,
+    chain_id: &str,
+    after_sequence: i64,
+    up_to: Option<i64>,
+) -> Result<Vec<StoredSubjectAccess>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chain_id, sequence, time_ms, subject_iin, participant_id, user_id, service, method, purpose, \
+         message_id, status_code, personal_data FROM subject_access \
+         WHERE chain_id = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence, subject_iin",
+    )
+    .bind(chain_id.to_string())
+    .bind(after_sequence)
+    .bind(up_to.unwrap_or(i64::MAX))
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let personal_data: i64 = row.try_get("personal_data")?;
+            Ok(StoredSubjectAccess {
+                sequence: row.try_get("sequence")?,
+                subject_iin: row.try_get("subject_iin")?,
+                personal_data: personal_data != 0,
+                row: SubjectAccessRow {
+                    chain_id: row.try_get("chain_id")?,
+                    sequence: row.try_get("sequence")?,
+                    time_ms: row.try_get("time_ms")?,
+                    participant_id: row.try_get("participant_id")?,
+                    user_id: row.try_get("user_id")?,
+                    service: row.try_get("service")?,
+                    method: row.try_get("method")?,
+                    purpose: row.try_get("purpose")?,
+                    message_id: row.try_get("message_id")?,
+                    status_code: row.try_get("status_code")?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// Every checkpoint of `chain_id`, in chain order.
 pub async fn checkpoints(
     database: &Database,
     chain_id: &str,
 ) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
+    checkpoints_after(database, chain_id, 0, i64::MAX).await
+}
+
+/// Up to `limit` checkpoints of `chain_id` after `after_sequence`, in chain order.
+pub async fn checkpoints_after(
+    database: &Database,
+    chain_id: &str,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT chain_id, sequence, entry_hash, time_ms, signature, signer_public_key \
-         FROM message_log_checkpoints WHERE chain_id = $1 ORDER BY sequence",
+         FROM message_log_checkpoints WHERE chain_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
     )
     .bind(chain_id.to_string())
+    .bind(after_sequence)
+    .bind(limit)
     .fetch_all(database.pool())
     .await?;
     rows.iter()

@@ -6,11 +6,12 @@
 use shlyuz_kit::db::Database;
 use shlyuz_kit::pki::VerifyingKey;
 
-use super::record::{GENESIS_HASH, checkpoint_message};
-use super::store::{self, StoredCheckpoint};
+use super::record::{GENESIS_HASH, StoredEntry, checkpoint_message};
+use super::store::{self, StoredCheckpoint, StoredSubjectAccess};
 
-/// Entries read per query while walking a chain, so memory stays bounded for any chain length.
-const PAGE: i64 = 1_000;
+/// Entries read per query while walking a chain, so memory stays bounded for any chain length
+/// (with their subject-access rows: at most 500 per entry).
+const PAGE: i64 = 200;
 
 /// The verdict on one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +37,13 @@ impl ChainReport {
 
 /// Verifies `only_chain`, or every chain when it is `None`. `trusted_keys` are the gateway's
 /// message-signing keys (the current one and any retired by a rotation); a checkpoint signed by
-/// any other key is a break.
+/// any other key is a break. More than `max_unsigned_entries` entries without a checkpoint
+/// (between two checkpoints, or after the last) is a break too: checkpoints were removed, so
+/// the entries there are protected only by hashes anyone can recompute.
 pub async fn verify_chains(
     database: &Database,
     trusted_keys: &[VerifyingKey],
+    max_unsigned_entries: i64,
     only_chain: Option<&str>,
 ) -> Result<Vec<ChainReport>, sqlx::Error> {
     let chain_ids = match only_chain {
@@ -48,7 +52,7 @@ pub async fn verify_chains(
     };
     let mut reports = Vec::with_capacity(chain_ids.len());
     for chain_id in chain_ids {
-        reports.push(verify_chain(database, trusted_keys, &chain_id).await?);
+        reports.push(verify_chain(database, trusted_keys, max_unsigned_entries, &chain_id).await?);
     }
     Ok(reports)
 }
@@ -56,6 +60,7 @@ pub async fn verify_chains(
 async fn verify_chain(
     database: &Database,
     trusted_keys: &[VerifyingKey],
+    max_unsigned_entries: i64,
     chain_id: &str,
 ) -> Result<ChainReport, sqlx::Error> {
     let checkpoints = store::checkpoints(database, chain_id).await?;
@@ -73,11 +78,18 @@ async fn verify_chain(
     let mut pending_checkpoints = checkpoints.iter().peekable();
     let mut expected_sequence = 1;
     let mut previous_hash = GENESIS_HASH;
+    // The last sequence a checkpoint signs so far.
+    let mut signed_up_to = 0;
     'pages: loop {
         let rows = store::chain_rows(database, chain_id, expected_sequence - 1, PAGE).await?;
         if rows.is_empty() {
             break;
         }
+        let page_end = expected_sequence - 1 + rows.len() as i64;
+        let subject_rows =
+            store::chain_subject_rows(database, chain_id, expected_sequence - 1, Some(page_end))
+                .await?;
+        let mut subject_rows = subject_rows.iter().peekable();
         for row in &rows {
             let entry = match store::entry_from_row(row) {
                 Ok(entry) => entry,
@@ -117,6 +129,14 @@ async fn verify_chain(
                 );
                 return Ok(report);
             }
+            let mut own_rows = Vec::new();
+            while let Some(row) = subject_rows.next_if(|row| row.sequence <= entry.sequence) {
+                own_rows.push(row);
+            }
+            if let Err(problem) = check_subject_rows(&entry, &own_rows) {
+                broken(&mut report, entry.sequence, problem);
+                return Ok(report);
+            }
             while let Some(checkpoint) =
                 pending_checkpoints.next_if(|checkpoint| checkpoint.sequence <= entry.sequence)
             {
@@ -127,6 +147,15 @@ async fn verify_chain(
                     return Ok(report);
                 }
                 report.checkpoints += 1;
+                signed_up_to = checkpoint.sequence;
+            }
+            if entry.sequence - signed_up_to > max_unsigned_entries {
+                broken(
+                    &mut report,
+                    entry.sequence,
+                    missing_checkpoints(signed_up_to, max_unsigned_entries),
+                );
+                return Ok(report);
             }
             report.entries += 1;
             previous_hash = entry.entry_hash;
@@ -146,8 +175,79 @@ async fn verify_chain(
                 expected_sequence - 1
             ),
         );
+        return Ok(report);
+    }
+    let orphans =
+        store::chain_subject_rows(database, chain_id, expected_sequence - 1, None).await?;
+    if let Some(orphan) = orphans.first() {
+        broken(
+            &mut report,
+            orphan.sequence,
+            format!(
+                "a subject-access row names entry {}, which is not in the chain",
+                orphan.sequence
+            ),
+        );
     }
     Ok(report)
+}
+
+/// What a chain lacking checkpoints after `signed_up_to` is told.
+fn missing_checkpoints(signed_up_to: i64, max_unsigned_entries: i64) -> String {
+    format!(
+        "checkpoints are missing: no checkpoint signs the {max_unsigned_entries} entries after entry {signed_up_to}"
+    )
+}
+
+/// Checks the subject-access rows stored for `entry` (`rows`, sorted by subject): each names a
+/// person the entry names and repeats the entry's fields; a personal-data entry has a row for
+/// every person it names. An entry on a route without personal data may lack its rows (entries
+/// written before those rows existed have none); such rows only serve `ListEntries`.
+fn check_subject_rows(entry: &StoredEntry, rows: &[&StoredSubjectAccess]) -> Result<(), String> {
+    let expected = entry.accessed_subjects();
+    let named_raw = |subject: &str| entry.subject_iin.split(',').any(|item| item == subject);
+    for row in rows {
+        if row.sequence != entry.sequence {
+            return Err(format!(
+                "a subject-access row names entry {}, which is not in the chain",
+                row.sequence
+            ));
+        }
+        let subject = row.subject_iin.as_str();
+        if !expected.contains(&subject) && !named_raw(subject) {
+            return Err(format!(
+                "a subject-access row of entry {} names {subject}, whom the entry does not name",
+                entry.sequence
+            ));
+        }
+        let access = &row.row;
+        let same = access.time_ms == entry.time_ms
+            && access.participant_id == entry.sender
+            && access.user_id == entry.user_id
+            && access.service == entry.service
+            && access.method == entry.method
+            && access.purpose == entry.purpose
+            && access.message_id == entry.message_id
+            && access.status_code == i64::from(entry.status_code)
+            && row.personal_data == entry.personal_data;
+        if !same {
+            return Err(format!(
+                "the subject-access row of {subject} does not match entry {}",
+                entry.sequence
+            ));
+        }
+    }
+    if entry.personal_data
+        && let Some(missing) = expected
+            .iter()
+            .find(|subject| !rows.iter().any(|row| row.subject_iin == **subject))
+    {
+        return Err(format!(
+            "entry {} names {missing} but the subject access log has no row for it",
+            entry.sequence
+        ));
+    }
+    Ok(())
 }
 
 /// Checks one checkpoint against the entry at its sequence (`entry_sequence`).

@@ -128,7 +128,7 @@ retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
 name = "shlyuz.gateway.v1.MessageLogService"
 upstream = "local"
 personal_data = false
-methods = ["GetEntry", "ListEntries", "VerifyChain"]
+methods = ["GetEntry", "ListEntries", "VerifyChain", "ExportCheckpoints"]
 
 [[services]]
 name = "shlyuz.gateway.v1.AsyncChannelService"
