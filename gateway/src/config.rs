@@ -289,6 +289,7 @@ impl GatewayConfig {
                 checkpoint_every_entries: self.checkpoint_every_entries,
                 checkpoint_interval: Duration::from_secs(self.checkpoint_interval_secs.max(1)),
                 store_bodies: self.store_bodies,
+                ..MessageLogOptions::default()
             },
             async_channel: AsyncOptions {
                 default_ttl: Duration::from_secs(self.async_default_ttl_secs),

@@ -69,6 +69,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "async sender quota index, lower-case message ids",
         sql: include_str!("../migrations/sqlite/0006_async_sender_bounds.sql"),
     },
+    EmbeddedMigration {
+        version: 7,
+        description: "message log: chain records (links, heartbeats, closure)",
+        sql: include_str!("../migrations/sqlite/0007_chain_records.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -101,6 +106,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 6,
         description: "async sender quota index, lower-case message ids",
         sql: include_str!("../migrations/postgres/0006_async_sender_bounds.sql"),
+    },
+    EmbeddedMigration {
+        version: 7,
+        description: "message log: chain records (links, heartbeats, closure)",
+        sql: include_str!("../migrations/postgres/0007_chain_records.sql"),
     },
 ];
 
@@ -191,6 +201,7 @@ impl Gateway {
                     parts.database.clone(),
                     trusted_keys,
                     &parts.settings.message_log,
+                    parts.clock.clone(),
                 ))
                 .add_service(message_log::access_log_server(parts.database.clone()))
                 .prepare()

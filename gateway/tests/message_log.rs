@@ -936,3 +936,332 @@ shlyuz_kit::storage_test!(
         );
     }
 );
+
+/// A log on `clock` (a manual clock lets a test age a chain's heartbeat past the lease).
+async fn start_log_at(
+    database: &Database,
+    key: Arc<SigningKey>,
+    options: MessageLogOptions,
+    clock: &shlyuz_kit::clock::ManualClock,
+) -> MessageLog {
+    database
+        .migrate(&shlyuz_gateway::MIGRATIONS)
+        .await
+        .expect("migrations");
+    MessageLog::start(
+        database.clone(),
+        key,
+        options,
+        &MetricsRegistry::default(),
+        clock.shared(),
+    )
+    .await
+    .expect("message log")
+}
+
+fn chain_of<'a>(
+    report: &'a VerifyChainResponse,
+    chain_id: &str,
+) -> &'a shlyuz_proto::gateway::v1::ChainVerification {
+    report
+        .chains
+        .iter()
+        .find(|chain| chain.chain_id == chain_id)
+        .unwrap_or_else(|| panic!("chain {chain_id} in {report:?}"))
+}
+
+/// Options whose chains get no checkpoint before their end, so a killed run's entries are unsigned,
+/// and whose heartbeat is refreshed only by writes (and once at start), so only the test's clock
+/// ages it.
+fn unsigned_options() -> MessageLogOptions {
+    MessageLogOptions {
+        checkpoint_every_entries: 1_000_000,
+        heartbeat_interval: Duration::from_secs(3_600),
+        ..MessageLogOptions::default()
+    }
+}
+
+shlyuz_kit::storage_test!(
+    a_killed_runs_chain_is_closed_by_the_next_start_but_a_live_replicas_is_not,
+    |database: Database| async move {
+        let keys = keys();
+        let clock = shlyuz_kit::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+        let options = unsigned_options();
+        let replica = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let killed = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let killed_chain = killed.chain_id();
+        for number in 0..3 {
+            killed.append(record(number)).await.expect("append");
+        }
+        killed.abort().await;
+        assert_eq!(killed.append(record(9)).await, Err(MessageLogError::Closed));
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options)
+            .with_clock(clock.shared());
+        let report = verify(&api).await;
+        let chain = chain_of(&report, &killed_chain);
+        assert!(chain.intact && !chain.closed, "{report:?}");
+        assert_eq!(chain.checkpoints, 0, "a killed run signs nothing");
+
+        // The lease passes; the replica goes on writing (its batch refreshes its heartbeat).
+        clock.advance(time::Duration::seconds(31));
+        replica.append(record(4)).await.expect("replica append");
+        let report = verify(&api).await;
+        let chain = chain_of(&report, &killed_chain);
+        assert!(chain.intact && !chain.closed && !chain.live, "{report:?}");
+        assert!(chain.problem.contains("never closed"), "{report:?}");
+
+        let next = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        let chain = chain_of(&report, &killed_chain);
+        assert!(chain.closed && chain.problem.is_empty(), "{report:?}");
+        assert_eq!((chain.entries, chain.checkpoints), (3, 1), "{report:?}");
+        let closed_by: String =
+            sqlx::query_scalar("SELECT closed_by FROM message_log_chains WHERE chain_id = $1")
+                .bind(killed_chain.clone())
+                .fetch_one(database.pool())
+                .await
+                .expect("closed by");
+        assert_eq!(closed_by, next.chain_id());
+        let live = chain_of(&report, &replica.chain_id());
+        assert!(
+            live.live && !live.closed,
+            "a live replica's chain stays open: {report:?}"
+        );
+        assert_eq!(
+            chain_of(&report, &next.chain_id()).previous_chain_id,
+            killed_chain,
+            "the new chain links to the chain closed last"
+        );
+
+        // A clean shutdown closes its own chain.
+        replica.shutdown().await;
+        next.shutdown().await;
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        assert!(report.chains.iter().all(|chain| chain.closed), "{report:?}");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_writer_whose_chain_was_closed_goes_on_in_a_new_chain,
+    |database: Database| async move {
+        let keys = keys();
+        let clock = shlyuz_kit::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+        let options = unsigned_options();
+        let paused = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let first_chain = paused.chain_id();
+        for number in 0..2 {
+            paused.append(record(number)).await.expect("append");
+        }
+        // The writer is paused past the lease; another instance starts and closes its chain.
+        clock.advance(time::Duration::seconds(31));
+        let other = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let position = paused
+            .append(record(2))
+            .await
+            .expect("append after the closure");
+        assert_ne!(
+            position.chain_id, first_chain,
+            "nothing is appended after the closure"
+        );
+        assert_eq!(position.sequence, 1);
+        assert_eq!(paused.chain_id(), position.chain_id);
+
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options)
+            .with_clock(clock.shared());
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        let closed = chain_of(&report, &first_chain);
+        assert!(closed.closed, "{report:?}");
+        assert_eq!((closed.entries, closed.checkpoints), (2, 1), "{report:?}");
+        assert_eq!(
+            chain_of(&report, &position.chain_id).previous_chain_id,
+            first_chain
+        );
+        paused.shutdown().await;
+        other.shutdown().await;
+        assert!(verify(&api).await.intact);
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_deleted_earlier_chain_is_reported_by_its_successors_link,
+    |database: Database| async move {
+        let keys = keys();
+        let options = unsigned_options();
+        let first = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let first_chain = first.chain_id();
+        for number in 0..3 {
+            first.append(record(number)).await.expect("append");
+        }
+        first.shutdown().await;
+        let second = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let second_chain = second.chain_id();
+        second.append(record(3)).await.expect("append");
+        second.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options);
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        assert_eq!(
+            chain_of(&report, &second_chain).previous_chain_id,
+            first_chain
+        );
+
+        // The link leaves the database with the checkpoints, and verifies with the public key.
+        let export = api
+            .export_checkpoints(tonic::Request::new(
+                shlyuz_proto::gateway::v1::ExportCheckpointsRequest {
+                    chain_id: second_chain.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("export")
+            .into_inner();
+        let link = export.link.expect("the chain's link");
+        assert_eq!(link.previous_chain_id, first_chain);
+        assert_eq!(link.previous_sequence, 3);
+        assert!(link.closed);
+        keys.gateway
+            .verifying_key()
+            .verify(link.signed_message.as_bytes(), &link.signature)
+            .expect("the link verifies with the gateway's public key");
+
+        // The whole first chain deleted: entries, checkpoints, subject-access rows, record.
+        for table in [
+            "message_log_entries",
+            "message_log_checkpoints",
+            "subject_access",
+            "message_log_chains",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE chain_id = $1"))
+                .bind(first_chain.clone())
+                .execute(database.pool())
+                .await
+                .expect("delete");
+        }
+        let report = verify(&api).await;
+        assert!(!report.intact, "{report:?}");
+        let second = chain_of(&report, &second_chain);
+        assert_eq!(second.first_broken_sequence, 1, "{report:?}");
+        assert!(second.problem.contains("is missing"), "{report:?}");
+    }
+);
+
+/// Stores `entry` as a database writer would, without the gateway.
+async fn insert_entry(database: &Database, entry: &shlyuz_gateway::message_log::StoredEntry) {
+    sqlx::query(
+        "INSERT INTO message_log_entries (chain_id, sequence, time_ms, message_id, correlation_id, sender, \
+         user_id, service, method, purpose, subject_iin, request_hash, response_hash, status_code, reason, \
+         duration_us, channel, personal_data, request_body, response_body, previous_hash, entry_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+    )
+    .bind(entry.chain_id.clone())
+    .bind(entry.sequence)
+    .bind(entry.time_ms)
+    .bind(entry.message_id.clone())
+    .bind(entry.correlation_id.clone())
+    .bind(entry.sender.clone())
+    .bind(entry.user_id.clone())
+    .bind(entry.service.clone())
+    .bind(entry.method.clone())
+    .bind(entry.purpose.clone())
+    .bind(entry.subject_iin.clone())
+    .bind(entry.request_hash.to_vec())
+    .bind(entry.response_hash.map(|hash| hash.to_vec()))
+    .bind(i64::from(entry.status_code))
+    .bind(entry.reason.clone())
+    .bind(entry.duration_us)
+    .bind(entry.channel.as_str().to_string())
+    .bind(i64::from(entry.personal_data))
+    .bind(entry.request_body.clone())
+    .bind(entry.response_body.clone())
+    .bind(entry.previous_hash.to_vec())
+    .bind(entry.entry_hash.to_vec())
+    .execute(database.pool())
+    .await
+    .expect("forged entry");
+}
+
+shlyuz_kit::storage_test!(
+    a_forged_chain_is_reported,
+    |database: Database| async move {
+        let keys = keys();
+        let options = unsigned_options();
+        let log = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let real_chain = log.chain_id();
+        log.append(record(0)).await.expect("append");
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options);
+        assert!(verify(&api).await.intact);
+
+        // A short chain with correct hashes (fewer entries than a checkpoint is due after) and a
+        // subject-access row per entry, but nothing signed: no record.
+        let forged_chain = uuid::Uuid::now_v7().to_string();
+        let mut previous_hash = shlyuz_gateway::message_log::GENESIS_HASH;
+        for sequence in 1..=2 {
+            let mut forged = record(sequence as usize);
+            forged.personal_data = false;
+            let entry = shlyuz_gateway::message_log::StoredEntry::seal(
+                forged_chain.clone(),
+                sequence,
+                previous_hash,
+                forged,
+                false,
+            );
+            previous_hash = entry.entry_hash;
+            insert_entry(&database, &entry).await;
+        }
+        let report = verify(&api).await;
+        assert!(!report.intact, "{report:?}");
+        let forged = chain_of(&report, &forged_chain);
+        assert!(forged.problem.contains("no chain record"), "{report:?}");
+
+        // With a record whose link claims the gateway's key but whose signature is not its.
+        let message = shlyuz_gateway::message_log::chain_link_message(
+            &forged_chain,
+            1_700_000_000_000,
+            "",
+            0,
+            &[],
+            &[],
+        );
+        sqlx::query(
+            "INSERT INTO message_log_chains (chain_id, started_ms, heartbeat_ms, closed_ms, closed_sequence, \
+             closed_by, previous_chain_id, previous_sequence, previous_entry_hash, link_signature, \
+             signer_public_key, legacy_chains_digest, legacy) \
+             VALUES ($1, 1700000000000, 1700000000000, NULL, NULL, '', '', 0, $2, $3, $4, $5, 0)",
+        )
+        .bind(forged_chain.clone())
+        .bind(Vec::<u8>::new())
+        .bind(keys.stranger.sign(message.as_bytes()).to_vec())
+        .bind(hex::encode(keys.gateway.verifying_key().as_bytes()))
+        .bind(Vec::<u8>::new())
+        .execute(database.pool())
+        .await
+        .expect("forged record");
+        let report = verify(&api).await;
+        let forged = chain_of(&report, &forged_chain);
+        assert!(!forged.intact, "{report:?}");
+        assert!(forged.problem.contains("invalid signature"), "{report:?}");
+
+        // Passed off as a chain from before chain records: every signed link counts those.
+        sqlx::query("UPDATE message_log_chains SET legacy = 1 WHERE chain_id = $1")
+            .bind(forged_chain.clone())
+            .execute(database.pool())
+            .await
+            .expect("legacy");
+        let report = verify(&api).await;
+        assert!(!report.intact, "{report:?}");
+        let real = chain_of(&report, &real_chain);
+        assert!(
+            real.problem.contains("one was added or removed"),
+            "{report:?}"
+        );
+    }
+);

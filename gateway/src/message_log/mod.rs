@@ -5,6 +5,7 @@
 //!
 //! docs/message-log.md describes the chain, the checkpoints and how to verify them.
 
+mod chains;
 mod record;
 mod service;
 mod store;
@@ -21,8 +22,8 @@ use shlyuz_kit::telemetry::MetricsRegistry;
 use tokio::sync::{mpsc, oneshot};
 
 pub use record::{
-    CHECKPOINT_FORMAT_TAG, Channel, ENTRY_FORMAT_TAG, GENESIS_HASH, HASH_LEN, LogPosition,
-    LogRecord, StoredEntry, checkpoint_message, sha256,
+    CHAIN_LINK_FORMAT_TAG, CHECKPOINT_FORMAT_TAG, Channel, ENTRY_FORMAT_TAG, GENESIS_HASH,
+    HASH_LEN, LogPosition, LogRecord, StoredEntry, chain_link_message, checkpoint_message, sha256,
 };
 pub use service::{AccessLogApi, MessageLogApi, access_log_server, message_log_server};
 pub use verify::{ChainReport, verify_chains};
@@ -38,6 +39,12 @@ pub struct MessageLogOptions {
     pub checkpoint_interval: Duration,
     /// Keep request and response bodies (off: data minimisation).
     pub store_bodies: bool,
+    /// How often the writer refreshes its chain's heartbeat while no entry arrives (every batch
+    /// refreshes it too).
+    pub heartbeat_interval: Duration,
+    /// A chain whose heartbeat is older than this is taken for the chain of a run that stopped
+    /// without shutdown: the next instance to start closes it.
+    pub chain_lease: Duration,
 }
 
 impl Default for MessageLogOptions {
@@ -47,6 +54,8 @@ impl Default for MessageLogOptions {
             checkpoint_every_entries: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             store_bodies: false,
+            heartbeat_interval: Duration::from_secs(5),
+            chain_lease: Duration::from_secs(30),
         }
     }
 }
@@ -83,12 +92,15 @@ pub struct MessageLog {
 
 struct Inner {
     commands: mpsc::Sender<Command>,
-    chain_id: String,
+    /// The chain the writer appends to now (a new one when its chain was closed under it).
+    chain_id: Arc<Mutex<String>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl MessageLog {
-    /// Starts a new chain for this gateway instance run and the task that writes it.
+    /// Closes the chains of runs that stopped without shutdown (an open chain whose heartbeat is
+    /// older than `options.chain_lease`), starts a new chain for this gateway instance run,
+    /// linked to the chain closed last, and the task that writes it.
     pub async fn start(
         database: Database,
         signing_key: Arc<SigningKey>,
@@ -98,29 +110,37 @@ impl MessageLog {
     ) -> anyhow::Result<MessageLog> {
         // A time-ordered id: chains of successive runs sort in the order they were started.
         let chain_id = uuid::Uuid::now_v7().to_string();
+        let lease_ms = i64::try_from(options.chain_lease.as_millis()).unwrap_or(i64::MAX);
+        chains::close_stale_chains(&database, &signing_key, &clock, lease_ms, &chain_id).await?;
+        let chain = chains::open_chain(&database, &signing_key, &clock, chain_id.clone()).await?;
+        let shared_chain_id = Arc::new(Mutex::new(chain_id.clone()));
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = writer::Writer::new(
             database,
-            chain_id.clone(),
+            shared_chain_id.clone(),
             signing_key,
             options,
             writer::WriterMetrics::registered(metrics),
             clock,
         );
         let handle = tokio::spawn(writer.run(receiver));
-        tracing::info!(chain_id = %chain_id, "message log chain started");
+        tracing::info!(chain_id = %chain_id, previous_chain_id = %chain.previous_chain_id, "message log chain started");
         Ok(MessageLog {
             inner: Arc::new(Inner {
                 commands,
-                chain_id,
+                chain_id: shared_chain_id,
                 writer: Mutex::new(Some(handle)),
             }),
         })
     }
 
-    /// The chain this instance writes.
-    pub fn chain_id(&self) -> &str {
-        &self.inner.chain_id
+    /// The chain this instance writes now.
+    pub fn chain_id(&self) -> String {
+        self.inner
+            .chain_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Appends `record` and waits until it is committed; returns where it landed.
@@ -134,8 +154,8 @@ impl MessageLog {
         answer.await.unwrap_or(Err(MessageLogError::Closed))
     }
 
-    /// Writes what is queued, signs a final checkpoint and stops the writer. Appends after this
-    /// fail with [`MessageLogError::Closed`].
+    /// Writes what is queued, signs a final checkpoint, closes the chain and stops the writer.
+    /// Appends after this fail with [`MessageLogError::Closed`].
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
         if self
@@ -154,6 +174,22 @@ impl MessageLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// Stops the writer at once, as a killed process would: nothing more is written, no final
+    /// checkpoint, the chain stays open (its heartbeat lapses). Returns once the writer task has
+    /// stopped. Appends after this fail with [`MessageLogError::Closed`]. For tests and drills.
+    pub async fn abort(&self) {
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            handle.abort();
             let _ = handle.await;
         }
     }

@@ -13,6 +13,9 @@ pub const ENTRY_FORMAT_TAG: &str = "shlyuz-message-log-entry-v1";
 /// First line of the message a checkpoint signature covers.
 pub const CHECKPOINT_FORMAT_TAG: &str = "shlyuz-checkpoint-v1";
 
+/// First line of the message a chain's link signature covers.
+pub const CHAIN_LINK_FORMAT_TAG: &str = "shlyuz-chain-link-v1";
+
 /// The `previous_hash` of the first entry of every chain.
 pub const GENESIS_HASH: [u8; HASH_LEN] = [0; HASH_LEN];
 
@@ -346,6 +349,27 @@ pub fn checkpoint_message(
     format!(
         "{CHECKPOINT_FORMAT_TAG}\n{chain_id}\n{sequence}\n{}\n{time_ms}",
         hex::encode(entry_hash)
+    )
+}
+
+/// The exact text a chain's link signature covers, UTF-8, lines separated by `\n`, no final
+/// newline: the tag, the chain id, its start time in decimal epoch milliseconds, the previous
+/// chain's id (empty for a chain that links to none), the sequence of that chain's closing head in
+/// decimal (0 when it had no entry), that entry's hash in lowercase hex (empty when none), and the
+/// lowercase hex SHA-256 of the ids of the chains written before chains had records (sorted,
+/// joined by `\n`).
+pub fn chain_link_message(
+    chain_id: &str,
+    started_ms: i64,
+    previous_chain_id: &str,
+    previous_sequence: i64,
+    previous_entry_hash: &[u8],
+    legacy_chains_digest: &[u8],
+) -> String {
+    format!(
+        "{CHAIN_LINK_FORMAT_TAG}\n{chain_id}\n{started_ms}\n{previous_chain_id}\n{previous_sequence}\n{}\n{}",
+        hex::encode(previous_entry_hash),
+        hex::encode(legacy_chains_digest)
     )
 }
 

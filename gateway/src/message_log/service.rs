@@ -2,6 +2,7 @@
 //! `shlyuz.gateway.v1.AccessLogService` ("who looked at my data") over the message log's tables.
 //! Who may call them is decided by the directory's access rules, like any other route.
 
+use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::{ApiError, parse_iin_field};
 use shlyuz_kit::paging::{decode_page_token, encode_page_token, page_size};
@@ -13,7 +14,7 @@ use shlyuz_proto::gateway::v1::message_log_service_server::{
     MessageLogService, MessageLogServiceServer,
 };
 use shlyuz_proto::gateway::v1::{
-    ChainVerification, Checkpoint, ExportCheckpointsRequest, ExportCheckpointsResponse,
+    ChainLink, ChainVerification, Checkpoint, ExportCheckpointsRequest, ExportCheckpointsResponse,
     GetEntryRequest, GetEntryResponse, ListEntriesRequest, ListEntriesResponse,
     ListSubjectAccessRequest, ListSubjectAccessResponse, LogEntry, SubjectAccess,
     VerifyChainRequest, VerifyChainResponse,
@@ -35,22 +36,39 @@ pub const MAX_PAGE_BYTES: usize = 48 * 1024;
 const ENTRY_FRAMING_BYTES: usize = 8;
 
 /// The message-log API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MessageLogApi {
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
     max_unsigned_entries: i64,
+    chain_lease_ms: i64,
+    clock: SharedClock,
 }
 
-/// The tonic server of the message-log API; `trusted_keys` verify checkpoint signatures and
-/// `options` say how far apart the writer puts its checkpoints.
+impl std::fmt::Debug for MessageLogApi {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MessageLogApi")
+            .field("trusted_keys", &self.trusted_keys.len())
+            .field("max_unsigned_entries", &self.max_unsigned_entries)
+            .field("chain_lease_ms", &self.chain_lease_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tonic server of the message-log API; `trusted_keys` verify checkpoint and link
+/// signatures, `options` say how far apart the writer puts its checkpoints and how long a chain's
+/// heartbeat lasts, `clock` tells which chains are live.
 pub fn message_log_server(
     database: Database,
     trusted_keys: Vec<VerifyingKey>,
     options: &MessageLogOptions,
+    clock: SharedClock,
 ) -> MessageLogServiceServer<MessageLogApi> {
     MessageLogServiceServer::new(
-        MessageLogApi::new(database, trusted_keys).with_checkpoint_spacing(options),
+        MessageLogApi::new(database, trusted_keys)
+            .with_checkpoint_spacing(options)
+            .with_clock(clock),
     )
 }
 
@@ -58,16 +76,26 @@ impl MessageLogApi {
     /// The API over the log in `database`; `trusted_keys` verify checkpoint signatures. Chains
     /// are expected to be checkpointed as often as the default [`MessageLogOptions`] say.
     pub fn new(database: Database, trusted_keys: Vec<VerifyingKey>) -> Self {
+        let options = MessageLogOptions::default();
         Self {
             database,
             trusted_keys,
-            max_unsigned_entries: max_unsigned_entries(&MessageLogOptions::default()),
+            max_unsigned_entries: max_unsigned_entries(&options),
+            chain_lease_ms: lease_ms(&options),
+            clock: shlyuz_kit::clock::system_clock(),
         }
     }
 
-    /// Expects the checkpoint spacing of a writer configured with `options`.
+    /// Expects the checkpoint spacing and the chain lease of a writer configured with `options`.
     pub fn with_checkpoint_spacing(mut self, options: &MessageLogOptions) -> Self {
         self.max_unsigned_entries = max_unsigned_entries(options);
+        self.chain_lease_ms = lease_ms(options);
+        self
+    }
+
+    /// Tells live chains by `clock` (the writers' clock) instead of the system clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 }
@@ -81,6 +109,10 @@ fn max_unsigned_entries(options: &MessageLogOptions) -> i64 {
         .checkpoint_every_entries
         .max(1)
         .saturating_add(batch.max(1))
+}
+
+fn lease_ms(options: &MessageLogOptions) -> i64 {
+    i64::try_from(options.chain_lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The subject access log API.
@@ -282,6 +314,29 @@ impl MessageLogService for MessageLogApi {
         .map_err(ApiError::from)?;
         let has_more = checkpoints.len() > limit;
         checkpoints.truncate(limit);
+        let link = store::chain_record(&self.database, &message.chain_id)
+            .await
+            .map_err(ApiError::from)?
+            .filter(|chain| !chain.legacy)
+            .map(|chain| ChainLink {
+                signed_message: super::record::chain_link_message(
+                    &chain.chain_id,
+                    chain.started_ms,
+                    &chain.previous_chain_id,
+                    chain.previous_sequence,
+                    &chain.previous_entry_hash,
+                    &chain.legacy_chains_digest,
+                ),
+                previous_entry_hash: hex::encode(&chain.previous_entry_hash),
+                closed: chain.closed_ms.is_some(),
+                closed_sequence: chain.closed_sequence.unwrap_or_default(),
+                chain_id: chain.chain_id,
+                started_ms: chain.started_ms,
+                previous_chain_id: chain.previous_chain_id,
+                previous_sequence: chain.previous_sequence,
+                signature: chain.link_signature,
+                signer_public_key: chain.signer_public_key,
+            });
         let next_page_token = match checkpoints.last() {
             Some(last) if has_more => encode_page_token(&scope, &last.sequence.to_string()),
             _ => String::new(),
@@ -305,6 +360,7 @@ impl MessageLogService for MessageLogApi {
                 })
                 .collect(),
             next_page_token,
+            link,
         }))
     }
 
@@ -318,6 +374,7 @@ impl MessageLogService for MessageLogApi {
             &self.database,
             &self.trusted_keys,
             self.max_unsigned_entries,
+            self.clock.now_millis().saturating_sub(self.chain_lease_ms),
             only_chain,
         )
         .await
@@ -334,6 +391,9 @@ impl MessageLogService for MessageLogApi {
                     entries: report.entries,
                     checkpoints: report.checkpoints,
                     problem: report.problem,
+                    closed: report.closed,
+                    live: report.live,
+                    previous_chain_id: report.previous_chain_id,
                 })
                 .collect(),
         }))

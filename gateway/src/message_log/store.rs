@@ -179,13 +179,48 @@ where
     arguments.add(value).map_err(sqlx::Error::Encode)
 }
 
-/// Writes `entries`, their subject-access rows and `checkpoint` in one transaction.
+/// Whether a write landed on its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Committed.
+    Written,
+    /// Nothing was written: the chain is closed (another instance closed it after its heartbeat
+    /// lapsed), so its writer must go on in a new chain.
+    ChainClosed,
+}
+
+/// Refreshes the heartbeat of `chain_id` inside `transaction` if the chain is still open; whether
+/// it is. A closing start takes the same row first, so a write and a closure never interleave.
+async fn refresh_open_chain(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    chain_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE message_log_chains SET heartbeat_ms = $1 WHERE chain_id = $2 AND closed_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(chain_id.to_string())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Writes `entries` (all of `chain_id`), their subject-access rows and `checkpoint` in one
+/// transaction, and refreshes the chain's heartbeat to `now_ms` — unless the chain was closed,
+/// in which case nothing is written.
 pub async fn write_batch(
     database: &Database,
+    chain_id: &str,
+    now_ms: i64,
     entries: &[StoredEntry],
     checkpoint: Option<&StoredCheckpoint>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Appended, sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
+    if !refresh_open_chain(&mut transaction, chain_id, now_ms).await? {
+        transaction.rollback().await?;
+        return Ok(Appended::ChainClosed);
+    }
     for chunk in statement_chunks(entries) {
         let sql = format!(
             "INSERT INTO message_log_entries ({}) VALUES {}",
@@ -265,17 +300,264 @@ pub async fn write_batch(
     if let Some(checkpoint) = checkpoint {
         insert_checkpoint(&mut transaction, checkpoint).await?;
     }
-    transaction.commit().await
+    transaction.commit().await?;
+    Ok(Appended::Written)
 }
 
-/// Writes one checkpoint on its own.
+/// Writes one checkpoint on its own (its chain's heartbeat refreshed to `now_ms`), unless the
+/// chain was closed.
 pub async fn write_checkpoint(
     database: &Database,
+    now_ms: i64,
     checkpoint: &StoredCheckpoint,
-) -> Result<(), sqlx::Error> {
+) -> Result<Appended, sqlx::Error> {
     let mut transaction = database.pool().begin().await?;
+    if !refresh_open_chain(&mut transaction, &checkpoint.chain_id, now_ms).await? {
+        transaction.rollback().await?;
+        return Ok(Appended::ChainClosed);
+    }
     insert_checkpoint(&mut transaction, checkpoint).await?;
-    transaction.commit().await
+    transaction.commit().await?;
+    Ok(Appended::Written)
+}
+
+/// Refreshes the heartbeat of the open chain `chain_id`; whether it is still open.
+pub async fn heartbeat(
+    database: &Database,
+    chain_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    let open = refresh_open_chain(&mut transaction, chain_id, now_ms).await?;
+    transaction.commit().await?;
+    Ok(open)
+}
+
+/// A chain's record (table `message_log_chains`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRecord {
+    /// The chain.
+    pub chain_id: String,
+    /// When its writer started, epoch milliseconds.
+    pub started_ms: i64,
+    /// When its writer last showed it was alive, epoch milliseconds.
+    pub heartbeat_ms: i64,
+    /// When it was closed; `None` while open.
+    pub closed_ms: Option<i64>,
+    /// Its last entry at the closure (0: none).
+    pub closed_sequence: Option<i64>,
+    /// `shutdown`, or the chain of the run whose start closed it.
+    pub closed_by: String,
+    /// The chain it links to, empty for none.
+    pub previous_chain_id: String,
+    /// That chain's closing sequence (0: it had no entry).
+    pub previous_sequence: i64,
+    /// That entry's hash, empty when none.
+    pub previous_entry_hash: Vec<u8>,
+    /// Ed25519 signature of [`super::record::chain_link_message`].
+    pub link_signature: Vec<u8>,
+    /// Lowercase hex of the signer's raw public key.
+    pub signer_public_key: String,
+    /// What the link signs of the legacy chains: [`legacy_chains_digest`] at the chain's start.
+    pub legacy_chains_digest: Vec<u8>,
+    /// Written before chains had records (migration 0007): no link.
+    pub legacy: bool,
+}
+
+/// Stores the record of a new, open chain.
+pub async fn insert_chain(database: &Database, chain: &ChainRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO message_log_chains (chain_id, started_ms, heartbeat_ms, closed_ms, closed_sequence, \
+         closed_by, previous_chain_id, previous_sequence, previous_entry_hash, link_signature, \
+         signer_public_key, legacy_chains_digest, legacy) \
+         VALUES ($1, $2, $3, NULL, NULL, '', $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(chain.chain_id.clone())
+    .bind(chain.started_ms)
+    .bind(chain.heartbeat_ms)
+    .bind(chain.previous_chain_id.clone())
+    .bind(chain.previous_sequence)
+    .bind(chain.previous_entry_hash.clone())
+    .bind(chain.link_signature.clone())
+    .bind(chain.signer_public_key.clone())
+    .bind(chain.legacy_chains_digest.clone())
+    .bind(i64::from(chain.legacy))
+    .execute(database.pool())
+    .await?;
+    Ok(())
+}
+
+const SELECT_CHAIN: &str = "SELECT chain_id, started_ms, heartbeat_ms, closed_ms, closed_sequence, closed_by, \
+     previous_chain_id, previous_sequence, previous_entry_hash, link_signature, signer_public_key, \
+     legacy_chains_digest, legacy FROM message_log_chains";
+
+fn chain_from_row(row: &AnyRow) -> Result<ChainRecord, sqlx::Error> {
+    let legacy: i64 = row.try_get("legacy")?;
+    Ok(ChainRecord {
+        chain_id: row.try_get("chain_id")?,
+        started_ms: row.try_get("started_ms")?,
+        heartbeat_ms: row.try_get("heartbeat_ms")?,
+        closed_ms: row.try_get("closed_ms")?,
+        closed_sequence: row.try_get("closed_sequence")?,
+        closed_by: row.try_get("closed_by")?,
+        previous_chain_id: row.try_get("previous_chain_id")?,
+        previous_sequence: row.try_get("previous_sequence")?,
+        previous_entry_hash: row.try_get("previous_entry_hash")?,
+        link_signature: row.try_get("link_signature")?,
+        signer_public_key: row.try_get("signer_public_key")?,
+        legacy_chains_digest: row.try_get("legacy_chains_digest")?,
+        legacy: legacy != 0,
+    })
+}
+
+/// The record of `chain_id`, `None` when it has none.
+pub async fn chain_record(
+    database: &Database,
+    chain_id: &str,
+) -> Result<Option<ChainRecord>, sqlx::Error> {
+    let row = sqlx::query(&format!("{SELECT_CHAIN} WHERE chain_id = $1"))
+        .bind(chain_id.to_string())
+        .fetch_optional(database.pool())
+        .await?;
+    row.as_ref().map(chain_from_row).transpose()
+}
+
+/// SHA-256 of the ids of the chains written before chains had records (migration 0007), sorted
+/// and joined by `\n`: every link signs it, so such a chain cannot be added or removed unnoticed.
+pub async fn legacy_chains_digest(database: &Database) -> Result<Vec<u8>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT chain_id FROM message_log_chains WHERE legacy = 1 ORDER BY chain_id")
+            .fetch_all(database.pool())
+            .await?;
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("chain_id"))
+        .collect::<Result<_, _>>()?;
+    Ok(super::record::sha256(ids.join("\n").as_bytes()).to_vec())
+}
+
+/// The chain closed last (by closure time, then chain id), `None` when no chain is closed.
+pub async fn newest_closed_chain(database: &Database) -> Result<Option<ChainRecord>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "{SELECT_CHAIN} WHERE closed_ms IS NOT NULL ORDER BY closed_ms DESC, chain_id DESC LIMIT 1"
+    ))
+    .fetch_optional(database.pool())
+    .await?;
+    row.as_ref().map(chain_from_row).transpose()
+}
+
+/// The open chains whose heartbeat is older than `cutoff_ms`, oldest first.
+pub async fn stale_chains(database: &Database, cutoff_ms: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chain_id FROM message_log_chains WHERE closed_ms IS NULL AND heartbeat_ms < $1 \
+         ORDER BY chain_id",
+    )
+    .bind(cutoff_ms)
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter().map(|row| row.try_get("chain_id")).collect()
+}
+
+/// Closes `chain_id` if it is still open with a heartbeat older than `cutoff_ms` (its writer is
+/// gone): in one transaction, takes its record (so its writer, if it comes back, finds it closed
+/// and writes nothing more to it), reads its last entry and signs it with `sign` when no
+/// checkpoint signs it yet. Whether this call closed it.
+pub async fn close_stale_chain(
+    database: &Database,
+    chain_id: &str,
+    cutoff_ms: i64,
+    now_ms: i64,
+    closed_by: &str,
+    sign: &(dyn Fn(&str, i64, &[u8]) -> StoredCheckpoint + Send + Sync),
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    let taken = sqlx::query(
+        "UPDATE message_log_chains SET closed_ms = $1, closed_by = $2 \
+         WHERE chain_id = $3 AND closed_ms IS NULL AND heartbeat_ms < $4",
+    )
+    .bind(now_ms)
+    .bind(closed_by.to_string())
+    .bind(chain_id.to_string())
+    .bind(cutoff_ms)
+    .execute(&mut *transaction)
+    .await?;
+    if taken.rows_affected() != 1 {
+        transaction.rollback().await?;
+        return Ok(false);
+    }
+    let head = sqlx::query(
+        "SELECT sequence, entry_hash FROM message_log_entries WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(chain_id.to_string())
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let closed_sequence = match head {
+        None => 0,
+        Some(head) => {
+            let sequence: i64 = head.try_get("sequence")?;
+            let entry_hash: Vec<u8> = head.try_get("entry_hash")?;
+            let signed = sqlx::query(
+                "SELECT sequence FROM message_log_checkpoints WHERE chain_id = $1 AND sequence = $2",
+            )
+            .bind(chain_id.to_string())
+            .bind(sequence)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if signed.is_none() {
+                insert_checkpoint(&mut transaction, &sign(chain_id, sequence, &entry_hash)).await?;
+            }
+            sequence
+        }
+    };
+    sqlx::query("UPDATE message_log_chains SET closed_sequence = $1 WHERE chain_id = $2")
+        .bind(closed_sequence)
+        .bind(chain_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(true)
+}
+
+/// Closes the writer's own chain `chain_id` at `closed_sequence` (its shutdown), with
+/// `checkpoint` (signing that entry) when it is not signed yet. Whether the chain was still open.
+pub async fn close_own_chain(
+    database: &Database,
+    chain_id: &str,
+    now_ms: i64,
+    closed_sequence: i64,
+    checkpoint: Option<&StoredCheckpoint>,
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = database.pool().begin().await?;
+    let closed = sqlx::query(
+        "UPDATE message_log_chains SET heartbeat_ms = $1, closed_ms = $1, closed_sequence = $2, \
+         closed_by = 'shutdown' WHERE chain_id = $3 AND closed_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(closed_sequence)
+    .bind(chain_id.to_string())
+    .execute(&mut *transaction)
+    .await?;
+    if closed.rows_affected() != 1 {
+        transaction.rollback().await?;
+        return Ok(false);
+    }
+    if let Some(checkpoint) = checkpoint {
+        insert_checkpoint(&mut transaction, checkpoint).await?;
+    }
+    transaction.commit().await?;
+    Ok(true)
+}
+
+/// The checkpoint of `chain_id` at `sequence`, if any.
+pub async fn checkpoint_at(
+    database: &Database,
+    chain_id: &str,
+    sequence: i64,
+) -> Result<Option<StoredCheckpoint>, sqlx::Error> {
+    let mut found = checkpoints_after(database, chain_id, sequence - 1, 1).await?;
+    Ok(found
+        .pop()
+        .filter(|checkpoint| checkpoint.sequence == sequence))
 }
 
 async fn insert_checkpoint(
@@ -542,13 +824,14 @@ pub async fn list_subject_access(
         .collect()
 }
 
-/// Every chain id, oldest first (chain ids are time-ordered UUIDs): of entries, checkpoints and
-/// subject-access rows, so rows left of a deleted chain are found too.
+/// Every chain id, oldest first (chain ids are time-ordered UUIDs): of entries, checkpoints,
+/// subject-access rows and chain records, so rows left of a deleted chain are found too.
 pub async fn chain_ids(database: &Database) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT chain_id FROM message_log_entries GROUP BY chain_id \
          UNION SELECT chain_id FROM message_log_checkpoints GROUP BY chain_id \
-         UNION SELECT chain_id FROM subject_access GROUP BY chain_id ORDER BY chain_id",
+         UNION SELECT chain_id FROM subject_access GROUP BY chain_id \
+         UNION SELECT chain_id FROM message_log_chains ORDER BY chain_id",
     )
     .fetch_all(database.pool())
     .await?;

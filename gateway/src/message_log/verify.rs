@@ -1,13 +1,16 @@
 //! Chain verification: walks every chain in order, recomputing each entry's hash and its link to
 //! the previous one, and checks every checkpoint's signature and that the entry it signs is still
 //! there, unchanged. An edited, deleted, inserted or reordered entry — or a chain cut short after a
-//! checkpoint — is reported with the first sequence number where the chain breaks.
+//! checkpoint — is reported with the first sequence number where the chain breaks. Each chain's
+//! record is checked too: its link signed by a gateway key and naming a previous chain that is
+//! still there with the signed head it names (a deleted or forged chain breaks), and its closure
+//! (a closed chain ends at its closing entry, which a checkpoint signs).
 
 use shlyuz_kit::db::Database;
 use shlyuz_kit::pki::VerifyingKey;
 
-use super::record::{GENESIS_HASH, StoredEntry, checkpoint_message};
-use super::store::{self, StoredCheckpoint, StoredSubjectAccess};
+use super::record::{GENESIS_HASH, StoredEntry, chain_link_message, checkpoint_message};
+use super::store::{self, ChainRecord, StoredCheckpoint, StoredSubjectAccess};
 
 /// Entries read per query while walking a chain, so memory stays bounded for any chain length
 /// (with their subject-access rows: at most 500 per entry).
@@ -24,8 +27,14 @@ pub struct ChainReport {
     pub checkpoints: i64,
     /// First sequence where the chain breaks; `None` when intact.
     pub first_broken_sequence: Option<i64>,
-    /// What is wrong there.
+    /// What is wrong there; for an intact chain, a note (a chain never closed).
     pub problem: String,
+    /// The chain was closed: by its own shutdown, or by a later start after its run stopped.
+    pub closed: bool,
+    /// The chain is open and its writer's heartbeat is within the lease.
+    pub live: bool,
+    /// The chain its signed link names; empty for none (the first chain, or a legacy one).
+    pub previous_chain_id: String,
 }
 
 impl ChainReport {
@@ -39,42 +48,85 @@ impl ChainReport {
 /// message-signing keys (the current one and any retired by a rotation); a checkpoint signed by
 /// any other key is a break. More than `max_unsigned_entries` entries without a checkpoint
 /// (between two checkpoints, or after the last) is a break too: checkpoints were removed, so
-/// the entries there are protected only by hashes anyone can recompute.
+/// the entries there are protected only by hashes anyone can recompute. An open chain whose
+/// heartbeat is at or after `live_since_ms` is live; an open one older than that is reported
+/// (intact, with a note) as never closed.
 pub async fn verify_chains(
     database: &Database,
     trusted_keys: &[VerifyingKey],
     max_unsigned_entries: i64,
+    live_since_ms: i64,
     only_chain: Option<&str>,
 ) -> Result<Vec<ChainReport>, sqlx::Error> {
     let chain_ids = match only_chain {
         Some(chain_id) => vec![chain_id.to_string()],
         None => store::chain_ids(database).await?,
     };
+    let legacy_chains_digest = store::legacy_chains_digest(database).await?;
+    let checks = ChainChecks {
+        trusted_keys,
+        max_unsigned_entries,
+        live_since_ms,
+        legacy_chains_digest: &legacy_chains_digest,
+    };
     let mut reports = Vec::with_capacity(chain_ids.len());
     for chain_id in chain_ids {
-        reports.push(verify_chain(database, trusted_keys, max_unsigned_entries, &chain_id).await?);
+        reports.push(verify_chain(database, &checks, &chain_id).await?);
     }
     Ok(reports)
 }
 
+/// What every chain is checked against.
+struct ChainChecks<'a> {
+    trusted_keys: &'a [VerifyingKey],
+    max_unsigned_entries: i64,
+    live_since_ms: i64,
+    legacy_chains_digest: &'a [u8],
+}
+
 async fn verify_chain(
     database: &Database,
-    trusted_keys: &[VerifyingKey],
-    max_unsigned_entries: i64,
+    checks: &ChainChecks<'_>,
     chain_id: &str,
 ) -> Result<ChainReport, sqlx::Error> {
-    let checkpoints = store::checkpoints(database, chain_id).await?;
+    let trusted_keys = checks.trusted_keys;
+    let max_unsigned_entries = checks.max_unsigned_entries;
+    let record = store::chain_record(database, chain_id).await?;
     let mut report = ChainReport {
         chain_id: chain_id.to_string(),
         entries: 0,
         checkpoints: 0,
         first_broken_sequence: None,
         problem: String::new(),
+        closed: record
+            .as_ref()
+            .is_some_and(|record| record.closed_ms.is_some()),
+        live: record.as_ref().is_some_and(|record| {
+            record.closed_ms.is_none() && record.heartbeat_ms >= checks.live_since_ms
+        }),
+        previous_chain_id: record
+            .as_ref()
+            .map(|record| record.previous_chain_id.clone())
+            .unwrap_or_default(),
     };
     let broken = |report: &mut ChainReport, sequence: i64, problem: String| {
         report.first_broken_sequence = Some(sequence);
         report.problem = problem;
     };
+    // The chain's start first: a chain no gateway started is not checked further.
+    let link = match &record {
+        None => Err(
+            "the chain has no chain record: no gateway started it, or its record was deleted"
+                .to_string(),
+        ),
+        Some(record) if record.legacy => Ok(()),
+        Some(record) => check_link(database, record, checks).await?,
+    };
+    if let Err(problem) = link {
+        broken(&mut report, 1, problem);
+        return Ok(report);
+    }
+    let checkpoints = store::checkpoints(database, chain_id).await?;
     let mut pending_checkpoints = checkpoints.iter().peekable();
     let mut expected_sequence = 1;
     let mut previous_hash = GENESIS_HASH;
@@ -188,8 +240,117 @@ async fn verify_chain(
                 orphan.sequence
             ),
         );
+        return Ok(report);
+    }
+    if let Some(record) = &record {
+        let last = expected_sequence - 1;
+        if let Err((sequence, problem)) = check_closure(record, last, signed_up_to) {
+            broken(&mut report, sequence, problem);
+        } else if !report.closed && !report.live {
+            report.problem = format!(
+                "the chain was never closed: its writer stopped without shutdown (no heartbeat for \
+                 the lease) and no gateway has started since; entries after {signed_up_to} are \
+                 protected by their hash links only until the next start closes it"
+            );
+        }
     }
     Ok(report)
+}
+
+/// Checks a chain's signed link: signed by a gateway key, over the legacy chains there are, and
+/// naming a previous chain that is still there with a checkpoint signing the head it names.
+async fn check_link(
+    database: &Database,
+    record: &ChainRecord,
+    checks: &ChainChecks<'_>,
+) -> Result<Result<(), String>, sqlx::Error> {
+    let Some(signer) = checks
+        .trusted_keys
+        .iter()
+        .find(|key| hex::encode(key.as_bytes()) == record.signer_public_key)
+    else {
+        return Ok(Err(format!(
+            "the chain's link is signed by key {}, which is not a gateway key",
+            record.signer_public_key
+        )));
+    };
+    let message = chain_link_message(
+        &record.chain_id,
+        record.started_ms,
+        &record.previous_chain_id,
+        record.previous_sequence,
+        &record.previous_entry_hash,
+        &record.legacy_chains_digest,
+    );
+    if signer
+        .verify(message.as_bytes(), &record.link_signature)
+        .is_err()
+    {
+        return Ok(Err(
+            "the chain's link has an invalid signature: no gateway started this chain".to_string(),
+        ));
+    }
+    if record.legacy_chains_digest != checks.legacy_chains_digest {
+        return Ok(Err(
+            "the chains from before chain records (migration 0007) are not the ones this chain's \
+             link signs: one was added or removed"
+                .to_string(),
+        ));
+    }
+    if record.previous_chain_id.is_empty() {
+        return Ok(Ok(()));
+    }
+    let previous = &record.previous_chain_id;
+    if store::chain_record(database, previous).await?.is_none() {
+        return Ok(Err(format!(
+            "the previous chain {previous}, which this chain's signed link names, is missing"
+        )));
+    }
+    if record.previous_sequence > 0 {
+        let head = store::checkpoint_at(database, previous, record.previous_sequence).await?;
+        if head.is_none_or(|head| head.entry_hash != record.previous_entry_hash) {
+            return Ok(Err(format!(
+                "the previous chain {previous} has no checkpoint signing entry {} with the hash \
+                 this chain's signed link names",
+                record.previous_sequence
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Checks a chain's end against its record (`last`: its last entry, `signed_up_to`: the last entry
+/// a checkpoint signs): a closed chain ends at its closing entry and a checkpoint signs it. A
+/// legacy chain (closed by the first start after migration 0007, while an old writer may still
+/// append) only needs its last entry signed.
+fn check_closure(record: &ChainRecord, last: i64, signed_up_to: i64) -> Result<(), (i64, String)> {
+    if record.closed_ms.is_none() {
+        return Ok(());
+    }
+    if !record.legacy {
+        let closed_at = record.closed_sequence.unwrap_or_default();
+        if last > closed_at {
+            return Err((
+                closed_at + 1,
+                format!("entries follow entry {closed_at}, where the chain was closed"),
+            ));
+        }
+        if last < closed_at {
+            return Err((
+                last + 1,
+                format!(
+                    "the chain was closed at entry {closed_at} but ends at entry {last}: entries were removed"
+                ),
+            ));
+        }
+    }
+    if last > signed_up_to {
+        return Err((
+            last,
+            format!("the chain is closed but no checkpoint signs its last entry {last}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a chain lacking checkpoints after `signed_up_to` is told.

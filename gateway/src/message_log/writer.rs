@@ -4,7 +4,7 @@
 //! the group commit that keeps throughput high under load while each call still waits for its own
 //! entry to be durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
@@ -15,8 +15,9 @@ use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
 
-use super::record::{GENESIS_HASH, HASH_LEN, StoredEntry, checkpoint_message};
-use super::store::{self, StoredCheckpoint};
+use super::chains;
+use super::record::{GENESIS_HASH, HASH_LEN, StoredEntry};
+use super::store::{self, Appended, StoredCheckpoint};
 use super::{AppendReply, Command, LogRecord, MessageLogError, MessageLogOptions};
 
 /// The message log's own metrics.
@@ -68,12 +69,21 @@ impl WriterMetrics {
     }
 }
 
-/// The writer of one chain.
+/// Why a commit wrote nothing.
+enum CommitError {
+    /// The database refused or failed it.
+    Database(sqlx::Error),
+    /// Another instance closed the chain (its heartbeat had lapsed).
+    ChainClosed,
+}
+
+/// The writer of one chain (of a new one when its chain is closed under it).
 pub struct Writer {
     database: Database,
     chain_id: String,
+    /// Where [`super::MessageLog::chain_id`] reads the chain written now.
+    shared_chain_id: Arc<Mutex<String>>,
     signing_key: Arc<SigningKey>,
-    signer_public_key: String,
     options: MessageLogOptions,
     metrics: WriterMetrics,
     clock: SharedClock,
@@ -87,21 +97,24 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of the new, empty chain `chain_id`.
+    /// A writer of the new, empty, open chain named in `shared_chain_id`.
     pub fn new(
         database: Database,
-        chain_id: String,
+        shared_chain_id: Arc<Mutex<String>>,
         signing_key: Arc<SigningKey>,
         options: MessageLogOptions,
         metrics: WriterMetrics,
         clock: SharedClock,
     ) -> Writer {
-        let signer_public_key = hex::encode(signing_key.verifying_key().as_bytes());
+        let chain_id = shared_chain_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         Writer {
             database,
             chain_id,
+            shared_chain_id,
             signing_key,
-            signer_public_key,
             options,
             metrics,
             clock,
@@ -112,10 +125,13 @@ impl Writer {
         }
     }
 
-    /// Serves appends until shutdown or until every handle is gone, then signs a final checkpoint.
+    /// Serves appends until shutdown or until every handle is gone, then signs a final checkpoint
+    /// and closes the chain.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut ticker = tokio::time::interval(self.options.checkpoint_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch: Vec<(Box<LogRecord>, AppendReply)> =
             Vec::with_capacity(self.options.max_batch);
         loop {
@@ -125,6 +141,10 @@ impl Writer {
                     if self.last_checkpoint_at.elapsed() >= self.options.checkpoint_interval {
                         self.checkpoint_alone().await;
                     }
+                    continue;
+                }
+                _ = heartbeat.tick() => {
+                    self.heartbeat().await;
                     continue;
                 }
             };
@@ -164,12 +184,12 @@ impl Writer {
                 if !batch.is_empty() {
                     self.write(&mut batch).await;
                 }
-                self.checkpoint_alone().await;
+                self.close().await;
                 let _ = done.send(());
                 return;
             }
         }
-        self.checkpoint_alone().await;
+        self.close().await;
     }
 
     /// Seals the batch onto the chain and commits it; answers every call in it. When the batch
@@ -200,7 +220,7 @@ impl Writer {
         if entries.is_empty() {
             return;
         }
-        let error = match self.commit(&entries).await {
+        let error = match self.commit_on_open_chain(&mut entries).await {
             Ok(()) => {
                 for (entry, reply) in entries.iter().zip(replies) {
                     let _ = reply.send(Ok(entry.position()));
@@ -217,12 +237,13 @@ impl Writer {
             }
             return;
         }
-        for (mut entry, reply) in entries.into_iter().zip(replies) {
-            entry.relink(self.next_sequence, self.previous_hash);
-            let answer = match self.commit(std::slice::from_ref(&entry)).await {
-                Ok(()) => Ok(entry.position()),
+        for (entry, reply) in entries.into_iter().zip(replies) {
+            let mut alone = vec![entry];
+            self.rebase(&mut alone);
+            let answer = match self.commit_on_open_chain(&mut alone).await {
+                Ok(()) => Ok(alone[0].position()),
                 Err(error) => {
-                    tracing::error!(error = %error, message_id = %entry.message_id, "message log entry not written");
+                    tracing::error!(error = %error, message_id = %alone[0].message_id, "message log entry not written");
                     self.resynchronize().await;
                     Err(MessageLogError::Unavailable(error.to_string()))
                 }
@@ -231,9 +252,73 @@ impl Writer {
         }
     }
 
+    /// Commits `entries` (the next ones of the chain); when the chain was closed under the
+    /// writer, opens a new chain, moves the entries onto it and commits them there.
+    async fn commit_on_open_chain(
+        &mut self,
+        entries: &mut [StoredEntry],
+    ) -> Result<(), sqlx::Error> {
+        match self.commit(entries).await {
+            Ok(()) => return Ok(()),
+            Err(CommitError::Database(error)) => return Err(error),
+            Err(CommitError::ChainClosed) => {}
+        }
+        self.open_new_chain().await?;
+        self.rebase(entries);
+        match self.commit(entries).await {
+            Ok(()) => Ok(()),
+            Err(CommitError::Database(error)) => Err(error),
+            Err(CommitError::ChainClosed) => Err(sqlx::Error::Protocol(
+                "the new message log chain was closed at once".to_string(),
+            )),
+        }
+    }
+
+    /// Places `entries` after the writer's chain head, in order.
+    fn rebase(&self, entries: &mut [StoredEntry]) {
+        let mut previous_hash = self.previous_hash;
+        for (sequence, entry) in (self.next_sequence..).zip(entries) {
+            entry.chain_id.clone_from(&self.chain_id);
+            entry.relink(sequence, previous_hash);
+            previous_hash = entry.entry_hash;
+        }
+    }
+
+    /// Another instance closed the chain (this writer's heartbeat lapsed, e.g. it was paused):
+    /// nothing more goes onto it; a new chain is opened, linked to the chain closed last.
+    async fn open_new_chain(&mut self) -> Result<(), sqlx::Error> {
+        let chain_id = uuid::Uuid::now_v7().to_string();
+        let chain =
+            chains::open_chain(&self.database, &self.signing_key, &self.clock, chain_id).await?;
+        tracing::warn!(closed_chain_id = %self.chain_id, chain_id = %chain.chain_id, "message log chain was closed by another instance; continuing in a new chain");
+        self.chain_id = chain.chain_id;
+        *self
+            .shared_chain_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.chain_id.clone();
+        self.next_sequence = 1;
+        self.previous_hash = GENESIS_HASH;
+        self.checkpointed_sequence = 0;
+        self.last_checkpoint_at = Instant::now();
+        Ok(())
+    }
+
+    /// Refreshes the chain's heartbeat; a chain found closed is left for a new one.
+    async fn heartbeat(&mut self) {
+        match store::heartbeat(&self.database, &self.chain_id, self.clock.now_millis()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(error) = self.open_new_chain().await {
+                    tracing::warn!(error = %error, "cannot open a new message log chain");
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "message log heartbeat not written"),
+        }
+    }
+
     /// Commits `entries` (the next ones of the chain) with a signed checkpoint when one is due,
     /// and moves the chain head past them.
-    async fn commit(&mut self, entries: &[StoredEntry]) -> Result<(), sqlx::Error> {
+    async fn commit(&mut self, entries: &[StoredEntry]) -> Result<(), CommitError> {
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -243,13 +328,24 @@ impl Writer {
         let checkpoint =
             checkpoint_due.then(|| self.sign_checkpoint(last.sequence, &last.entry_hash));
         let started = Instant::now();
-        let written = store::write_batch(&self.database, entries, checkpoint.as_ref()).await;
+        let written = store::write_batch(
+            &self.database,
+            &self.chain_id,
+            self.clock.now_millis(),
+            entries,
+            checkpoint.as_ref(),
+        )
+        .await;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = written {
-            self.metrics.failures.inc();
-            return Err(error);
+        match written {
+            Ok(Appended::Written) => {}
+            Ok(Appended::ChainClosed) => return Err(CommitError::ChainClosed),
+            Err(error) => {
+                self.metrics.failures.inc();
+                return Err(CommitError::Database(error));
+            }
         }
         self.metrics.entries.inc_by(entries.len() as u64);
         self.metrics.batch_entries.observe(entries.len() as f64);
@@ -286,16 +382,13 @@ impl Writer {
     }
 
     fn sign_checkpoint(&self, sequence: i64, entry_hash: &[u8; HASH_LEN]) -> StoredCheckpoint {
-        let time_ms = self.clock.now_millis();
-        let message = checkpoint_message(&self.chain_id, sequence, entry_hash, time_ms);
-        StoredCheckpoint {
-            chain_id: self.chain_id.clone(),
+        chains::signed_checkpoint(
+            &self.signing_key,
+            &self.chain_id,
             sequence,
-            entry_hash: entry_hash.to_vec(),
-            time_ms,
-            signature: self.signing_key.sign(message.as_bytes()).to_vec(),
-            signer_public_key: self.signer_public_key.clone(),
-        }
+            entry_hash,
+            self.clock.now_millis(),
+        )
     }
 
     fn checkpoint_written(&mut self, sequence: i64) {
@@ -312,9 +405,45 @@ impl Writer {
             return;
         }
         let checkpoint = self.sign_checkpoint(head, &self.previous_hash);
-        match store::write_checkpoint(&self.database, &checkpoint).await {
-            Ok(()) => self.checkpoint_written(head),
+        match store::write_checkpoint(&self.database, self.clock.now_millis(), &checkpoint).await {
+            Ok(Appended::Written) => self.checkpoint_written(head),
+            // The instance that closed the chain signed its head.
+            Ok(Appended::ChainClosed) => {
+                if let Err(error) = self.open_new_chain().await {
+                    tracing::warn!(error = %error, "cannot open a new message log chain");
+                }
+            }
             Err(error) => tracing::warn!(error = %error, "message log checkpoint not written"),
+        }
+    }
+
+    /// At shutdown: signs the chain head when entries were added since the last checkpoint and
+    /// closes the chain, in one transaction.
+    async fn close(&mut self) {
+        let head = self.next_sequence - 1;
+        let checkpoint = (head > self.checkpointed_sequence)
+            .then(|| self.sign_checkpoint(head, &self.previous_hash));
+        let now_ms = self.clock.now_millis();
+        match store::close_own_chain(
+            &self.database,
+            &self.chain_id,
+            now_ms,
+            head,
+            checkpoint.as_ref(),
+        )
+        .await
+        {
+            Ok(true) => {
+                if checkpoint.is_some() {
+                    self.checkpoint_written(head);
+                }
+            }
+            Ok(false) => {
+                tracing::warn!(chain_id = %self.chain_id, "message log chain was already closed by another instance")
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "message log chain not closed; the next start closes it")
+            }
         }
     }
 }
