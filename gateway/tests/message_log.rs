@@ -971,8 +971,8 @@ fn chain_of<'a>(
 }
 
 /// Options whose chains get no checkpoint before their end, so a killed run's entries are unsigned,
-/// and whose heartbeat is refreshed only by writes (and once at start), so only the test's clock
-/// ages it.
+/// and whose heartbeat is refreshed only by writes (the first timed beat is an hour after start),
+/// so only the test's clock ages it.
 fn unsigned_options() -> MessageLogOptions {
     MessageLogOptions {
         checkpoint_every_entries: 1_000_000,

@@ -130,7 +130,11 @@ impl Writer {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut ticker = tokio::time::interval(self.options.checkpoint_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heartbeat = tokio::time::interval(self.options.heartbeat_interval);
+        // The chain's record was written with a heartbeat of now: the first beat is one interval on.
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.options.heartbeat_interval,
+            self.options.heartbeat_interval,
+        );
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch: Vec<(Box<LogRecord>, AppendReply)> =
             Vec::with_capacity(self.options.max_batch);
