@@ -1265,3 +1265,50 @@ shlyuz_kit::storage_test!(
         );
     }
 );
+
+shlyuz_kit::storage_test!(
+    chains_from_before_chain_records_are_closed_by_the_first_start_after_the_upgrade,
+    |database: Database| async move {
+        let keys = keys();
+        // A database written by a gateway without chain records, whose last run was killed: its
+        // entries are unsigned.
+        let before = shlyuz_kit::db::Migrations {
+            sqlite: &shlyuz_gateway::MIGRATIONS.sqlite[..6],
+            postgres: &shlyuz_gateway::MIGRATIONS.postgres[..6],
+        };
+        database
+            .migrate(&before)
+            .await
+            .expect("migrations up to 0006");
+        let old_chain = uuid::Uuid::now_v7().to_string();
+        let mut previous_hash = shlyuz_gateway::message_log::GENESIS_HASH;
+        for sequence in 1..=2 {
+            let mut old = record(sequence as usize);
+            old.personal_data = false;
+            let entry = shlyuz_gateway::message_log::StoredEntry::seal(
+                old_chain.clone(),
+                sequence,
+                previous_hash,
+                old,
+                false,
+            );
+            previous_hash = entry.entry_hash;
+            insert_entry(&database, &entry).await;
+        }
+
+        let log = start_log(&database, keys.gateway.clone(), unsigned_options()).await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&unsigned_options());
+        let report = verify(&api).await;
+        assert!(report.intact, "{report:?}");
+        let old = chain_of(&report, &old_chain);
+        assert!(old.closed, "{report:?}");
+        assert_eq!((old.entries, old.checkpoints), (2, 1), "{report:?}");
+        assert_eq!(old.previous_chain_id, "", "a legacy chain has no link");
+        assert_eq!(
+            chain_of(&report, &log.chain_id()).previous_chain_id,
+            old_chain
+        );
+        log.shutdown().await;
+    }
+);
