@@ -44,6 +44,9 @@ struct Usage {
 #[derive(Default)]
 pub struct SenderQuotas {
     usage: Mutex<HashMap<String, Usage>>,
+    /// Held while usage is read from the database, so the calls that find it stale together
+    /// wait for one read instead of each sending its own (a sum over every message in flight).
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl SenderQuotas {
@@ -51,6 +54,13 @@ impl SenderQuotas {
         self.usage
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `sender`'s usage was read from the database less than [`REFRESH`] ago.
+    fn is_fresh(&self, sender: &str) -> bool {
+        self.usage()
+            .get(sender)
+            .is_some_and(|usage| usage.read_at.elapsed() < REFRESH)
     }
 
     /// Takes room for one message of `payload_bytes` from `sender`'s quota, or refuses it with
@@ -62,23 +72,22 @@ impl SenderQuotas {
         sender: &str,
         payload_bytes: usize,
     ) -> Result<(), ApiError> {
-        let fresh = self
-            .usage()
-            .get(sender)
-            .is_some_and(|usage| usage.read_at.elapsed() < REFRESH);
-        if !fresh {
-            let read_at = Instant::now();
-            let (messages, bytes) = store::in_flight(database, sender)
-                .await
-                .map_err(ApiError::from)?;
-            self.usage().insert(
-                sender.to_string(),
-                Usage {
-                    read_at,
-                    messages: u64::try_from(messages).unwrap_or(0),
-                    bytes: u64::try_from(bytes).unwrap_or(0),
-                },
-            );
+        if !self.is_fresh(sender) {
+            let _one_read = self.refresh.lock().await;
+            if !self.is_fresh(sender) {
+                let read_at = Instant::now();
+                let (messages, bytes) = store::in_flight(database, sender)
+                    .await
+                    .map_err(ApiError::from)?;
+                self.usage().insert(
+                    sender.to_string(),
+                    Usage {
+                        read_at,
+                        messages: u64::try_from(messages).unwrap_or(0),
+                        bytes: u64::try_from(bytes).unwrap_or(0),
+                    },
+                );
+            }
         }
         let payload_bytes = u64::try_from(payload_bytes).unwrap_or(u64::MAX);
         let mut all = self.usage();
