@@ -1312,3 +1312,69 @@ shlyuz_kit::storage_test!(
         log.shutdown().await;
     }
 );
+
+shlyuz_kit::storage_test!(
+    a_closed_chain_appended_to_or_without_its_closing_checkpoint_is_reported,
+    |database: Database| async move {
+        let keys = keys();
+        let options = unsigned_options();
+        let log = start_log(&database, keys.gateway.clone(), options.clone()).await;
+        let chain = log.chain_id();
+        for number in 0..2 {
+            log.append(record(number)).await.expect("append");
+        }
+        log.shutdown().await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options);
+        let report = verify(&api).await;
+        assert!(
+            report.intact && chain_of(&report, &chain).closed,
+            "{report:?}"
+        );
+
+        // An entry with correct links appended after the closure.
+        let head: Vec<u8> = sqlx::query_scalar(
+            "SELECT entry_hash FROM message_log_entries WHERE chain_id = $1 AND sequence = 2",
+        )
+        .bind(chain.clone())
+        .fetch_one(database.pool())
+        .await
+        .expect("head");
+        let appended = shlyuz_gateway::message_log::StoredEntry::seal(
+            chain.clone(),
+            3,
+            head.try_into().expect("hash"),
+            LogRecord {
+                personal_data: false,
+                ..record(3)
+            },
+            false,
+        );
+        insert_entry(&database, &appended).await;
+        let report = verify(&api).await;
+        let verdict = chain_of(&report, &chain);
+        assert_eq!(verdict.first_broken_sequence, 3, "{report:?}");
+        assert!(
+            verdict.problem.contains("where the chain was closed"),
+            "{report:?}"
+        );
+        execute(
+            &database,
+            "DELETE FROM message_log_entries WHERE sequence = 3",
+        )
+        .await;
+        assert!(verify(&api).await.intact);
+
+        // The closing checkpoint removed (the chain is shorter than the checkpoint spacing).
+        execute(&database, "DELETE FROM message_log_checkpoints").await;
+        let report = verify(&api).await;
+        let verdict = chain_of(&report, &chain);
+        assert!(!verdict.intact, "{report:?}");
+        assert!(
+            verdict
+                .problem
+                .contains("no checkpoint signs its last entry"),
+            "{report:?}"
+        );
+    }
+);
