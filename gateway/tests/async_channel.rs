@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Harness, echo_request, signed};
+use harness::{Harness, echo_request, final_status_within, message_status, signed};
 use prost::Message;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
@@ -15,7 +15,7 @@ use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelService
 use shlyuz_proto::gateway::v1::send_message_request::Target;
 use shlyuz_proto::gateway::v1::{
     AckMessagesRequest, DeliveryState, GetMessageStatusRequest, GetMessagesRequest, InboxItemKind,
-    MessageStatus, SendMessageRequest, SendMessageResponse, ServiceTarget, StreamMessagesRequest,
+    SendMessageRequest, SendMessageResponse, ServiceTarget, StreamMessagesRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -53,36 +53,6 @@ async fn send(
         .map(tonic::Response::into_inner)
 }
 
-async fn status(
-    client: &mut AsyncChannelServiceClient<Channel>,
-    message_id: &str,
-) -> MessageStatus {
-    client
-        .get_message_status(GetMessageStatusRequest {
-            message_id: message_id.to_string(),
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .status
-        .expect("status")
-}
-
-/// Polls until the message leaves ON_DELIVERY (bounded: 10 s).
-async fn final_status(
-    client: &mut AsyncChannelServiceClient<Channel>,
-    message_id: &str,
-) -> MessageStatus {
-    for _ in 0..200 {
-        let current = status(client, message_id).await;
-        if current.state != DeliveryState::OnDelivery as i32 {
-            return current;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("message {message_id} is still on delivery after 10 s");
-}
-
 shlyuz_kit::storage_test!(
     a_message_is_delivered_with_its_envelope_and_its_result_fetched,
     |database: shlyuz_kit::db::Database| async move {
@@ -108,7 +78,8 @@ shlyuz_kit::storage_test!(
         assert_eq!(receipt.message_id, builder.message_id);
         assert!(!answer.duplicate);
 
-        let delivered = final_status(&mut client, &builder.message_id).await;
+        let delivered =
+            final_status_within(&mut client, &builder.message_id, Duration::from_secs(10)).await;
         assert_eq!(
             delivered.state,
             DeliveryState::Delivered as i32,
@@ -218,7 +189,7 @@ async fn a_repeated_send_returns_the_first_receipt_and_delivers_once() {
             .map(|receipt| receipt.accepted_at_ms),
         first.receipt.as_ref().map(|receipt| receipt.accepted_at_ms)
     );
-    final_status(&mut client, &builder.message_id).await;
+    final_status_within(&mut client, &builder.message_id, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         harness.echo.calls_by_message_id().get(&builder.message_id),
@@ -244,7 +215,8 @@ async fn a_permanent_error_ends_not_delivered_with_the_upstream_status() {
     )
     .await
     .expect("accepted");
-    let finished = final_status(&mut client, &builder.message_id).await;
+    let finished =
+        final_status_within(&mut client, &builder.message_id, Duration::from_secs(10)).await;
     assert_eq!(finished.state, DeliveryState::NotDelivered as i32);
     assert_eq!(finished.response_code, Code::NotFound as i32);
     assert_eq!(finished.response_message, "echo was told to fail");
@@ -262,7 +234,8 @@ async fn transient_failures_are_retried_until_the_message_expires() {
     send(&harness, &mut client, "ops", &builder, request)
         .await
         .expect("accepted");
-    let finished = final_status(&mut client, &builder.message_id).await;
+    let finished =
+        final_status_within(&mut client, &builder.message_id, Duration::from_secs(10)).await;
     assert_eq!(
         finished.state,
         DeliveryState::DeliveryStopped as i32,
@@ -438,7 +411,7 @@ async fn a_participant_receives_messages_by_push_and_acknowledges_them() {
         ("ops", "reply-6521")
     );
     assert_eq!(
-        status(&mut ops, &builder.message_id).await.state,
+        message_status(&mut ops, &builder.message_id).await.state,
         DeliveryState::OnDelivery as i32
     );
 
@@ -449,7 +422,7 @@ async fn a_participant_receives_messages_by_push_and_acknowledges_them() {
         .await
         .expect("ack");
     assert_eq!(
-        status(&mut ops, &builder.message_id).await.state,
+        message_status(&mut ops, &builder.message_id).await.state,
         DeliveryState::Delivered as i32
     );
     let unknown = ops
@@ -486,7 +459,9 @@ shlyuz_kit::storage_test!(
         }
         for message_id in &message_ids {
             assert_eq!(
-                final_status(&mut client, message_id).await.state,
+                final_status_within(&mut client, message_id, Duration::from_secs(10))
+                    .await
+                    .state,
                 DeliveryState::Delivered as i32
             );
         }

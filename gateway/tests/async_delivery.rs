@@ -7,7 +7,10 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Harness, break_message_log, echo_request, fast_async_settings, signed};
+use harness::{
+    Harness, break_message_log, echo_request, fast_async_settings, final_status_within,
+    message_status, signed,
+};
 use prost::Message;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
 use shlyuz_kit::db::Database;
@@ -15,8 +18,7 @@ use shlyuz_kit::error::summarize_status;
 use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::send_message_request::Target;
 use shlyuz_proto::gateway::v1::{
-    AckMessagesRequest, DeliveryState, GetMessageStatusRequest, GetMessagesRequest, MessageStatus,
-    SendMessageRequest, ServiceTarget,
+    AckMessagesRequest, DeliveryState, GetMessagesRequest, SendMessageRequest, ServiceTarget,
 };
 use sqlx::Row;
 use tonic::Code;
@@ -51,41 +53,6 @@ async fn send(
         .send_message(signed(harness, participant, SEND, builder, request))
         .await
         .expect("accepted");
-}
-
-async fn status(
-    client: &mut AsyncChannelServiceClient<Channel>,
-    message_id: &str,
-) -> MessageStatus {
-    client
-        .get_message_status(GetMessageStatusRequest {
-            message_id: message_id.to_string(),
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .status
-        .expect("status")
-}
-
-/// Polls until the message leaves ON_DELIVERY, for at most `limit`.
-async fn final_status_within(
-    client: &mut AsyncChannelServiceClient<Channel>,
-    message_id: &str,
-    limit: Duration,
-) -> MessageStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        let current = status(client, message_id).await;
-        if current.state != DeliveryState::OnDelivery as i32 {
-            return current;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "message {message_id} is still on delivery after {limit:?}: {current:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A message as stored, read past the gateway (whose own calls need the message log).
@@ -393,7 +360,7 @@ shlyuz_kit::storage_test!(
         assert_eq!(reason, "ACCESS_DENIED");
         // The sender sees why in the status.
         let mut client = AsyncChannelServiceClient::new(harness.channel("jauynger-portal").await);
-        let seen = status(&mut client, &builder.message_id).await;
+        let seen = message_status(&mut client, &builder.message_id).await;
         assert_eq!(seen.state, DeliveryState::DeliveryStopped as i32);
         assert_eq!(seen.reason, "ACCESS_DENIED");
         assert_eq!(seen.response_code, Code::PermissionDenied as i32);
@@ -426,7 +393,7 @@ shlyuz_kit::storage_test!(
         assert_eq!(finished.state, "DELIVERY_STOPPED", "{finished:?}");
         assert_eq!(reason, "CONSENT_REQUIRED");
         let mut client = AsyncChannelServiceClient::new(harness.channel("intake").await);
-        let seen = status(&mut client, &builder.message_id).await;
+        let seen = message_status(&mut client, &builder.message_id).await;
         assert_eq!(seen.reason, "CONSENT_REQUIRED");
         harness.stop().await;
     }

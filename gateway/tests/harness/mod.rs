@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shlyuz_gateway::consent::InMemoryConsents;
 use shlyuz_gateway::echo::Echo;
@@ -22,8 +22,12 @@ use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::echo::v1::EchoRequest;
 use shlyuz_proto::echo::v1::echo_service_client::EchoServiceClient;
+use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::message_log_service_client::MessageLogServiceClient;
-use shlyuz_proto::gateway::v1::{GetEntryRequest, ListEntriesRequest, LogEntry};
+use shlyuz_proto::gateway::v1::{
+    DeliveryState, GetEntryRequest, GetMessageStatusRequest, ListEntriesRequest, LogEntry,
+    MessageStatus,
+};
 use tonic::transport::Channel;
 
 /// A valid IIN used as the subject of personal-data calls.
@@ -812,5 +816,41 @@ impl RawClient {
                 Err(status) => return (messages, status),
             }
         }
+    }
+}
+
+/// The status of async message `message_id`, as its sender sees it.
+pub async fn message_status(
+    client: &mut AsyncChannelServiceClient<Channel>,
+    message_id: &str,
+) -> MessageStatus {
+    client
+        .get_message_status(GetMessageStatusRequest {
+            message_id: message_id.to_string(),
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+/// Polls until the message leaves ON_DELIVERY, for at most `limit`.
+pub async fn final_status_within(
+    client: &mut AsyncChannelServiceClient<Channel>,
+    message_id: &str,
+    limit: Duration,
+) -> MessageStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let current = message_status(client, message_id).await;
+        if current.state != DeliveryState::OnDelivery as i32 {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message {message_id} is still on delivery after {limit:?}: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
