@@ -1045,6 +1045,56 @@ shlyuz_kit::storage_test!(
 );
 
 shlyuz_kit::storage_test!(
+    a_killed_runs_chain_is_closed_by_a_running_instance_without_a_restart,
+    |database: Database| async move {
+        let keys = keys();
+        let clock = shlyuz_kit::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+        let options = MessageLogOptions {
+            heartbeat_interval: Duration::from_millis(20),
+            ..unsigned_options()
+        };
+        let killed = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let killed_chain = killed.chain_id();
+        for number in 0..3 {
+            killed.append(record(number)).await.expect("append");
+        }
+        killed.abort().await;
+        // The restart came within the lease, so its start closed nothing.
+        let running = start_log_at(&database, keys.gateway.clone(), options.clone(), &clock).await;
+        let api = MessageLogApi::new(database.clone(), vec![keys.gateway.verifying_key()])
+            .with_checkpoint_spacing(&options)
+            .with_clock(clock.shared());
+        assert!(!chain_of(&verify(&api).await, &killed_chain).closed);
+
+        clock.advance(time::Duration::seconds(31));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let report = loop {
+            let report = verify(&api).await;
+            if chain_of(&report, &killed_chain).closed {
+                break report;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the running instance did not close the killed run's chain: {report:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(report.intact, "{report:?}");
+        assert_eq!(
+            (
+                chain_of(&report, &killed_chain).entries,
+                chain_of(&report, &killed_chain).checkpoints
+            ),
+            (3, 1),
+            "the killed run's last entry is signed: {report:?}"
+        );
+        let own = chain_of(&report, &running.chain_id());
+        assert!(own.live && !own.closed, "{report:?}");
+        running.shutdown().await;
+    }
+);
+
+shlyuz_kit::storage_test!(
     a_writer_whose_chain_was_closed_goes_on_in_a_new_chain,
     |database: Database| async move {
         let keys = keys();

@@ -116,7 +116,7 @@ impl AsyncChannel {
             directory: directory.clone(),
             upstreams,
             consent: consent.clone(),
-            owner: message_log.chain_id().to_string(),
+            owner: message_log.chain_id(),
             message_log,
             clock: clock.clone(),
             options: options.clone(),

@@ -31,9 +31,10 @@ pub(super) fn signed_checkpoint(
 
 /// Closes every open chain whose heartbeat is older than `lease_ms` (on the clock of this
 /// instance), each with a signed checkpoint over its last entry; `closer` (the chain about to
-/// start) is recorded as who closed them. Returns the chains this call closed; a chain another
+/// start, or the running writer sweeping, whose own chain is never closed here) is recorded as
+/// who closed them. Returns the chains this call closed; a chain another
 /// starting instance closed first, or whose writer refreshed its heartbeat meanwhile, is left, and
-/// so is one that could not be closed now (a warning; the next start tries again): someone else's
+/// so is one that could not be closed now (a warning; the next heartbeat or start tries again): someone else's
 /// chain never keeps this instance from starting its own.
 pub(super) async fn close_stale_chains(
     database: &Database,
@@ -49,6 +50,10 @@ pub(super) async fn close_stale_chains(
     };
     let mut closed = Vec::new();
     for chain_id in store::stale_chains(database, cutoff_ms).await? {
+        if chain_id == closer {
+            // A running writer sweeping: its own chain is live, however late its last beat.
+            continue;
+        }
         match store::close_stale_chain(database, &chain_id, cutoff_ms, now_ms, closer, &sign).await
         {
             Ok(true) => {

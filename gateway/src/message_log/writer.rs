@@ -307,10 +307,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Refreshes the chain's heartbeat; a chain found closed is left for a new one.
+    /// Refreshes the chain's heartbeat (a chain found closed is left for a new one), then closes
+    /// the chains of runs that stopped without shutdown since: a killed run's chain is signed and
+    /// closed by any running instance within the lease and one heartbeat, not only by a start
+    /// that comes after the lease.
     async fn heartbeat(&mut self) {
         match store::heartbeat(&self.database, &self.chain_id, self.clock.now_millis()).await {
-            Ok(true) => {}
+            Ok(true) => {
+                let lease_ms =
+                    i64::try_from(self.options.chain_lease.as_millis()).unwrap_or(i64::MAX);
+                if let Err(error) = super::chains::close_stale_chains(
+                    &self.database,
+                    &self.signing_key,
+                    &self.clock,
+                    lease_ms,
+                    &self.chain_id,
+                )
+                .await
+                {
+                    tracing::warn!(error = %error, "stale message log chains not closed");
+                }
+            }
             Ok(false) => {
                 if let Err(error) = self.open_new_chain().await {
                     tracing::warn!(error = %error, "cannot open a new message log chain");
