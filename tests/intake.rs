@@ -48,8 +48,9 @@ struct Stack {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
     intake_database: shlyuz_kit::db::Database,
-    /// Where the gateway routes notify; nothing listens until [`Stack::start_notify`].
-    notify_address: SocketAddr,
+    /// Where the gateway routes notify: a socket bound (so no other program can take the port) but
+    /// not listening until [`Stack::start_notify`], so calls to it are refused as in an outage.
+    notify_socket: Option<tokio::net::TcpSocket>,
     metrics: MetricsRegistry,
     signal: shlyuz_kit::shutdown::ShutdownSignal,
 }
@@ -83,11 +84,11 @@ impl Stack {
         .await
         .expect("bind intake");
         let intake_address = intake_server.local_addr().expect("intake address");
-        // A free port for notify, closed until a test starts notify: calls to it fail as an
-        // outage does (connection refused).
-        let notify_address = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port for notify");
+        let notify_socket = tokio::net::TcpSocket::new_v4().expect("notify socket");
+        notify_socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind notify's address");
+        let notify_address = notify_socket.local_addr().expect("notify address");
 
         let gateway = support::bind_gateway(&pki, &metrics)
             .await
@@ -142,13 +143,13 @@ impl Stack {
             tasks,
             intake_database: intake_database.database().clone(),
             databases: vec![registry_database, gateway_database, intake_database],
-            notify_address,
+            notify_socket: Some(notify_socket),
             metrics,
             signal,
         }
     }
 
-    /// Starts notify at its reserved address, sending SMS with the log provider into `sms_log`
+    /// Starts notify on its bound address, sending SMS with the log provider into `sms_log`
     /// and asking the registry (through the gateway, as notify) for phones.
     async fn start_notify(&mut self, sms_log: &std::path::Path) {
         let notify_database = TestDatabase::sqlite().await;
@@ -157,17 +158,20 @@ impl Stack {
             .migrate(&shlyuz_notify::MIGRATIONS)
             .await
             .expect("notify migrations");
-        let server = GrpcServer::bind(
-            ServerSettings {
-                listen: self.notify_address,
-                ..server_settings(
-                    "notify",
-                    Transport::MutualTls(tls_files(&self.pki, "notify")),
-                )
-            },
+        let listener = self
+            .notify_socket
+            .take()
+            .expect("notify is started once")
+            .listen(1024)
+            .expect("notify listens on its address");
+        let server = GrpcServer::with_listener(
+            server_settings(
+                "notify",
+                Transport::MutualTls(tls_files(&self.pki, "notify")),
+            ),
+            listener,
             &self.metrics,
         )
-        .await
         .expect("bind notify");
         let gateway = GatewayClient::connect_lazy(
             &GatewayClientSettings {

@@ -100,6 +100,20 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Loads TLS material and binds the listener, so bad files or a taken port fail start-up.
     pub async fn bind(settings: ServerSettings, metrics: &MetricsRegistry) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("{}: cannot listen on {}", settings.name, settings.listen))?;
+        Self::with_listener(settings, listener, metrics)
+    }
+
+    /// Like [`GrpcServer::bind`] on a listener bound already (`settings.listen` is not used), for
+    /// an address that had to be known before the server could start: bind a socket first, hand
+    /// its address on, and start listening on it later — never bind a port found free and released.
+    pub fn with_listener(
+        settings: ServerSettings,
+        listener: tokio::net::TcpListener,
+        metrics: &MetricsRegistry,
+    ) -> anyhow::Result<Self> {
         let tls = match &settings.transport {
             Transport::MutualTls(files) => Some(
                 ServerTls::load(files, settings.listener.client_crl_file.as_deref())
@@ -107,9 +121,6 @@ impl GrpcServer {
             ),
             Transport::Plaintext => None,
         };
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("{}: cannot listen on {}", settings.name, settings.listen))?;
         let (health_reporter, _) = tonic_health::server::health_reporter();
         Ok(Self {
             metrics: GrpcServerMetrics::registered(metrics),
