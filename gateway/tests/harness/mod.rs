@@ -72,6 +72,9 @@ pub struct Harness {
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     test_database: Option<TestDatabase>,
+    /// Bound, never listening, for the harness's life: the dead route's address stays refused and
+    /// no other program can take it.
+    _dead_socket: tokio::net::TcpSocket,
 }
 
 fn directory_toml(
@@ -289,11 +292,12 @@ impl Harness {
         let echo_routes = tonic::service::Routes::new(echo.clone().into_server());
         let mut tasks = vec![tokio::spawn(echo_server.serve(echo_routes, signal.clone()))];
 
-        // A port that was bound and released: nothing listens there.
-        let dead_address = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address")
-        };
+        // A port bound and kept, never listened on: connections to it are refused.
+        let dead_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        dead_socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind the dead address");
+        let dead_address = dead_socket.local_addr().expect("address");
 
         let directory_path = directory_dir.path().join("gateway-directory.toml");
         std::fs::write(
@@ -357,6 +361,7 @@ impl Harness {
             trigger,
             tasks,
             test_database: None,
+            _dead_socket: dead_socket,
         }
     }
 
