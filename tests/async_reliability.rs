@@ -42,7 +42,7 @@ struct Setup {
     directory: std::path::PathBuf,
     echo_address: SocketAddr,
     /// The echo upstream's server, bound on port 0 before the directory names its address.
-    first_echo: std::sync::Mutex<Option<GrpcServer>>,
+    first_echo: parking_lot::Mutex<Option<GrpcServer>>,
     options: GatewayProcessOptions,
     postgres: Option<(String, String)>,
 }
@@ -132,7 +132,7 @@ impl Setup {
             signing_key,
             directory,
             echo_address,
-            first_echo: std::sync::Mutex::new(Some(first_echo)),
+            first_echo: parking_lot::Mutex::new(Some(first_echo)),
             options,
             postgres,
         }
@@ -146,21 +146,12 @@ impl Setup {
 
     /// Closes the echo listener bound by [`Setup::new`] without serving it.
     fn close_first_echo(&self) {
-        drop(
-            self.first_echo
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
+        drop(self.first_echo.lock().take());
     }
 
     async fn start_echo(&self, echo: &Echo) -> ShutdownTrigger {
         let (trigger, signal) = shutdown_channel();
-        let prebound = self
-            .first_echo
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let prebound = self.first_echo.lock().take();
         // An upstream that was down comes back on the address the directory names.
         let server = match prebound {
             Some(server) => server,

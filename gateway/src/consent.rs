@@ -2,8 +2,8 @@
 //! active consent of that subject for that participant and purpose. [`RegistryConsents`] asks the
 //! registry's `ConsentService`; [`InMemoryConsents`] serves tests and gateways without a registry.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -100,19 +100,13 @@ pub struct InMemoryConsents {
 impl InMemoryConsents {
     /// Adds or replaces a consent.
     pub fn insert(&self, consent_id: &str, record: ConsentRecord) {
-        let mut records = self
-            .records
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut records = self.records.write();
         records.insert(consent_id.to_string(), record);
     }
 
     /// Marks a consent revoked.
     pub fn revoke(&self, consent_id: &str) {
-        let mut records = self
-            .records
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut records = self.records.write();
         if let Some(record) = records.get_mut(consent_id) {
             record.revoked = true;
         }
@@ -122,10 +116,7 @@ impl InMemoryConsents {
         if query.consent_id.is_empty() {
             return Err(ConsentRefusal::Missing);
         }
-        let records = self
-            .records
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let records = self.records.read();
         let Some(record) = records.get(query.consent_id) else {
             return Err(ConsentRefusal::Unknown(query.consent_id.to_string()));
         };
@@ -185,10 +176,7 @@ impl RegistryConsents {
     }
 
     fn cached(&self, consent_id: &str) -> Option<Consent> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = self.cache.lock();
         cache
             .get(consent_id)
             .filter(|entry| entry.fetched.elapsed() < self.ttl)
@@ -199,10 +187,7 @@ impl RegistryConsents {
         if self.ttl.is_zero() {
             return;
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.cache.lock();
         if cache.len() >= REGISTRY_CONSENT_CACHE_LIMIT {
             let ttl = self.ttl;
             cache.retain(|_, entry| entry.fetched.elapsed() < ttl);

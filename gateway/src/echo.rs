@@ -1,10 +1,11 @@
 //! An echo upstream for gateway tests and benchmarks: answers with what it received and the
 //! `x-shlyuz-*` metadata it saw, can be told to fail or wait, and counts the calls it served.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -42,7 +43,6 @@ impl Echo {
     pub fn calls_by_message_id(&self) -> HashMap<String, u32> {
         self.by_message_id
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
             .map(|(message_id, (calls, _))| (message_id.clone(), *calls))
             .collect()
@@ -52,7 +52,6 @@ impl Echo {
     pub fn first_arrivals(&self) -> HashMap<String, std::time::Instant> {
         self.by_message_id
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
             .map(|(message_id, (_, arrived))| (message_id.clone(), *arrived))
             .collect()
@@ -77,7 +76,6 @@ impl EchoService for Echo {
         {
             self.by_message_id
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .entry(message_id.to_string())
                 .or_insert_with(|| (0, std::time::Instant::now()))
                 .0 += 1;

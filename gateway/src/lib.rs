@@ -149,7 +149,7 @@ pub struct Gateway {
     channel: Arc<SyncChannel>,
     directory: DirectoryHandle,
     message_log: MessageLog,
-    async_channel: std::sync::Mutex<Option<async_channel::AsyncChannel>>,
+    async_channel: parking_lot::Mutex<Option<async_channel::AsyncChannel>>,
 }
 
 impl Gateway {
@@ -233,7 +233,7 @@ impl Gateway {
             channel,
             directory: directory_handle,
             message_log,
-            async_channel: std::sync::Mutex::new(Some(async_channel)),
+            async_channel: parking_lot::Mutex::new(Some(async_channel)),
         })
     }
 
@@ -255,11 +255,7 @@ impl Gateway {
     /// Waits for the async delivery loop to stop (it stops on the shutdown signal), then
     /// flushes the message log and writes its final checkpoint.
     pub async fn shutdown(&self) {
-        let async_channel = self
-            .async_channel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let async_channel = self.async_channel.lock().take();
         if let Some(async_channel) = async_channel {
             async_channel.stopped().await;
         }

@@ -2,9 +2,9 @@
 //! behind it — quotas (token buckets per participant), replay refusal (message ids per sender
 //! within the replay window) and circuit breakers (per upstream).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use shlyuz_kit::error::{ApiError, FieldViolation};
@@ -56,14 +56,6 @@ pub fn access_rule<'d>(
     Ok(rule)
 }
 
-/// Locks a mutex, recovering from poisoning: the guarded state stays consistent after any panic
-/// because every update is a single assignment.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 struct Bucket {
     tokens: f64,
     refilled_at: Instant,
@@ -85,7 +77,7 @@ impl QuotaBuckets {
     ) -> Result<(), Duration> {
         let now = Instant::now();
         let capacity = f64::from(burst.max(1));
-        let mut buckets = lock(&self.buckets);
+        let mut buckets = self.buckets.lock();
         let bucket = match buckets.get_mut(participant) {
             Some(bucket) => bucket,
             None => buckets.entry(participant.to_string()).or_insert(Bucket {
@@ -147,9 +139,9 @@ fn message_key(message_id: &str) -> u128 {
 }
 
 impl ReplayGuard {
-    fn shard(&self, message_key: u128) -> std::sync::MutexGuard<'_, ReplayShard> {
+    fn shard(&self, message_key: u128) -> parking_lot::MutexGuard<'_, ReplayShard> {
         // UUIDv7 ids start with a timestamp: take the shard from the random low bits.
-        lock(&self.shards[(message_key as usize) % REPLAY_SHARDS])
+        self.shards[(message_key as usize) % REPLAY_SHARDS].lock()
     }
 
     /// Records the pair; `false` when it was already seen and has not expired (a replay).
@@ -218,7 +210,7 @@ impl Default for CircuitBreaker {
 impl CircuitBreaker {
     /// Whether a call may go to the upstream now.
     pub fn allow(&self) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         match *state {
             BreakerState::Closed { .. } => true,
             BreakerState::Open { until } => {
@@ -246,14 +238,14 @@ impl CircuitBreaker {
 
     /// Records a call that reached the upstream and got an answer.
     pub fn record_success(&self) {
-        *lock(&self.state) = BreakerState::Closed {
+        *self.state.lock() = BreakerState::Closed {
             consecutive_failures: 0,
         };
     }
 
     /// Records a call the upstream failed (unreachable, UNAVAILABLE, deadline).
     pub fn record_failure(&self, failure_threshold: u32, open_for: Duration) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         *state = match *state {
             BreakerState::Closed {
                 consecutive_failures,
@@ -268,7 +260,7 @@ impl CircuitBreaker {
 
     /// Whether the breaker currently refuses calls.
     pub fn is_open(&self) -> bool {
-        matches!(*lock(&self.state), BreakerState::Open { until } if Instant::now() < until)
+        matches!(*self.state.lock(), BreakerState::Open { until } if Instant::now() < until)
     }
 }
 

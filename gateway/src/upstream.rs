@@ -2,8 +2,9 @@
 //! multiplexed HTTP/2 connection (mutual TLS with the gateway's own certificate) per upstream, a
 //! circuit breaker per upstream, and the unary call the async channel delivers messages with.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -52,12 +53,7 @@ impl Upstreams {
         server_name: &str,
     ) -> anyhow::Result<tonic::transport::Channel> {
         let key = format!("{address}|{server_name}");
-        if let Some(found) = self
-            .channels
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&key)
-        {
+        if let Some(found) = self.channels.read().get(&key) {
             return Ok(found.clone());
         }
         let settings = shlyuz_kit::client::ClientSettings {
@@ -67,27 +63,16 @@ impl Upstreams {
             connect_timeout: Duration::from_secs(3),
         };
         let channel = shlyuz_kit::client::connect_lazy(&settings)?;
-        let mut channels = self
-            .channels
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self.channels.write();
         Ok(channels.entry(key).or_insert(channel).clone())
     }
 
     /// The circuit breaker of `upstream`.
     pub fn breaker(&self, upstream: &str) -> Arc<CircuitBreaker> {
-        if let Some(found) = self
-            .breakers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(upstream)
-        {
+        if let Some(found) = self.breakers.read().get(upstream) {
             return found.clone();
         }
-        let mut breakers = self
-            .breakers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut breakers = self.breakers.write();
         breakers.entry(upstream.to_string()).or_default().clone()
     }
 

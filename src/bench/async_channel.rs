@@ -1,9 +1,10 @@
 //! `shlyuz bench async`: the async channel's accepted messages per second and send-to-delivered
 //! latency, with the gateway as its own process in front of an echo upstream, every hop mutual TLS.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -120,10 +121,7 @@ pub async fn run(args: AsyncBenchArgs) -> anyhow::Result<()> {
             let sent_at = sent_at.clone();
             async move {
                 let call_started = Instant::now();
-                sent_at
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(message_id, call_started);
+                sent_at.lock().insert(message_id, call_started);
                 client
                     .send_message(request)
                     .await
@@ -150,10 +148,7 @@ pub async fn run(args: AsyncBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let arrivals = echo.first_arrivals();
-    let sent_at = sent_at
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
+    let sent_at = sent_at.lock().clone();
     let mut delivery_latencies = Vec::with_capacity(arrivals.len());
     let mut last_arrival = started;
     for (message_id, arrived) in &arrivals {

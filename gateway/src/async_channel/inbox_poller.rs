@@ -3,8 +3,9 @@
 //! other replicas' changes) — and hands the snapshot to that participant's streams. However many
 //! streams are open, the database sees one participant's inbox read at a time.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -89,11 +90,8 @@ impl InboxPoller {
         }
     }
 
-    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
-        self.inner
-            .watched
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn watched(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Watched>> {
+        self.inner.watched.lock()
     }
 
     /// Watches `participant`'s inbox for one more stream; its first snapshot follows shortly.

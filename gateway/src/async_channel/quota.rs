@@ -8,8 +8,8 @@
 //! to [`REFRESH`] after room was made; replicas each add only their own acceptances between reads,
 //! so together they may overshoot by what they accept in one [`REFRESH`].
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use shlyuz_kit::db::Database;
@@ -50,10 +50,8 @@ pub struct SenderQuotas {
 }
 
 impl SenderQuotas {
-    fn usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
-        self.usage
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn usage(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Usage>> {
+        self.usage.lock()
     }
 
     /// Whether `sender`'s usage was read from the database less than [`REFRESH`] ago.

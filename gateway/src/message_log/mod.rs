@@ -12,7 +12,8 @@ mod store;
 mod verify;
 mod writer;
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shlyuz_kit::clock::SharedClock;
@@ -136,11 +137,7 @@ impl MessageLog {
 
     /// The chain this instance writes now.
     pub fn chain_id(&self) -> String {
-        self.inner
-            .chain_id
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.inner.chain_id.lock().clone()
     }
 
     /// Appends `record` and waits until it is committed; returns where it landed.
@@ -167,12 +164,7 @@ impl MessageLog {
         {
             let _ = finished.await;
         }
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let handle = self.inner.writer.lock().take();
         if let Some(handle) = handle {
             let _ = handle.await;
         }
@@ -182,12 +174,7 @@ impl MessageLog {
     /// checkpoint, the chain stays open (its heartbeat lapses). Returns once the writer task has
     /// stopped. Appends after this fail with [`MessageLogError::Closed`]. For tests and drills.
     pub async fn abort(&self) {
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let handle = self.inner.writer.lock().take();
         if let Some(handle) = handle {
             handle.abort();
             let _ = handle.await;

@@ -4,7 +4,8 @@
 //! the group commit that keeps throughput high under load while each call still waits for its own
 //! entry to be durable.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
@@ -106,10 +107,7 @@ impl Writer {
         metrics: WriterMetrics,
         clock: SharedClock,
     ) -> Writer {
-        let chain_id = shared_chain_id
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let chain_id = shared_chain_id.lock().clone();
         Writer {
             database,
             chain_id,
@@ -296,10 +294,7 @@ impl Writer {
             chains::open_chain(&self.database, &self.signing_key, &self.clock, chain_id).await?;
         tracing::warn!(closed_chain_id = %self.chain_id, chain_id = %chain.chain_id, "message log chain was closed by another instance; continuing in a new chain");
         self.chain_id = chain.chain_id;
-        *self
-            .shared_chain_id
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.chain_id.clone();
+        *self.shared_chain_id.lock() = self.chain_id.clone();
         self.next_sequence = 1;
         self.previous_hash = GENESIS_HASH;
         self.checkpointed_sequence = 0;

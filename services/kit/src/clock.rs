@@ -1,8 +1,9 @@
 //! An injectable source of the current time, so that deadlines and expiry can be tested without
 //! sleeping.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use time::{Duration, OffsetDateTime};
 
@@ -77,8 +78,8 @@ impl ManualClock {
     }
 
     /// Locks the instant; a panic in another holder cannot leave an `OffsetDateTime` half-written.
-    fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
-        self.instant.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, OffsetDateTime> {
+        self.instant.lock()
     }
 }
 

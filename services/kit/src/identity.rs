@@ -1,8 +1,9 @@
 //! Who is calling: the participant id of the verified client certificate of a gRPC call, and the
 //! check that keeps a service's own routes to the participants allowed to call it (the gateway).
 
+use parking_lot::RwLock;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
@@ -49,20 +50,12 @@ impl IdentityCache {
             ));
         };
         let der: &[u8] = leaf.as_ref();
-        let cached = self
-            .by_certificate
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(der)
-            .cloned();
+        let cached = self.by_certificate.read().get(der).cloned();
         let identity = match cached {
             Some(identity) => identity,
             None => {
                 let identity = participant_id_from_cert(der).map_err(|error| error.to_string());
-                let mut cache = self
-                    .by_certificate
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut cache = self.by_certificate.write();
                 if cache.len() >= IDENTITY_CACHE_LIMIT {
                     cache.clear();
                 }

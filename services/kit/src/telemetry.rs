@@ -1,11 +1,12 @@
 //! Logs, traces and metrics: `tracing` logs (JSON when stdout is not a terminal), OpenTelemetry
 //! OTLP traces when an endpoint is configured, and Prometheus metrics on an admin HTTP port.
 
+use parking_lot::Mutex;
 use std::any::Any;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
@@ -138,10 +139,7 @@ impl MetricsRegistry {
         help: &str,
         metric: impl prometheus_client::registry::Metric,
     ) {
-        let mut registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut registry = self.registry.lock();
         registry.register(format!("shlyuz_{name}"), help, metric);
     }
 
@@ -153,10 +151,7 @@ impl MetricsRegistry {
     where
         M: prometheus_client::registry::Metric + Clone + Send + 'static,
     {
-        let mut shared = self
-            .shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shared = self.shared.lock();
         if let Some(metric) = shared
             .get(name)
             .and_then(|metric| metric.downcast_ref::<M>())
@@ -171,10 +166,7 @@ impl MetricsRegistry {
 
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
-        let registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let registry = self.registry.lock();
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::error!(%error, "cannot encode metrics");

@@ -1,9 +1,10 @@
 //! SMS providers behind one trait: `log` (the embedded default: records each SMS and writes it to
 //! a file or stdout) and `http` (a JSON POST to an SMS gateway with an auth header and timeouts).
 
+use parking_lot::Mutex;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -86,10 +87,7 @@ impl LogProvider {
 
     /// Every SMS recorded so far (only with `keep_in_memory`).
     pub fn sent(&self) -> Vec<OutgoingSms> {
-        self.sent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.sent.lock().clone()
     }
 
     fn write_line(&self, sms: &OutgoingSms) -> Result<(), ProviderError> {
@@ -143,7 +141,7 @@ fn ids_in_log_file(path: &std::path::Path) -> std::collections::HashSet<String> 
 impl SmsProvider for LogProvider {
     fn send<'a>(&'a self, sms: &'a OutgoingSms) -> BoxFuture<'a, Result<String, ProviderError>> {
         Box::pin(async move {
-            let mut sent_ids = self.sent_ids.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut sent_ids = self.sent_ids.lock();
             if sent_ids.contains(&sms.notification_id) {
                 return Ok(format!("log-{}", sms.notification_id));
             }
@@ -151,10 +149,7 @@ impl SmsProvider for LogProvider {
             sent_ids.insert(sms.notification_id.clone());
             drop(sent_ids);
             if self.keep_in_memory {
-                self.sent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(sms.clone());
+                self.sent.lock().push(sms.clone());
             }
             Ok(format!("log-{}", sms.notification_id))
         })

@@ -4,9 +4,10 @@
 //! it is believed: malformed or partial answers are `DATA_LOSS`, failures `UNAVAILABLE`, each
 //! with a reason — never a wrong answer, and nothing is cached, so neither is an error.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -212,10 +213,8 @@ impl UpstreamRegistry {
         })
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn breaker(&self) -> parking_lot::MutexGuard<'_, Breaker> {
+        self.breaker.lock()
     }
 
     /// `Err` while the breaker is open; after `breaker_open_ms` one call goes through as a trial.
