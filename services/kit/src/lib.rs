@@ -19,6 +19,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signed_document;
 pub mod subject;
+pub mod task;
 pub mod telemetry;
 pub mod test_clock;
 
