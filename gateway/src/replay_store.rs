@@ -104,20 +104,13 @@ impl SharedReplayGuard {
 
     /// Purges expired claims every minute until shutdown.
     pub async fn run_purge(self, clock: SharedClock, shutdown: ShutdownSignal) {
-        let mut ticker = tokio::time::interval(PURGE_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.purge(clock.now_millis()).await {
-                        tracing::warn!(error = %error, "replay guard purge failed");
-                    }
-                }
+        let (this, clock) = (&self, &clock);
+        shlyuz_kit::task::every(PURGE_INTERVAL, shutdown, || async move {
+            if let Err(error) = this.purge(clock.now_millis()).await {
+                tracing::warn!(error = %error, "replay guard purge failed");
             }
-        }
+        })
+        .await;
     }
 }
 

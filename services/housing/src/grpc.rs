@@ -81,20 +81,13 @@ pub async fn run_allocation_loop(
     interval: Duration,
     shutdown: ShutdownSignal,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {
-                if let Err(error) = housing.run_allocation_round().await {
-                    tracing::warn!(error = %error, "allocation round failed");
-                }
-            }
+    let housing = &housing;
+    shlyuz_kit::task::every(interval, shutdown, || async move {
+        if let Err(error) = housing.run_allocation_round().await {
+            tracing::warn!(error = %error, "allocation round failed");
         }
-    }
+    })
+    .await;
 }
 
 fn millis_of(field: &str, stamp: Option<prost_types::Timestamp>) -> Result<i64, ApiError> {

@@ -220,20 +220,13 @@ impl InboxConsumer {
 
     /// Pulls every `interval` until shutdown.
     pub async fn run(self, interval: Duration, shutdown: ShutdownSignal) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.pull_once().await {
-                        tracing::warn!(error = %error, "inbox pass failed");
-                    }
-                }
+        let this = &self;
+        shlyuz_kit::task::every(interval, shutdown, || async move {
+            if let Err(error) = this.pull_once().await {
+                tracing::warn!(error = %error, "inbox pass failed");
             }
-        }
+        })
+        .await;
     }
 }
 

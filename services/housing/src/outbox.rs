@@ -264,26 +264,19 @@ pub async fn run_relay<S: MessageSink>(
     interval: Duration,
     shutdown: ShutdownSignal,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {
-                // Drain in pages so a large round does not wait an interval per hundred offers.
-                loop {
-                    match housing.relay_outbox(&sink, 100).await {
-                        Ok(100) => continue,
-                        Ok(_) => break,
-                        Err(error) => {
-                            tracing::warn!(error = %error, "outbox relay pass failed");
-                            break;
-                        }
-                    }
+    let (housing, sink) = (&housing, &sink);
+    shlyuz_kit::task::every(interval, shutdown, || async move {
+        // Drain in pages so a large round does not wait an interval per hundred offers.
+        loop {
+            match housing.relay_outbox(sink, 100).await {
+                Ok(100) => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, "outbox relay pass failed");
+                    break;
                 }
             }
         }
-    }
+    })
+    .await;
 }

@@ -163,26 +163,19 @@ pub async fn run_delivery_loop(
     interval: Duration,
     shutdown: ShutdownSignal,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {
-                match deliver_pending(&store, sender.as_ref(), DELIVERY_BATCH).await {
-                    Ok(report) if report.sent + report.failed > 0 => tracing::info!(
-                        sent = report.sent,
-                        failed = report.failed,
-                        "outbox delivery round"
-                    ),
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(error = %error, "outbox delivery round failed"),
-                }
-            }
+    let (store, sender) = (&store, sender.as_ref());
+    shlyuz_kit::task::every(interval, shutdown, || async move {
+        match deliver_pending(store, sender, DELIVERY_BATCH).await {
+            Ok(report) if report.sent + report.failed > 0 => tracing::info!(
+                sent = report.sent,
+                failed = report.failed,
+                "outbox delivery round"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "outbox delivery round failed"),
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use crate::shutdown::ShutdownSignal;
 ///
 /// A run in flight finishes before shutdown is noticed; once shutdown has fired no new run
 /// starts. A run slower than `period` does not pile up ticks: the next run starts at once and
-/// the ones after keep `period` apart again (`MissedTickBehavior::Delay`).
+/// the ones after keep `period` apart again (`MissedTickBehavior::Delay`). A zero `period` is
+/// taken as one millisecond rather than a busy loop (or `tokio::time::interval`'s panic).
 pub async fn every<F, Fut>(period: Duration, shutdown: ShutdownSignal, mut run: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut ticker = tokio::time::interval(period);
+    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -112,6 +113,21 @@ mod tests {
         .await
         .expect("the loop returns at once");
         assert_eq!(runs, 0, "a run started after shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_zero_period_runs_instead_of_panicking() {
+        let (trigger, signal) = shutdown_channel();
+        let mut runs = 0;
+        every(Duration::ZERO, signal, || {
+            runs += 1;
+            if runs == 3 {
+                trigger.trigger();
+            }
+            async {}
+        })
+        .await;
+        assert_eq!(runs, 3);
     }
 
     #[tokio::test]

@@ -553,19 +553,14 @@ impl ReplyRelay {
         Ok(forwarded)
     }
 
-    /// Runs until `shutdown`.
+    /// Relays every poll interval until `shutdown`.
     pub async fn run(self, shutdown: ShutdownSignal) {
-        loop {
-            if shutdown.is_triggered() {
-                return;
-            }
-            if let Err(error) = self.run_once().await {
+        let this = &self;
+        shlyuz_kit::task::every(self.poll_interval, shutdown, || async move {
+            if let Err(error) = this.run_once().await {
                 tracing::warn!(error = %error, "sms reply relay pass failed");
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.poll_interval) => {}
-                _ = shutdown.clone().wait() => return,
-            }
-        }
+        })
+        .await;
     }
 }

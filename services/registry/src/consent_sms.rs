@@ -147,18 +147,11 @@ pub async fn run(
     interval: Duration,
     shutdown: ShutdownSignal,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {
-                if let Err(error) = relay_once(&database, &gateway, clock.now_millis(), 100).await {
-                    tracing::warn!(error = %error, "consent sms relay pass failed");
-                }
-            }
+    let (database, gateway, clock) = (&database, &gateway, &clock);
+    shlyuz_kit::task::every(interval, shutdown, || async move {
+        if let Err(error) = relay_once(database, gateway, clock.now_millis(), 100).await {
+            tracing::warn!(error = %error, "consent sms relay pass failed");
         }
-    }
+    })
+    .await;
 }
