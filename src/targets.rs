@@ -326,21 +326,14 @@ fn intake_routes(
 ) -> anyhow::Result<tonic::service::Routes> {
     let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
         .context("intake: message-signing key (tls.signing_key)")?;
-    let configured = config.target(Target::Intake).gateway_address;
-    let address = if configured.is_empty() {
-        targets.resolve(Target::Gateway.name()).map(str::to_string)
-    } else {
-        Some(configured)
-    };
-    let gateway = match address {
-        Some(address) => Some(
-            shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
-                address: address.to_string(),
-                tls: prepared.identity.tls.clone(),
-                server_name: Target::Gateway.name().to_string(),
-                connect_timeout: Duration::from_secs(2),
-            })
-            .context("intake: channel to the gateway")?,
+    let gateway = match intake_gateway_settings(
+        &config.target(Target::Intake),
+        targets,
+        prepared.identity.tls.clone(),
+    ) {
+        Some(settings) => Some(
+            shlyuz_kit::client::connect_lazy(&settings)
+                .context("intake: channel to the gateway")?,
         ),
         None => None,
     };
@@ -350,6 +343,27 @@ fn intake_routes(
         gateway,
         Arc::new(signing_key),
     ))
+}
+
+/// Where intake's own gateway channel goes: the configured `intake.gateway_address` (else the
+/// gateway `up` bound), verified against the configured `intake.gateway_server_name`; `None`
+/// without either address.
+fn intake_gateway_settings(
+    section: &shlyuz_kit::config::TargetConfig,
+    targets: &TargetResolver,
+    tls: Option<TlsFiles>,
+) -> Option<shlyuz_kit::client::ClientSettings> {
+    let address = if section.gateway_address.is_empty() {
+        targets.resolve(Target::Gateway.name())?.to_string()
+    } else {
+        section.gateway_address.clone()
+    };
+    Some(shlyuz_kit::client::ClientSettings {
+        address,
+        tls,
+        server_name: section.gateway_server_name.clone(),
+        connect_timeout: Duration::from_secs(2),
+    })
 }
 
 /// The outbound side of a service target: a lazy channel to the configured gateway with the
@@ -411,4 +425,50 @@ pub async fn serve_target(
     }
     prepared.database.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn intake_section(address: &str, server_name: &str) -> shlyuz_kit::config::TargetConfig {
+        shlyuz_kit::config::TargetConfig {
+            gateway_address: address.to_string(),
+            gateway_server_name: server_name.to_string(),
+            ..shlyuz_kit::config::TargetConfig::on_port(50054)
+        }
+    }
+
+    #[test]
+    fn intake_gateway_channel_verifies_the_configured_server_name() {
+        let targets = TargetResolver::new(HashMap::from([(
+            Target::Gateway.name().to_string(),
+            "127.0.0.1:50050".to_string(),
+        )]));
+
+        let configured = intake_gateway_settings(
+            &intake_section("gw.example:443", "gateway.example"),
+            &targets,
+            None,
+        )
+        .expect("a configured address gives a channel");
+        assert_eq!(configured.address, "gw.example:443");
+        assert_eq!(configured.server_name, "gateway.example");
+
+        let bound = intake_gateway_settings(&intake_section("", "gw-internal"), &targets, None)
+            .expect("the gateway `up` bound gives a channel");
+        assert_eq!(bound.address, "127.0.0.1:50050");
+        assert_eq!(bound.server_name, "gw-internal");
+
+        assert!(
+            intake_gateway_settings(
+                &intake_section("", "gateway"),
+                &TargetResolver::none(),
+                None
+            )
+            .is_none()
+        );
+    }
 }
