@@ -1,4 +1,4 @@
-//! The targets one `shlyuz` binary can run, and how one target is started.
+//! How one target of the `shlyuz` binary is prepared, built and started.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use shlyuz_gateway::consent::{
 use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::clock::AdjustableClock;
-use shlyuz_kit::db::{Database, Migrations};
+use shlyuz_kit::db::Database;
 use shlyuz_kit::identity::Callers;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
@@ -19,55 +19,7 @@ use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use crate::config::ShlyuzConfig;
-
-/// A role of the binary; `shlyuz up` runs all of them in one process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// The integration gateway (ИШ/ШЭП mimic).
-    Gateway,
-    /// Adapters for state databases.
-    Registry,
-    /// SMS, personal-cabinet inbox, OTP.
-    Notify,
-    /// Jauynger contract-service recruitment.
-    Intake,
-    /// Service-housing queue and allocation.
-    Housing,
-}
-
-impl Target {
-    /// Every target, the gateway first.
-    pub const ALL: [Target; 5] = [
-        Target::Gateway,
-        Target::Registry,
-        Target::Notify,
-        Target::Intake,
-        Target::Housing,
-    ];
-
-    /// The target's name, also its configuration section and participant id.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Gateway => "gateway",
-            Target::Registry => "registry",
-            Target::Notify => "notify",
-            Target::Intake => "intake",
-            Target::Housing => "housing",
-        }
-    }
-
-    /// The database migrations the target owns.
-    pub fn migrations(self) -> &'static Migrations {
-        match self {
-            Target::Gateway => &shlyuz_gateway::MIGRATIONS,
-            Target::Registry => &shlyuz_registry::MIGRATIONS,
-            Target::Notify => &shlyuz_notify::MIGRATIONS,
-            Target::Intake => &shlyuz_intake::MIGRATIONS,
-            Target::Housing => &shlyuz_housing::MIGRATIONS,
-        }
-    }
-}
+use crate::target::Target;
 
 /// The identity a target uses: its certificate files and message-signing key.
 #[derive(Debug, Clone)]
