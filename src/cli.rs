@@ -11,9 +11,8 @@ use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::{AdminServer, LogFormat, MetricsRegistry, init_telemetry};
 
 use crate::config::ShlyuzConfig;
-use crate::targets::{
-    Target, TargetIdentity, build_service, open_database, prepare_target, serve_target,
-};
+use crate::target::Target;
+use crate::targets::{TargetIdentity, build_service, open_database, prepare_target, serve_target};
 
 /// Shlyuz: the integration gateway and services of the Ministry of Defence of Kazakhstan.
 ///

@@ -8,7 +8,7 @@ use shlyuz_kit::config::{ConfigError, ShutdownConfig, TargetConfig, TlsConfig};
 use shlyuz_kit::telemetry::TelemetryConfig;
 use shlyuz_notify::config::NotifyConfig;
 
-use crate::targets::Target;
+use crate::target::Target;
 
 /// Everything `shlyuz` reads from defaults, `shlyuz.toml`, `SHLYUZ__…` and `--set`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,6 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod process;
+pub mod target;
 pub mod targets;
 pub mod up;

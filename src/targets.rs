@@ -1,4 +1,4 @@
-//! The targets one `shlyuz` binary can run, and how one target is started.
+//! How one target of the `shlyuz` binary is prepared, built and started.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use shlyuz_gateway::consent::{
 use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::clock::AdjustableClock;
-use shlyuz_kit::db::{Database, Migrations};
+use shlyuz_kit::db::Database;
 use shlyuz_kit::identity::Callers;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
@@ -19,55 +19,7 @@ use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use crate::config::ShlyuzConfig;
-
-/// A role of the binary; `shlyuz up` runs all of them in one process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// The integration gateway (ИШ/ШЭП mimic).
-    Gateway,
-    /// Adapters for state databases.
-    Registry,
-    /// SMS, personal-cabinet inbox, OTP.
-    Notify,
-    /// Jauynger contract-service recruitment.
-    Intake,
-    /// Service-housing queue and allocation.
-    Housing,
-}
-
-impl Target {
-    /// Every target, the gateway first.
-    pub const ALL: [Target; 5] = [
-        Target::Gateway,
-        Target::Registry,
-        Target::Notify,
-        Target::Intake,
-        Target::Housing,
-    ];
-
-    /// The target's name, also its configuration section and participant id.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Gateway => "gateway",
-            Target::Registry => "registry",
-            Target::Notify => "notify",
-            Target::Intake => "intake",
-            Target::Housing => "housing",
-        }
-    }
-
-    /// The database migrations the target owns.
-    pub fn migrations(self) -> &'static Migrations {
-        match self {
-            Target::Gateway => &shlyuz_gateway::MIGRATIONS,
-            Target::Registry => &shlyuz_registry::MIGRATIONS,
-            Target::Notify => &shlyuz_notify::MIGRATIONS,
-            Target::Intake => &shlyuz_intake::MIGRATIONS,
-            Target::Housing => &shlyuz_housing::MIGRATIONS,
-        }
-    }
-}
+use crate::target::Target;
 
 /// The identity a target uses: its certificate files and message-signing key.
 #[derive(Debug, Clone)]
@@ -326,21 +278,14 @@ fn intake_routes(
 ) -> anyhow::Result<tonic::service::Routes> {
     let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
         .context("intake: message-signing key (tls.signing_key)")?;
-    let configured = config.target(Target::Intake).gateway_address;
-    let address = if configured.is_empty() {
-        targets.resolve(Target::Gateway.name()).map(str::to_string)
-    } else {
-        Some(configured)
-    };
-    let gateway = match address {
-        Some(address) => Some(
-            shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
-                address: address.to_string(),
-                tls: prepared.identity.tls.clone(),
-                server_name: Target::Gateway.name().to_string(),
-                connect_timeout: Duration::from_secs(2),
-            })
-            .context("intake: channel to the gateway")?,
+    let gateway = match intake_gateway_settings(
+        &config.target(Target::Intake),
+        targets,
+        prepared.identity.tls.clone(),
+    ) {
+        Some(settings) => Some(
+            shlyuz_kit::client::connect_lazy(&settings)
+                .context("intake: channel to the gateway")?,
         ),
         None => None,
     };
@@ -350,6 +295,27 @@ fn intake_routes(
         gateway,
         Arc::new(signing_key),
     ))
+}
+
+/// Where intake's own gateway channel goes: the configured `intake.gateway_address` (else the
+/// gateway `up` bound), verified against the configured `intake.gateway_server_name`; `None`
+/// without either address.
+fn intake_gateway_settings(
+    section: &shlyuz_kit::config::TargetConfig,
+    targets: &TargetResolver,
+    tls: Option<TlsFiles>,
+) -> Option<shlyuz_kit::client::ClientSettings> {
+    let address = if section.gateway_address.is_empty() {
+        targets.resolve(Target::Gateway.name())?.to_string()
+    } else {
+        section.gateway_address.clone()
+    };
+    Some(shlyuz_kit::client::ClientSettings {
+        address,
+        tls,
+        server_name: section.gateway_server_name.clone(),
+        connect_timeout: Duration::from_secs(2),
+    })
 }
 
 /// The outbound side of a service target: a lazy channel to the configured gateway with the
@@ -411,4 +377,50 @@ pub async fn serve_target(
     }
     prepared.database.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn intake_section(address: &str, server_name: &str) -> shlyuz_kit::config::TargetConfig {
+        shlyuz_kit::config::TargetConfig {
+            gateway_address: address.to_string(),
+            gateway_server_name: server_name.to_string(),
+            ..shlyuz_kit::config::TargetConfig::on_port(50054)
+        }
+    }
+
+    #[test]
+    fn intake_gateway_channel_verifies_the_configured_server_name() {
+        let targets = TargetResolver::new(HashMap::from([(
+            Target::Gateway.name().to_string(),
+            "127.0.0.1:50050".to_string(),
+        )]));
+
+        let configured = intake_gateway_settings(
+            &intake_section("gw.example:443", "gateway.example"),
+            &targets,
+            None,
+        )
+        .expect("a configured address gives a channel");
+        assert_eq!(configured.address, "gw.example:443");
+        assert_eq!(configured.server_name, "gateway.example");
+
+        let bound = intake_gateway_settings(&intake_section("", "gw-internal"), &targets, None)
+            .expect("the gateway `up` bound gives a channel");
+        assert_eq!(bound.address, "127.0.0.1:50050");
+        assert_eq!(bound.server_name, "gw-internal");
+
+        assert!(
+            intake_gateway_settings(
+                &intake_section("", "gateway"),
+                &TargetResolver::none(),
+                None
+            )
+            .is_none()
+        );
+    }
 }

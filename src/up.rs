@@ -21,7 +21,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::ShlyuzConfig;
-use crate::targets::{Target, TargetIdentity, build_service, prepare_target, serve_target};
+use crate::target::Target;
+use crate::targets::{TargetIdentity, build_service, prepare_target, serve_target};
 
 /// Participants outside Shlyuz that the development PKI also issues certificates for.
 pub const EXTERNAL_PARTICIPANTS: [&str; 3] = ["jauynger-portal", "sdu", "ops"];

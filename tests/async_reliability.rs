@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message;
-use shlyuz::process::{
+use shlyuz::bench::process::{
     CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
     write_echo_directory,
 };

@@ -11,11 +11,26 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
-use crate::proxy::CallRecord;
-
 /// The `service` and `method` label of calls to a path the directory does not route (the kit's
 /// server metrics use the same value).
 pub use shlyuz_kit::server::UNKNOWN_LABEL;
+
+/// What the metrics see of one finished call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ObservedCall<'a> {
+    /// The calling participant.
+    pub(crate) participant: &'a str,
+    /// The gRPC service asked for.
+    pub(crate) service: &'a str,
+    /// The method asked for.
+    pub(crate) method: &'a str,
+    /// The service has a route and the method is listed in it: only then are they labels.
+    pub(crate) routed: bool,
+    /// The gRPC status code answered.
+    pub(crate) status_code: i32,
+    /// The `ErrorInfo` reason answered, empty for none.
+    pub(crate) reason: &'a str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -76,25 +91,26 @@ impl GatewayMetrics {
         self.buffered_request_bytes.clone()
     }
 
-    pub(crate) fn observe(&self, call: &CallRecord, duration: Duration) {
+    /// Counts `call` and records its latency.
+    pub(crate) fn observe(&self, call: &ObservedCall<'_>, duration: Duration) {
         let code = format!("{:?}", tonic::Code::from_i32(call.status_code));
         let (service, method) = if call.routed {
-            (call.service.clone(), call.method.clone())
+            (call.service.to_string(), call.method.to_string())
         } else {
             (UNKNOWN_LABEL.to_string(), UNKNOWN_LABEL.to_string())
         };
         self.calls
             .get_or_create(&CallLabels {
-                participant: call.sender.clone(),
+                participant: call.participant.to_string(),
                 service: service.clone(),
                 method: method.clone(),
                 code,
-                reason: call.reason.clone(),
+                reason: call.reason.to_string(),
             })
             .inc();
         self.latency
             .get_or_create(&LatencyLabels {
-                participant: call.sender.clone(),
+                participant: call.participant.to_string(),
                 service,
                 method,
             })

@@ -26,7 +26,7 @@ use crate::envelope::{self, Envelope};
 use crate::grpc_frames::{PayloadHasher, format_grpc_timeout, parse_grpc_timeout, single_message};
 use crate::identity::CallerIdentity;
 use crate::message_log::{Channel, LogRecord, MessageLog};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, ObservedCall};
 use crate::policy::{QuotaBuckets, ReplayGuard};
 use crate::replay_store::SharedReplayGuard;
 use crate::upstream::Upstreams;
@@ -562,7 +562,8 @@ impl SyncChannel {
 
         if self.mode == PolicyMode::PassThrough {
             // Routing only: the response goes back untouched, without hashing or logging.
-            self.metrics.observe(call, call.started.elapsed());
+            self.metrics
+                .observe(&call.observed(), call.started.elapsed());
             return Ok(response);
         }
         let (mut parts, body) = response.into_parts();
@@ -779,7 +780,8 @@ impl SyncChannel {
         let position = if self.mode == PolicyMode::Full {
             self.finish(&mut call).await.ok()
         } else {
-            self.metrics.observe(&call, call.started.elapsed());
+            self.metrics
+                .observe(&call.observed(), call.started.elapsed());
             None
         };
         let status: tonic::Status = refusal.into();
@@ -795,7 +797,8 @@ impl SyncChannel {
         &self,
         call: &mut CallRecord,
     ) -> Result<crate::message_log::LogPosition, ApiError> {
-        self.metrics.observe(call, call.started.elapsed());
+        self.metrics
+            .observe(&call.observed(), call.started.elapsed());
         self.record(call).await
     }
 
@@ -1113,6 +1116,18 @@ impl Default for CallRecord {
 }
 
 impl CallRecord {
+    /// What the metrics count of this call.
+    fn observed(&self) -> ObservedCall<'_> {
+        ObservedCall {
+            participant: &self.sender,
+            service: &self.service,
+            method: &self.method,
+            routed: self.routed,
+            status_code: self.status_code,
+            reason: &self.reason,
+        }
+    }
+
     fn copy_envelope(&mut self, envelope: &Envelope) {
         self.message_id = envelope.message_id.clone();
         self.correlation_id = envelope.correlation_id.clone();

@@ -23,11 +23,11 @@ use shlyuz_proto::gateway::v1::ServiceTarget;
 use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::send_message_request::Target;
 
-use super::stats::LatencySummary;
-use crate::process::{
+use super::process::{
     CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
     write_echo_directory,
 };
+use super::stats::LatencySummary;
 
 /// Options of `shlyuz bench async`.
 #[derive(Debug, Clone, clap::Args)]

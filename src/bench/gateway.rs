@@ -22,7 +22,7 @@ use shlyuz_proto::echo::v1::EchoRequest;
 use tonic::transport::Channel;
 
 use super::load::{self, LoadResult, RequestFactory};
-use crate::process::{
+use super::process::{
     CLIENT_PARTICIPANT, GatewayProcess, GatewayProcessOptions, PARTICIPANTS, PURPOSE, tls_files,
     write_echo_directory,
 };

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod housing;
 pub mod load;
 pub mod notify;
+pub mod process;
 pub mod registry;
 pub mod stats;
 
@@ -60,8 +61,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-use std::path::Path;
-
 /// A one-line description of the machine, printed with every result.
 pub fn machine_description() -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -75,32 +74,4 @@ pub fn machine_description() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_string());
     format!("{cores} cores, {cpu}")
-}
-
-/// CPU time (user + system) process `pid` has used, in seconds, from /proc (Linux only; /proc
-/// reports it in USER_HZ, 100 per second on Linux).
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after_name = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) / 100.0)
-}
-
-/// Resident and peak resident memory of process `pid` in KiB, from /proc (Linux only).
-pub fn process_memory_kib(pid: u32) -> Option<(u64, u64)> {
-    let status =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|value| value.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -25,8 +25,8 @@ use shlyuz_proto::notify::v1::notification_service_client::NotificationServiceCl
 use shlyuz_proto::notify::v1::notification_service_server::NotificationServiceServer;
 use sqlx::Row;
 
+use super::process::tls_files;
 use super::stats::LatencySummary;
-use crate::process::tls_files;
 
 /// Options of `shlyuz bench notify`.
 #[derive(Debug, Clone, clap::Args)]

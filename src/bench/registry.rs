@@ -136,7 +136,7 @@ async fn run_backend(
     let registry_server = GrpcServer::bind(
         ServerSettings::loopback(
             "registry",
-            Transport::MutualTls(crate::process::tls_files(pki, "registry")?),
+            Transport::MutualTls(super::process::tls_files(pki, "registry")?),
         ),
         &metrics,
     )
@@ -171,7 +171,7 @@ async fn run_backend(
         ),
         signing_key: Arc::new(gateway_key),
         consent: Arc::new(InMemoryConsents::default()),
-        upstream_tls: Some(crate::process::tls_files(pki, "gateway")?),
+        upstream_tls: Some(super::process::tls_files(pki, "gateway")?),
         metrics: metrics.clone(),
         clock: shlyuz_kit::clock::system_clock(),
         settings: GatewaySettings::default(),
@@ -181,7 +181,7 @@ async fn run_backend(
     let gateway_server = GrpcServer::bind(
         ServerSettings::loopback(
             "gateway",
-            Transport::MutualTls(crate::process::tls_files(pki, "gateway")?),
+            Transport::MutualTls(super::process::tls_files(pki, "gateway")?),
         ),
         &metrics,
     )
@@ -242,7 +242,7 @@ async fn load(
         channels.push(
             connect(&ClientSettings {
                 address: address.to_string(),
-                tls: Some(crate::process::tls_files(pki, "ops")?),
+                tls: Some(super::process::tls_files(pki, "ops")?),
                 server_name: server_name.to_string(),
                 connect_timeout: Duration::from_secs(5),
             })

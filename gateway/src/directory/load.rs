@@ -31,8 +31,35 @@ const MAX_MESSAGE_BYTES: u64 = u32::MAX as u64;
 /// Longest purpose code (the envelope's limit on `x-shlyuz-purpose`).
 const MAX_PURPOSE_CODE_LEN: usize = 64;
 
+impl Directory {
+    /// Reads, validates and compiles the directory file at `path`; relative key and certificate
+    /// paths are resolved against the file's folder.
+    pub fn load(path: &Path, targets: &TargetResolver) -> Result<Directory, DirectoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let mut directory = Directory::from_toml_str(&text, base_dir, targets)?;
+        directory.source_file = Some(path.to_path_buf());
+        Ok(directory)
+    }
+
+    /// Validates and compiles directory TOML; relative paths are resolved against `base_dir`.
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        targets: &TargetResolver,
+    ) -> Result<Directory, DirectoryError> {
+        compile(text, base_dir, targets)
+    }
+}
+
 /// Parses, validates and compiles directory TOML.
-pub(super) fn compile(
+fn compile(
     text: &str,
     base_dir: &Path,
     targets: &TargetResolver,

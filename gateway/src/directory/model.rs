@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use shlyuz_kit::pki::VerifyingKey;
 
-use super::DirectoryError;
-
 /// The `upstream` of a service the gateway serves itself (directory, message log, access log).
 pub const LOCAL_UPSTREAM: &str = "local";
 
@@ -256,31 +254,6 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Reads, validates and compiles the directory file at `path`; relative key and certificate
-    /// paths are resolved against the file's folder.
-    pub fn load(path: &Path, targets: &TargetResolver) -> Result<Directory, DirectoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let base_dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let mut directory = Directory::from_toml_str(&text, base_dir, targets)?;
-        directory.source_file = Some(path.to_path_buf());
-        Ok(directory)
-    }
-
-    /// Validates and compiles directory TOML; relative paths are resolved against `base_dir`.
-    pub fn from_toml_str(
-        text: &str,
-        base_dir: &Path,
-        targets: &TargetResolver,
-    ) -> Result<Directory, DirectoryError> {
-        super::load::compile(text, base_dir, targets)
-    }
-
     /// The participant with this id.
     pub fn participant(&self, id: &str) -> Option<&Participant> {
         let position = *self.participant_index.get(id)?;

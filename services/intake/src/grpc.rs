@@ -592,23 +592,25 @@ impl pb::vacancy_service_server::VacancyService for IntakeServices {
         self.caller(&request)?;
         let request = request.into_inner();
         let page_size = paging::page_size(request.page_size)?;
-        let after = paging::decode_page_token(&request.page_token, store::VACANCIES_SCOPE)?;
         if !request.region_kato.is_empty() {
             validate_kato("region_kato", &request.region_kato)?;
         }
+        let (state, branch) = (vacancy_state(request.state), request.branch.trim());
+        let scope = store::vacancies_scope(state, &request.region_kato, branch);
+        let after = paging::decode_page_token(&request.page_token, &scope)?;
         let (vacancies, next) = self
             .store
             .list_vacancies(
-                vacancy_state(request.state),
+                state,
                 &request.region_kato,
-                request.branch.trim(),
+                branch,
                 page_size,
                 after.as_deref(),
             )
             .await?;
         Ok(Response::new(pb::ListVacanciesResponse {
             vacancies: vacancies.into_iter().map(vacancy_to_proto).collect(),
-            next_page_token: store::next_token(store::VACANCIES_SCOPE, next),
+            next_page_token: store::next_token(&scope, next),
         }))
     }
 
@@ -808,7 +810,6 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
         let caller = self.caller(&request)?;
         let request = request.into_inner();
         let page_size = paging::page_size(request.page_size)?;
-        let after = paging::decode_page_token(&request.page_token, store::APPLICATIONS_SCOPE)?;
         let state = match pb::ApplicationState::try_from(request.state) {
             Ok(pb::ApplicationState::Unspecified) => None,
             Ok(state) => State::from_code(i64::from(state as i32)),
@@ -839,13 +840,15 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             overdue_only: request.overdue_only,
             archived_only: request.archived_only,
         };
+        let scope = store::applications_scope(&filter);
+        let after = paging::decode_page_token(&request.page_token, &scope)?;
         let (rows, next) = self
             .store
             .list_applications(&caller, &filter, page_size, after.as_deref())
             .await?;
         let response = Response::new(pb::ListApplicationsResponse {
             applications: rows.iter().map(|row| self.view(&caller, row)).collect(),
-            next_page_token: store::next_token(store::APPLICATIONS_SCOPE, next),
+            next_page_token: store::next_token(&scope, next),
         });
         Ok(about_candidates(
             response,

@@ -1090,10 +1090,23 @@ fn page_rest<T>(
     items.last().map(key)
 }
 
-/// The page-token scope of application lists.
-pub const APPLICATIONS_SCOPE: &str = "intake/applications";
-/// The page-token scope of vacancy lists.
-pub const VACANCIES_SCOPE: &str = "intake/vacancies";
+/// The page-token scope of the application list with `filter`: a token only resumes the list,
+/// with the filters, it came from.
+pub fn applications_scope(filter: &ApplicationFilter) -> String {
+    filtered_scope("intake/applications", filter)
+}
+
+/// The page-token scope of the vacancy list with these filters (as [`Store::list_vacancies`]
+/// takes them).
+pub fn vacancies_scope(state: Option<i64>, region_kato: &str, branch: &str) -> String {
+    filtered_scope("intake/vacancies", &(state, region_kato, branch))
+}
+
+/// `list` plus a digest of `filters`, so filter values never need escaping in a token.
+fn filtered_scope(list: &str, filters: &impl std::fmt::Debug) -> String {
+    let digest = shlyuz_kit::envelope::sha256_hex(format!("{filters:?}").as_bytes());
+    format!("{list}/{}", &digest[..24])
+}
 
 /// Encodes the next page token of a list.
 pub fn next_token(scope: &str, last_key: Option<String>) -> String {

@@ -1246,6 +1246,15 @@ shlyuz_kit::storage_test!(
             .expect("filtered");
         assert_eq!(filtered.applications.len(), 1);
         assert_eq!(filtered.applications[0].vacancy_id, other_vacancy);
+        // A token resumes only the listing, with the filters, it came from.
+        let status = list(first.next_page_token.clone(), vacancy_id.clone())
+            .await
+            .expect_err("token of another filter set");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            summarize_status(&status).fields,
+            vec!["page_token".to_string()]
+        );
         // A token is not a free-form cursor.
         let status = list("garbage".into(), String::new())
             .await
@@ -1270,6 +1279,38 @@ shlyuz_kit::storage_test!(
             .into_inner()
             .vacancies;
         assert_eq!(vacancies.len(), 2);
+        let list_vacancies = |state: pb::VacancyState, page_token: String| {
+            let services = harness.services.clone();
+            async move {
+                services
+                    .list_vacancies(request(
+                        Role::Candidate,
+                        CLEAN,
+                        pb::ListVacanciesRequest {
+                            state: state as i32,
+                            page_size: 1,
+                            page_token,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        };
+        let open_page = list_vacancies(pb::VacancyState::Open, String::new())
+            .await
+            .expect("first vacancy page");
+        assert!(!open_page.next_page_token.is_empty());
+        list_vacancies(pb::VacancyState::Open, open_page.next_page_token.clone())
+            .await
+            .expect("the same filters resume");
+        let status = list_vacancies(pb::VacancyState::Closed, open_page.next_page_token)
+            .await
+            .expect_err("token of another vacancy filter");
+        assert_eq!(
+            summarize_status(&status).fields,
+            vec!["page_token".to_string()]
+        );
         harness
             .services
             .close_vacancy(request(

@@ -16,10 +16,8 @@ mod signing;
 use std::io;
 use std::path::PathBuf;
 
-pub use dev::{
-    DevPki, PARTICIPANT_URI_PREFIX, ParticipantFiles, issue_untrusted_leaf, validate_participant_id,
-};
-pub use pem::{load_certs, load_private_key, participant_id_from_cert};
+pub use dev::{DevPki, ParticipantFiles, issue_untrusted_leaf, validate_participant_id};
+pub use pem::{PARTICIPANT_URI_PREFIX, load_certs, load_private_key, participant_id_from_cert};
 pub use signing::{SIGNATURE_LEN, SigningKey, VerifyingKey};
 
 /// Everything that can go wrong while creating, loading or using PKI material.

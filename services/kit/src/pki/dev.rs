@@ -26,11 +26,8 @@ use super::PkiError;
 use super::files::{
     FileVisibility, create_dir_all, file_exists, read_file_to_string, write_new_file,
 };
-use super::pem::{load_certs, participant_id_from_cert};
+use super::pem::{PARTICIPANT_URI_PREFIX, load_certs, participant_id_from_cert};
 use super::signing::{SigningKey, VerifyingKey};
-
-/// Prefix of the URI SAN that carries a participant id: `urn:shlyuz:participant:<id>`.
-pub const PARTICIPANT_URI_PREFIX: &str = "urn:shlyuz:participant:";
 
 const CA_COMMON_NAME: &str = "Shlyuz development CA";
 const UNTRUSTED_CA_COMMON_NAME: &str = "Shlyuz untrusted test CA";

@@ -6,8 +6,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
 use super::PkiError;
-use super::dev::PARTICIPANT_URI_PREFIX;
 use super::files::read_file;
+
+/// Prefix of the URI SAN that carries a participant id: `urn:shlyuz:participant:<id>`.
+pub const PARTICIPANT_URI_PREFIX: &str = "urn:shlyuz:participant:";
 
 /// Loads every certificate of a PEM file, in file order (leaf first for a chain).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {

@@ -232,17 +232,14 @@ impl GatewayProcess {
 
     /// CPU seconds the process has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        self.child
-            .id()
-            .and_then(crate::bench::process_cpu_seconds)
-            .unwrap_or(0.0)
+        self.child.id().and_then(process_cpu_seconds).unwrap_or(0.0)
     }
 
     /// The process's resident memory now, KiB.
     pub fn resident_kib(&self) -> u64 {
         self.child
             .id()
-            .and_then(crate::bench::process_memory_kib)
+            .and_then(process_memory_kib)
             .map_or(0, |(resident, _)| resident)
     }
 
@@ -255,7 +252,7 @@ impl GatewayProcess {
         let pid = self.child.id().unwrap_or_default();
         let sampler = tokio::spawn(async move {
             let mut peak = 0;
-            while let Some((resident, _)) = crate::bench::process_memory_kib(pid) {
+            while let Some((resident, _)) = process_memory_kib(pid) {
                 peak = peak.max(resident);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -265,8 +262,7 @@ impl GatewayProcess {
         sampler.abort();
         let sampled = sampler.await.unwrap_or(0);
         // VmHWM catches a peak between two samples.
-        let high_water =
-            crate::bench::process_memory_kib(pid).map_or(0, |(_, high_water)| high_water);
+        let high_water = process_memory_kib(pid).map_or(0, |(_, high_water)| high_water);
         (output, sampled.max(high_water))
     }
 
@@ -289,4 +285,32 @@ impl GatewayProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds, from /proc (Linux only; /proc
+/// reports it in USER_HZ, 100 per second on Linux).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// Resident and peak resident memory of process `pid` in KiB, from /proc (Linux only).
+pub fn process_memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
