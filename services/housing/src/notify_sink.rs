@@ -13,9 +13,7 @@ use shlyuz_proto::notify::v1 as pb;
 use tonic::Code;
 
 use crate::outbox::{MessageSink, OutboxChannel, OutboxMessage};
-
-/// The purpose housing states when it sends a notice.
-pub const PURPOSE: &str = "CITIZEN_NOTIFICATION";
+use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
 
 const SEND_NOTIFICATION: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
 
@@ -82,7 +80,7 @@ impl MessageSink for NotifySink {
     async fn deliver(&self, message: &OutboxMessage) -> Result<(), ApiError> {
         let request = notification_request(message)?;
         let envelope = EnvelopeBuilder {
-            purpose: PURPOSE.to_string(),
+            purpose: CITIZEN_NOTIFICATION.to_string(),
             subject_iin: message.iin.clone(),
             correlation_id: message.correlation_id.clone(),
             ..EnvelopeBuilder::default()

@@ -13,9 +13,8 @@ use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::notify::v1 as notify;
 
 use crate::store::{OutboxRow, Store};
+use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
 
-/// Purpose of every SMS call: the directory lets intake reach notify with it only.
-pub const PURPOSE_CITIZEN_NOTIFICATION: &str = "CITIZEN_NOTIFICATION";
 /// gRPC path of `SendNotification`.
 pub const SEND_NOTIFICATION_PATH: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
 /// Rows handed to notify per round.
@@ -125,7 +124,7 @@ impl NotificationSender for NotifySender {
         Box::pin(async move {
             let body = send_request(message)?;
             let envelope = EnvelopeBuilder {
-                purpose: PURPOSE_CITIZEN_NOTIFICATION.to_string(),
+                purpose: CITIZEN_NOTIFICATION.to_string(),
                 subject_iin: message.recipient_iin.clone(),
                 ..EnvelopeBuilder::default()
             };

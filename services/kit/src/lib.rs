@@ -15,6 +15,7 @@ pub mod iin;
 pub mod listener;
 pub mod paging;
 pub mod pki;
+pub mod purpose;
 pub mod server;
 pub mod shutdown;
 pub mod signed_document;

@@ -8,8 +8,7 @@ use shlyuz_kit::gateway_client::GatewayClient;
 use shlyuz_proto::registry::v1::GetPhoneRequest;
 use shlyuz_proto::registry::v1::mobile_citizens_service_client::MobileCitizensServiceClient;
 
-/// Purpose code of notify's look-ups (the access rule in the directory demands it).
-pub const PURPOSE_CITIZEN_NOTIFICATION: &str = "CITIZEN_NOTIFICATION";
+use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
 
 /// gRPC path of the look-up, signed into the envelope.
 const GET_PHONE_PATH: &str = "/shlyuz.registry.v1.MobileCitizensService/GetPhone";
@@ -48,7 +47,7 @@ impl PhoneDirectory for GatewayPhoneDirectory {
     fn lookup<'a>(&'a self, iin: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
             let envelope = EnvelopeBuilder {
-                purpose: PURPOSE_CITIZEN_NOTIFICATION.to_string(),
+                purpose: CITIZEN_NOTIFICATION.to_string(),
                 subject_iin: iin.to_string(),
                 ..EnvelopeBuilder::default()
             };
