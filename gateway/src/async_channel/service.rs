@@ -257,7 +257,7 @@ impl AsyncChannelApi {
             Some(Target::Recipient(recipient)) => {
                 let Some(participant) = directory.participant(&recipient) else {
                     return Err(ApiError::not_found(
-                        "PARTICIPANT_NOT_FOUND",
+                        "UNKNOWN_PARTICIPANT",
                         format!("participant {recipient} is not registered with the gateway"),
                     ));
                 };

@@ -120,7 +120,7 @@ impl DirectoryService for DirectoryApi {
         let directory = self.directory.snapshot();
         if directory.participant(&participant_id).is_none() {
             return Err(ApiError::not_found(
-                "PARTICIPANT_NOT_FOUND",
+                "UNKNOWN_PARTICIPANT",
                 format!("participant {participant_id} is not registered with the gateway"),
             )
             .with_metadata("participant_id", participant_id)
@@ -400,7 +400,7 @@ mod tests {
             .unwrap_err();
         let summary = summarize_status(&status);
         assert_eq!(summary.code, Code::NotFound);
-        assert_eq!(summary.reason, "PARTICIPANT_NOT_FOUND");
+        assert_eq!(summary.reason, "UNKNOWN_PARTICIPANT");
 
         // A caller the directory does not know (removed by a reload) is not found either.
         let retired_status = api
@@ -412,7 +412,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             summarize_status(&retired_status).reason,
-            "PARTICIPANT_NOT_FOUND"
+            "UNKNOWN_PARTICIPANT"
         );
     }
 

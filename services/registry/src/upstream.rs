@@ -33,7 +33,7 @@ pub mod reasons {
     /// Connection refused, reset, or 5xx/429 after every attempt.
     pub const UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     /// The registry refused the request (4xx other than 429).
-    pub const REJECTED: &str = "UPSTREAM_REJECTED";
+    pub const REFUSED: &str = "UPSTREAM_REFUSED";
     /// The circuit breaker is open after repeated failures; the registry is not called.
     pub const CIRCUIT_OPEN: &str = "UPSTREAM_CIRCUIT_OPEN";
     /// No endpoint is configured for this kind of record.
@@ -273,7 +273,7 @@ impl UpstreamRegistry {
         }
         if !status.is_success() {
             return Err(Attempt::Fail(SourceError::Unavailable {
-                reason: reasons::REJECTED,
+                reason: reasons::REFUSED,
                 message: format!("the registry refused the request: http {}", status.as_u16()),
             }));
         }
