@@ -806,22 +806,23 @@ pub async fn list_subject_access(
             .fetch_all(database.pool())
             .await?,
         };
-    rows.iter()
-        .map(|row| {
-            Ok(SubjectAccessRow {
-                chain_id: row.try_get("chain_id")?,
-                sequence: row.try_get("sequence")?,
-                time_ms: row.try_get("time_ms")?,
-                participant_id: row.try_get("participant_id")?,
-                user_id: row.try_get("user_id")?,
-                service: row.try_get("service")?,
-                method: row.try_get("method")?,
-                purpose: row.try_get("purpose")?,
-                message_id: row.try_get("message_id")?,
-                status_code: row.try_get("status_code")?,
-            })
-        })
-        .collect()
+    rows.iter().map(subject_access_row).collect()
+}
+
+/// A `subject_access` row as the access log shows it.
+fn subject_access_row(row: &AnyRow) -> Result<SubjectAccessRow, sqlx::Error> {
+    Ok(SubjectAccessRow {
+        chain_id: row.try_get("chain_id")?,
+        sequence: row.try_get("sequence")?,
+        time_ms: row.try_get("time_ms")?,
+        participant_id: row.try_get("participant_id")?,
+        user_id: row.try_get("user_id")?,
+        service: row.try_get("service")?,
+        method: row.try_get("method")?,
+        purpose: row.try_get("purpose")?,
+        message_id: row.try_get("message_id")?,
+        status_code: row.try_get("status_code")?,
+    })
 }
 
 /// Every chain id, oldest first (chain ids are time-ordered UUIDs): of entries, checkpoints,
@@ -893,18 +894,7 @@ pub async fn chain_subject_rows(
                 sequence: row.try_get("sequence")?,
                 subject_iin: row.try_get("subject_iin")?,
                 personal_data: personal_data != 0,
-                row: SubjectAccessRow {
-                    chain_id: row.try_get("chain_id")?,
-                    sequence: row.try_get("sequence")?,
-                    time_ms: row.try_get("time_ms")?,
-                    participant_id: row.try_get("participant_id")?,
-                    user_id: row.try_get("user_id")?,
-                    service: row.try_get("service")?,
-                    method: row.try_get("method")?,
-                    purpose: row.try_get("purpose")?,
-                    message_id: row.try_get("message_id")?,
-                    status_code: row.try_get("status_code")?,
-                },
+                row: subject_access_row(row)?,
             })
         })
         .collect()
