@@ -2,17 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shlyuz_kit::config::{ConfigSources, TlsMode, load_layered, parse_override};
 use shlyuz_kit::server::TlsFiles;
+use shlyuz_kit::service::Tasks;
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::{AdminServer, LogFormat, MetricsRegistry, init_telemetry};
 
 use crate::config::ShlyuzConfig;
 use crate::target::Target;
-use crate::targets::{TargetIdentity, build_service, open_database, prepare_target, serve_target};
+use crate::targets::{TargetIdentity, open_database, prepare_target, serve_target, start_service};
 
 /// Shlyuz: the integration gateway and services of the Ministry of Defence of Kazakhstan.
 ///
@@ -333,16 +335,14 @@ async fn serve(
             }
         });
     }
-    let service = build_service(
-        &config,
-        &prepared,
-        shlyuz_gateway::directory::TargetResolver::new(
-            config.gateway.targets.clone().into_iter().collect(),
-        ),
-        &metrics,
-        signal.clone(),
-        None,
+    let tasks = Tasks::new(signal.clone());
+    let service = start_service(&config, &prepared, &metrics, tasks.clone(), None).await?;
+    serve_target(
+        prepared,
+        service,
+        tasks,
+        signal,
+        Duration::from_millis(config.shutdown.drain_timeout_ms),
     )
-    .await?;
-    serve_target(prepared, service, signal).await
+    .await
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod system;
 pub mod target;
 pub mod targets;
 pub mod up;

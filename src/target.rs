@@ -39,6 +39,11 @@ impl Target {
         }
     }
 
+    /// Whether the target's clock follows `up --test-clock` (housing's offer deadlines).
+    pub fn follows_test_clock(self) -> bool {
+        matches!(self, Target::Housing)
+    }
+
     /// The database migrations the target owns.
     pub fn migrations(self) -> &'static Migrations {
         match self {

@@ -1,27 +1,26 @@
-//! How one target of the `shlyuz` binary is prepared, built and started.
+//! How one target of the `shlyuz` binary is prepared and started: the same for `up`, `serve` and
+//! the tests. Every target starts through the kit's service contract
+//! ([`shlyuz_kit::service`]); what a target does inside is its crate's business.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shlyuz_gateway::consent::{
-    ConsentChecker, InMemoryConsents, REGISTRY_CONSENT_CACHE_TTL, RegistryConsents,
-};
-use shlyuz_gateway::directory::TargetResolver;
-use shlyuz_gateway::{Gateway, GatewayParts};
 use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::db::Database;
+use shlyuz_kit::gateway_client::GatewayClient;
 use shlyuz_kit::identity::Callers;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
+use shlyuz_kit::service::{Identity, Service, ServiceParts, Tasks};
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use crate::config::ShlyuzConfig;
 use crate::target::Target;
 
-/// The identity a target uses: its certificate files and message-signing key.
+/// Where a target's identity is: its certificate files and message-signing key file.
 #[derive(Debug, Clone)]
 pub struct TargetIdentity {
     /// Certificate files; `None` for plaintext.
@@ -56,8 +55,8 @@ pub struct PreparedTarget {
     pub server: GrpcServer,
     /// Its database.
     pub database: Database,
-    /// Its identity.
-    pub identity: TargetIdentity,
+    /// Its identity, loaded.
+    pub identity: Identity,
 }
 
 /// Opens the database, applies migrations and binds the server of `target`.
@@ -67,6 +66,13 @@ pub async fn prepare_target(
     identity: TargetIdentity,
     metrics: &MetricsRegistry,
 ) -> anyhow::Result<PreparedTarget> {
+    let signing_key = SigningKey::from_pem_file(&identity.signing_key)
+        .with_context(|| format!("{}: message-signing key (tls.signing_key)", target.name()))?;
+    let identity = Identity {
+        participant: target.name().to_string(),
+        tls: identity.tls,
+        signing_key: Arc::new(signing_key),
+    };
     let database = open_database(config, target, &config.data_dir).await?;
     let section = config.target(target);
     let transport = match &identity.tls {
@@ -100,327 +106,96 @@ pub async fn prepare_target(
     })
 }
 
-/// What a target serves, and what must be flushed when it stops.
-pub struct TargetService {
-    /// The gRPC routes besides health and reflection.
-    pub routes: tonic::service::Routes,
-    /// The gateway, whose message log is flushed on shutdown.
-    pub gateway: Option<Gateway>,
-}
-
-/// Builds the services of a prepared target.
-pub async fn build_service(
+/// Starts the service of a prepared target through its crate's `start`, its tasks spawned on
+/// `tasks`. With `test_clock` (`up --test-clock`), the targets that follow the test clock get it
+/// and serve `shlyuz.testing.v1.TestClockService` to move it.
+pub async fn start_service(
     config: &ShlyuzConfig,
     prepared: &PreparedTarget,
-    targets: TargetResolver,
     metrics: &MetricsRegistry,
-    shutdown: ShutdownSignal,
+    tasks: Tasks,
     test_clock: Option<&AdjustableClock>,
-) -> anyhow::Result<TargetService> {
-    match prepared.target {
-        Target::Gateway => {
-            let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
-                .context("gateway: message-signing key (tls.signing_key)")?;
-            let directory_file = config.gateway.directory_file_or_default(&config.data_dir);
-            if config.gateway.directory_file.as_os_str().is_empty() {
-                shlyuz_gateway::directory::write_default_if_missing(&config.data_dir)
-                    .context("gateway: default directory")?;
-            }
-            let consent = consent_checker(&targets, prepared.identity.tls.clone())?;
-            let gateway = Gateway::start(GatewayParts {
-                database: prepared.database.clone(),
-                directory_file,
-                targets,
-                signing_key: Arc::new(signing_key),
-                consent,
-                upstream_tls: prepared.identity.tls.clone(),
-                metrics: metrics.clone(),
-                clock: shlyuz_kit::clock::system_clock(),
-                settings: shlyuz_gateway::GatewaySettings {
-                    retired_signing_keys: config.gateway.retired_signing_keys()?,
-                    ..config.gateway.settings()
-                },
-                shutdown,
-            })
-            .await?;
-            Ok(TargetService {
-                routes: gateway.routes(),
-                gateway: Some(gateway),
-            })
-        }
-        Target::Registry => {
-            // Consent OTP SMS go to notify through the gateway; without one they wait.
-            if let Some(client) = gateway_client(&config.target(Target::Registry), prepared)? {
-                tokio::spawn(shlyuz_registry::consent_sms::run(
-                    prepared.database.clone(),
-                    client,
-                    shlyuz_kit::clock::system_clock(),
-                    CONSENT_SMS_INTERVAL,
-                    shutdown,
-                ));
-            }
-            Ok(TargetService {
-                routes: config.registry.routes(prepared.database.clone())?,
-                gateway: None,
-            })
-        }
-        Target::Intake => {
-            // With a gateway address the SMS outbox is drained to notify; without, rows wait.
-            if let Some(client) = gateway_client(&config.target(Target::Intake), prepared)? {
-                shlyuz_intake::spawn_sms_delivery(
-                    prepared.database.clone(),
-                    client,
-                    INTAKE_SMS_INTERVAL,
-                    shutdown,
-                );
-            }
-            Ok(TargetService {
-                routes: intake_routes(config, prepared, &targets)?,
-                gateway: None,
-            })
-        }
-        Target::Notify => {
-            let gateway = gateway_client(&config.target(Target::Notify), prepared)?;
-            let runtime = shlyuz_notify::start(shlyuz_notify::NotifyParts {
-                database: prepared.database.clone(),
-                clock: shlyuz_kit::clock::system_clock(),
-                gateway,
-                settings: config.notify.sms.clone(),
-                data_dir: config.data_dir.clone(),
-                shutdown,
-            })
-            .await?;
-            Ok(TargetService {
-                routes: runtime.routes,
-                gateway: None,
-            })
-        }
-        Target::Housing => {
-            // `up --test-clock`: housing's time (offer deadlines) follows the test clock.
-            let clock = match test_clock {
-                Some(clock) => clock.shared(),
-                None => shlyuz_kit::clock::system_clock(),
-            };
-            let housing = shlyuz_housing::Housing::new(
-                prepared.database.clone(),
-                clock,
-                config.housing.norm(),
-            )
-            .with_reply_grace(Duration::from_secs(config.housing.reply_grace_secs))
-            .shared();
-            // Overdue offers expire and freed dwellings are offered again every interval.
-            tokio::spawn(shlyuz_housing::grpc::run_allocation_loop(
-                housing.clone(),
-                Duration::from_secs(config.housing.allocation_interval_secs.max(1)),
-                shutdown.clone(),
-            ));
-            // With a gateway: the review asks the registries, the outbox is relayed to notify,
-            // and SMS replies are pulled from housing's async-channel inbox.
-            let checks = match gateway_client(&config.target(Target::Housing), prepared)? {
-                Some(client) => {
-                    let signing_key = Arc::new(
-                        SigningKey::from_pem_file(&prepared.identity.signing_key)
-                            .context("housing: message-signing key (tls.signing_key)")?,
-                    );
-                    let consumer = shlyuz_housing::inbox::InboxConsumer::new(
-                        housing.clone(),
-                        client.channel(),
-                        signing_key.clone(),
-                    );
-                    tokio::spawn(consumer.run(Duration::from_secs(2), shutdown.clone()));
-                    // Offer SMS and removal notices leave the outbox through notify.
-                    tokio::spawn(shlyuz_housing::outbox::run_relay(
-                        housing.clone(),
-                        shlyuz_housing::notify_sink::NotifySink::new(client.clone()),
-                        Duration::from_secs(1),
-                        shutdown,
-                    ));
-                    Some(Arc::new(
-                        shlyuz_housing::gateway_checks::GatewayRegistryChecks::new(
-                            client.channel(),
-                            signing_key,
-                        ),
-                    ))
-                }
-                None => None,
-            };
-            let mut routes = shlyuz_housing::grpc::routes(
-                housing,
-                checks,
-                shlyuz_housing::review::ReviewSettings::default(),
-            );
-            if let Some(clock) = test_clock {
-                tracing::warn!("housing serves the TEST CLOCK (shlyuz up --test-clock)");
-                routes = routes.add_service(
-                    shlyuz_kit::test_clock::TestClock::new(clock.clone()).into_server(),
-                );
-            }
-            Ok(TargetService {
-                routes,
-                gateway: None,
-            })
-        }
-    }
-}
-
-/// How often the registry hands consent OTP SMS to notify.
-const CONSENT_SMS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often intake hands due SMS rows to notify.
-const INTAKE_SMS_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Intake's routes, calling the registry through the gateway at `intake.gateway_address` (which
-/// `up` fills with the address it bound).
-fn intake_routes(
-    config: &ShlyuzConfig,
-    prepared: &PreparedTarget,
-    targets: &TargetResolver,
-) -> anyhow::Result<tonic::service::Routes> {
-    let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
-        .context("intake: message-signing key (tls.signing_key)")?;
-    let gateway = match intake_gateway_settings(
-        &config.target(Target::Intake),
-        targets,
-        prepared.identity.tls.clone(),
-    ) {
-        Some(settings) => Some(
-            shlyuz_kit::client::connect_lazy(&settings)
-                .context("intake: channel to the gateway")?,
-        ),
-        None => None,
+) -> anyhow::Result<Service> {
+    let target = prepared.target;
+    let test_clock = test_clock.filter(|_| target.follows_test_clock());
+    let clock = match test_clock {
+        Some(clock) => clock.shared(),
+        None => shlyuz_kit::clock::system_clock(),
     };
-    Ok(shlyuz_intake::routes(
-        prepared.database.clone(),
-        &config.intake,
+    let gateway = GatewayClient::for_section(&prepared.identity, &config.target(target))?;
+    let parts = Parts {
+        prepared,
+        clock,
         gateway,
-        Arc::new(signing_key),
-    ))
-}
-
-/// Where intake's own gateway channel goes: the configured `intake.gateway_address` (else the
-/// gateway `up` bound), verified against the configured `intake.gateway_server_name`; `None`
-/// without either address.
-fn intake_gateway_settings(
-    section: &shlyuz_kit::config::TargetConfig,
-    targets: &TargetResolver,
-    tls: Option<TlsFiles>,
-) -> Option<shlyuz_kit::client::ClientSettings> {
-    let address = if section.gateway_address.is_empty() {
-        targets.resolve(Target::Gateway.name())?.to_string()
-    } else {
-        section.gateway_address.clone()
+        metrics: metrics.clone(),
+        tasks,
+        data_dir: config.data_dir.clone(),
     };
-    Some(shlyuz_kit::client::ClientSettings {
-        address,
-        tls,
-        server_name: section.gateway_server_name.clone(),
-        connect_timeout: Duration::from_secs(2),
-    })
-}
-
-/// The outbound side of a service target: a lazy channel to the configured gateway with the
-/// target's certificate, signing as the target's participant; `None` without a gateway address.
-pub fn gateway_client(
-    section: &shlyuz_kit::config::TargetConfig,
-    prepared: &PreparedTarget,
-) -> anyhow::Result<Option<shlyuz_kit::gateway_client::GatewayClient>> {
-    if section.gateway_address.is_empty() {
-        return Ok(None);
+    let mut service = match target {
+        Target::Gateway => shlyuz_gateway::start(parts.with(config.gateway.clone())).await,
+        Target::Registry => shlyuz_registry::start(parts.with(config.registry.clone())).await,
+        Target::Notify => shlyuz_notify::start(parts.with(config.notify.clone())).await,
+        Target::Intake => shlyuz_intake::start(parts.with(config.intake.clone())).await,
+        Target::Housing => shlyuz_housing::start(parts.with(config.housing.clone())).await,
     }
-    let name = prepared.target.name();
-    let signing_key = SigningKey::from_pem_file(&prepared.identity.signing_key)
-        .with_context(|| format!("{name}: message-signing key (tls.signing_key)"))?;
-    let client = shlyuz_kit::gateway_client::GatewayClient::connect_lazy(
-        &shlyuz_kit::gateway_client::GatewayClientSettings {
-            address: section.gateway_address.clone(),
-            server_name: section.gateway_server_name.clone(),
-            tls: prepared.identity.tls.clone(),
-            connect_timeout: Duration::from_secs(2),
-        },
-        name,
-        Arc::new(signing_key),
-    )?;
-    Ok(Some(client))
+    .with_context(|| format!("{}: start", target.name()))?;
+    if let Some(clock) = test_clock {
+        tracing::warn!(
+            target_name = target.name(),
+            "serving the TEST CLOCK (shlyuz up --test-clock)"
+        );
+        service.routes = service
+            .routes
+            .add_service(shlyuz_kit::test_clock::TestClock::new(clock.clone()).into_server());
+    }
+    Ok(service)
 }
 
-/// The gateway's consent check: the registry's ConsentService where the registry target runs
-/// beside the gateway (`shlyuz up`), else consents held in memory.
-fn consent_checker(
-    targets: &TargetResolver,
-    tls: Option<shlyuz_kit::server::TlsFiles>,
-) -> anyhow::Result<Arc<dyn ConsentChecker>> {
-    let Some(address) = targets.resolve(Target::Registry.name()) else {
-        return Ok(Arc::new(InMemoryConsents::default()));
-    };
-    let channel = shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
-        address: address.to_string(),
-        tls,
-        server_name: Target::Registry.name().to_string(),
-        connect_timeout: Duration::from_secs(2),
-    })
-    .context("gateway: consent channel to the registry")?;
-    Ok(Arc::new(RegistryConsents::new(
-        channel,
-        REGISTRY_CONSENT_CACHE_TTL,
-    )))
+/// The parts every target gets, before its configuration section is added.
+struct Parts<'a> {
+    prepared: &'a PreparedTarget,
+    clock: shlyuz_kit::clock::SharedClock,
+    gateway: Option<GatewayClient>,
+    metrics: MetricsRegistry,
+    tasks: Tasks,
+    data_dir: PathBuf,
 }
 
-/// Serves a prepared target until shutdown, then flushes what it must and closes its database.
+impl Parts<'_> {
+    fn with<C>(self, config: C) -> ServiceParts<C> {
+        ServiceParts {
+            identity: self.prepared.identity.clone(),
+            config,
+            database: self.prepared.database.clone(),
+            clock: self.clock,
+            gateway: self.gateway,
+            metrics: self.metrics,
+            tasks: self.tasks,
+            data_dir: self.data_dir,
+        }
+    }
+}
+
+/// Serves a prepared target until shutdown; then runs its stop hooks (the gateway flushes its
+/// message log), waits at most `drain_timeout` for its background tasks, and closes its database.
 pub async fn serve_target(
     prepared: PreparedTarget,
-    service: TargetService,
+    service: Service,
+    tasks: Tasks,
     shutdown: ShutdownSignal,
+    drain_timeout: Duration,
 ) -> anyhow::Result<()> {
-    let result = prepared.server.serve(service.routes, shutdown).await;
-    if let Some(gateway) = service.gateway {
-        gateway.shutdown().await;
+    let (routes, stop) = service.into_parts();
+    let result = prepared.server.serve(routes, shutdown).await;
+    for hook in stop {
+        hook.await;
+    }
+    if !tasks.drain(drain_timeout).await {
+        tracing::warn!(
+            target_name = prepared.target.name(),
+            "closing the database with background tasks still running"
+        );
     }
     prepared.database.close().await;
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn intake_section(address: &str, server_name: &str) -> shlyuz_kit::config::TargetConfig {
-        shlyuz_kit::config::TargetConfig {
-            gateway_address: address.to_string(),
-            gateway_server_name: server_name.to_string(),
-            ..shlyuz_kit::config::TargetConfig::on_port(50054)
-        }
-    }
-
-    #[test]
-    fn intake_gateway_channel_verifies_the_configured_server_name() {
-        let targets = TargetResolver::new(HashMap::from([(
-            Target::Gateway.name().to_string(),
-            "127.0.0.1:50050".to_string(),
-        )]));
-
-        let configured = intake_gateway_settings(
-            &intake_section("gw.example:443", "gateway.example"),
-            &targets,
-            None,
-        )
-        .expect("a configured address gives a channel");
-        assert_eq!(configured.address, "gw.example:443");
-        assert_eq!(configured.server_name, "gateway.example");
-
-        let bound = intake_gateway_settings(&intake_section("", "gw-internal"), &targets, None)
-            .expect("the gateway `up` bound gives a channel");
-        assert_eq!(bound.address, "127.0.0.1:50050");
-        assert_eq!(bound.server_name, "gw-internal");
-
-        assert!(
-            intake_gateway_settings(
-                &intake_section("", "gateway"),
-                &TargetResolver::none(),
-                None
-            )
-            .is_none()
-        );
-    }
 }

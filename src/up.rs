@@ -8,21 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use shlyuz_gateway::directory::TargetResolver;
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::pki::{DevPki, ParticipantFiles};
 use shlyuz_kit::server::{READINESS_SERVICE, TlsFiles};
-use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::{AdminServer, MetricsRegistry};
-use tokio::task::JoinSet;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::ShlyuzConfig;
+use crate::system::{System, participant_tls};
 use crate::target::Target;
-use crate::targets::{TargetIdentity, build_service, prepare_target, serve_target};
 
 /// Participants outside Shlyuz that the development PKI also issues certificates for.
 pub const EXTERNAL_PARTICIPANTS: [&str; 3] = ["jauynger-portal", "sdu", "ops"];
@@ -111,61 +108,16 @@ pub async fn run_up(config: ShlyuzConfig, test_clock: bool) -> anyhow::Result<()
     let pki = DevPki::ensure(&data_dir.join("pki"), &participant_ids).context("development PKI")?;
 
     let metrics = MetricsRegistry::default();
-    let (trigger, signal) = shutdown_channel();
-    trigger
-        .trigger_on_os_signals()
-        .context("cannot install signal handlers")?;
-
-    let mut prepared_targets = Vec::new();
-    for target in Target::ALL {
-        let identity = TargetIdentity {
-            tls: Some(participant_tls(&pki, target.name())?),
-            signing_key: pki
-                .participant(target.name())
-                .map(|files| files.signing_key.clone())
-                .unwrap_or_default(),
-        };
-        prepared_targets.push(prepare_target(&config, target, identity, &metrics).await?);
-    }
     // The synthetic population plus the hand-picked people of the rules fixture, whom the demo,
     // the examples and the README use.
-    let fixture = shlyuz_registry::fixtures::parse(shlyuz_registry::fixtures::RULES_FIXTURE)?;
-    for prepared in &prepared_targets {
-        if prepared.target == Target::Registry {
-            let seeded = shlyuz_registry::seed_if_empty(
-                prepared.database.clone(),
-                shlyuz_registry::UP_POPULATION,
-                shlyuz_registry::UP_SEED,
-                Some(&fixture),
-            )
-            .await
-            .context("registry: synthetic population")?;
-            if let Some(report) = seeded {
-                tracing::info!(
-                    persons = report.persons,
-                    records = report.records,
-                    elapsed_ms = report.elapsed.as_millis() as u64,
-                    "registry seeded with the synthetic population"
-                );
-            }
-        }
+    config
+        .registry
+        .seed_if_empty
+        .get_or_insert_with(shlyuz_registry::config::SeedConfig::up);
+    let test_clock = test_clock.then(AdjustableClock::new);
+    if test_clock.is_some() {
+        tracing::warn!("TEST CLOCK enabled: ops may move housing's clock forward");
     }
-    let mut addresses = BTreeMap::new();
-    for prepared in &prepared_targets {
-        addresses.insert(
-            prepared.target.name().to_string(),
-            prepared.server.local_addr()?,
-        );
-    }
-    if let Some(gateway_address) = addresses.get(Target::Gateway.name()) {
-        config.fill_gateway_address(&gateway_address.to_string());
-    }
-    let resolver = TargetResolver::new(
-        addresses
-            .iter()
-            .map(|(name, address)| (name.clone(), address.to_string()))
-            .collect(),
-    );
     let admin = if config.telemetry.admin_listen.is_empty() {
         None
     } else {
@@ -175,40 +127,31 @@ pub async fn run_up(config: ShlyuzConfig, test_clock: bool) -> anyhow::Result<()
         Some(admin) => Some(admin.local_addr()?.to_string()),
         None => None,
     };
+    let mut system =
+        System::start(config, &Target::ALL, &pki, &metrics, test_clock.as_ref()).await?;
+    system
+        .trigger()
+        .trigger_on_os_signals()
+        .context("cannot install signal handlers")?;
+    let mut admin_task = admin.map(|admin| tokio::spawn(admin.serve(system.shutdown())));
+    let addresses = system.addresses.clone();
+    let config = system.config.clone();
 
-    let test_clock = test_clock.then(AdjustableClock::new);
-    if test_clock.is_some() {
-        tracing::warn!("TEST CLOCK enabled: ops may move housing's clock forward");
-    }
-    let mut tasks = JoinSet::new();
-    for prepared in prepared_targets {
-        let service = build_service(
-            &config,
-            &prepared,
-            resolver.clone(),
-            &metrics,
-            signal.clone(),
-            test_clock.as_ref(),
-        )
-        .await?;
-        tasks.spawn(serve_target(prepared, service, signal.clone()));
-    }
-    if let Some(admin) = admin {
-        let admin_signal = signal.clone();
-        tasks.spawn(admin.serve(admin_signal));
-    }
-
-    let ready = wait_until_ready(&pki, &addresses);
     let outcome = tokio::select! {
-        ready = ready => ready,
-        Some(finished) = tasks.join_next() => Err(anyhow::anyhow!(
+        ready = wait_until_ready(&pki, &addresses) => ready,
+        Some(finished) = system.next_stopped() => Err(anyhow::anyhow!(
             "a target stopped during start-up: {}",
-            describe_task_result(finished)
+            match finished {
+                Ok(()) => "stopped early".to_string(),
+                Err(error) => format!("{error:#}"),
+            }
         )),
     };
     if let Err(error) = outcome {
-        trigger.trigger();
-        while tasks.join_next().await.is_some() {}
+        let _ = system.stop().await;
+        if let Some(task) = admin_task.take() {
+            let _ = task.await;
+        }
         return Err(error);
     }
 
@@ -239,16 +182,18 @@ pub async fn run_up(config: ShlyuzConfig, test_clock: bool) -> anyhow::Result<()
     tracing::info!(endpoints = %endpoints_path.display(), "shlyuz is up");
 
     let mut first_error = None;
-    while let Some(finished) = tasks.join_next().await {
-        let failed = match finished {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error),
-            Err(join_error) => Some(anyhow::anyhow!("task panicked: {join_error}")),
-        };
-        if let Some(error) = failed {
+    while let Some(result) = system.next_stopped().await {
+        if let Err(error) = result {
             // One target down means the system is not whole: stop the others cleanly.
-            trigger.trigger();
+            system.trigger().trigger();
             first_error.get_or_insert(error);
+        }
+    }
+    if let Some(task) = admin_task {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "admin server stopped"),
+            Err(join_error) => tracing::error!(error = %join_error, "admin server panicked"),
+            Ok(Ok(())) => {}
         }
     }
     let _ = std::fs::remove_file(&endpoints_path);
@@ -256,25 +201,6 @@ pub async fn run_up(config: ShlyuzConfig, test_clock: bool) -> anyhow::Result<()
         Some(error) => Err(error),
         None => Ok(()),
     }
-}
-
-fn describe_task_result(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> String {
-    match result {
-        Ok(Ok(())) => "stopped early".to_string(),
-        Ok(Err(error)) => format!("{error:#}"),
-        Err(join_error) => format!("panicked: {join_error}"),
-    }
-}
-
-fn participant_tls(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
-    let files = pki
-        .participant(participant)
-        .with_context(|| format!("the development PKI has no participant {participant:?}"))?;
-    Ok(TlsFiles {
-        ca_cert: pki.ca_cert_path().to_path_buf(),
-        cert: files.tls_cert.clone(),
-        key: files.tls_key.clone(),
-    })
 }
 
 /// Polls every target's readiness over mTLS, as the `ops` participant, until all are SERVING.

@@ -27,8 +27,6 @@ use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
 use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_notify::provider::{LogProvider, LogSink};
-use shlyuz_notify::worker::DeliverySettings;
-use shlyuz_notify::{NotifyParts, NotifySettings};
 use shlyuz_proto::housing::v1 as pb;
 use shlyuz_proto::notify::v1 as notify_pb;
 use shlyuz_registry::fixtures::rules;
@@ -142,20 +140,12 @@ impl Stack {
         // Notify looks phones up and routes replies through the gateway, as `notify`.
         let sms = Arc::new(LogProvider::new(LogSink::Memory, true));
         let notify = shlyuz_notify::start_with_provider(
-            NotifyParts {
-                database: notify_database.database().clone(),
-                clock: shlyuz_kit::clock::system_clock(),
-                gateway: Some(gateway_client(&pki, gateway_address, "notify")),
-                settings: NotifySettings {
-                    delivery: DeliverySettings {
-                        poll_interval_ms: 20,
-                        ..DeliverySettings::default()
-                    },
-                    ..NotifySettings::default()
-                },
-                data_dir: data_dir.path().to_path_buf(),
-                shutdown: signal.clone(),
-            },
+            support::notify_parts(
+                notify_database.database().clone(),
+                gateway_client(&pki, gateway_address, "notify"),
+                data_dir.path(),
+                signal.clone(),
+            ),
             sms.clone(),
         )
         .await

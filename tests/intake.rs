@@ -185,20 +185,12 @@ impl Stack {
         )
         .expect("notify gateway client");
         let runtime = shlyuz_notify::start_with_provider(
-            shlyuz_notify::NotifyParts {
+            support::notify_parts(
                 database,
-                clock: shlyuz_kit::clock::system_clock(),
-                gateway: Some(gateway),
-                settings: shlyuz_notify::NotifySettings {
-                    delivery: shlyuz_notify::worker::DeliverySettings {
-                        poll_interval_ms: 20,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                data_dir: self._data_dir.path().to_path_buf(),
-                shutdown: self.signal.clone(),
-            },
+                gateway,
+                self._data_dir.path(),
+                self.signal.clone(),
+            ),
             Arc::new(LogProvider::new(
                 LogSink::File(sms_log.to_path_buf()),
                 false,

@@ -5,205 +5,53 @@
 
 mod support;
 
-use support::{PARTICIPANTS, signing_key};
-
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use shlyuz_gateway::Gateway;
-use shlyuz_kit::db::testing::TestDatabase;
-use shlyuz_kit::envelope::EnvelopeBuilder;
-use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
-use shlyuz_kit::pki::DevPki;
-use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
-use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
-use shlyuz_kit::telemetry::MetricsRegistry;
-use shlyuz_notify::provider::{LogProvider, LogSink};
-use shlyuz_notify::worker::DeliverySettings;
-use shlyuz_notify::{NotifyParts, NotifySettings};
+use shlyuz::target::Target;
 use shlyuz_proto::gateway::v1 as gateway_pb;
 use shlyuz_proto::notify::v1 as pb;
 use shlyuz_registry::fixtures::rules;
-use tonic::transport::Channel;
+use support::TestSystem;
 
 /// A valid IIN that no fixture or generated person has, so it has no phone.
 const UNKNOWN_IIN: &str = "850101399906";
 /// The phone the rules fixture gives [`rules::CLEAN_CANDIDATE`].
 const CANDIDATE_PHONE: &str = "+77015550010";
 
-struct Stack {
-    _data_dir: tempfile::TempDir,
-    pki: DevPki,
-    gateway_address: SocketAddr,
-    gateway: Gateway,
-    trigger: ShutdownTrigger,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    databases: Vec<TestDatabase>,
-    sms: Arc<LogProvider>,
+async fn start() -> TestSystem {
+    support::spawn_system(&[Target::Gateway, Target::Registry, Target::Notify]).await
 }
 
-fn tls_files(pki: &DevPki, participant: &str) -> TlsFiles {
-    pki.tls_files(participant).expect("participant files")
-}
-
-fn server_settings(name: &str, transport: Transport) -> ServerSettings {
-    ServerSettings::loopback(name, transport)
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        shlyuz_kit::install_crypto_provider();
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let pki = DevPki::ensure(&data_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
-        let metrics = MetricsRegistry::default();
-        let (trigger, signal) = shutdown_channel();
-
-        let registry = support::start_registry(&pki, &metrics, 0, signal.clone()).await;
-        let registry_address = registry.address;
-        let registry_database = registry.database;
-
-        let notify_database = TestDatabase::sqlite().await;
-        let notify_db = notify_database.database().clone();
-        notify_db
-            .migrate(&shlyuz_notify::MIGRATIONS)
-            .await
-            .expect("notify migrations");
-        let notify_server = GrpcServer::bind(
-            server_settings("notify", Transport::MutualTls(tls_files(&pki, "notify"))),
-            &metrics,
-        )
+async fn notification(stack: &TestSystem, id: &str, subject: &str) -> pb::Notification {
+    let mut client = pb::notification_service_client::NotificationServiceClient::new(
+        stack.channel("housing").await,
+    );
+    client
+        .get_notification(stack.signed(
+            "housing",
+            "/shlyuz.notify.v1.NotificationService/GetNotification",
+            "CITIZEN_NOTIFICATION",
+            subject,
+            pb::GetNotificationRequest { id: id.to_string() },
+        ))
         .await
-        .expect("bind notify");
-        let notify_address = notify_server.local_addr().expect("notify address");
+        .expect("get notification")
+        .into_inner()
+        .notification
+        .expect("notification")
+}
 
-        let gateway = support::bind_gateway(&pki, &metrics)
-            .await
-            .start(
-                &pki,
-                &metrics,
-                data_dir.path(),
-                &[
-                    ("registry", registry_address.to_string()),
-                    ("notify", notify_address.to_string()),
-                ],
-                signal.clone(),
-            )
-            .await;
-        let gateway_address = gateway.address;
-
-        // Notify calls the registry and housing only through the gateway, as `notify`.
-        let notify_gateway = GatewayClient::connect_lazy(
-            &GatewayClientSettings {
-                address: gateway_address.to_string(),
-                server_name: "gateway".to_string(),
-                tls: Some(tls_files(&pki, "notify")),
-                connect_timeout: Duration::from_secs(5),
-            },
-            shlyuz_notify::PARTICIPANT_ID,
-            Arc::new(signing_key(&pki, "notify")),
-        )
-        .expect("notify gateway client");
-        let sms = Arc::new(LogProvider::new(LogSink::Memory, true));
-        let runtime = shlyuz_notify::start_with_provider(
-            NotifyParts {
-                database: notify_db,
-                clock: shlyuz_kit::clock::system_clock(),
-                gateway: Some(notify_gateway),
-                settings: NotifySettings {
-                    delivery: DeliverySettings {
-                        poll_interval_ms: 20,
-                        ..DeliverySettings::default()
-                    },
-                    ..NotifySettings::default()
-                },
-                data_dir: data_dir.path().to_path_buf(),
-                shutdown: signal.clone(),
-            },
-            sms.clone(),
-        )
-        .await
-        .expect("start notify");
-
-        let tasks = vec![
-            registry.task,
-            tokio::spawn(notify_server.serve(runtime.routes, signal)),
-            gateway.task,
-        ];
-        Stack {
-            _data_dir: data_dir,
-            pki,
-            gateway_address,
-            gateway: gateway.gateway,
-            trigger,
-            tasks,
-            databases: vec![registry_database, notify_database, gateway.database],
-            sms,
+/// Polls until the notice leaves QUEUED (the worker runs every 20 ms).
+async fn settled(stack: &TestSystem, id: &str, subject: &str) -> pb::Notification {
+    for _ in 0..250 {
+        let notification = notification(stack, id, subject).await;
+        if notification.state != pb::NotificationState::Queued as i32 {
+            return notification;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    async fn channel(&self, participant: &str) -> Channel {
-        support::gateway_channel(&self.pki, self.gateway_address, participant).await
-    }
-
-    fn signed<M: prost::Message>(
-        &self,
-        participant: &str,
-        path: &str,
-        purpose: &str,
-        subject: &str,
-        message: M,
-    ) -> tonic::Request<M> {
-        let envelope = EnvelopeBuilder {
-            purpose: purpose.to_string(),
-            subject_iin: subject.to_string(),
-            ..EnvelopeBuilder::default()
-        };
-        envelope.signed_request(&signing_key(&self.pki, participant), path, message)
-    }
-
-    async fn notification(&self, id: &str, subject: &str) -> pb::Notification {
-        let mut client = pb::notification_service_client::NotificationServiceClient::new(
-            self.channel("housing").await,
-        );
-        client
-            .get_notification(self.signed(
-                "housing",
-                "/shlyuz.notify.v1.NotificationService/GetNotification",
-                "CITIZEN_NOTIFICATION",
-                subject,
-                pb::GetNotificationRequest { id: id.to_string() },
-            ))
-            .await
-            .expect("get notification")
-            .into_inner()
-            .notification
-            .expect("notification")
-    }
-
-    /// Polls until the notice leaves QUEUED (the worker runs every 20 ms).
-    async fn settled(&self, id: &str, subject: &str) -> pb::Notification {
-        for _ in 0..250 {
-            let notification = self.notification(id, subject).await;
-            if notification.state != pb::NotificationState::Queued as i32 {
-                return notification;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("notification {id} stayed queued");
-    }
-
-    async fn stop(mut self) {
-        self.trigger.trigger();
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
-        self.gateway.shutdown().await;
-        for database in self.databases.drain(..) {
-            database.cleanup().await;
-        }
-    }
+    panic!("notification {id} stayed queued");
 }
 
 const SEND: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
@@ -237,7 +85,7 @@ fn offer(iin: &str, key: &str, correlation_id: &str) -> pb::SendNotificationRequ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let mut notifications = pb::notification_service_client::NotificationServiceClient::new(
         stack.channel("housing").await,
     );
@@ -254,20 +102,24 @@ async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
         .into_inner()
         .notification
         .expect("notification");
-    let settled = stack.settled(&sent.id, rules::CLEAN_CANDIDATE).await;
+    let settled = settled(&stack, &sent.id, rules::CLEAN_CANDIDATE).await;
     assert_eq!(
         settled.state,
         pb::NotificationState::Sent as i32,
         "{settled:?}"
     );
     assert_eq!(settled.recipient_phone_masked, "+7******0010");
-    let sms = stack.sms.sent();
+    let sms = stack.wait_for_sms(1).await;
     assert_eq!(sms.len(), 1);
     assert_eq!(
-        sms[0].phone, CANDIDATE_PHONE,
+        sms[0]["to"], CANDIDATE_PHONE,
         "the phone came from the registry"
     );
-    assert!(sms[0].text.contains("6521 – Согласен;"));
+    assert!(
+        sms[0]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("6521 – Согласен;"))
+    );
 
     // Without a purpose the gateway refuses housing's call before notify sees it.
     let refused = notifications
@@ -347,7 +199,7 @@ async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_phones_fail_and_stray_replies_are_answered() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let mut notifications = pb::notification_service_client::NotificationServiceClient::new(
         stack.channel("housing").await,
     );
@@ -364,7 +216,7 @@ async fn unknown_phones_fail_and_stray_replies_are_answered() {
         .into_inner()
         .notification
         .expect("notification");
-    let settled = stack.settled(&sent.id, UNKNOWN_IIN).await;
+    let settled = settled(&stack, &sent.id, UNKNOWN_IIN).await;
     assert_eq!(settled.state, pb::NotificationState::Failed as i32);
     assert_eq!(
         settled.failure_reason,
@@ -393,16 +245,12 @@ async fn unknown_phones_fail_and_stray_replies_are_answered() {
         pb::ReplyOutcome::AnsweredNoConversation as i32
     );
     assert!(!received.answer_notification_id.is_empty());
-    let mut sms = stack.sms.sent();
-    for _ in 0..250 {
-        if !sms.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        sms = stack.sms.sent();
-    }
+    let sms = stack.wait_for_sms(1).await;
     assert_eq!(sms.len(), 1, "the stray reply was answered");
-    assert_eq!(sms[0].phone, "+77019990000");
-    assert_eq!(sms[0].notification_id, received.answer_notification_id);
+    assert_eq!(sms[0]["to"], "+77019990000");
+    assert_eq!(
+        sms[0]["notification_id"].as_str(),
+        Some(received.answer_notification_id.as_str())
+    );
     stack.stop().await;
 }

@@ -4,6 +4,7 @@
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -274,6 +275,32 @@ impl ConsentChecker for RegistryConsents {
         })
     }
 }
+
+/// The consent check of a gateway whose `target:<name>` upstreams resolve through `targets`:
+/// the registry's ConsentService where a `registry` target is named, else consents held in
+/// memory (a gateway without a registry, in tests and benchmarks).
+pub fn checker_for(
+    targets: &crate::directory::TargetResolver,
+    tls: Option<shlyuz_kit::server::TlsFiles>,
+) -> anyhow::Result<Arc<dyn ConsentChecker>> {
+    let Some(address) = targets.resolve(REGISTRY_TARGET) else {
+        return Ok(Arc::new(InMemoryConsents::default()));
+    };
+    let channel = shlyuz_kit::client::connect_lazy(&shlyuz_kit::client::ClientSettings {
+        address: address.to_string(),
+        tls,
+        server_name: REGISTRY_TARGET.to_string(),
+        connect_timeout: std::time::Duration::from_secs(2),
+    })
+    .map_err(|error| anyhow::anyhow!("gateway: consent channel to the registry: {error:#}"))?;
+    Ok(Arc::new(RegistryConsents::new(
+        channel,
+        REGISTRY_CONSENT_CACHE_TTL,
+    )))
+}
+
+/// The target whose ConsentService the gateway asks.
+const REGISTRY_TARGET: &str = "registry";
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,7 @@ use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::server::TlsFiles;
-use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_kit::service::{Service, ServiceParts, Tasks};
 use shlyuz_kit::telemetry::MetricsRegistry;
 
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
@@ -120,6 +120,43 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
+/// Starts the gateway as a Shlyuz service: the directory at `gateway.directory_file` (the
+/// default directory written to the data directory when none is configured), `target:<name>`
+/// upstreams resolved through `gateway.targets`, the registry's ConsentService as the consent
+/// check where a `registry` target is named (else consents held in memory), and the identity's
+/// certificate towards upstreams. At stop, the async delivery loop ends and the message log is
+/// flushed with its final checkpoint.
+pub async fn start(parts: ServiceParts<GatewayConfig>) -> anyhow::Result<Service> {
+    use anyhow::Context;
+    let config = &parts.config;
+    let directory_file = config.directory_file_or_default(&parts.data_dir);
+    if config.directory_file.as_os_str().is_empty() {
+        directory::write_default_if_missing(&parts.data_dir)
+            .context("gateway: default directory")?;
+    }
+    let targets = TargetResolver::new(config.targets.clone().into_iter().collect());
+    let consent = consent::checker_for(&targets, parts.identity.tls.clone())?;
+    let gateway = Gateway::start(GatewayParts {
+        database: parts.database,
+        directory_file,
+        targets,
+        signing_key: parts.identity.signing_key.clone(),
+        consent,
+        upstream_tls: parts.identity.tls.clone(),
+        metrics: parts.metrics,
+        clock: parts.clock,
+        settings: GatewaySettings {
+            retired_signing_keys: config.retired_signing_keys()?,
+            ..config.settings()
+        },
+        tasks: parts.tasks,
+    })
+    .await?;
+    let gateway = Arc::new(gateway);
+    let routes = gateway.routes();
+    Ok(Service::new(routes).on_stop(async move { gateway.shutdown().await }))
+}
+
 /// Everything a gateway is built from.
 pub struct GatewayParts {
     /// The gateway's database (message log, checkpoints, subject access log); migrated.
@@ -140,8 +177,8 @@ pub struct GatewayParts {
     pub clock: SharedClock,
     /// Policy mode, reload interval, message-log options.
     pub settings: GatewaySettings,
-    /// Stops the directory reloader.
-    pub shutdown: ShutdownSignal,
+    /// Where the gateway's background work runs, and the shutdown it stops at.
+    pub tasks: Tasks,
 }
 
 /// A running gateway: the sync channel, the async channel and the message log.
@@ -163,14 +200,17 @@ impl Gateway {
                 )
             })?;
         let directory_handle = DirectoryHandle::new(directory);
-        directory::spawn_reloader(
+        let reloader = directory::spawn_reloader(
             directory_handle.clone(),
             parts.directory_file.clone(),
             parts.targets.clone(),
-            parts.shutdown.clone(),
+            parts.tasks.shutdown(),
             &parts.metrics,
             parts.settings.directory_poll_interval,
         );
+        parts.tasks.spawn("directory reloader", async move {
+            let _ = reloader.await;
+        });
         // Checkpoints signed before a key rotation stay verifiable with the retired keys.
         let mut trusted_keys = vec![parts.signing_key.verifying_key()];
         trusted_keys.extend(parts.settings.retired_signing_keys.iter().cloned());
@@ -192,7 +232,7 @@ impl Gateway {
             parts.clock.clone(),
             parts.settings.async_channel.clone(),
             &parts.metrics,
-            parts.shutdown.clone(),
+            parts.tasks.shutdown(),
         );
         let local_services =
             tonic::service::Routes::new(directory::directory_server(directory_handle.clone()))
@@ -210,10 +250,11 @@ impl Gateway {
         let shared_replay = (parts.settings.replay_scope == config::ReplayScope::Shared)
             .then(|| replay_store::SharedReplayGuard::new(parts.database.clone()));
         if let Some(guard) = &shared_replay {
-            tokio::spawn(
+            parts.tasks.spawn(
+                "replay guard purge",
                 guard
                     .clone()
-                    .run_purge(parts.clock.clone(), parts.shutdown.clone()),
+                    .run_purge(parts.clock.clone(), parts.tasks.shutdown()),
             );
         }
         let channel = SyncChannel::new(SyncChannelParts {

@@ -312,7 +312,7 @@ mod review {
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: GatewaySettings::default(),
-            shutdown: signal.clone(),
+            tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
         })
         .await?;
         let gateway_server = GrpcServer::bind(server_settings("gateway", &pki)?, &metrics).await?;

@@ -175,7 +175,7 @@ async fn run_backend(
         metrics: metrics.clone(),
         clock: shlyuz_kit::clock::system_clock(),
         settings: GatewaySettings::default(),
-        shutdown: signal.clone(),
+        tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
     })
     .await?;
     let gateway_server = GrpcServer::bind(

@@ -1,7 +1,183 @@
-//! What the end-to-end tests of the root package share: the default directory's participants and a
-//! registry holding the rules fixture, served over mutual TLS like the `registry` target.
+//! What the end-to-end tests of the root package share: [`spawn_system`], which starts targets
+//! exactly as `shlyuz up` does (the same `System`, the same crates' `start`, the shipped default
+//! directory, mutual TLS with one development PKI per test binary, SQLite files in a temporary
+//! data directory), and the clients a participant uses to call through the gateway.
 
 #![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use shlyuz::config::ShlyuzConfig;
+use shlyuz::system::System;
+use shlyuz::target::Target;
+use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::gateway_client::{GatewayClient, GatewayClientSettings};
+
+/// The development PKI of this test binary: generated once, shared by every test in it.
+pub fn pki() -> &'static DevPki {
+    static PKI: OnceLock<(tempfile::TempDir, DevPki)> = OnceLock::new();
+    let (_dir, pki) = PKI.get_or_init(|| {
+        shlyuz_kit::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("pki dir");
+        let pki = DevPki::ensure(&dir.path().join("pki"), &PARTICIPANTS).expect("pki");
+        (dir, pki)
+    });
+    pki
+}
+
+/// Targets serving in this test, started as `shlyuz up` starts them, over a temporary data
+/// directory that holds their SQLite files, the default directory and notify's SMS log.
+pub struct TestSystem {
+    pub system: System,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// Starts `targets` with the test configuration (every listener on an ephemeral loopback port,
+/// the rules fixture in the registry, notify's worker polling every 20 ms).
+pub async fn spawn_system(targets: &[Target]) -> TestSystem {
+    spawn_system_with(targets, |_| {}).await
+}
+
+/// [`spawn_system`] with `configure` applied to the test configuration first.
+pub async fn spawn_system_with(
+    targets: &[Target],
+    configure: impl FnOnce(&mut ShlyuzConfig),
+) -> TestSystem {
+    let pki = pki();
+    let data_dir = tempfile::tempdir().expect("data dir");
+    // The default directory names the participants' keys under `pki/` next to it.
+    std::os::unix::fs::symlink(
+        pki.ca_cert_path().parent().expect("the pki directory"),
+        data_dir.path().join("pki"),
+    )
+    .expect("link the pki");
+    let mut config = ShlyuzConfig {
+        data_dir: data_dir.path().to_path_buf(),
+        ..ShlyuzConfig::default()
+    };
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    config.gateway.listen = loopback;
+    config.registry.listen = loopback;
+    config.notify.listen = loopback;
+    config.intake.listen = loopback;
+    config.housing.listen = loopback;
+    config.registry.seed_if_empty = Some(shlyuz_registry::config::SeedConfig {
+        population: 0,
+        seed: 5,
+        rules_fixture: true,
+    });
+    config.notify.sms.delivery.poll_interval_ms = 20;
+    // Targets this test does not start are routed to a port where nothing listens.
+    for target in Target::ALL {
+        config
+            .gateway
+            .targets
+            .insert(target.name().to_string(), "127.0.0.1:9".to_string());
+    }
+    configure(&mut config);
+    let system = System::start(
+        config,
+        targets,
+        pki,
+        &shlyuz_kit::telemetry::MetricsRegistry::default(),
+        None,
+    )
+    .await
+    .expect("start the targets");
+    TestSystem { system, data_dir }
+}
+
+impl TestSystem {
+    /// The gateway's address.
+    pub fn gateway_address(&self) -> std::net::SocketAddr {
+        self.system
+            .address(Target::Gateway)
+            .expect("the gateway runs")
+    }
+
+    /// A channel to the gateway with `participant`'s client certificate.
+    pub async fn channel(&self, participant: &str) -> tonic::transport::Channel {
+        gateway_channel(pki(), self.gateway_address(), participant).await
+    }
+
+    /// A gateway client calling and signing as `participant`.
+    pub fn client(&self, participant: &str) -> GatewayClient {
+        GatewayClient::connect_lazy(
+            &GatewayClientSettings {
+                address: self.gateway_address().to_string(),
+                server_name: "gateway".to_string(),
+                tls: Some(pki().tls_files(participant).expect("participant files")),
+                connect_timeout: Duration::from_secs(5),
+            },
+            participant,
+            Arc::new(signing_key(pki(), participant)),
+        )
+        .expect("gateway client")
+    }
+
+    /// `message` for `path`, signed by `participant`, about `subject`, for `purpose`.
+    pub fn signed<M: prost::Message>(
+        &self,
+        participant: &str,
+        path: &str,
+        purpose: &str,
+        subject: &str,
+        message: M,
+    ) -> tonic::Request<M> {
+        let envelope = EnvelopeBuilder {
+            purpose: purpose.to_string(),
+            subject_iin: subject.to_string(),
+            ..EnvelopeBuilder::default()
+        };
+        envelope.signed_request(&signing_key(pki(), participant), path, message)
+    }
+
+    /// The file notify's log provider appends every SMS it sends to.
+    pub fn sms_log(&self) -> PathBuf {
+        self.system
+            .config
+            .notify
+            .sms
+            .log_file_path(self.data_dir.path())
+            .expect("the log provider writes a file")
+    }
+
+    /// Every SMS sent so far, one JSON object each (`to`, `text`, `notification_id`, …).
+    pub fn sms(&self) -> Vec<serde_json::Value> {
+        sms_lines(&self.sms_log())
+    }
+
+    /// Polls until notify has sent at least `count` SMS; all of them.
+    pub async fn wait_for_sms(&self, count: usize) -> Vec<serde_json::Value> {
+        for _ in 0..500 {
+            let lines = self.sms();
+            if lines.len() >= count {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("expected {count} SMS in {}", self.sms_log().display());
+    }
+
+    /// Stops every target (the gateway flushes its message log) and removes the data.
+    pub async fn stop(self) {
+        self.system
+            .stop()
+            .await
+            .expect("every target stops cleanly");
+    }
+}
+
+/// The SMS lines of a log provider's file.
+pub fn sms_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("sms log line"))
+        .collect()
+}
 
 use std::net::SocketAddr;
 
@@ -144,7 +320,7 @@ impl BoundGateway {
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: shlyuz_gateway::GatewaySettings::default(),
-            shutdown: signal.clone(),
+            tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
         })
         .await
         .expect("start gateway");
@@ -172,4 +348,30 @@ pub async fn gateway_channel(
     })
     .await
     .expect("connect to the gateway")
+}
+
+/// The parts of a notify started by hand (tests that drive its pieces one by one), calling
+/// through `gateway`, its worker polling every 20 ms.
+pub fn notify_parts(
+    database: shlyuz_kit::db::Database,
+    gateway: GatewayClient,
+    data_dir: &Path,
+    signal: ShutdownSignal,
+) -> shlyuz_kit::service::ServiceParts<shlyuz_notify::config::NotifyConfig> {
+    let mut config = shlyuz_notify::config::NotifyConfig::on_port(0);
+    config.sms.delivery.poll_interval_ms = 20;
+    shlyuz_kit::service::ServiceParts {
+        identity: shlyuz_kit::service::Identity {
+            participant: "notify".to_string(),
+            tls: pki().tls_files("notify"),
+            signing_key: Arc::new(signing_key(pki(), "notify")),
+        },
+        config,
+        database,
+        clock: shlyuz_kit::clock::system_clock(),
+        gateway: Some(gateway),
+        metrics: MetricsRegistry::default(),
+        tasks: shlyuz_kit::service::Tasks::new(signal),
+        data_dir: data_dir.to_path_buf(),
+    }
 }

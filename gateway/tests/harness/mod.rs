@@ -331,7 +331,7 @@ impl Harness {
             metrics: metrics.clone(),
             clock: shlyuz_kit::clock::system_clock(),
             settings: gateway_settings,
-            shutdown: signal.clone(),
+            tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
         })
         .await
         .expect("start gateway");
@@ -427,7 +427,7 @@ impl Harness {
             metrics: MetricsRegistry::default(),
             clock: shlyuz_kit::clock::system_clock(),
             settings,
-            shutdown: signal.clone(),
+            tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
         })
         .await
         .expect("start the second gateway");
@@ -612,7 +612,7 @@ impl Harness {
                 metrics: MetricsRegistry::default(),
                 clock: shlyuz_kit::clock::system_clock(),
                 settings,
-                shutdown: signal.clone(),
+                tasks: shlyuz_kit::service::Tasks::new(signal.clone()),
             })
             .await
             .expect("start the killable gateway");

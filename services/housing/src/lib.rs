@@ -96,6 +96,61 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
+/// How often housing pulls SMS replies from its async-channel inbox.
+const INBOX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often housing relays its outbox (offer SMS, removal notices) to notify.
+const OUTBOX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts housing: its routes, the allocation loop (overdue offers expire and freed dwellings are
+/// offered again every `allocation_interval_secs`), and with a gateway the proactive review's
+/// registry checks, the outbox relay to notify and the pull of SMS replies from its inbox.
+pub async fn start(
+    parts: shlyuz_kit::service::ServiceParts<config::HousingConfig>,
+) -> anyhow::Result<shlyuz_kit::service::Service> {
+    let housing = Housing::new(parts.database, parts.clock, parts.config.norm())
+        .with_reply_grace(std::time::Duration::from_secs(
+            parts.config.reply_grace_secs,
+        ))
+        .shared();
+    parts.tasks.spawn(
+        "housing allocation",
+        grpc::run_allocation_loop(
+            housing.clone(),
+            std::time::Duration::from_secs(parts.config.allocation_interval_secs.max(1)),
+            parts.tasks.shutdown(),
+        ),
+    );
+    let checks = match parts.gateway {
+        Some(client) => {
+            let consumer =
+                inbox::InboxConsumer::new(housing.clone(), client.channel(), client.signing_key());
+            parts.tasks.spawn(
+                "housing inbox",
+                consumer.run(INBOX_INTERVAL, parts.tasks.shutdown()),
+            );
+            parts.tasks.spawn(
+                "housing outbox relay",
+                outbox::run_relay(
+                    housing.clone(),
+                    notify_sink::NotifySink::new(client.clone()),
+                    OUTBOX_INTERVAL,
+                    parts.tasks.shutdown(),
+                ),
+            );
+            Some(Arc::new(gateway_checks::GatewayRegistryChecks::new(
+                client.channel(),
+                client.signing_key(),
+            )))
+        }
+        None => None,
+    };
+    Ok(shlyuz_kit::service::Service::new(grpc::routes(
+        housing,
+        checks,
+        review::ReviewSettings::default(),
+    )))
+}
+
 /// The housing service's state: its database, clock and entitled-area norm. Every decision lives
 /// in the database, so a new `Housing` over the same database (a restart) continues where the
 /// previous one stopped, open offers and their deadlines included.

@@ -46,6 +46,40 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
+/// How often intake hands due SMS rows to notify.
+const SMS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts intake: its routes, calling the registry, the CA and notify's OTP through the gateway,
+/// and the relay of its SMS outbox to notify. Without a gateway the services run, but every
+/// dossier stays incomplete, no signature can be checked and SMS rows wait.
+pub async fn start(
+    parts: shlyuz_kit::service::ServiceParts<config::IntakeConfig>,
+) -> anyhow::Result<shlyuz_kit::service::Service> {
+    let routes = routes(
+        parts.database.clone(),
+        &parts.config,
+        parts.gateway.as_ref().map(|client| client.channel()),
+        parts.identity.signing_key.clone(),
+    );
+    if let Some(client) = parts.gateway {
+        let store = store::Store::new(
+            parts.database,
+            parts.clock,
+            shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+        );
+        parts.tasks.spawn(
+            "intake sms relay",
+            outbox::run_delivery_loop(
+                store,
+                std::sync::Arc::new(outbox::NotifySender::new(client)),
+                SMS_INTERVAL,
+                parts.tasks.shutdown(),
+            ),
+        );
+    }
+    Ok(shlyuz_kit::service::Service::new(routes))
+}
+
 /// The intake routes over `database`, calling the registry through `gateway` (a channel to the
 /// gateway presenting intake's client certificate) signed with `signing_key`; with no gateway
 /// the services run but every dossier stays incomplete and no signature can be checked.

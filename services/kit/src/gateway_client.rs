@@ -28,6 +28,25 @@ pub struct GatewayClientSettings {
     pub connect_timeout: Duration,
 }
 
+impl GatewayClientSettings {
+    /// Where a service with `identity` calls the gateway under its configuration `section`;
+    /// `None` when the section names no gateway.
+    pub fn for_section(
+        identity: &crate::service::Identity,
+        section: &crate::config::TargetConfig,
+    ) -> Option<Self> {
+        if section.gateway_address.is_empty() {
+            return None;
+        }
+        Some(Self {
+            address: section.gateway_address.clone(),
+            server_name: section.gateway_server_name.clone(),
+            tls: identity.tls.clone(),
+            connect_timeout: Duration::from_secs(2),
+        })
+    }
+}
+
 /// A lazily connected gateway channel and the key that signs this participant's envelopes.
 #[derive(Clone)]
 pub struct GatewayClient {
@@ -71,6 +90,29 @@ impl GatewayClient {
         }
     }
 
+    /// The client a service with `identity` uses under its configuration `section`: the
+    /// section's `gateway_address`, verified as `gateway_server_name`, with the identity's
+    /// certificate; `None` when the section names no gateway.
+    pub fn for_section(
+        identity: &crate::service::Identity,
+        section: &crate::config::TargetConfig,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(settings) = GatewayClientSettings::for_section(identity, section) else {
+            return Ok(None);
+        };
+        Self::connect_lazy(
+            &settings,
+            &identity.participant,
+            identity.signing_key.clone(),
+        )
+        .map(Some)
+    }
+
+    /// The key this participant signs with (for clients that still sign by hand).
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.signing_key.clone()
+    }
+
     /// The channel, for generated gRPC clients.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
@@ -90,5 +132,45 @@ impl GatewayClient {
         message: M,
     ) -> tonic::Request<M> {
         envelope.signed_request(&self.signing_key, path, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetConfig;
+    use crate::service::Identity;
+
+    fn identity() -> Identity {
+        Identity {
+            participant: "intake".to_string(),
+            tls: None,
+            signing_key: Arc::new(
+                SigningKey::from_pkcs8_der(
+                    rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+                        .expect("a key")
+                        .serialized_der(),
+                )
+                .expect("an Ed25519 key"),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_service_calls_the_configured_gateway_under_the_configured_name() {
+        let section = TargetConfig {
+            gateway_address: "gw.example:443".to_string(),
+            gateway_server_name: "gateway.example".to_string(),
+            ..TargetConfig::on_port(50054)
+        };
+        let settings =
+            GatewayClientSettings::for_section(&identity(), &section).expect("an address");
+        assert_eq!(settings.address, "gw.example:443");
+        assert_eq!(settings.server_name, "gateway.example");
+        let without = TargetConfig {
+            gateway_address: String::new(),
+            ..section
+        };
+        assert!(GatewayClientSettings::for_section(&identity(), &without).is_none());
     }
 }

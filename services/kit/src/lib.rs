@@ -17,6 +17,7 @@ pub mod paging;
 pub mod pki;
 pub mod purpose;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod signed_document;
 pub mod subject;

@@ -5,10 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shlyuz_kit::clock::SharedClock;
-use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
-use shlyuz_kit::gateway_client::GatewayClient;
-use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_kit::db::{EmbeddedMigration, Migrations};
+use shlyuz_kit::service::{Service, ServiceParts};
 use shlyuz_proto::notify::v1::inbound_sms_service_server::InboundSmsServiceServer;
 use shlyuz_proto::notify::v1::notification_service_server::NotificationServiceServer;
 use shlyuz_proto::notify::v1::otp_service_server::OtpServiceServer;
@@ -103,30 +101,6 @@ impl NotifySettings {
     }
 }
 
-/// What the notify target needs to start.
-pub struct NotifyParts {
-    /// Its database, migrated.
-    pub database: Database,
-    /// Its clock.
-    pub clock: SharedClock,
-    /// Its outbound side; `None` means no phone look-ups and replies wait until one is configured.
-    pub gateway: Option<GatewayClient>,
-    /// Settings.
-    pub settings: NotifySettings,
-    /// Data directory (for the default SMS log).
-    pub data_dir: std::path::PathBuf,
-    /// Stops the workers and the webhook.
-    pub shutdown: ShutdownSignal,
-}
-
-/// A running notify target: its routes, and its webhook address when it has one.
-pub struct NotifyRuntime {
-    /// gRPC routes: NotificationService, OtpService, InboundSmsService.
-    pub routes: tonic::service::Routes,
-    /// Where the provider webhook listens.
-    pub webhook_address: Option<SocketAddr>,
-}
-
 /// The provider the settings name.
 pub fn build_provider(
     settings: &NotifySettings,
@@ -159,17 +133,20 @@ impl inbound::ReplyForwarder for NoGatewayForwarder {
     }
 }
 
-/// Starts the delivery worker, the reply relay and the webhook, and returns the gRPC routes.
-pub async fn start(parts: NotifyParts) -> anyhow::Result<NotifyRuntime> {
-    let provider = build_provider(&parts.settings, &parts.data_dir)?;
+/// Starts notify: the delivery worker, the reply relay and the webhook, and returns the gRPC
+/// routes. Without a gateway there are no phone look-ups and replies wait until one is configured.
+pub async fn start(parts: ServiceParts<config::NotifyConfig>) -> anyhow::Result<Service> {
+    let provider = build_provider(&parts.config.sms, &parts.data_dir)?;
     start_with_provider(parts, provider).await
 }
 
 /// [`start`] with a given provider (tests and benchmarks).
 pub async fn start_with_provider(
-    parts: NotifyParts,
+    parts: ServiceParts<config::NotifyConfig>,
     provider: Arc<dyn provider::SmsProvider>,
-) -> anyhow::Result<NotifyRuntime> {
+) -> anyhow::Result<Service> {
+    let settings = &parts.config.sms;
+    let tasks = &parts.tasks;
     let templates = Arc::new(templates::TemplateCatalog::embedded()?);
     let notifier = notifier::Notifier::new(parts.database.clone(), templates, parts.clock.clone());
     let (phones, forwarder): (
@@ -190,24 +167,22 @@ pub async fn start_with_provider(
         provider,
         phones,
         parts.clock.clone(),
-        parts.settings.delivery.clone(),
+        settings.delivery.clone(),
     );
-    tokio::spawn(worker.run(parts.shutdown.clone()));
+    tasks.spawn("notify delivery", worker.run(tasks.shutdown()));
     let relay = inbound::ReplyRelay::new(
         parts.database.clone(),
         forwarder,
         parts.clock.clone(),
-        Duration::from_millis(parts.settings.delivery.poll_interval_ms),
+        Duration::from_millis(settings.delivery.poll_interval_ms),
     );
-    tokio::spawn(relay.run(parts.shutdown.clone()));
+    tasks.spawn("notify reply relay", relay.run(tasks.shutdown()));
     let inbound = inbound::InboundSms::new(notifier.clone());
-    let webhook_address = if parts.settings.webhook_listen.is_empty() {
-        None
-    } else {
-        let address: SocketAddr = parts.settings.webhook_listen.parse().map_err(|error| {
+    if !settings.webhook_listen.is_empty() {
+        let address: SocketAddr = settings.webhook_listen.parse().map_err(|error| {
             anyhow::anyhow!(
                 "notify.webhook_listen {:?}: {error}",
-                parts.settings.webhook_listen
+                settings.webhook_listen
             )
         })?;
         let server = webhook::WebhookServer::bind(
@@ -215,20 +190,19 @@ pub async fn start_with_provider(
             webhook::router(
                 notifier.clone(),
                 inbound.clone(),
-                parts.settings.webhook_token.clone(),
+                settings.webhook_token.clone(),
             ),
         )
         .await?;
-        let bound = server.local_addr()?;
-        let shutdown = parts.shutdown.clone();
-        tokio::spawn(async move {
+        tracing::info!(address = %server.local_addr()?, "notify webhook listening");
+        let shutdown = tasks.shutdown();
+        tasks.spawn("notify webhook", async move {
             if let Err(error) = server.serve(shutdown).await {
                 tracing::error!(error = %error, "notify webhook stopped");
             }
         });
-        Some(bound)
-    };
-    let otp = otp::OtpIssuer::new(notifier.clone(), parts.settings.otp.clone());
+    }
+    let otp = otp::OtpIssuer::new(notifier.clone(), settings.otp.clone());
     let mut builder = tonic::service::RoutesBuilder::default();
     builder
         .add_service(NotificationServiceServer::new(grpc::NotificationGrpc::new(
@@ -238,9 +212,5 @@ pub async fn start_with_provider(
         .add_service(InboundSmsServiceServer::new(grpc::InboundGrpc::new(
             inbound,
         )));
-    let routes = builder.routes();
-    Ok(NotifyRuntime {
-        routes,
-        webhook_address,
-    })
+    Ok(Service::new(builder.routes()))
 }

@@ -33,6 +33,33 @@ pub struct RegistryConfig {
     /// TOML file of external registries ([`UpstreamSettings`]); empty: every record comes from
     /// the embedded tables. Record kinds without an endpoint there still do.
     pub upstream_file: PathBuf,
+    /// What to load into an empty embedded registry at start (`shlyuz up` loads the synthetic
+    /// population and the rules fixture); absent: nothing (`serve` against real data).
+    pub seed_if_empty: Option<SeedConfig>,
+}
+
+/// Test data for an empty registry: a synthetic population and the hand-picked people of the
+/// rules fixture, whom the demo, the examples and the README use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedConfig {
+    /// Synthetic persons to generate.
+    pub population: usize,
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Whether the rules fixture's people are added.
+    pub rules_fixture: bool,
+}
+
+impl SeedConfig {
+    /// What `shlyuz up` loads.
+    pub fn up() -> Self {
+        Self {
+            population: crate::UP_POPULATION,
+            seed: crate::UP_SEED,
+            rules_fixture: true,
+        }
+    }
 }
 
 impl Default for RegistryConfig {
@@ -46,6 +73,7 @@ impl Default for RegistryConfig {
             gateway_address: target.gateway_address,
             gateway_server_name: target.gateway_server_name,
             upstream_file: PathBuf::new(),
+            seed_if_empty: None,
         }
     }
 }

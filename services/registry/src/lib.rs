@@ -76,6 +76,53 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
+/// How often the registry hands consent OTP SMS to notify.
+const CONSENT_SMS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the registry: its routes over the embedded tables or the upstreams that
+/// `registry.upstream_file` describes, and, with a gateway, the relay of consent OTP SMS to
+/// notify (without one they wait in the outbox).
+pub async fn start(
+    parts: shlyuz_kit::service::ServiceParts<config::RegistryConfig>,
+) -> anyhow::Result<shlyuz_kit::service::Service> {
+    if let Some(seed) = parts.config.seed_if_empty {
+        let fixture = match seed.rules_fixture {
+            true => Some(fixtures::parse(fixtures::RULES_FIXTURE)?),
+            false => None,
+        };
+        let seeded = seed_if_empty(
+            parts.database.clone(),
+            seed.population,
+            seed.seed,
+            fixture.as_ref(),
+        )
+        .await
+        .map_err(|error| error.context("registry: synthetic population"))?;
+        if let Some(report) = seeded {
+            tracing::info!(
+                persons = report.persons,
+                records = report.records,
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "registry seeded with the synthetic population"
+            );
+        }
+    }
+    let routes = parts.config.routes(parts.database.clone())?;
+    if let Some(client) = parts.gateway {
+        parts.tasks.spawn(
+            "consent sms relay",
+            consent_sms::run(
+                parts.database.clone(),
+                client,
+                parts.clock.clone(),
+                CONSENT_SMS_INTERVAL,
+                parts.tasks.shutdown(),
+            ),
+        );
+    }
+    Ok(shlyuz_kit::service::Service::new(routes))
+}
+
 /// The registry target's gRPC routes over the embedded backend in `database`.
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
