@@ -676,13 +676,12 @@ impl SyncChannel {
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
         let breaker = self.upstreams.breaker(&route.upstream);
-        let breaker_open = || {
+        let mut permit = breaker.admit(&route.breaker).map_err(|_| {
             ApiError::unavailable(
                 "UPSTREAM_UNAVAILABLE",
                 format!("the circuit breaker for {} is open", route.upstream),
             )
-        };
-        let mut permit = breaker.admit(&route.breaker).map_err(|_| breaker_open())?;
+        })?;
         let channel = self
             .upstreams
             .channel(&route.upstream, &route.upstream_server_name)
