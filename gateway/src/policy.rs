@@ -1,6 +1,7 @@
 //! Per-call policy: the access decision shared by the sync and async channels, and the state
-//! behind it — quotas (token buckets per participant), replay refusal (message ids per sender
-//! within the replay window) and circuit breakers (per upstream).
+//! behind it — quotas (token buckets per participant) and replay refusal (message ids per sender
+//! within the replay window). Circuit breakers (per upstream) are the kit's, kept in
+//! [`crate::upstream::Upstreams`].
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -184,86 +185,6 @@ impl ReplayGuard {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BreakerState {
-    Closed { consecutive_failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probe_in_flight: bool },
-}
-
-/// A circuit breaker: after `failure_threshold` consecutive failures it opens for `open_for`,
-/// then lets one probe through; the probe's outcome closes or re-opens it.
-pub struct CircuitBreaker {
-    state: Mutex<BreakerState>,
-}
-
-impl Default for CircuitBreaker {
-    fn default() -> Self {
-        Self {
-            state: Mutex::new(BreakerState::Closed {
-                consecutive_failures: 0,
-            }),
-        }
-    }
-}
-
-impl CircuitBreaker {
-    /// Whether a call may go to the upstream now.
-    pub fn allow(&self) -> bool {
-        let mut state = self.state.lock();
-        match *state {
-            BreakerState::Closed { .. } => true,
-            BreakerState::Open { until } => {
-                if Instant::now() >= until {
-                    *state = BreakerState::HalfOpen {
-                        probe_in_flight: true,
-                    };
-                    true
-                } else {
-                    false
-                }
-            }
-            BreakerState::HalfOpen { probe_in_flight } => {
-                if probe_in_flight {
-                    false
-                } else {
-                    *state = BreakerState::HalfOpen {
-                        probe_in_flight: true,
-                    };
-                    true
-                }
-            }
-        }
-    }
-
-    /// Records a call that reached the upstream and got an answer.
-    pub fn record_success(&self) {
-        *self.state.lock() = BreakerState::Closed {
-            consecutive_failures: 0,
-        };
-    }
-
-    /// Records a call the upstream failed (unreachable, UNAVAILABLE, deadline).
-    pub fn record_failure(&self, failure_threshold: u32, open_for: Duration) {
-        let mut state = self.state.lock();
-        *state = match *state {
-            BreakerState::Closed {
-                consecutive_failures,
-            } if consecutive_failures + 1 < failure_threshold.max(1) => BreakerState::Closed {
-                consecutive_failures: consecutive_failures + 1,
-            },
-            _ => BreakerState::Open {
-                until: Instant::now() + open_for,
-            },
-        };
-    }
-
-    /// Whether the breaker currently refuses calls.
-    pub fn is_open(&self) -> bool {
-        matches!(*self.state.lock(), BreakerState::Open { until } if Instant::now() < until)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,19 +227,5 @@ mod tests {
             !guard.first_sighting("a", "not-a-uuid", 2_003, 3_000),
             "other ids are remembered too"
         );
-    }
-
-    #[test]
-    fn breaker_opens_after_threshold_and_probes_once() {
-        let breaker = CircuitBreaker::default();
-        breaker.record_failure(2, Duration::from_millis(30));
-        assert!(breaker.allow());
-        breaker.record_failure(2, Duration::from_millis(30));
-        assert!(!breaker.allow(), "open after two failures");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(breaker.allow(), "one probe after the open period");
-        assert!(!breaker.allow(), "only one probe at a time");
-        breaker.record_success();
-        assert!(breaker.allow());
     }
 }

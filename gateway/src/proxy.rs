@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::identity::IdentityCache;
@@ -675,12 +676,12 @@ impl SyncChannel {
         call: &mut CallRecord,
     ) -> Result<http::Response<GatewayBody>, ApiError> {
         let breaker = self.upstreams.breaker(&route.upstream);
-        if !breaker.allow() {
-            return Err(ApiError::unavailable(
+        let mut permit = breaker.admit(&route.breaker).map_err(|_| {
+            ApiError::unavailable(
                 "UPSTREAM_UNAVAILABLE",
                 format!("the circuit breaker for {} is open", route.upstream),
-            ));
-        }
+            )
+        })?;
         let channel = self
             .upstreams
             .channel(&route.upstream, &route.upstream_server_name)
@@ -693,7 +694,7 @@ impl SyncChannel {
         };
         let (parts, body) = request.into_parts();
         let mut body = Some(body);
-        let mut backoff = route.retry.initial_backoff;
+        let backoff = Backoff::uncapped(route.retry.initial_backoff).with_jitter_percent(50..150);
         let mut attempt = 1;
         loop {
             let attempt_body = match (&buffered, body.take()) {
@@ -716,7 +717,7 @@ impl SyncChannel {
             };
             let failure = match sent {
                 Err(()) => {
-                    breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
+                    permit.failed();
                     return Err(ApiError::new(
                         Code::DeadlineExceeded,
                         "UPSTREAM_TIMEOUT",
@@ -734,30 +735,32 @@ impl SyncChannel {
                             status.message().to_string()
                         }
                         _ => {
-                            breaker.record_success();
+                            permit.succeeded();
                             return Ok(response.map(GatewayBody::new));
                         }
                     }
                 }
             };
-            breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
+            permit.failed();
             call.attempts = attempt;
-            if attempt >= max_attempts || !breaker.allow() {
-                return Err(ApiError::unavailable(
+            let unavailable = || {
+                ApiError::unavailable(
                     "UPSTREAM_UNAVAILABLE",
                     format!("{} is unavailable: {failure}", route.upstream),
-                ));
+                )
+            };
+            if attempt >= max_attempts {
+                return Err(unavailable());
             }
-            let jitter = rand::random_range(0.5..1.5);
-            let wait = backoff.mul_f64(jitter);
-            if tokio::time::Instant::now() + wait >= deadline {
-                return Err(ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
-                    format!("{} is unavailable: {failure}", route.upstream),
-                ));
+            permit = breaker.admit(&route.breaker).map_err(|_| unavailable())?;
+            let wait = backoff.delay(i64::from(attempt));
+            if tokio::time::Instant::now()
+                .checked_add(wait)
+                .is_none_or(|retry_at| retry_at >= deadline)
+            {
+                return Err(unavailable());
             }
             tokio::time::sleep(wait).await;
-            backoff *= 2;
             attempt += 1;
         }
     }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use shlyuz_kit::breaker::CircuitBreaker;
 use shlyuz_kit::server::TlsFiles;
 use tonic::Code;
 use tower::ServiceExt;
 
 use crate::directory::Route;
 use crate::grpc_frames::{format_grpc_timeout, single_message};
-use crate::policy::CircuitBreaker;
 
 /// Connections and breakers of every upstream.
 pub struct Upstreams {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::shutdown::ShutdownSignal;
@@ -371,13 +372,9 @@ impl Dispatcher {
     /// The wait before attempt `attempts + 1`: doubling from the initial backoff, capped, with
     /// 50–150 % jitter so that messages failed together do not retry together.
     fn backoff_ms(&self, attempts: i64) -> i64 {
-        let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let base = self
-            .options
-            .retry_initial
-            .saturating_mul(2_u32.saturating_pow(exponent))
-            .min(self.options.retry_max);
-        let jittered = base.mul_f64(rand::random_range(0.5..1.5));
+        let jittered = Backoff::new(self.options.retry_initial, self.options.retry_max)
+            .with_jitter_percent(50..150)
+            .delay(attempts);
         i64::try_from(jittered.as_millis())
             .unwrap_or(i64::MAX)
             .max(1)
@@ -385,13 +382,13 @@ impl Dispatcher {
 
     async fn attempt(&self, message: &MessageRow, route: &Route) -> UnaryOutcome {
         let breaker = self.upstreams.breaker(&route.upstream);
-        if !breaker.allow() {
+        let Ok(permit) = breaker.admit(&route.breaker) else {
             return UnaryOutcome {
                 code: Code::Unavailable,
                 message: format!("the circuit breaker for {} is open", route.upstream),
                 response: None,
             };
-        }
+        };
         let path = format!("/{}/{}", message.service, message.method);
         let timeout = route.timeout.min(Duration::from_millis(
             u64::try_from(message.expires_ms - self.clock.now_millis())
@@ -409,9 +406,9 @@ impl Dispatcher {
             )
             .await;
         if is_transient(outcome.code) {
-            breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
+            permit.failed();
         } else {
-            breaker.record_success();
+            permit.succeeded();
         }
         outcome
     }

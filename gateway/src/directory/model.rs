@@ -84,23 +84,9 @@ pub struct Purpose {
     pub description: String,
 }
 
-/// When to stop sending calls to a failing upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive failures that open the breaker.
-    pub failure_threshold: u32,
-    /// How long the breaker stays open before a trial call.
-    pub open_for: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_millis(5000),
-        }
-    }
-}
+/// When to stop sending calls to a failing upstream: the kit's breaker settings (defaults five
+/// failures, five seconds open).
+pub use shlyuz_kit::breaker::BreakerSettings;
 
 /// How idempotent methods are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

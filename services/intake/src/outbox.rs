@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::gateway_client::GatewayClient;
@@ -43,10 +44,7 @@ pub struct DeliveryReport {
 
 /// The delay before attempt `attempts + 1`.
 pub fn retry_delay(attempts: i64) -> Duration {
-    let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-    FIRST_RETRY
-        .saturating_mul(2_u32.saturating_pow(exponent))
-        .min(MAX_RETRY)
+    Backoff::new(FIRST_RETRY, MAX_RETRY).delay(attempts.saturating_add(1))
 }
 
 /// Sends up to `limit` due rows, oldest first.

@@ -1,6 +1,9 @@
 //! What every Shlyuz service shares: server bootstrap, configuration, telemetry, storage, the error
-//! model, the IIN type, the working-day calendar, the clock and the development PKI.
+//! model, the IIN type, the working-day calendar, the clock, the development PKI, and the retry
+//! backoff and circuit breaker every upstream call uses.
 
+pub mod backoff;
+pub mod breaker;
 pub mod calendar;
 pub mod client;
 pub mod clock;

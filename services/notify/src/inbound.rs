@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prost::Message as _;
+use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::envelope::EnvelopeBuilder;
@@ -448,6 +449,11 @@ impl ReplyForwarder for GatewayReplyForwarder {
     }
 }
 
+/// The wait before forwarding a reply again: a second after the first failure, doubling, at most
+/// 256 seconds.
+const REPLY_FORWARD_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(256));
+
 /// Forwards routed replies that are still pending, retrying with backoff.
 #[derive(Clone)]
 pub struct ReplyRelay {
@@ -537,8 +543,9 @@ impl ReplyRelay {
                     tracing::info!(reply = %reply_id, participant = %conversation.reply_participant, "sms reply forwarded");
                 }
                 Err(error) => {
-                    let exponent = u32::try_from(attempts.clamp(0, 8)).unwrap_or(8);
-                    let next_ms = now_ms + 1_000 * (1i64 << exponent);
+                    let delay = REPLY_FORWARD_BACKOFF.delay(attempts.saturating_add(1));
+                    let next_ms =
+                        now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                     tracing::warn!(reply = %reply_id, attempts = attempts + 1, error = %error, "sms reply not forwarded, will retry");
                     sqlx::query("UPDATE inbound_replies SET forward_attempts = $2, forward_next_ms = $3, forward_error = $4 WHERE id = $1")
                         .bind(reply_id.clone())

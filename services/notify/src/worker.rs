@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use std::time::Duration;
 
+use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::shutdown::ShutdownSignal;
@@ -57,12 +58,11 @@ impl Default for DeliverySettings {
 impl DeliverySettings {
     /// Delay before the attempt after `attempts_made` failed ones.
     pub fn backoff_after(&self, attempts_made: i64) -> Duration {
-        let exponent = u32::try_from(attempts_made.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let delay = self
-            .base_backoff_ms
-            .saturating_mul(1u64 << exponent)
-            .min(self.max_backoff_ms);
-        Duration::from_millis(delay)
+        Backoff::new(
+            Duration::from_millis(self.base_backoff_ms),
+            Duration::from_millis(self.max_backoff_ms),
+        )
+        .delay(attempts_made)
     }
 }
 

@@ -4,15 +4,16 @@
 //! it is believed: malformed or partial answers are `DATA_LOSS`, failures `UNAVAILABLE`, each
 //! with a reason — never a wrong answer, and nothing is cached, so neither is an error.
 
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use shlyuz_kit::backoff::Backoff;
+use shlyuz_kit::breaker::{BreakerSettings, CircuitBreaker, Permit};
 use shlyuz_kit::iin::Iin;
 
 use crate::records::{
@@ -151,17 +152,13 @@ pub const RECORD_KINDS: [&str; 13] = [
     "phones",
 ];
 
-#[derive(Default)]
-struct Breaker {
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
-}
-
 /// An external registry behind the adapter trait.
 pub struct UpstreamRegistry {
     settings: UpstreamSettings,
     client: reqwest::Client,
-    breaker: Mutex<Breaker>,
+    breaker: CircuitBreaker,
+    breaker_settings: BreakerSettings,
+    backoff: Backoff,
     fallback: Option<Arc<dyn RegistrySource>>,
 }
 
@@ -205,45 +202,35 @@ impl UpstreamRegistry {
         let client = builder
             .build()
             .map_err(|error| anyhow::anyhow!("cannot build the upstream http client: {error}"))?;
+        let breaker_settings = BreakerSettings {
+            failure_threshold: settings.breaker_failures,
+            open_for: Duration::from_millis(settings.breaker_open_ms),
+        };
+        let backoff = Backoff::uncapped(Duration::from_millis(settings.initial_backoff_ms))
+            .with_jitter_percent(100..150);
         Ok(Self {
             settings,
             client,
-            breaker: Mutex::new(Breaker::default()),
+            breaker: CircuitBreaker::default(),
+            breaker_settings,
+            backoff,
             fallback,
         })
     }
 
-    fn breaker(&self) -> parking_lot::MutexGuard<'_, Breaker> {
-        self.breaker.lock()
+    /// `Err` while the breaker is open or its one trial call is in flight; after
+    /// `breaker_open_ms` one call goes through as the trial.
+    fn admit(&self) -> Result<Permit<'_>, SourceError> {
+        self.breaker
+            .admit(&self.breaker_settings)
+            .map_err(|_| SourceError::Unavailable {
+                reason: reasons::CIRCUIT_OPEN,
+                message: "the registry failed repeatedly; calls are paused".to_string(),
+            })
     }
 
-    /// `Err` while the breaker is open; after `breaker_open_ms` one call goes through as a trial.
-    fn admit(&self) -> Result<(), SourceError> {
-        let mut breaker = self.breaker();
-        if let Some(until) = breaker.open_until {
-            if Instant::now() < until {
-                return Err(SourceError::Unavailable {
-                    reason: reasons::CIRCUIT_OPEN,
-                    message: "the registry failed repeatedly; calls are paused".to_string(),
-                });
-            }
-            // Half-open: this call is the trial; a failure re-opens at once.
-            breaker.open_until = None;
-            breaker.consecutive_failures = self.settings.breaker_failures.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    fn record_outcome(&self, failed: bool) {
-        let mut breaker = self.breaker();
-        if !failed {
-            breaker.consecutive_failures = 0;
-            return;
-        }
-        breaker.consecutive_failures += 1;
-        if breaker.consecutive_failures >= self.settings.breaker_failures {
-            breaker.open_until =
-                Some(Instant::now() + Duration::from_millis(self.settings.breaker_open_ms));
+    fn record_failure(&self, permit: Permit<'_>) {
+        if permit.failed() {
             tracing::warn!(base_url = %self.settings.base_url, "upstream circuit breaker opened");
         }
     }
@@ -317,7 +304,7 @@ impl UpstreamRegistry {
 
     /// POSTs the IINs with retries and returns the parsed answer.
     async fn call(&self, mapping: &EndpointMapping, iins: &[Iin]) -> Result<Value, SourceError> {
-        self.admit()?;
+        let permit = self.admit()?;
         let url = format!(
             "{}/{}",
             self.settings.base_url.trim_end_matches('/'),
@@ -325,27 +312,24 @@ impl UpstreamRegistry {
         );
         let iin_list: Vec<&str> = iins.iter().map(Iin::as_str).collect();
         let body = serde_json::json!({ mapping.request_field.clone(): iin_list });
-        let mut backoff = Duration::from_millis(self.settings.initial_backoff_ms);
         let mut attempt_number = 1;
         loop {
             match self.attempt(&url, &body).await {
                 Ok(value) => {
-                    self.record_outcome(false);
+                    permit.succeeded();
                     return Ok(value);
                 }
                 Err(Attempt::Fail(error)) => {
                     // The registry is up (it answered); the answer is what is wrong.
-                    self.record_outcome(false);
+                    permit.succeeded();
                     return Err(error);
                 }
                 Err(Attempt::Retry(error)) => {
                     if attempt_number >= self.settings.max_attempts {
-                        self.record_outcome(true);
+                        self.record_failure(permit);
                         return Err(error);
                     }
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2 + 1);
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                    backoff = backoff.saturating_mul(2);
+                    tokio::time::sleep(self.backoff.delay(i64::from(attempt_number))).await;
                     attempt_number += 1;
                 }
             }

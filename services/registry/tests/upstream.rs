@@ -29,6 +29,7 @@ const KNOWN: &str = "900101300017";
 struct Counters {
     flaky: Arc<AtomicUsize>,
     down: Arc<AtomicUsize>,
+    recovering: Arc<AtomicUsize>,
 }
 
 fn json(body: String) -> Response {
@@ -83,6 +84,16 @@ async fn down(State(counters): State<Counters>) -> Response {
     StatusCode::SERVICE_UNAVAILABLE.into_response()
 }
 
+/// Fails at once for the first two requests, then answers correctly but slowly: a registry coming
+/// back up.
+async fn recovering(State(counters): State<Counters>, body: Bytes) -> Response {
+    if counters.recovering.fetch_add(1, Ordering::SeqCst) < 2 {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(body).await
+}
+
 async fn garbage() -> Response {
     json("<html>502 Bad Gateway</html>".to_string())
 }
@@ -131,6 +142,7 @@ async fn start_server() -> (SocketAddr, Counters) {
         .route("/slow/persons", post(slow))
         .route("/flaky/persons", post(flaky))
         .route("/down/persons", post(down))
+        .route("/recovering/persons", post(recovering))
         .route("/garbage/persons", post(garbage))
         .route("/incomplete/persons", post(incomplete))
         .route("/missing/persons", post(missing_surname))
@@ -273,6 +285,52 @@ async fn a_failing_registry_opens_the_circuit_breaker() {
         calls_before,
         "not called while open"
     );
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
+    let (address, counters) = start_server().await;
+    let settings = UpstreamSettings {
+        base_url: format!("http://{address}/recovering"),
+        timeout_ms: 2_000,
+        max_attempts: 1,
+        breaker_open_ms: 200,
+        ..base_settings()
+    };
+    let upstream = UpstreamRegistry::new(settings, None).expect("upstream registry");
+    let asked = iins();
+    for _ in 0..2 {
+        assert_eq!(
+            reason_of(upstream.persons(&asked).await),
+            ("unavailable", reasons::UNAVAILABLE)
+        );
+    }
+    assert_eq!(
+        reason_of(upstream.persons(&asked).await),
+        ("unavailable", reasons::CIRCUIT_OPEN)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Five calls at once after the open period: one trial call reaches the registry (which takes
+    // its time answering), the other four are refused without calling it.
+    let outcomes = futures::future::join_all((0..5).map(|_| upstream.persons(&asked))).await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(reason_of).collect();
+    let answered = outcomes.iter().filter(|outcome| outcome.0 == "ok").count();
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| **outcome == ("unavailable", reasons::CIRCUIT_OPEN))
+        .count();
+    assert_eq!((answered, refused), (1, 4), "{outcomes:?}");
+    assert_eq!(
+        counters.recovering.load(Ordering::SeqCst),
+        3,
+        "one request while half-open"
+    );
+
+    // The trial succeeded: the breaker is closed and every call goes through again.
+    let again = futures::future::join_all((0..2).map(|_| upstream.persons(&asked))).await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    assert_eq!(counters.recovering.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test]
