@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use shlyuz_intake::grpc::application_document;
+use shlyuz_kit::application_form::{APPLICATION_OTP_PURPOSE, application_document};
 use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
@@ -836,7 +836,7 @@ impl Demo {
                 notify_pb::IssueOtpRequest {
                     phone: String::new(),
                     iin: CANDIDATE.to_string(),
-                    purpose: shlyuz_intake::grpc::APPLICATION_OTP_PURPOSE.to_string(),
+                    purpose: APPLICATION_OTP_PURPOSE.to_string(),
                     language: notify_pb::Language::Kk as i32,
                 },
             ))

@@ -1,6 +1,7 @@
 //! What every Shlyuz service shares: server bootstrap, configuration, telemetry, storage, the error
 //! model, the IIN type, the working-day calendar, the clock and the development PKI.
 
+pub mod application_form;
 pub mod calendar;
 pub mod client;
 pub mod clock;
