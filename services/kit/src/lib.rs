@@ -10,6 +10,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod file_watch;
+pub mod fixture_people;
 pub mod gateway_client;
 pub mod identity;
 pub mod iin;
