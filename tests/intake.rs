@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shlyuz_gateway::Gateway;
-use shlyuz_intake::grpc::application_document;
+use shlyuz_kit::application_form::{APPLICATION_OTP_PURPOSE, application_document};
 use shlyuz_kit::client::{ClientSettings, connect_lazy};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::envelope::EnvelopeBuilder;
@@ -1287,7 +1287,7 @@ async fn issue_application_otp(stack: &Stack, iin: &str) -> String {
         shlyuz_proto::notify::v1::IssueOtpRequest {
             phone: String::new(),
             iin: iin.to_string(),
-            purpose: shlyuz_intake::grpc::APPLICATION_OTP_PURPOSE.to_string(),
+            purpose: APPLICATION_OTP_PURPOSE.to_string(),
             language: shlyuz_proto::notify::v1::Language::Kk as i32,
         },
     ))

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use shlyuz_kit::application_form::APPLICATION_OTP_PURPOSE;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::pki::SigningKey;
@@ -14,7 +15,7 @@ use shlyuz_proto::registry::v1 as registry;
 use tonic::transport::Channel;
 
 use crate::dossier::{LookupContext, PURPOSE, RegistryAnswers, RegistryLookups};
-use crate::grpc::{APPLICATION_OTP_PURPOSE, CertificateAuthority, OtpCheck, OtpVerifier};
+use crate::grpc::{CertificateAuthority, OtpCheck, OtpVerifier};
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::iin::Iin;
 use shlyuz_proto::notify::v1 as notify;

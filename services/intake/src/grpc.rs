@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use shlyuz_kit::application_form::application_document;
 use shlyuz_kit::error::{ApiError, parse_iin_field};
 use shlyuz_kit::iin::Iin;
 use shlyuz_kit::paging;
@@ -42,24 +43,6 @@ pub const REASON_OTP_WRONG: &str = "OTP_CODE_WRONG";
 
 /// `ErrorInfo` reason when the signed document is not the one it must be.
 pub const REASON_DOCUMENT_MISMATCH: &str = "SIGNED_DOCUMENT_MISMATCH";
-
-/// The canonical application form a candidate signs: binding the signature to the vacancy, the
-/// candidate, the consent and each attachment (lowercase hex SHA-256, in order), so it cannot be
-/// replayed for another vacancy nor the attachments swapped.
-pub fn application_document(
-    vacancy_id: &str,
-    candidate_iin: &str,
-    consent_id: &str,
-    attachment_sha256: &[String],
-) -> Vec<u8> {
-    let mut text = format!(
-        "shlyuz-intake-application-v1\nvacancy_id={vacancy_id}\ncandidate_iin={candidate_iin}\nconsent_id={consent_id}\n"
-    );
-    for hash in attachment_sha256 {
-        text.push_str(&format!("attachment_sha256={hash}\n"));
-    }
-    text.into_bytes()
-}
 
 fn validate_attachments(attachments: &[pb::Attachment]) -> Result<Vec<NewAttachment>, ApiError> {
     if attachments.len() > MAX_ATTACHMENTS {
@@ -142,9 +125,6 @@ pub trait CertificateAuthority: Send + Sync {
     ) -> BoxFuture<'a, Result<RevocationStatus, String>>;
 }
 
-/// The OTP purpose a candidate's code must have been issued for (`IssueOtp(iin, purpose)`).
-pub const APPLICATION_OTP_PURPOSE: &str = "JAUYNGER_APPLICATION";
-
 /// What notify answered about a candidate's one-time password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OtpCheck {
@@ -160,7 +140,7 @@ pub enum OtpCheck {
 /// Checks a candidate's one-time password (notify's `OtpService` through the gateway).
 pub trait OtpVerifier: Send + Sync {
     /// Verifies `code` of `otp_id`, which must have been issued for `candidate` with
-    /// [`APPLICATION_OTP_PURPOSE`]. Refusals by notify come back as its `ApiError`.
+    /// [`APPLICATION_OTP_PURPOSE`](shlyuz_kit::application_form::APPLICATION_OTP_PURPOSE). Refusals by notify come back as its `ApiError`.
     fn verify<'a>(
         &'a self,
         otp_id: &'a str,

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use shlyuz_intake::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
-use shlyuz_intake::grpc::{
-    CertificateAuthority, IntakeServices, SignatureCheck, application_document,
-};
+use shlyuz_intake::grpc::{CertificateAuthority, IntakeServices, SignatureCheck};
 use shlyuz_intake::outbox::{DeliveryReport, NotificationSender, deliver_pending};
 use shlyuz_intake::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
 use shlyuz_intake::store::{OutboxRow, Store};
+use shlyuz_kit::application_form::application_document;
 use shlyuz_kit::calendar::WorkingCalendar;
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;

@@ -2,6 +2,7 @@
 //! model, the IIN type, the working-day calendar, the clock, the development PKI, and the retry
 //! backoff and circuit breaker every upstream call uses.
 
+pub mod application_form;
 pub mod backoff;
 pub mod breaker;
 pub mod calendar;
@@ -12,6 +13,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod file_watch;
+pub mod fixture_people;
 pub mod gateway_client;
 pub mod identity;
 pub mod iin;

@@ -31,48 +31,53 @@ pub async fn load(registry: &EmbeddedRegistry, population: &Population) -> anyho
         .context("cannot insert fixture records")
 }
 
-/// The IINs of [`RULES_FIXTURE`], named by the rule each person exercises.
+/// The IINs of [`RULES_FIXTURE`], named by the rule each person exercises. The people themselves
+/// (IIN, name, phone) are defined once in [`shlyuz_kit::fixture_people`].
 pub mod rules {
-    /// Қасымов Ерлан Серікұлы.
-    pub const CLEAN_CANDIDATE: &str = "980512391010";
-    /// Омаров Дәурен Асқарұлы.
-    pub const NARCOLOGICAL_CANDIDATE: &str = "990203391021";
-    /// Петров Игорь Сергеевич.
-    pub const CONVICTED_CANDIDATE: &str = "971120391035";
-    /// Жұмабаева Әйгерім Нұрланқызы.
-    pub const NO_PHONE_PERSON: &str = "010714691046";
-    /// Тоқаев Ғалым Бауыржанұлы.
-    pub const SERVICEMAN_CLEAN: &str = "900315391113";
-    /// Тоқаева Ұлжан Маратқызы.
-    pub const SERVICEMAN_CLEAN_SPOUSE: &str = "920809491129";
-    /// Тоқаев Әлихан Ғалымұлы.
-    pub const SERVICEMAN_CLEAN_CHILD: &str = "180125591130";
-    /// Сәрсенбаев Қайрат Төлегенұлы.
-    pub const SERVICEMAN_PRIVATISED: &str = "800404391215";
-    /// Есенов Нұрлан Бекұлы.
-    pub const SERVICEMAN_EQUITY: &str = "880630391229";
-    /// Мұқанов Асқар Жандосұлы.
-    pub const SERVICEMAN_EARLIER_HOUSING: &str = "851201391233";
-    /// Иванов Алексей Николаевич.
-    pub const SERVICEMAN_SPOUSE_STATE_HOUSING: &str = "870917391247";
-    /// Иванова Ольга Викторовна.
-    pub const SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE: &str = "891002491255";
-    /// Байжанов Бекзат Ерланұлы.
-    pub const SERVICEMAN_SPOUSE_MISSING: &str = "860211391267";
-    /// Байжанова Гүлнар Серікқызы.
-    pub const SERVICEMAN_SPOUSE_MISSING_SPOUSE: &str = "880505491275";
-    /// Волков Дмитрий Олегович.
-    pub const SERVICEMAN_FOREIGN_CITIZEN: &str = "910119391289";
-    /// Ұзақбаев Санжар Талғатұлы.
-    pub const SERVICEMAN_RESIDENT_ABROAD: &str = "890707391299";
-    /// Өтегенов Мейрамбек Ілиясұлы.
-    pub const SERVICEMAN_INCAPABLE: &str = "841111391301";
-    /// Ахметов Дархан Мұратұлы.
-    pub const SERVICEMAN_CHILD_IMPRISONED: &str = "700303391314";
-    /// Ахметов Айбек Дарханұлы.
-    pub const SERVICEMAN_CHILD_IMPRISONED_CHILD: &str = "020606591321";
-    /// Қуанышев Өмірзақ Үмбетәліұлы.
-    pub const DEAD_PERSON: &str = "500101391334";
+    use shlyuz_kit::fixture_people as people;
+
+    /// IIN of [`people::CLEAN_CANDIDATE`].
+    pub const CLEAN_CANDIDATE: &str = people::CLEAN_CANDIDATE.iin;
+    /// IIN of [`people::NARCOLOGICAL_CANDIDATE`].
+    pub const NARCOLOGICAL_CANDIDATE: &str = people::NARCOLOGICAL_CANDIDATE.iin;
+    /// IIN of [`people::CONVICTED_CANDIDATE`].
+    pub const CONVICTED_CANDIDATE: &str = people::CONVICTED_CANDIDATE.iin;
+    /// IIN of [`people::NO_PHONE_PERSON`].
+    pub const NO_PHONE_PERSON: &str = people::NO_PHONE_PERSON.iin;
+    /// IIN of [`people::SERVICEMAN_CLEAN`].
+    pub const SERVICEMAN_CLEAN: &str = people::SERVICEMAN_CLEAN.iin;
+    /// IIN of [`people::SERVICEMAN_CLEAN_SPOUSE`].
+    pub const SERVICEMAN_CLEAN_SPOUSE: &str = people::SERVICEMAN_CLEAN_SPOUSE.iin;
+    /// IIN of [`people::SERVICEMAN_CLEAN_CHILD`].
+    pub const SERVICEMAN_CLEAN_CHILD: &str = people::SERVICEMAN_CLEAN_CHILD.iin;
+    /// IIN of [`people::SERVICEMAN_PRIVATISED`].
+    pub const SERVICEMAN_PRIVATISED: &str = people::SERVICEMAN_PRIVATISED.iin;
+    /// IIN of [`people::SERVICEMAN_EQUITY`].
+    pub const SERVICEMAN_EQUITY: &str = people::SERVICEMAN_EQUITY.iin;
+    /// IIN of [`people::SERVICEMAN_EARLIER_HOUSING`].
+    pub const SERVICEMAN_EARLIER_HOUSING: &str = people::SERVICEMAN_EARLIER_HOUSING.iin;
+    /// IIN of [`people::SERVICEMAN_SPOUSE_STATE_HOUSING`].
+    pub const SERVICEMAN_SPOUSE_STATE_HOUSING: &str = people::SERVICEMAN_SPOUSE_STATE_HOUSING.iin;
+    /// IIN of [`people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE`].
+    pub const SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE: &str =
+        people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE.iin;
+    /// IIN of [`people::SERVICEMAN_SPOUSE_MISSING`].
+    pub const SERVICEMAN_SPOUSE_MISSING: &str = people::SERVICEMAN_SPOUSE_MISSING.iin;
+    /// IIN of [`people::SERVICEMAN_SPOUSE_MISSING_SPOUSE`].
+    pub const SERVICEMAN_SPOUSE_MISSING_SPOUSE: &str = people::SERVICEMAN_SPOUSE_MISSING_SPOUSE.iin;
+    /// IIN of [`people::SERVICEMAN_FOREIGN_CITIZEN`].
+    pub const SERVICEMAN_FOREIGN_CITIZEN: &str = people::SERVICEMAN_FOREIGN_CITIZEN.iin;
+    /// IIN of [`people::SERVICEMAN_RESIDENT_ABROAD`].
+    pub const SERVICEMAN_RESIDENT_ABROAD: &str = people::SERVICEMAN_RESIDENT_ABROAD.iin;
+    /// IIN of [`people::SERVICEMAN_INCAPABLE`].
+    pub const SERVICEMAN_INCAPABLE: &str = people::SERVICEMAN_INCAPABLE.iin;
+    /// IIN of [`people::SERVICEMAN_CHILD_IMPRISONED`].
+    pub const SERVICEMAN_CHILD_IMPRISONED: &str = people::SERVICEMAN_CHILD_IMPRISONED.iin;
+    /// IIN of [`people::SERVICEMAN_CHILD_IMPRISONED_CHILD`].
+    pub const SERVICEMAN_CHILD_IMPRISONED_CHILD: &str =
+        people::SERVICEMAN_CHILD_IMPRISONED_CHILD.iin;
+    /// IIN of [`people::DEAD_PERSON`].
+    pub const DEAD_PERSON: &str = people::DEAD_PERSON.iin;
 }
 
 #[cfg(test)]
@@ -93,6 +98,31 @@ mod tests {
         assert!(population.persons.iter().any(|person| person.iin
             == rules::SERVICEMAN_SPOUSE_MISSING_SPOUSE
             && person.life_status == 3));
+    }
+
+    #[test]
+    fn the_rules_fixture_holds_the_kits_people_with_their_names_and_phones() {
+        let population = parse(RULES_FIXTURE).expect("fixture");
+        let people = shlyuz_kit::fixture_people::ALL;
+        assert_eq!(population.persons.len(), people.len());
+        for person in people {
+            let record = population
+                .persons
+                .iter()
+                .find(|record| record.iin == person.iin)
+                .unwrap_or_else(|| panic!("{} is not in the fixture", person.iin));
+            let full_name = format!(
+                "{} {} {}",
+                record.last_name, record.first_name, record.patronymic
+            );
+            assert_eq!(full_name.trim(), person.full_name, "{}", person.iin);
+            let phone = population
+                .phones
+                .iter()
+                .find(|phone| phone.iin == person.iin)
+                .map(|phone| phone.phone_number.as_str());
+            assert_eq!(phone, person.phone, "{}", person.iin);
+        }
     }
 
     #[test]
