@@ -30,6 +30,7 @@ use crate::metrics::{GatewayMetrics, ObservedCall};
 use crate::policy::{QuotaBuckets, ReplayGuard};
 use crate::replay_store::SharedReplayGuard;
 use crate::upstream::Upstreams;
+use shlyuz_kit::error::reasons;
 
 /// The async channel's service, whose SendMessage deduplicates message ids itself.
 const ASYNC_CHANNEL_SERVICE: &str = "shlyuz.gateway.v1.AsyncChannelService";
@@ -264,7 +265,7 @@ impl SyncChannel {
 
         let Some(participant) = directory.participant(&participant_id) else {
             return Err(ApiError::unauthenticated(
-                "UNKNOWN_PARTICIPANT",
+                reasons::UNKNOWN_PARTICIPANT,
                 format!("participant {participant_id} is not registered with the gateway"),
             ));
         };
@@ -479,7 +480,7 @@ impl SyncChannel {
         if let Some(envelope) = envelope {
             let Some(participant) = directory.participant(&call.sender) else {
                 return Err(ApiError::unauthenticated(
-                    "UNKNOWN_PARTICIPANT",
+                    reasons::UNKNOWN_PARTICIPANT,
                     "participant vanished",
                 ));
             };
@@ -620,14 +621,14 @@ impl SyncChannel {
             }
             Ok(Err(error)) => {
                 return Err(ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
+                    reasons::UPSTREAM_UNAVAILABLE,
                     format!("the upstream failed mid-call: {error}"),
                 ));
             }
             Err(_elapsed) => {
                 return Err(ApiError::new(
                     Code::DeadlineExceeded,
-                    "UPSTREAM_TIMEOUT",
+                    reasons::UPSTREAM_TIMEOUT,
                     "the upstream did not finish its response in time",
                 ));
             }
@@ -677,14 +678,16 @@ impl SyncChannel {
         let breaker = self.upstreams.breaker(&route.upstream);
         if !breaker.allow() {
             return Err(ApiError::unavailable(
-                "UPSTREAM_UNAVAILABLE",
+                reasons::UPSTREAM_UNAVAILABLE,
                 format!("the circuit breaker for {} is open", route.upstream),
             ));
         }
         let channel = self
             .upstreams
             .channel(&route.upstream, &route.upstream_server_name)
-            .map_err(|error| ApiError::unavailable("UPSTREAM_UNAVAILABLE", format!("{error:#}")))?;
+            .map_err(|error| {
+                ApiError::unavailable(reasons::UPSTREAM_UNAVAILABLE, format!("{error:#}"))
+            })?;
         let idempotent = buffered.is_some() && route.idempotent_methods.contains(&call.method);
         let max_attempts = if idempotent {
             route.retry.max_attempts.max(1)
@@ -719,7 +722,7 @@ impl SyncChannel {
                     breaker.record_failure(route.breaker.failure_threshold, route.breaker.open_for);
                     return Err(ApiError::new(
                         Code::DeadlineExceeded,
-                        "UPSTREAM_TIMEOUT",
+                        reasons::UPSTREAM_TIMEOUT,
                         format!(
                             "{} did not answer within {:?}",
                             route.upstream, route.timeout
@@ -744,7 +747,7 @@ impl SyncChannel {
             call.attempts = attempt;
             if attempt >= max_attempts || !breaker.allow() {
                 return Err(ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
+                    reasons::UPSTREAM_UNAVAILABLE,
                     format!("{} is unavailable: {failure}", route.upstream),
                 ));
             }
@@ -752,7 +755,7 @@ impl SyncChannel {
             let wait = backoff.mul_f64(jitter);
             if tokio::time::Instant::now() + wait >= deadline {
                 return Err(ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
+                    reasons::UPSTREAM_UNAVAILABLE,
                     format!("{} is unavailable: {failure}", route.upstream),
                 ));
             }
@@ -1306,7 +1309,7 @@ impl http_body::Body for LoggedBody {
                             Code::Unavailable,
                             &format!("the upstream failed mid-call: {}", status.message()),
                         ),
-                        "UPSTREAM_UNAVAILABLE".to_string(),
+                        reasons::UPSTREAM_UNAVAILABLE.to_string(),
                     );
                 }
                 None => {
