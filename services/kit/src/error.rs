@@ -40,6 +40,8 @@ pub mod reasons {
     pub const UNKNOWN_PARTICIPANT: &str = "UNKNOWN_PARTICIPANT";
     /// `PERMISSION_DENIED`: a request is about a person the envelope does not name.
     pub const SUBJECT_MISMATCH: &str = "SUBJECT_MISMATCH";
+    /// `UNAUTHENTICATED`: the call came without a client certificate.
+    pub const CLIENT_CERTIFICATE_REQUIRED: &str = "CLIENT_CERTIFICATE_REQUIRED";
     /// `PERMISSION_DENIED`: the calling participant may not use this service.
     pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
 }

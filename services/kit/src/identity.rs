@@ -45,7 +45,7 @@ impl IdentityCache {
             .and_then(|certificates| certificates.first())
         else {
             return Err(ApiError::unauthenticated(
-                "CLIENT_CERTIFICATE_REQUIRED",
+                crate::error::reasons::CLIENT_CERTIFICATE_REQUIRED,
                 "a client certificate is required (mutual TLS)",
             ));
         };
