@@ -5,6 +5,7 @@
 
 use http::HeaderMap;
 pub use shlyuz_kit::envelope::*;
+use shlyuz_kit::error::reasons;
 use shlyuz_kit::error::{ApiError, FieldViolation};
 use shlyuz_kit::iin::Iin;
 use shlyuz_kit::pki::{SIGNATURE_LEN, VerifyingKey};
@@ -345,7 +346,7 @@ impl Envelope {
         key.verify(canonical.as_bytes(), &self.signature)
             .map_err(|_| {
                 ApiError::unauthenticated(
-                    "SIGNATURE_INVALID",
+                    reasons::SIGNATURE_INVALID,
                     "x-shlyuz-signature does not verify with the sender's registered signing key",
                 )
             })

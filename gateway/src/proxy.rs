@@ -31,6 +31,7 @@ use crate::metrics::{GatewayMetrics, ObservedCall};
 use crate::policy::{QuotaBuckets, ReplayGuard};
 use crate::replay_store::SharedReplayGuard;
 use crate::upstream::Upstreams;
+use shlyuz_kit::error::reasons;
 
 /// The async channel's service, whose SendMessage deduplicates message ids itself.
 const ASYNC_CHANNEL_SERVICE: &str = "shlyuz.gateway.v1.AsyncChannelService";
@@ -265,7 +266,7 @@ impl SyncChannel {
 
         let Some(participant) = directory.participant(&participant_id) else {
             return Err(ApiError::unauthenticated(
-                "UNKNOWN_PARTICIPANT",
+                reasons::UNKNOWN_PARTICIPANT,
                 format!("participant {participant_id} is not registered with the gateway"),
             ));
         };
@@ -480,7 +481,7 @@ impl SyncChannel {
         if let Some(envelope) = envelope {
             let Some(participant) = directory.participant(&call.sender) else {
                 return Err(ApiError::unauthenticated(
-                    "UNKNOWN_PARTICIPANT",
+                    reasons::UNKNOWN_PARTICIPANT,
                     "participant vanished",
                 ));
             };
@@ -621,14 +622,14 @@ impl SyncChannel {
             }
             Ok(Err(error)) => {
                 return Err(ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
+                    reasons::UPSTREAM_UNAVAILABLE,
                     format!("the upstream failed mid-call: {error}"),
                 ));
             }
             Err(_elapsed) => {
                 return Err(ApiError::new(
                     Code::DeadlineExceeded,
-                    "UPSTREAM_TIMEOUT",
+                    reasons::UPSTREAM_TIMEOUT,
                     "the upstream did not finish its response in time",
                 ));
             }
@@ -678,14 +679,16 @@ impl SyncChannel {
         let breaker = self.upstreams.breaker(&route.upstream);
         let mut permit = breaker.admit(&route.breaker).map_err(|_| {
             ApiError::unavailable(
-                "UPSTREAM_UNAVAILABLE",
+                reasons::UPSTREAM_UNAVAILABLE,
                 format!("the circuit breaker for {} is open", route.upstream),
             )
         })?;
         let channel = self
             .upstreams
             .channel(&route.upstream, &route.upstream_server_name)
-            .map_err(|error| ApiError::unavailable("UPSTREAM_UNAVAILABLE", format!("{error:#}")))?;
+            .map_err(|error| {
+                ApiError::unavailable(reasons::UPSTREAM_UNAVAILABLE, format!("{error:#}"))
+            })?;
         let idempotent = buffered.is_some() && route.idempotent_methods.contains(&call.method);
         let max_attempts = if idempotent {
             route.retry.max_attempts.max(1)
@@ -720,7 +723,7 @@ impl SyncChannel {
                     permit.failed();
                     return Err(ApiError::new(
                         Code::DeadlineExceeded,
-                        "UPSTREAM_TIMEOUT",
+                        reasons::UPSTREAM_TIMEOUT,
                         format!(
                             "{} did not answer within {:?}",
                             route.upstream, route.timeout
@@ -745,7 +748,7 @@ impl SyncChannel {
             call.attempts = attempt;
             let unavailable = || {
                 ApiError::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
+                    reasons::UPSTREAM_UNAVAILABLE,
                     format!("{} is unavailable: {failure}", route.upstream),
                 )
             };
@@ -1309,7 +1312,7 @@ impl http_body::Body for LoggedBody {
                             Code::Unavailable,
                             &format!("the upstream failed mid-call: {}", status.message()),
                         ),
-                        "UPSTREAM_UNAVAILABLE".to_string(),
+                        reasons::UPSTREAM_UNAVAILABLE.to_string(),
                     );
                 }
                 None => {

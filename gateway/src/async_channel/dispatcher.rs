@@ -28,6 +28,7 @@ use crate::directory::{Directory, DirectoryHandle, Route};
 use crate::envelope;
 use crate::message_log::{Channel, LogRecord, MessageLog, MessageLogError, sha256};
 use crate::upstream::{UnaryOutcome, Upstreams};
+use shlyuz_kit::error::reasons;
 
 /// Codes worth another attempt; any other answer is final.
 pub fn is_transient(code: Code) -> bool {
@@ -305,9 +306,9 @@ impl Dispatcher {
                 let (final_state, reason) = if outcome.code == Code::Ok {
                     (Some(DELIVERED), "")
                 } else if is_transient(outcome.code) {
-                    (None, "UPSTREAM_UNAVAILABLE")
+                    (None, reasons::UPSTREAM_UNAVAILABLE)
                 } else {
-                    (Some(NOT_DELIVERED), "UPSTREAM_REFUSED")
+                    (Some(NOT_DELIVERED), reasons::UPSTREAM_REFUSED)
                 };
                 Conclusion {
                     final_state,
@@ -498,7 +499,7 @@ fn allowed_route<'d>(
 ) -> Result<&'d Route, ApiError> {
     if directory.participant(&message.sender).is_none() {
         return Err(ApiError::permission_denied(
-            "UNKNOWN_PARTICIPANT",
+            reasons::UNKNOWN_PARTICIPANT,
             format!(
                 "participant {} is no longer registered with the gateway",
                 message.sender

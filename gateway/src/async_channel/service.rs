@@ -38,6 +38,7 @@ use crate::directory::{Directory, DirectoryHandle};
 use crate::envelope;
 use crate::identity::CallerIdentity;
 use crate::message_log::{Channel, LogRecord, MessageLog, sha256};
+use shlyuz_kit::error::reasons;
 
 /// `ErrorInfo` reason of a `reply_to` that may not receive the message's outcome.
 pub const REPLY_TO_NOT_ALLOWED: &str = "REPLY_TO_NOT_ALLOWED";
@@ -94,7 +95,7 @@ fn caller<T>(request: &Request<T>) -> Result<String, ApiError> {
     CallerIdentity::of(request)
         .map(|identity| identity.participant_id.clone())
         .ok_or_else(|| {
-            ApiError::unauthenticated("UNKNOWN_PARTICIPANT", "the caller is not identified")
+            ApiError::unauthenticated(reasons::UNKNOWN_PARTICIPANT, "the caller is not identified")
         })
 }
 
@@ -257,7 +258,7 @@ impl AsyncChannelApi {
             Some(Target::Recipient(recipient)) => {
                 let Some(participant) = directory.participant(&recipient) else {
                     return Err(ApiError::not_found(
-                        "UNKNOWN_PARTICIPANT",
+                        reasons::UNKNOWN_PARTICIPANT,
                         format!("participant {recipient} is not registered with the gateway"),
                     ));
                 };

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::reload::DirectoryHandle;
 use crate::identity::CallerIdentity;
+use shlyuz_kit::error::reasons;
 
 /// The Directory API over the live directory: every call sees the directory current at that moment.
 #[derive(Debug, Clone)]
@@ -120,7 +121,7 @@ impl DirectoryService for DirectoryApi {
         let directory = self.directory.snapshot();
         if directory.participant(&participant_id).is_none() {
             return Err(ApiError::not_found(
-                "UNKNOWN_PARTICIPANT",
+                reasons::UNKNOWN_PARTICIPANT,
                 format!("participant {participant_id} is not registered with the gateway"),
             )
             .with_metadata("participant_id", participant_id)

@@ -8,15 +8,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::paging;
 use shlyuz_proto::housing::v1 as pb;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::Housing;
-use crate::model::{OfferStatus, reply_code, timestamp_from_millis};
+use crate::model::{HousingError, OfferStatus, reply_code, timestamp_from_millis};
 use crate::outbox::OutboxChannel;
+use crate::register::{corrupt, request_page_after, request_page_size};
 use crate::texts::{OFFER_TEMPLATE, offer_parameters, offer_sms};
 
 /// What one allocation round did.
@@ -145,7 +145,7 @@ impl Housing {
     /// Runs one allocation round: records every overdue offer as refused by timeout, then offers
     /// each FREE dwelling to the first ACTIVE person of its locality, in queue order, without an
     /// open offer, who has not refused it before and whose entitled area it matches.
-    pub async fn run_allocation_round(&self) -> Result<RoundOutcome, ApiError> {
+    pub async fn run_allocation_round(&self) -> Result<RoundOutcome, HousingError> {
         let now = self.now_millis();
         let mut transaction = self.database.pool().begin().await?;
         // The first statement is a write: it serialises rounds (a row lock on PostgreSQL, the
@@ -269,7 +269,7 @@ impl Housing {
         transaction: &mut Transaction<'static, Any>,
         now: i64,
         batch: &[PlannedOffer],
-    ) -> Result<Vec<pb::Offer>, ApiError> {
+    ) -> Result<Vec<pb::Offer>, HousingError> {
         let iins: Vec<&str> = batch.iter().map(|offer| offer.iin.as_str()).collect();
         let statement = format!(
             "UPDATE registrants SET has_open_offer = 1, updated_at_ms = $1
@@ -421,7 +421,7 @@ impl Housing {
         offer_id: &str,
         code: i64,
         phone: &str,
-    ) -> Result<pb::Offer, ApiError> {
+    ) -> Result<pb::Offer, HousingError> {
         self.record_reply_received_at(offer_id, code, phone, None)
             .await
     }
@@ -435,7 +435,7 @@ impl Housing {
         code: i64,
         phone: &str,
         received_at_ms: Option<i64>,
-    ) -> Result<pb::Offer, ApiError> {
+    ) -> Result<pb::Offer, HousingError> {
         self.record_reply_from(offer_id, code, ReplySender::Phone(phone), received_at_ms)
             .await
     }
@@ -451,7 +451,7 @@ impl Housing {
         code: i64,
         recipient_iin: &str,
         received_at_ms: Option<i64>,
-    ) -> Result<pb::Offer, ApiError> {
+    ) -> Result<pb::Offer, HousingError> {
         self.record_reply_from(
             offer_id,
             code,
@@ -470,18 +470,15 @@ impl Housing {
         offer_id: &str,
         recipient_iin: &str,
         reason: &str,
-    ) -> Result<pb::Offer, ApiError> {
+    ) -> Result<pb::Offer, HousingError> {
         if uuid::Uuid::parse_str(offer_id).is_err() {
-            return Err(ApiError::invalid_field("offer_id", "must be a UUID"));
+            return Err(HousingError::invalid_field("offer_id", "must be a UUID"));
         }
         let now = self.now_millis();
         let mut transaction = self.database.pool().begin().await?;
         let offer = offer_from_row(&lock_offer(&mut transaction, offer_id).await?)?;
         if !recipient_iin.is_empty() && recipient_iin != offer.iin {
-            return Err(ApiError::permission_denied(
-                "REPLY_RECIPIENT_MISMATCH",
-                "the delivery report names another recipient",
-            ));
+            return Err(HousingError::DeliveryRecipientMismatch);
         }
         if offer.status() != pb::OfferStatus::Open {
             return Ok(offer);
@@ -519,12 +516,12 @@ impl Housing {
         code: i64,
         sender: ReplySender<'_>,
         received_at_ms: Option<i64>,
-    ) -> Result<pb::Offer, ApiError> {
+    ) -> Result<pb::Offer, HousingError> {
         if uuid::Uuid::parse_str(offer_id).is_err() {
-            return Err(ApiError::invalid_field("offer_id", "must be a UUID"));
+            return Err(HousingError::invalid_field("offer_id", "must be a UUID"));
         }
         if !reply_code::is_valid(code) {
-            return Err(ApiError::invalid_field(
+            return Err(HousingError::invalid_field(
                 "reply_code",
                 format!("must be one of 6521–6527, got {code}"),
             ));
@@ -539,18 +536,12 @@ impl Housing {
                 let offer_phone: String = row.try_get("phone")?;
                 if offer_phone != phone {
                     tracing::warn!(offer_id, "reply from a phone the offer was not sent to");
-                    return Err(ApiError::permission_denied(
-                        "REPLY_PHONE_MISMATCH",
-                        "the reply did not come from the phone the offer was sent to",
-                    ));
+                    return Err(HousingError::ReplyPhoneMismatch);
                 }
             }
             ReplySender::Recipient(iin) if iin != offer.iin => {
                 tracing::warn!(offer_id, "reply window of another recipient");
-                return Err(ApiError::permission_denied(
-                    "REPLY_RECIPIENT_MISMATCH",
-                    "the reply came through the reply window of another recipient",
-                ));
+                return Err(HousingError::ReplyRecipientMismatch);
             }
             ReplySender::Recipient(_) => {}
         }
@@ -566,30 +557,17 @@ impl Housing {
                 )
                 .await?;
                 transaction.commit().await?;
-                return Err(offer_expired());
+                return Err(HousingError::OfferExpired);
             }
             OfferStatus::Open => {}
-            OfferStatus::Expired => return Err(offer_expired()),
-            OfferStatus::Withdrawn => {
-                return Err(ApiError::failed_precondition(
-                    "OFFER_WITHDRAWN",
-                    "the offer was withdrawn",
-                ));
-            }
-            OfferStatus::Undelivered => {
-                return Err(ApiError::failed_precondition(
-                    "OFFER_UNDELIVERED",
-                    "the offer's SMS could not be delivered; the offer is closed",
-                ));
-            }
+            OfferStatus::Expired => return Err(HousingError::OfferExpired),
+            OfferStatus::Withdrawn => return Err(HousingError::OfferWithdrawn),
+            OfferStatus::Undelivered => return Err(HousingError::OfferUndelivered),
             OfferStatus::Accepted | OfferStatus::Refused => {
                 if i64::from(offer.reply_code) == code {
                     return Ok(offer);
                 }
-                return Err(ApiError::failed_precondition(
-                    "OFFER_ALREADY_ANSWERED",
-                    "the offer was already answered with another code",
-                ));
+                return Err(HousingError::OfferAlreadyAnswered);
             }
         }
 
@@ -648,11 +626,11 @@ impl Housing {
     pub async fn list_offers(
         &self,
         request: &pb::ListOffersRequest,
-    ) -> Result<pb::ListOffersResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListOffersResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let status = OfferStatus::from_proto(request.status());
         let scope = format!("offers:{}", status.map(OfferStatus::as_str).unwrap_or(""));
-        let after = paging::decode_page_token(&request.page_token, &scope)?.unwrap_or_default();
+        let after = request_page_after(&request.page_token, &scope)?.unwrap_or_default();
         let rows = sqlx::query(&format!(
             "SELECT {OFFER_COLUMNS} FROM offers WHERE ($1 = '' OR status = $1) AND id > $2 ORDER BY id LIMIT $3"
         ))
@@ -682,20 +660,20 @@ impl Housing {
     pub async fn list_refusals(
         &self,
         request: &pb::ListRefusalsRequest,
-    ) -> Result<pb::ListRefusalsResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListRefusalsResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let code = i64::from(request.reply_code);
         if !(code == 0
             || code == -1
             || (reply_code::AREA_NOT_NORM..=reply_code::NORM_ONLY_FROM_NOW).contains(&code))
         {
-            return Err(ApiError::invalid_field(
+            return Err(HousingError::invalid_field(
                 "reply_code",
                 "must be 0 (all), -1 (timeouts) or one of 6522–6527",
             ));
         }
         let scope = format!("refusals:{code}");
-        let after = paging::decode_page_token(&request.page_token, &scope)?.unwrap_or_default();
+        let after = request_page_after(&request.page_token, &scope)?.unwrap_or_default();
         let rows = sqlx::query(&format!(
             "SELECT {OFFER_COLUMNS} FROM offers
              WHERE (($1 = 0 AND status IN ('REFUSED', 'EXPIRED'))
@@ -733,13 +711,6 @@ impl Housing {
     }
 }
 
-fn offer_expired() -> ApiError {
-    ApiError::failed_precondition(
-        "OFFER_EXPIRED",
-        "the 48-hour answer window of this offer has passed",
-    )
-}
-
 fn offer_deadline_ms(offer: &pb::Offer) -> i64 {
     offer
         .deadline
@@ -754,7 +725,7 @@ async fn expire_overdue(
     transaction: &mut Transaction<'static, Any>,
     now: i64,
     deadline_before: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, HousingError> {
     let overdue = sqlx::query(
         "SELECT id, dwelling_id, iin FROM offers WHERE status = 'OPEN' AND deadline_ms <= $1 ORDER BY id",
     )
@@ -781,7 +752,7 @@ async fn close_as_expired(
     offer_id: &str,
     dwelling_id: &str,
     iin: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, HousingError> {
     let closed = close_open_offer(
         transaction,
         now,
@@ -816,7 +787,7 @@ pub(crate) async fn close_open_offer(
     offer: OfferIds<'_>,
     status: OfferStatus,
     unreachable_until_ms: Option<i64>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, HousingError> {
     let closed = sqlx::query(
         "UPDATE offers SET status = $3, reply_code = 0, closed_at_ms = $2 WHERE id = $1 AND status = 'OPEN'",
     )
@@ -864,13 +835,13 @@ pub(crate) async fn close_open_offer(
 async fn lock_offer(
     transaction: &mut Transaction<'static, Any>,
     offer_id: &str,
-) -> Result<AnyRow, ApiError> {
+) -> Result<AnyRow, HousingError> {
     let touched = sqlx::query("UPDATE offers SET status = status WHERE id = $1")
         .bind(offer_id)
         .execute(&mut **transaction)
         .await?;
     if touched.rows_affected() == 0 {
-        return Err(ApiError::not_found("OFFER_NOT_FOUND", "no such offer"));
+        return Err(HousingError::OfferNotFound);
     }
     Ok(
         sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
@@ -880,12 +851,9 @@ async fn lock_offer(
     )
 }
 
-fn offer_from_row(row: &AnyRow) -> Result<pb::Offer, ApiError> {
+fn offer_from_row(row: &AnyRow) -> Result<pb::Offer, HousingError> {
     let status: String = row.try_get("status")?;
-    let status = OfferStatus::parse(&status).ok_or_else(|| {
-        tracing::error!(column = "offers.status", "unexpected stored value");
-        ApiError::internal("internal storage error")
-    })?;
+    let status = OfferStatus::parse(&status).ok_or_else(|| corrupt("offers.status"))?;
     let reply: i64 = row.try_get("reply_code")?;
     let closed_at_ms: Option<i64> = row.try_get("closed_at_ms")?;
     Ok(pb::Offer {

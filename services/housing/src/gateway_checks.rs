@@ -7,12 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use shlyuz_kit::envelope::{EnvelopeBuilder, MAX_SUBJECTS};
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_proto::registry::v1 as registry;
 use tonic::transport::Channel;
 
-use crate::review::{PersonFacts, RegistryChecks};
+use crate::review::{LookupFailed, PersonFacts, RegistryChecks};
 
 /// The purpose code of every review call (directory: `HOUSING_REGISTER_REVIEW`).
 pub const REVIEW_PURPOSE: &str = "HOUSING_REGISTER_REVIEW";
@@ -50,19 +49,19 @@ impl GatewayRegistryChecks {
     }
 }
 
-fn upstream_error(service: &str, status: tonic::Status) -> ApiError {
+fn upstream_error(service: &str, status: tonic::Status) -> LookupFailed {
     tracing::warn!(service, code = ?status.code(), message = status.message(), "registry look-up failed");
-    ApiError::unavailable(
-        "REGISTRY_UNAVAILABLE",
-        format!(
-            "the {service} look-up through the gateway failed: {}",
-            status.message()
-        ),
-    )
+    LookupFailed {
+        registry: service.to_string(),
+        message: format!("through the gateway: {}", status.message()),
+    }
 }
 
 impl RegistryChecks for GatewayRegistryChecks {
-    async fn families(&self, iins: &[String]) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    async fn families(
+        &self,
+        iins: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, LookupFailed> {
         let mut client = registry::civil_registry_service_client::CivilRegistryServiceClient::new(
             self.channel.clone(),
         );
@@ -106,7 +105,7 @@ impl RegistryChecks for GatewayRegistryChecks {
     async fn with_privatisation_contract(
         &self,
         iins: &[String],
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         let mut client = registry::state_property_registry_service_client::StatePropertyRegistryServiceClient::new(self.channel.clone());
         let mut holders = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
@@ -133,7 +132,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         Ok(holders)
     }
 
-    async fn with_equity_contract(&self, iins: &[String]) -> Result<HashSet<String>, ApiError> {
+    async fn with_equity_contract(&self, iins: &[String]) -> Result<HashSet<String>, LookupFailed> {
         let mut client = registry::equity_registry_service_client::EquityRegistryServiceClient::new(
             self.channel.clone(),
         );
@@ -171,7 +170,7 @@ impl RegistryChecks for GatewayRegistryChecks {
     async fn with_earlier_service_housing(
         &self,
         iins: &[String],
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         let mut client =
             registry::military_register_service_client::MilitaryRegisterServiceClient::new(
                 self.channel.clone(),
@@ -205,7 +204,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         &self,
         iins: &[String],
         locality_kato: &str,
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         let mut client =
             registry::real_estate_cadastre_service_client::RealEstateCadastreServiceClient::new(
                 self.channel.clone(),
@@ -241,7 +240,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         Ok(holders)
     }
 
-    async fn persons(&self, iins: &[String]) -> Result<HashMap<String, PersonFacts>, ApiError> {
+    async fn persons(&self, iins: &[String]) -> Result<HashMap<String, PersonFacts>, LookupFailed> {
         let mut client = registry::person_registry_service_client::PersonRegistryServiceClient::new(
             self.channel.clone(),
         );
@@ -278,7 +277,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         Ok(facts)
     }
 
-    async fn imprisoned(&self, iins: &[String]) -> Result<HashSet<String>, ApiError> {
+    async fn imprisoned(&self, iins: &[String]) -> Result<HashSet<String>, LookupFailed> {
         let mut client =
             registry::criminal_records_service_client::CriminalRecordsServiceClient::new(
                 self.channel.clone(),

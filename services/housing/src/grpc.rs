@@ -10,8 +10,57 @@ use shlyuz_proto::housing::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::Housing;
+use crate::model::HousingError;
+use crate::reasons;
 use crate::register::{NewDwelling, NewRegistrant};
 use crate::review::{RegistryChecks, ReviewSettings};
+
+/// Housing's errors as the caller sees them: the one place their codes and reasons are chosen.
+impl From<HousingError> for ApiError {
+    fn from(error: HousingError) -> Self {
+        let message = error.to_string();
+        match error {
+            HousingError::Invalid(violations) => ApiError::invalid_fields(violations),
+            HousingError::RegistrantExists | HousingError::ImportedRegistrantExists => {
+                ApiError::already_exists(reasons::REGISTRANT_EXISTS, message)
+            }
+            HousingError::RegistrantNotFound => {
+                ApiError::not_found(reasons::REGISTRANT_NOT_FOUND, message)
+            }
+            HousingError::DwellingNotFound => {
+                ApiError::not_found(reasons::DWELLING_NOT_FOUND, message)
+            }
+            HousingError::OfferNotFound => ApiError::not_found(reasons::OFFER_NOT_FOUND, message),
+            HousingError::ReviewNotFound => ApiError::not_found(reasons::REVIEW_NOT_FOUND, message),
+            HousingError::ReplyPhoneMismatch => {
+                ApiError::permission_denied(reasons::REPLY_PHONE_MISMATCH, message)
+            }
+            HousingError::ReplyRecipientMismatch | HousingError::DeliveryRecipientMismatch => {
+                ApiError::permission_denied(reasons::REPLY_RECIPIENT_MISMATCH, message)
+            }
+            HousingError::OfferExpired => {
+                ApiError::failed_precondition(reasons::OFFER_EXPIRED, message)
+            }
+            HousingError::OfferWithdrawn => {
+                ApiError::failed_precondition(reasons::OFFER_WITHDRAWN, message)
+            }
+            HousingError::OfferUndelivered => {
+                ApiError::failed_precondition(reasons::OFFER_UNDELIVERED, message)
+            }
+            HousingError::OfferAlreadyAnswered => {
+                ApiError::failed_precondition(reasons::OFFER_ALREADY_ANSWERED, message)
+            }
+            HousingError::Corrupt { .. } => ApiError::internal("internal storage error"),
+            HousingError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<HousingError> for Status {
+    fn from(error: HousingError) -> Self {
+        ApiError::from(error).into()
+    }
+}
 
 /// The register, stock and allocation services.
 #[derive(Clone)]
@@ -258,7 +307,7 @@ impl<C: RegistryChecks + 'static> pb::housing_review_service_server::HousingRevi
     ) -> Result<Response<pb::StartReviewResponse>, Status> {
         let Some(checks) = &self.checks else {
             return Err(ApiError::failed_precondition(
-                "REVIEW_NOT_CONFIGURED",
+                reasons::REVIEW_NOT_CONFIGURED,
                 "this housing instance has no gateway channel for the registry checks",
             )
             .into());
@@ -298,5 +347,93 @@ impl<C: RegistryChecks + 'static> pb::housing_review_service_server::HousingRevi
         let page = self.housing.list_removals(request.get_ref()).await?;
         let iins: Vec<String> = page.removals.iter().map(|item| item.iin.clone()).collect();
         Ok(about(iins.iter().map(String::as_str), page))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: HousingError) -> (tonic::Code, String, String) {
+        let error = ApiError::from(error);
+        (
+            error.code(),
+            error.reason().to_string(),
+            error.message().to_string(),
+        )
+    }
+
+    #[test]
+    fn unknown_records_are_not_found_with_their_own_reason() {
+        assert_eq!(
+            answer(HousingError::RegistrantNotFound),
+            (
+                tonic::Code::NotFound,
+                reasons::REGISTRANT_NOT_FOUND.to_string(),
+                "this person is not on the register".to_string()
+            )
+        );
+        assert_eq!(
+            answer(HousingError::DwellingNotFound),
+            (
+                tonic::Code::NotFound,
+                reasons::DWELLING_NOT_FOUND.to_string(),
+                "no such dwelling".to_string()
+            )
+        );
+        assert_eq!(
+            answer(HousingError::ReviewNotFound),
+            (
+                tonic::Code::NotFound,
+                reasons::REVIEW_NOT_FOUND.to_string(),
+                "no such review run".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn an_import_with_a_known_person_is_already_exists() {
+        assert_eq!(
+            answer(HousingError::ImportedRegistrantExists),
+            (
+                tonic::Code::AlreadyExists,
+                reasons::REGISTRANT_EXISTS.to_string(),
+                "a person of the import is already on the register".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_delivery_report_for_another_person_is_permission_denied() {
+        assert_eq!(
+            answer(HousingError::DeliveryRecipientMismatch),
+            (
+                tonic::Code::PermissionDenied,
+                reasons::REPLY_RECIPIENT_MISMATCH.to_string(),
+                "the delivery report names another recipient".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_corrupt_row_is_internal_without_details() {
+        assert_eq!(
+            answer(HousingError::Corrupt {
+                column: "offers.status"
+            }),
+            (
+                tonic::Code::Internal,
+                "INTERNAL".to_string(),
+                "internal storage error".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_fields_keep_every_violation() {
+        let error = ApiError::from(HousingError::invalid_field("offer_id", "must be a UUID"));
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!(error.message(), "invalid offer_id: must be a UUID");
+        assert_eq!(error.field_violations()[0].field, "offer_id");
     }
 }

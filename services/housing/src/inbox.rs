@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use prost::Message as _;
 use shlyuz_kit::envelope::EnvelopeBuilder;
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::gateway::v1 as gateway;
 use shlyuz_proto::housing::v1 as pb;
 use shlyuz_proto::notify::v1 as notify_pb;
-use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::Housing;
+use crate::model::HousingError;
 
 /// The payload type notify sends a reply as: its `SmsReply`, the correlation id being the offer id
 /// (docs/decisions.md 68).
@@ -31,11 +30,25 @@ pub const DELIVERY_FAILED_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.DeliveryFailed"
 const GET_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/GetMessages";
 const ACK_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/AckMessages";
 
+/// Why a pass over the inbox stopped; items it did not acknowledge come back on the next pass.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// `GetMessages` through the gateway failed.
+    #[error("cannot read the inbox: {0}")]
+    Read(String),
+    /// `AckMessages` through the gateway failed.
+    #[error("cannot acknowledge inbox items: {0}")]
+    Acknowledge(String),
+    /// An item could not be kept (the database failed).
+    #[error(transparent)]
+    Housing(#[from] HousingError),
+}
+
 /// Records one reply request of `RecordReply`.
 pub async fn apply_reply(
     housing: &Housing,
     request: &pb::RecordReplyRequest,
-) -> Result<pb::Offer, ApiError> {
+) -> Result<pb::Offer, HousingError> {
     let received_at_ms = request
         .received_at
         .as_ref()
@@ -55,9 +68,9 @@ pub async fn apply_reply(
 pub async fn apply_sms_reply(
     housing: &Housing,
     reply: &notify_pb::SmsReply,
-) -> Result<pb::Offer, ApiError> {
+) -> Result<pb::Offer, HousingError> {
     let Ok(code) = reply.code.parse::<i64>() else {
-        return Err(ApiError::invalid_field(
+        return Err(HousingError::invalid_field(
             "code",
             format!("must be one of 6521–6527, got {:?}", reply.code),
         ));
@@ -105,7 +118,7 @@ impl InboxConsumer {
     }
 
     /// One pass: pulls up to 100 items, settles them, acknowledges the settled ones.
-    pub async fn pull_once(&self) -> Result<InboxPass, ApiError> {
+    pub async fn pull_once(&self) -> Result<InboxPass, InboxError> {
         let mut client = gateway::async_channel_service_client::AsyncChannelServiceClient::new(
             self.channel.clone(),
         );
@@ -117,12 +130,7 @@ impl InboxConsumer {
         let items = client
             .get_messages(request)
             .await
-            .map_err(|status| {
-                ApiError::unavailable(
-                    "GATEWAY_UNAVAILABLE",
-                    format!("cannot read the inbox: {}", status.message()),
-                )
-            })?
+            .map_err(|status| InboxError::Read(status.message().to_string()))?
             .into_inner()
             .items;
         let mut pass = InboxPass::default();
@@ -146,17 +154,15 @@ impl InboxConsumer {
                 gateway::AckMessagesRequest { item_ids: settled },
             );
             // An unacknowledged item comes back and is settled again: replies are idempotent.
-            client.ack_messages(request).await.map_err(|status| {
-                ApiError::unavailable(
-                    "GATEWAY_UNAVAILABLE",
-                    format!("cannot acknowledge inbox items: {}", status.message()),
-                )
-            })?;
+            client
+                .ack_messages(request)
+                .await
+                .map_err(|status| InboxError::Acknowledge(status.message().to_string()))?;
         }
         Ok(pass)
     }
 
-    async fn settle(&self, item: &gateway::InboxItem) -> Result<Settled, ApiError> {
+    async fn settle(&self, item: &gateway::InboxItem) -> Result<Settled, HousingError> {
         if item.kind() != gateway::InboxItemKind::Message {
             self.keep_unreadable(item).await?;
             return Ok(Settled::Unreadable);
@@ -192,18 +198,18 @@ impl InboxConsumer {
         };
         match outcome {
             Ok(_) => Ok(Settled::Recorded),
-            Err(error) if matches!(error.code(), Code::Unavailable | Code::Internal) => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!(item_id = %item.item_id, error = %error, "inbox item deferred");
                 Ok(Settled::Deferred)
             }
             Err(error) => {
-                tracing::info!(item_id = %item.item_id, offer_id = %offer_id, payload_type = %item.payload_type, reason = error.reason(), "inbox item refused");
+                tracing::info!(item_id = %item.item_id, offer_id = %offer_id, payload_type = %item.payload_type, error = %error, "inbox item refused");
                 Ok(Settled::Refused)
             }
         }
     }
 
-    async fn keep_unreadable(&self, item: &gateway::InboxItem) -> Result<(), ApiError> {
+    async fn keep_unreadable(&self, item: &gateway::InboxItem) -> Result<(), HousingError> {
         tracing::warn!(item_id = %item.item_id, payload_type = %item.payload_type, "unreadable inbox item kept");
         sqlx::query(
             "INSERT INTO inbox_unreadable (item_id, payload_type, payload, received_at_ms) VALUES ($1, $2, $3, $4)

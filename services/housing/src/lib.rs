@@ -14,6 +14,7 @@ pub mod model;
 pub mod norm;
 pub mod notify_sink;
 pub mod outbox;
+pub mod reasons;
 pub mod register;
 pub mod review;
 pub mod texts;

@@ -1,6 +1,88 @@
-//! The service's states as stored (TEXT columns) and their protobuf counterparts.
+//! The service's states as stored (TEXT columns) and their protobuf counterparts, and
+//! [`HousingError`], why an operation of the register, the allocation or the review failed.
 
+use shlyuz_kit::error::FieldViolation;
 use shlyuz_proto::housing::v1 as pb;
+
+/// Why a housing operation failed; the gRPC edge (`grpc.rs`) turns it into the caller's error.
+#[derive(Debug, thiserror::Error)]
+pub enum HousingError {
+    /// Fields of the request are invalid.
+    #[error("invalid request: {}", describe(.0))]
+    Invalid(Vec<FieldViolation>),
+    /// The person is already on the register.
+    #[error("this person is already on the register")]
+    RegistrantExists,
+    /// A person of an import is already on the register (the whole import is refused).
+    #[error("a person of the import is already on the register")]
+    ImportedRegistrantExists,
+    /// The person is not on the register.
+    #[error("this person is not on the register")]
+    RegistrantNotFound,
+    /// No dwelling with this id.
+    #[error("no such dwelling")]
+    DwellingNotFound,
+    /// No offer with this id.
+    #[error("no such offer")]
+    OfferNotFound,
+    /// No review run with this id.
+    #[error("no such review run")]
+    ReviewNotFound,
+    /// A reply came from a phone the offer was not sent to.
+    #[error("the reply did not come from the phone the offer was sent to")]
+    ReplyPhoneMismatch,
+    /// A reply came through the reply window of another recipient.
+    #[error("the reply came through the reply window of another recipient")]
+    ReplyRecipientMismatch,
+    /// A delivery report names another recipient than the offer's.
+    #[error("the delivery report names another recipient")]
+    DeliveryRecipientMismatch,
+    /// The offer's answer window has passed.
+    #[error("the 48-hour answer window of this offer has passed")]
+    OfferExpired,
+    /// The offer was withdrawn (its person left the register).
+    #[error("the offer was withdrawn")]
+    OfferWithdrawn,
+    /// The offer's SMS could not be delivered and the offer is closed.
+    #[error("the offer's SMS could not be delivered; the offer is closed")]
+    OfferUndelivered,
+    /// The offer was answered before with another code.
+    #[error("the offer was already answered with another code")]
+    OfferAlreadyAnswered,
+    /// A stored value is not one the service writes.
+    #[error("unexpected stored value in {column}")]
+    Corrupt {
+        /// `table.column`.
+        column: &'static str,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl HousingError {
+    /// [`HousingError::Invalid`] naming one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// Whether the operation may succeed later unchanged (the database failed, or answered a
+    /// value it should not hold), as opposed to a refusal that stays one.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Corrupt { .. })
+    }
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|violation| format!("{} {}", violation.field, violation.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Where a person stands on the register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

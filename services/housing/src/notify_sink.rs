@@ -47,7 +47,7 @@ pub fn notification_request(
         })?;
     if message.template_id.is_empty() {
         return Err(ApiError::failed_precondition(
-            "OUTBOX_WITHOUT_TEMPLATE",
+            crate::reasons::OUTBOX_WITHOUT_TEMPLATE,
             format!("outbox message {} names no template", message.id),
         ));
     }
@@ -97,9 +97,9 @@ impl MessageSink for NotifySink {
                 let message = format!("notify refused the notice: {}", status.message());
                 match status.code() {
                     Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
-                        ApiError::failed_precondition("NOTICE_REFUSED", message)
+                        ApiError::failed_precondition(crate::reasons::NOTICE_REFUSED, message)
                     }
-                    _ => ApiError::unavailable("NOTIFY_UNAVAILABLE", message),
+                    _ => ApiError::unavailable(crate::reasons::NOTIFY_UNAVAILABLE, message),
                 }
             })?;
         Ok(())

@@ -220,14 +220,7 @@ impl Housing {
                             .await
                         {
                             Ok(_) => {}
-                            Err(error)
-                                if matches!(
-                                    error.code(),
-                                    tonic::Code::Unavailable | tonic::Code::Internal
-                                ) =>
-                            {
-                                return Err(error);
-                            }
+                            Err(error) if error.is_transient() => return Err(error.into()),
                             // No such offer (or not this person's): nothing to close; park anyway.
                             Err(error) => tracing::warn!(
                                 outbox_id = %message.id,

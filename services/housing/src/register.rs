@@ -1,14 +1,17 @@
 //! The register of persons who need service housing and the housing stock: adding, reading and
 //! listing them (queue order, AIP-158 pages).
 
-use shlyuz_kit::error::{ApiError, FieldViolation, parse_iin_field};
+use shlyuz_kit::error::FieldViolation;
+use shlyuz_kit::iin::Iin;
 use shlyuz_kit::paging;
 use shlyuz_proto::housing::v1 as pb;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Housing;
-use crate::model::{DwellingStatus, RegistrantStatus, RemovalReason, timestamp_from_millis};
+use crate::model::{
+    DwellingStatus, HousingError, RegistrantStatus, RemovalReason, timestamp_from_millis,
+};
 
 /// A new person for the register.
 #[derive(Debug, Clone)]
@@ -56,10 +59,10 @@ fn is_valid_kato(kato: &str) -> bool {
 
 impl Housing {
     /// Puts a person on the register as ACTIVE; an IIN already on it is `ALREADY_EXISTS`.
-    pub async fn add_registrant(&self, new: NewRegistrant) -> Result<pb::Registrant, ApiError> {
+    pub async fn add_registrant(&self, new: NewRegistrant) -> Result<pb::Registrant, HousingError> {
         let violations = registrant_violations(&new);
         if !violations.is_empty() {
-            return Err(ApiError::invalid_fields(violations));
+            return Err(HousingError::Invalid(violations));
         }
         let now = self.now_millis();
         let inserted = sqlx::query(
@@ -77,33 +80,30 @@ impl Housing {
         .execute(self.database.pool())
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(ApiError::already_exists(
-                "REGISTRANT_EXISTS",
-                "this person is already on the register",
-            ));
+            return Err(HousingError::RegistrantExists);
         }
         self.get_registrant(&new.iin).await
     }
 
     /// One person with their queue position; unknown is `NOT_FOUND` (`REGISTRANT_NOT_FOUND`).
-    pub async fn get_registrant(&self, iin: &str) -> Result<pb::Registrant, ApiError> {
-        parse_iin_field("iin", iin)?;
+    pub async fn get_registrant(&self, iin: &str) -> Result<pb::Registrant, HousingError> {
+        if let Err(error) = Iin::parse(iin) {
+            return Err(HousingError::invalid_field("iin", error.to_string()));
+        }
         let row = sqlx::query(&format!(
             "SELECT {REGISTRANT_COLUMNS} FROM registrants WHERE iin = $1"
         ))
         .bind(iin)
         .fetch_optional(self.database.pool())
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found("REGISTRANT_NOT_FOUND", "this person is not on the register")
-        })?;
+        .ok_or(HousingError::RegistrantNotFound)?;
         let mut registrant = registrant_from_row(&row)?;
         registrant.queue_position = self.queue_position(&registrant).await?;
         Ok(registrant)
     }
 
     /// 1-based position among ACTIVE persons of the same locality, 0 when not ACTIVE.
-    async fn queue_position(&self, registrant: &pb::Registrant) -> Result<i64, ApiError> {
+    async fn queue_position(&self, registrant: &pb::Registrant) -> Result<i64, HousingError> {
         if registrant.status != pb::RegistrantStatus::Active as i32 {
             return Ok(0);
         }
@@ -128,29 +128,24 @@ impl Housing {
     pub async fn list_registrants(
         &self,
         request: &pb::ListRegistrantsRequest,
-    ) -> Result<pb::ListRegistrantsResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListRegistrantsResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let status = RegistrantStatus::from_proto(request.status());
         let scope = format!(
             "registrants:{}:{}",
             request.locality_kato,
             status.map(RegistrantStatus::as_str).unwrap_or("")
         );
-        let after = paging::decode_page_token(&request.page_token, &scope)?;
+        let after = request_page_after(&request.page_token, &scope)?;
         let (after_reported, after_iin) = match after.as_deref().map(|key| key.split_once('/')) {
             None => (i64::MIN, String::new()),
             Some(Some((reported, iin))) => (
-                reported.parse::<i64>().map_err(|_| {
-                    ApiError::invalid_field("page_token", "is not a token returned by this list")
-                })?,
+                reported
+                    .parse::<i64>()
+                    .map_err(|_| malformed_page_token())?,
                 iin.to_string(),
             ),
-            Some(None) => {
-                return Err(ApiError::invalid_field(
-                    "page_token",
-                    "is not a token returned by this list",
-                ));
-            }
+            Some(None) => return Err(malformed_page_token()),
         };
         let rows = sqlx::query(&format!(
             "SELECT {REGISTRANT_COLUMNS} FROM registrants
@@ -187,10 +182,10 @@ impl Housing {
     }
 
     /// Adds a FREE dwelling to the stock.
-    pub async fn add_dwelling(&self, new: NewDwelling) -> Result<pb::Dwelling, ApiError> {
+    pub async fn add_dwelling(&self, new: NewDwelling) -> Result<pb::Dwelling, HousingError> {
         let violations = dwelling_violations(&new);
         if !violations.is_empty() {
-            return Err(ApiError::invalid_fields(violations));
+            return Err(HousingError::Invalid(violations));
         }
         let now = self.now_millis();
         let id = uuid::Uuid::now_v7().hyphenated().to_string();
@@ -210,9 +205,9 @@ impl Housing {
     }
 
     /// One dwelling; unknown is `NOT_FOUND` (`DWELLING_NOT_FOUND`).
-    pub async fn get_dwelling(&self, id: &str) -> Result<pb::Dwelling, ApiError> {
+    pub async fn get_dwelling(&self, id: &str) -> Result<pb::Dwelling, HousingError> {
         if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ApiError::invalid_field("id", "must be a UUID"));
+            return Err(HousingError::invalid_field("id", "must be a UUID"));
         }
         let row = sqlx::query(&format!(
             "SELECT {DWELLING_COLUMNS} FROM dwellings WHERE id = $1"
@@ -220,7 +215,7 @@ impl Housing {
         .bind(id)
         .fetch_optional(self.database.pool())
         .await?
-        .ok_or_else(|| ApiError::not_found("DWELLING_NOT_FOUND", "no such dwelling"))?;
+        .ok_or(HousingError::DwellingNotFound)?;
         dwelling_from_row(&row)
     }
 
@@ -228,15 +223,15 @@ impl Housing {
     pub async fn list_dwellings(
         &self,
         request: &pb::ListDwellingsRequest,
-    ) -> Result<pb::ListDwellingsResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListDwellingsResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let status = DwellingStatus::from_proto(request.status());
         let scope = format!(
             "dwellings:{}:{}",
             request.locality_kato,
             status.map(DwellingStatus::as_str).unwrap_or("")
         );
-        let after = paging::decode_page_token(&request.page_token, &scope)?.unwrap_or_default();
+        let after = request_page_after(&request.page_token, &scope)?.unwrap_or_default();
         let rows = sqlx::query(&format!(
             "SELECT {DWELLING_COLUMNS} FROM dwellings
              WHERE ($1 = '' OR locality_kato = $1) AND ($2 = '' OR status = $2) AND id > $3
@@ -273,11 +268,14 @@ impl Housing {
     /// register, benchmarks); every row is validated first and the first invalid row is
     /// `INVALID_ARGUMENT` naming `registrants[<index>].<field>`; an IIN already on the register
     /// fails the whole import.
-    pub async fn import_registrants(&self, registrants: &[NewRegistrant]) -> Result<(), ApiError> {
+    pub async fn import_registrants(
+        &self,
+        registrants: &[NewRegistrant],
+    ) -> Result<(), HousingError> {
         for (index, new) in registrants.iter().enumerate() {
             let violations = registrant_violations(new);
             if !violations.is_empty() {
-                return Err(ApiError::invalid_fields(
+                return Err(HousingError::Invalid(
                     violations
                         .into_iter()
                         .map(|violation| FieldViolation {
@@ -329,12 +327,9 @@ impl Housing {
                     sqlx::Error::Database(database_error)
                         if database_error.is_unique_violation() =>
                     {
-                        ApiError::already_exists(
-                            "REGISTRANT_EXISTS",
-                            "a person of the import is already on the register",
-                        )
+                        HousingError::ImportedRegistrantExists
                     }
-                    _ => ApiError::from(error),
+                    _ => HousingError::from(error),
                 })?;
         }
         transaction.commit().await?;
@@ -345,11 +340,11 @@ impl Housing {
     pub async fn import_dwellings(
         &self,
         dwellings: &[NewDwelling],
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, HousingError> {
         for (index, new) in dwellings.iter().enumerate() {
             let violations = dwelling_violations(new);
             if !violations.is_empty() {
-                return Err(ApiError::invalid_fields(
+                return Err(HousingError::Invalid(
                     violations
                         .into_iter()
                         .map(|violation| FieldViolation {
@@ -404,8 +399,8 @@ impl Housing {
 
 fn registrant_violations(new: &NewRegistrant) -> Vec<FieldViolation> {
     let mut violations = Vec::new();
-    if let Err(error) = parse_iin_field("iin", &new.iin) {
-        violations.extend(error.field_violations().iter().cloned());
+    if let Err(error) = Iin::parse(&new.iin) {
+        violations.push(violation("iin", &error.to_string()));
     }
     if new.full_name.trim().is_empty() {
         violations.push(violation("full_name", "must not be empty"));
@@ -452,12 +447,29 @@ fn violation(field: &str, description: &str) -> FieldViolation {
     }
 }
 
-fn corrupt(what: &str) -> ApiError {
-    tracing::error!(column = what, "unexpected stored value");
-    ApiError::internal("internal storage error")
+/// The kit's `page_size` check, its refusal kept as this request's field violation.
+pub(crate) fn request_page_size(requested: i32) -> Result<usize, HousingError> {
+    paging::page_size(requested)
+        .map_err(|refusal| HousingError::Invalid(refusal.field_violations().to_vec()))
 }
 
-fn registrant_from_row(row: &AnyRow) -> Result<pb::Registrant, ApiError> {
+/// The kit's `page_token` check, its refusal kept as this request's field violation.
+pub(crate) fn request_page_after(token: &str, scope: &str) -> Result<Option<String>, HousingError> {
+    paging::decode_page_token(token, scope)
+        .map_err(|refusal| HousingError::Invalid(refusal.field_violations().to_vec()))
+}
+
+/// A page token whose key is not one this list writes.
+pub(crate) fn malformed_page_token() -> HousingError {
+    HousingError::invalid_field("page_token", "is not a token returned by this list")
+}
+
+pub(crate) fn corrupt(column: &'static str) -> HousingError {
+    tracing::error!(column, "unexpected stored value");
+    HousingError::Corrupt { column }
+}
+
+fn registrant_from_row(row: &AnyRow) -> Result<pb::Registrant, HousingError> {
     let status: String = row.try_get("status")?;
     let status = RegistrantStatus::parse(&status).ok_or_else(|| corrupt("registrants.status"))?;
     let removal_reason: Option<String> = row.try_get("removal_reason")?;
@@ -485,7 +497,7 @@ fn registrant_from_row(row: &AnyRow) -> Result<pb::Registrant, ApiError> {
     })
 }
 
-fn dwelling_from_row(row: &AnyRow) -> Result<pb::Dwelling, ApiError> {
+fn dwelling_from_row(row: &AnyRow) -> Result<pb::Dwelling, HousingError> {
     let status: String = row.try_get("status")?;
     let status = DwellingStatus::parse(&status).ok_or_else(|| corrupt("dwellings.status"))?;
     let rooms: i64 = row.try_get("rooms")?;

@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 
 use futures::StreamExt as _;
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::paging;
 use shlyuz_proto::housing::v1 as pb;
 use sqlx::Row;
 
 use crate::Housing;
-use crate::model::{RemovalReason, timestamp_from_millis};
+use crate::model::{HousingError, RemovalReason, timestamp_from_millis};
 use crate::outbox::{OutboxChannel, OutboxTemplate, enqueue};
+use crate::register::{malformed_page_token, request_page_after, request_page_size};
 use crate::texts::{REMOVAL_TEMPLATE, removal_notice, removal_parameters};
 
 /// What the person registry (ГБД ФЛ) says about one person, for the criteria of step 10.
@@ -32,6 +32,17 @@ pub struct PersonFacts {
     pub incapable: bool,
 }
 
+/// A registry look-up of the review that failed: the persons it was for stay on the register,
+/// counted as not checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {registry} look-up failed: {message}")]
+pub struct LookupFailed {
+    /// The registry asked, e.g. `civil registry`.
+    pub registry: String,
+    /// What went wrong.
+    pub message: String,
+}
+
 /// The registry look-ups of the review, each for a batch of IINs (persons and family members).
 /// Implementations: [`crate::gateway_checks::GatewayRegistryChecks`] (the registries through the
 /// gateway) and in-memory ones in tests.
@@ -40,38 +51,38 @@ pub trait RegistryChecks: Send + Sync {
     fn families(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, Vec<String>>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<String, Vec<String>>, LookupFailed>> + Send;
     /// Step 6: the IINs that hold a housing privatisation contract.
     fn with_privatisation_contract(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashSet<String>, LookupFailed>> + Send;
     /// Step 7: the IINs with an equity contract for housing construction.
     fn with_equity_contract(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashSet<String>, LookupFailed>> + Send;
     /// Step 8: the IINs that received service housing at an earlier place of service.
     fn with_earlier_service_housing(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashSet<String>, LookupFailed>> + Send;
     /// Step 9: the IINs with housing in permanent use from the state fund in `locality_kato`.
     fn with_permanent_use_in(
         &self,
         iins: &[String],
         locality_kato: &str,
-    ) -> impl Future<Output = Result<HashSet<String>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashSet<String>, LookupFailed>> + Send;
     /// Step 10.1–10.4: what the person registry says; unknown IINs are absent.
     fn persons(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, PersonFacts>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<String, PersonFacts>, LookupFailed>> + Send;
     /// Step 10.5: the IINs currently in a place of deprivation of liberty.
     fn imprisoned(
         &self,
         iins: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<HashSet<String>, LookupFailed>> + Send;
 }
 
 /// How a review run spreads its work.
@@ -115,7 +126,7 @@ impl Housing {
         &self,
         checks: &C,
         settings: ReviewSettings,
-    ) -> Result<pb::ReviewRun, ApiError> {
+    ) -> Result<pb::ReviewRun, HousingError> {
         let run_id = uuid::Uuid::now_v7().hyphenated().to_string();
         sqlx::query("INSERT INTO review_runs (id, started_at_ms) VALUES ($1, $2)")
             .bind(&run_id)
@@ -174,7 +185,7 @@ impl Housing {
     }
 
     /// Writes one chunk's decisions in one transaction; returns how many persons were removed.
-    async fn apply_chunk(&self, run_id: &str, outcome: ChunkOutcome) -> Result<i64, ApiError> {
+    async fn apply_chunk(&self, run_id: &str, outcome: ChunkOutcome) -> Result<i64, HousingError> {
         let now = self.now_millis();
         let mut transaction = self.database.pool().begin().await?;
         for (iin, family_size) in &outcome.family_sizes {
@@ -253,9 +264,9 @@ impl Housing {
     }
 
     /// The report of one run; unknown is `NOT_FOUND` (`REVIEW_NOT_FOUND`).
-    pub async fn get_review(&self, id: &str) -> Result<pb::ReviewRun, ApiError> {
+    pub async fn get_review(&self, id: &str) -> Result<pb::ReviewRun, HousingError> {
         if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ApiError::invalid_field("id", "must be a UUID"));
+            return Err(HousingError::invalid_field("id", "must be a UUID"));
         }
         let row = sqlx::query(
             "SELECT id, started_at_ms, finished_at_ms, persons_checked, persons_removed FROM review_runs WHERE id = $1",
@@ -263,7 +274,7 @@ impl Housing {
         .bind(id)
         .fetch_optional(self.database.pool())
         .await?
-        .ok_or_else(|| ApiError::not_found("REVIEW_NOT_FOUND", "no such review run"))?;
+        .ok_or(HousingError::ReviewNotFound)?;
         let counts = sqlx::query(
             "SELECT reason, COUNT(*) AS removed FROM removals WHERE review_id = $1 GROUP BY reason",
         )
@@ -300,10 +311,10 @@ impl Housing {
     pub async fn list_reviews(
         &self,
         request: &pb::ListReviewsRequest,
-    ) -> Result<pb::ListReviewsResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListReviewsResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let scope = "reviews";
-        let before = paging::decode_page_token(&request.page_token, scope)?;
+        let before = request_page_after(&request.page_token, scope)?;
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM review_runs WHERE ($1 = '' OR id < $1) ORDER BY id DESC LIMIT $2",
         )
@@ -329,26 +340,19 @@ impl Housing {
     pub async fn list_removals(
         &self,
         request: &pb::ListRemovalsRequest,
-    ) -> Result<pb::ListRemovalsResponse, ApiError> {
-        let page_size = paging::page_size(request.page_size)?;
+    ) -> Result<pb::ListRemovalsResponse, HousingError> {
+        let page_size = request_page_size(request.page_size)?;
         let reason = RemovalReason::from_proto(request.reason());
         let reason_text = reason.map(RemovalReason::as_str).unwrap_or("");
         let scope = format!("removals:{reason_text}");
-        let after = paging::decode_page_token(&request.page_token, &scope)?;
+        let after = request_page_after(&request.page_token, &scope)?;
         let (after_ms, after_iin) = match after.as_deref().map(|key| key.split_once('/')) {
             None => (i64::MIN, String::new()),
             Some(Some((millis, iin))) => (
-                millis.parse::<i64>().map_err(|_| {
-                    ApiError::invalid_field("page_token", "is not a token returned by this list")
-                })?,
+                millis.parse::<i64>().map_err(|_| malformed_page_token())?,
                 iin.to_string(),
             ),
-            Some(None) => {
-                return Err(ApiError::invalid_field(
-                    "page_token",
-                    "is not a token returned by this list",
-                ));
-            }
+            Some(None) => return Err(malformed_page_token()),
         };
         let rows = sqlx::query(
             "SELECT iin, review_id, reason, removed_at_ms FROM removals
@@ -435,7 +439,7 @@ fn split_hits<'a>(
 async fn review_chunk<C: RegistryChecks>(
     checks: &C,
     chunk: &[Subject],
-) -> Result<ChunkOutcome, ApiError> {
+) -> Result<ChunkOutcome, LookupFailed> {
     let iins: Vec<String> = chunk.iter().map(|subject| subject.iin.clone()).collect();
     // Step 5: the family, which also sets the family size the entitled area is computed from.
     let families = checks.families(&iins).await?;

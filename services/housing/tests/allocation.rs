@@ -184,6 +184,7 @@ shlyuz_kit::storage_test!(
         let late_change = housing
             .record_reply(&offer.id, 6526, &phone(1))
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(reason(&late_change), "OFFER_ALREADY_ANSWERED");
         assert_eq!(
@@ -337,6 +338,7 @@ shlyuz_kit::storage_test!(
         let late_reply = restarted
             .record_reply(&offer.id, 6521, &phone(1))
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(reason(&late_reply), "OFFER_EXPIRED");
         assert_eq!(
@@ -379,6 +381,7 @@ shlyuz_kit::storage_test!(
         let stranger = housing
             .record_reply(&offer.id, 6521, &phone(99))
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
         assert_eq!(reason(&stranger), "REPLY_PHONE_MISMATCH");
@@ -386,18 +389,21 @@ shlyuz_kit::storage_test!(
         let other_window = housing
             .record_notify_reply(&offer.id, 6521, &iin(2), None)
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(other_window.code(), tonic::Code::PermissionDenied);
         assert_eq!(reason(&other_window), "REPLY_RECIPIENT_MISMATCH");
         let unknown = housing
             .record_reply(&uuid::Uuid::now_v7().to_string(), 6521, &phone(1))
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::NotFound);
         assert_eq!(reason(&unknown), "OFFER_NOT_FOUND");
         let bad_code = housing
             .record_reply(&offer.id, 6528, &phone(1))
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(bad_code.code(), tonic::Code::InvalidArgument);
         assert_eq!(bad_code.field_violations()[0].field, "reply_code");
@@ -486,6 +492,7 @@ shlyuz_kit::storage_test!(bad_input_names_the_field, |database: Database| async 
             family_size: 0,
         })
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     let fields: Vec<_> = error
         .field_violations()
@@ -514,6 +521,7 @@ shlyuz_kit::storage_test!(bad_input_names_the_field, |database: Database| async 
             family_size: 1,
         })
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(duplicate.reason(), "REGISTRANT_EXISTS");
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registrants")
@@ -904,6 +912,7 @@ shlyuz_kit::storage_test!(
         let late = housing
             .record_reply(&offer.id, 6521, &phone(1))
             .await
+            .map_err(ApiError::from)
             .expect_err("a reply to an undelivered offer");
         assert_eq!(reason(&late), "OFFER_UNDELIVERED");
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use shlyuz_housing::Housing;
 use shlyuz_housing::norm::AreaNorm;
 use shlyuz_housing::register::{NewDwelling, NewRegistrant};
-use shlyuz_housing::review::{PersonFacts, RegistryChecks, ReviewSettings};
+use shlyuz_housing::review::{LookupFailed, PersonFacts, RegistryChecks, ReviewSettings};
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::ApiError;
@@ -31,13 +31,13 @@ struct MemoryRegistries {
 }
 
 impl MemoryRegistries {
-    fn ask(&self, step: &'static str, iins: &[String]) -> Result<(), ApiError> {
+    fn ask(&self, step: &'static str, iins: &[String]) -> Result<(), LookupFailed> {
         self.asked.lock().expect("lock").push((step, iins.to_vec()));
         if self.fail {
-            return Err(ApiError::unavailable(
-                "UPSTREAM_UNAVAILABLE",
-                "registry down",
-            ));
+            return Err(LookupFailed {
+                registry: step.to_string(),
+                message: "registry down".to_string(),
+            });
         }
         Ok(())
     }
@@ -47,7 +47,7 @@ impl MemoryRegistries {
         step: &'static str,
         iins: &[String],
         set: &HashSet<String>,
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         self.ask(step, iins)?;
         Ok(iins
             .iter()
@@ -68,7 +68,10 @@ impl MemoryRegistries {
 }
 
 impl RegistryChecks for MemoryRegistries {
-    async fn families(&self, iins: &[String]) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    async fn families(
+        &self,
+        iins: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, LookupFailed> {
         self.ask("families", iins)?;
         Ok(iins
             .iter()
@@ -82,23 +85,23 @@ impl RegistryChecks for MemoryRegistries {
     async fn with_privatisation_contract(
         &self,
         iins: &[String],
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         self.hits("privatisation", iins, &self.privatisation)
     }
-    async fn with_equity_contract(&self, iins: &[String]) -> Result<HashSet<String>, ApiError> {
+    async fn with_equity_contract(&self, iins: &[String]) -> Result<HashSet<String>, LookupFailed> {
         self.hits("equity", iins, &self.equity)
     }
     async fn with_earlier_service_housing(
         &self,
         iins: &[String],
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         self.hits("earlier_housing", iins, &self.earlier_housing)
     }
     async fn with_permanent_use_in(
         &self,
         iins: &[String],
         locality_kato: &str,
-    ) -> Result<HashSet<String>, ApiError> {
+    ) -> Result<HashSet<String>, LookupFailed> {
         self.ask("permanent_use", iins)?;
         Ok(iins
             .iter()
@@ -109,14 +112,14 @@ impl RegistryChecks for MemoryRegistries {
             .cloned()
             .collect())
     }
-    async fn persons(&self, iins: &[String]) -> Result<HashMap<String, PersonFacts>, ApiError> {
+    async fn persons(&self, iins: &[String]) -> Result<HashMap<String, PersonFacts>, LookupFailed> {
         self.ask("persons", iins)?;
         Ok(iins
             .iter()
             .map(|iin| (iin.clone(), self.persons.get(iin).copied().unwrap_or(CLEAN)))
             .collect())
     }
-    async fn imprisoned(&self, iins: &[String]) -> Result<HashSet<String>, ApiError> {
+    async fn imprisoned(&self, iins: &[String]) -> Result<HashSet<String>, LookupFailed> {
         self.hits("imprisoned", iins, &self.imprisoned)
     }
 }
@@ -422,6 +425,7 @@ shlyuz_kit::storage_test!(
         let late = housing
             .record_reply(&offer.id, 6521, "+77010000001")
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(late.reason(), "OFFER_WITHDRAWN");
     }

@@ -21,7 +21,7 @@ use shlyuz_kit::iin::Iin;
 use shlyuz_proto::notify::v1 as notify;
 
 /// `ErrorInfo` reason the registry gives for an IIN it does not know.
-const REASON_PERSON_NOT_FOUND: &str = "PERSON_NOT_FOUND";
+const REASON_PERSON_NOT_FOUND: &str = shlyuz_kit::error::reasons::PERSON_NOT_FOUND;
 /// Purpose of certificate status queries.
 const PURPOSE_SIGNATURE: &str = "DIGITAL_SIGNATURE";
 /// Dispensary records fetched per page.
@@ -352,10 +352,13 @@ mod tests {
         assert_eq!(absent_if_unknown::<()>(Err(unknown)), Ok(None));
         // A NOT_FOUND from the gateway (no route) is a failure, never "no record".
         let no_route: tonic::Status =
-            ApiError::not_found("SERVICE_NOT_FOUND", "no such service").into();
+            ApiError::not_found("UNKNOWN_SERVICE", "no such service").into();
         assert!(absent_if_unknown::<()>(Err(no_route)).is_err());
-        let unavailable: tonic::Status =
-            ApiError::unavailable("UPSTREAM_UNAVAILABLE", "registry down").into();
+        let unavailable: tonic::Status = ApiError::unavailable(
+            shlyuz_kit::error::reasons::UPSTREAM_UNAVAILABLE,
+            "registry down",
+        )
+        .into();
         assert!(absent_if_unknown::<()>(Err(unavailable)).is_err());
     }
 }

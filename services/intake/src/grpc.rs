@@ -15,12 +15,13 @@ use shlyuz_proto::intake::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::dossier::{self, Dossier, LookupContext, RegistryLookups};
+use crate::reasons;
 use crate::roles::{Caller, Role, RolePolicy, validate_kato};
 use crate::store::{
     self, ApplicationFilter, ApplicationRow, AttachmentRow, NewApplication, NewAttachment, Store,
-    Updates, VacancyRow, Value,
+    StoreError, Updates, VacancyRow, Value,
 };
-use crate::workflow::{self, Action, State};
+use crate::workflow::{self, Action, IllegalTransition, State};
 
 /// Largest PDF accepted (scanned conclusion, agreement): 3 MiB, under the gateway's 4 MiB limit.
 pub const MAX_PDF_BYTES: usize = 3 * 1024 * 1024;
@@ -36,13 +37,58 @@ pub const MAX_APPLICATION_BYTES: usize = 64 * 1024;
 /// Longest free-text field.
 pub const MAX_TEXT: usize = 2000;
 
-/// `ErrorInfo` reason when the ДДО region is not the candidate's registered region.
-pub const REASON_REGION_MISMATCH: &str = "DDO_REGION_MISMATCH";
 /// `ErrorInfo` reason when the candidate's one-time password does not match.
 pub const REASON_OTP_WRONG: &str = "OTP_CODE_WRONG";
 
-/// `ErrorInfo` reason when the signed document is not the one it must be.
-pub const REASON_DOCUMENT_MISMATCH: &str = "SIGNED_DOCUMENT_MISMATCH";
+/// The store's errors as the caller sees them: the one place their codes and reasons are chosen.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::ApplicationNotFound => {
+                ApiError::not_found(reasons::APPLICATION_NOT_FOUND, "no such application")
+            }
+            StoreError::VacancyNotFound => {
+                ApiError::not_found(reasons::VACANCY_NOT_FOUND, "no such vacancy")
+            }
+            StoreError::AttachmentNotFound => {
+                ApiError::not_found(reasons::ATTACHMENT_NOT_FOUND, "no such attachment")
+            }
+            StoreError::VacancyClosed => ApiError::failed_precondition(
+                reasons::VACANCY_CLOSED,
+                "the vacancy no longer accepts applications",
+            ),
+            StoreError::ApplicationActive { vacancy_id } => ApiError::already_exists(
+                reasons::APPLICATION_ALREADY_ACTIVE,
+                "the candidate already has an active application for this vacancy",
+            )
+            .with_metadata("vacancy_id", vacancy_id),
+            StoreError::ConcurrentChange => ApiError::new(
+                tonic::Code::Aborted,
+                reasons::CONCURRENT_CHANGE,
+                "the application changed meanwhile; read it again",
+            ),
+            StoreError::IllegalTransition(illegal) => illegal.into(),
+            StoreError::UnknownEventState(_) => ApiError::internal("unknown state in an event"),
+            StoreError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+/// `FAILED_PRECONDITION` / `ILLEGAL_TRANSITION`, naming the action and the state.
+impl From<IllegalTransition> for ApiError {
+    fn from(illegal: IllegalTransition) -> Self {
+        let state = illegal.state.to_proto().as_str_name();
+        ApiError::failed_precondition(reasons::ILLEGAL_TRANSITION, illegal.to_string())
+            .with_metadata("action", illegal.action.name())
+            .with_metadata("state", state)
+    }
+}
 
 fn validate_attachments(attachments: &[pb::Attachment]) -> Result<Vec<NewAttachment>, ApiError> {
     if attachments.len() > MAX_ATTACHMENTS {
@@ -217,7 +263,7 @@ impl SignatureCheck {
                     .map_err(|error| {
                         tracing::warn!(error = %error, "ca certificate unavailable");
                         ApiError::unavailable(
-                            "CA_CERTIFICATE_UNAVAILABLE",
+                            reasons::CA_CERTIFICATE_UNAVAILABLE,
                             "the certification authority cannot be reached",
                         )
                     })?;
@@ -298,10 +344,7 @@ impl IntakeServices {
         if visible {
             Ok(application)
         } else {
-            Err(ApiError::not_found(
-                store::REASON_APPLICATION_NOT_FOUND,
-                "no such application",
-            ))
+            Err(StoreError::ApplicationNotFound.into())
         }
     }
 
@@ -333,7 +376,7 @@ impl IntakeServices {
                 format!("{field}.document"),
                 "is not the document to be signed",
             )
-            .with_reason(REASON_DOCUMENT_MISMATCH));
+            .with_reason(reasons::SIGNED_DOCUMENT_MISMATCH));
         }
         let revocation = SubjectRevocation {
             authority: self.signatures.authority.as_ref(),
@@ -800,7 +843,7 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             && (state.is_some() || !request.assignee_user_id.is_empty())
         {
             return Err(ApiError::permission_denied(
-                crate::roles::REASON_ROLE_NOT_ALLOWED,
+                reasons::ROLE_NOT_ALLOWED,
                 "this role cannot filter on internal fields",
             )
             .into());
@@ -1055,7 +1098,7 @@ impl pb::application_service_server::ApplicationService for IntakeServices {
             .await?;
         if appointment.ddo_region_kato != application.registered_region_kato {
             return Err(ApiError::failed_precondition(
-                REASON_REGION_MISMATCH,
+                reasons::DDO_REGION_MISMATCH,
                 "the ДДО must be the one of the candidate's registered region",
             )
             .with_metadata("registered_region_kato", application.registered_region_kato)
@@ -1323,5 +1366,74 @@ impl pb::report_service_server::ReportService for IntakeServices {
                 .collect(),
             total,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(error: impl Into<ApiError>) -> Status {
+        error.into().into()
+    }
+
+    #[test]
+    fn a_lost_race_is_aborted_with_concurrent_change() {
+        let status = wire(StoreError::ConcurrentChange);
+        let summary = shlyuz_kit::error::summarize_status(&status);
+        assert_eq!(summary.code, tonic::Code::Aborted);
+        assert_eq!(summary.reason, reasons::CONCURRENT_CHANGE);
+        assert_eq!(
+            status.message(),
+            "the application changed meanwhile; read it again"
+        );
+    }
+
+    #[test]
+    fn a_second_active_application_names_its_vacancy() {
+        let error = ApiError::from(StoreError::ApplicationActive {
+            vacancy_id: "vacancy-1".to_string(),
+        });
+        assert_eq!(error.code(), tonic::Code::AlreadyExists);
+        assert_eq!(error.reason(), reasons::APPLICATION_ALREADY_ACTIVE);
+        assert_eq!(
+            error.metadata().get("vacancy_id").map(String::as_str),
+            Some("vacancy-1")
+        );
+    }
+
+    #[test]
+    fn an_illegal_transition_names_the_action_and_the_state() {
+        let error = ApiError::from(StoreError::from(IllegalTransition {
+            action: Action::SendToMedical,
+            state: State::Dossier,
+        }));
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(error.reason(), reasons::ILLEGAL_TRANSITION);
+        assert_eq!(
+            error.message(),
+            "action send_to_medical is not allowed in state APPLICATION_STATE_DOSSIER"
+        );
+        let metadata = error.metadata();
+        assert_eq!(
+            metadata.get("action").map(String::as_str),
+            Some("send_to_medical")
+        );
+        assert_eq!(
+            metadata.get("state").map(String::as_str),
+            Some("APPLICATION_STATE_DOSSIER")
+        );
+    }
+
+    #[test]
+    fn unknown_attachments_and_corrupt_events_keep_their_answers() {
+        let missing = shlyuz_kit::error::summarize_status(&wire(StoreError::AttachmentNotFound));
+        assert_eq!(
+            (missing.code, missing.reason.as_str()),
+            (tonic::Code::NotFound, reasons::ATTACHMENT_NOT_FOUND)
+        );
+        let corrupt = wire(StoreError::UnknownEventState(99));
+        assert_eq!(corrupt.code(), tonic::Code::Internal);
+        assert_eq!(corrupt.message(), "unknown state in an event");
     }
 }

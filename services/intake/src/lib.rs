@@ -7,6 +7,7 @@ pub mod dossier;
 pub mod gateway;
 pub mod grpc;
 pub mod outbox;
+pub mod reasons;
 pub mod roles;
 pub mod store;
 pub mod workflow;

@@ -9,15 +9,12 @@ use shlyuz_kit::envelope::{SENDER, USER_ID};
 use shlyuz_kit::error::{ApiError, parse_iin_field};
 use tonic::metadata::MetadataMap;
 
+use crate::reasons;
+
 /// Metadata with the role the calling participant asserts for its user.
 pub const USER_ROLE: &str = "x-shlyuz-user-role";
 /// Metadata with the KATO region of a ДДО executor, asserted like the role.
 pub const USER_REGION: &str = "x-shlyuz-user-region";
-
-/// `ErrorInfo` reason when the calling participant may not assert roles.
-pub const REASON_ROLE_NOT_TRUSTED: &str = "ROLE_NOT_TRUSTED";
-/// `ErrorInfo` reason when the caller's role may not take the action.
-pub const REASON_ROLE_NOT_ALLOWED: &str = "ROLE_NOT_ALLOWED";
 
 /// A role of seed 000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +78,7 @@ impl Caller {
             return Ok(());
         }
         Err(ApiError::permission_denied(
-            REASON_ROLE_NOT_ALLOWED,
+            reasons::ROLE_NOT_ALLOWED,
             format!("role {} may not do this", self.role.name()),
         )
         .with_metadata("role", self.role.name()))
@@ -115,13 +112,13 @@ impl RolePolicy {
         let participant = header(SENDER);
         if participant.is_empty() {
             return Err(ApiError::unauthenticated(
-                "SENDER_MISSING",
+                reasons::SENDER_MISSING,
                 "the request did not come through the gateway",
             ));
         }
         if !self.asserting.contains(&participant) {
             return Err(ApiError::permission_denied(
-                REASON_ROLE_NOT_TRUSTED,
+                reasons::ROLE_NOT_TRUSTED,
                 format!("participant {participant} may not assert user roles"),
             )
             .with_metadata("participant", participant));
@@ -197,7 +194,7 @@ mod tests {
             .err();
         assert_eq!(
             error.as_ref().map(ApiError::reason),
-            Some(REASON_ROLE_NOT_TRUSTED)
+            Some(reasons::ROLE_NOT_TRUSTED)
         );
     }
 

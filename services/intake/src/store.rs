@@ -5,24 +5,47 @@
 use shlyuz_kit::calendar::WorkingCalendar;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::paging;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::roles::{Caller, Role};
-use crate::workflow::{self, Action, CandidateStatus, State};
+use crate::workflow::{self, Action, CandidateStatus, IllegalTransition, State};
 
-/// `ErrorInfo` reason of a second active application for one vacancy.
-pub const REASON_APPLICATION_ACTIVE: &str = "APPLICATION_ALREADY_ACTIVE";
-/// `ErrorInfo` reason of an unknown (or invisible to the caller) application.
-pub const REASON_APPLICATION_NOT_FOUND: &str = "APPLICATION_NOT_FOUND";
-/// `ErrorInfo` reason of an unknown vacancy.
-pub const REASON_VACANCY_NOT_FOUND: &str = "VACANCY_NOT_FOUND";
-/// `ErrorInfo` reason of an application to a closed vacancy.
-pub const REASON_VACANCY_CLOSED: &str = "VACANCY_CLOSED";
-/// `ErrorInfo` reason when another transition won the race.
-pub const REASON_CONCURRENT_CHANGE: &str = "CONCURRENT_CHANGE";
+/// Why a store operation failed; the gRPC edge (`grpc.rs`) turns it into the caller's error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No application with this id.
+    #[error("no such application")]
+    ApplicationNotFound,
+    /// No vacancy with this id.
+    #[error("no such vacancy")]
+    VacancyNotFound,
+    /// No attachment with this id on the application.
+    #[error("no such attachment")]
+    AttachmentNotFound,
+    /// The vacancy is closed to applications.
+    #[error("the vacancy no longer accepts applications")]
+    VacancyClosed,
+    /// The candidate already has an active application for `vacancy_id`.
+    #[error("the candidate already has an active application for vacancy {vacancy_id}")]
+    ApplicationActive {
+        /// The vacancy applied to.
+        vacancy_id: String,
+    },
+    /// The application changed since it was read (its version moved on).
+    #[error("the application changed meanwhile")]
+    ConcurrentChange,
+    /// The application's state does not allow the action.
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    /// An event row holds a state code no [`State`] has.
+    #[error("unknown state {0} in an event")]
+    UnknownEventState(i64),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
 
 /// Vacancy states, as stored.
 pub const VACANCY_OPEN: i64 = 1;
@@ -369,10 +392,6 @@ fn active_key(vacancy_id: &str, candidate_iin: &str) -> String {
     format!("{vacancy_id}/{candidate_iin}")
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found(REASON_APPLICATION_NOT_FOUND, "no such application")
-}
-
 /// Intake's store.
 #[derive(Clone)]
 pub struct Store {
@@ -402,7 +421,7 @@ impl Store {
     }
 
     /// Inserts an open vacancy (id and times assigned here).
-    pub async fn create_vacancy(&self, mut vacancy: VacancyRow) -> Result<VacancyRow, ApiError> {
+    pub async fn create_vacancy(&self, mut vacancy: VacancyRow) -> Result<VacancyRow, StoreError> {
         vacancy.vacancy_id = new_id();
         vacancy.state = VACANCY_OPEN;
         vacancy.create_time_ms = self.now_ms();
@@ -427,7 +446,7 @@ impl Store {
     }
 
     /// One vacancy.
-    pub async fn vacancy(&self, vacancy_id: &str) -> Result<VacancyRow, ApiError> {
+    pub async fn vacancy(&self, vacancy_id: &str) -> Result<VacancyRow, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {VACANCY_COLUMNS} FROM vacancies WHERE vacancy_id = $1"
         ))
@@ -436,15 +455,12 @@ impl Store {
         .await?;
         match row {
             Some(row) => Ok(vacancy_from_row(&row)?),
-            None => Err(ApiError::not_found(
-                REASON_VACANCY_NOT_FOUND,
-                "no such vacancy",
-            )),
+            None => Err(StoreError::VacancyNotFound),
         }
     }
 
     /// Closes an open vacancy; closing a closed one is a no-op.
-    pub async fn close_vacancy(&self, vacancy_id: &str) -> Result<VacancyRow, ApiError> {
+    pub async fn close_vacancy(&self, vacancy_id: &str) -> Result<VacancyRow, StoreError> {
         sqlx::query(
             "UPDATE vacancies SET state = $1, close_time_ms = $2 WHERE vacancy_id = $3 AND state = $4",
         )
@@ -465,7 +481,7 @@ impl Store {
         branch: &str,
         page_size: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<VacancyRow>, Option<String>), ApiError> {
+    ) -> Result<(Vec<VacancyRow>, Option<String>), StoreError> {
         let mut conditions = Vec::new();
         let mut binds: Vec<Value> = Vec::new();
         if let Some(state) = state {
@@ -507,13 +523,10 @@ impl Store {
         &self,
         new: NewApplication,
         actor: &str,
-    ) -> Result<ApplicationRow, ApiError> {
+    ) -> Result<ApplicationRow, StoreError> {
         let vacancy = self.vacancy(&new.vacancy_id).await?;
         if vacancy.state != VACANCY_OPEN {
-            return Err(ApiError::failed_precondition(
-                REASON_VACANCY_CLOSED,
-                "the vacancy no longer accepts applications",
-            ));
+            return Err(StoreError::VacancyClosed);
         }
         let now = self.now_ms();
         let application_id = new_id();
@@ -554,11 +567,9 @@ impl Store {
         match inserted {
             Ok(_) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                return Err(ApiError::already_exists(
-                    REASON_APPLICATION_ACTIVE,
-                    "the candidate already has an active application for this vacancy",
-                )
-                .with_metadata("vacancy_id", new.vacancy_id));
+                return Err(StoreError::ApplicationActive {
+                    vacancy_id: new.vacancy_id,
+                });
             }
             Err(error) => return Err(error.into()),
         }
@@ -595,18 +606,18 @@ impl Store {
         .await?;
         let row = fetch_application(&mut transaction, &application_id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or(StoreError::ApplicationNotFound)?;
         insert_outbox(&mut transaction, &row, CandidateStatus::Submitted, now).await?;
         transaction.commit().await?;
         Ok(row)
     }
 
     /// One application, whoever asks (callers apply role visibility).
-    pub async fn application(&self, application_id: &str) -> Result<ApplicationRow, ApiError> {
+    pub async fn application(&self, application_id: &str) -> Result<ApplicationRow, StoreError> {
         let mut connection = self.database.pool().acquire().await?;
         fetch_application(&mut connection, application_id)
             .await?
-            .ok_or_else(not_found)
+            .ok_or(StoreError::ApplicationNotFound)
     }
 
     /// Updates columns that do not change the state (e.g. an incomplete dossier), guarded by
@@ -615,13 +626,13 @@ impl Store {
         &self,
         application: &ApplicationRow,
         updates: Updates,
-    ) -> Result<ApplicationRow, ApiError> {
+    ) -> Result<ApplicationRow, StoreError> {
         let mut transaction = self.database.pool().begin().await?;
         let now = self.now_ms();
         update_guarded(&mut transaction, application, None, updates, now).await?;
         let row = fetch_application(&mut transaction, &application.application_id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or(StoreError::ApplicationNotFound)?;
         transaction.commit().await?;
         Ok(row)
     }
@@ -635,7 +646,7 @@ impl Store {
         caller: &Caller,
         note: &str,
         mut updates: Updates,
-    ) -> Result<ApplicationRow, ApiError> {
+    ) -> Result<ApplicationRow, StoreError> {
         let to = workflow::transition(application.state, action)?;
         let now = self.now_ms();
         let executor_deadline_ms = if action == Action::Assign {
@@ -673,7 +684,7 @@ impl Store {
         .await?;
         let row = fetch_application(&mut transaction, &application.application_id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or(StoreError::ApplicationNotFound)?;
         if to.candidate_status() != application.state.candidate_status() {
             insert_outbox(&mut transaction, &row, to.candidate_status(), now).await?;
         }
@@ -695,7 +706,7 @@ impl Store {
         filter: &ApplicationFilter,
         page_size: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<ApplicationRow>, Option<String>), ApiError> {
+    ) -> Result<(Vec<ApplicationRow>, Option<String>), StoreError> {
         let mut conditions = Vec::new();
         let mut binds: Vec<Value> = Vec::new();
         // Each `?` of a condition takes the next value, numbered as `$n`.
@@ -799,7 +810,10 @@ impl Store {
     }
 
     /// The attachments of an application, without content, in filing order.
-    pub async fn attachments(&self, application_id: &str) -> Result<Vec<AttachmentRow>, ApiError> {
+    pub async fn attachments(
+        &self,
+        application_id: &str,
+    ) -> Result<Vec<AttachmentRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT attachment_id, file_name, content_type, description, size_bytes, sha256 \
              FROM application_attachments WHERE application_id = $1 ORDER BY position",
@@ -827,7 +841,7 @@ impl Store {
         &self,
         application_id: &str,
         attachment_id: &str,
-    ) -> Result<AttachmentRow, ApiError> {
+    ) -> Result<AttachmentRow, StoreError> {
         let row = sqlx::query(
             "SELECT attachment_id, file_name, content_type, description, size_bytes, sha256, \
              content FROM application_attachments WHERE application_id = $1 AND attachment_id = $2",
@@ -836,7 +850,7 @@ impl Store {
         .bind(attachment_id)
         .fetch_optional(self.database.pool())
         .await?
-        .ok_or_else(|| ApiError::not_found("ATTACHMENT_NOT_FOUND", "no such attachment"))?;
+        .ok_or(StoreError::AttachmentNotFound)?;
         Ok(AttachmentRow {
             attachment_id: row.try_get("attachment_id")?,
             file_name: row.try_get("file_name")?,
@@ -849,7 +863,7 @@ impl Store {
     }
 
     /// Every event of an application, oldest first.
-    pub async fn events(&self, application_id: &str) -> Result<Vec<EventRow>, ApiError> {
+    pub async fn events(&self, application_id: &str) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT event_id, application_id, actor, event_time_ms, from_state, to_state, note, \
              due_role, due_time_ms FROM application_events WHERE application_id = $1 \
@@ -868,7 +882,7 @@ impl Store {
                 event_time_ms: row.try_get("event_time_ms")?,
                 from_state: State::from_code(row.try_get("from_state")?),
                 to_state: State::from_code(to_code)
-                    .ok_or_else(|| ApiError::internal("unknown state in an event"))?,
+                    .ok_or(StoreError::UnknownEventState(to_code))?,
                 note: row.try_get("note")?,
                 due_role: row.try_get("due_role")?,
                 due_time_ms: row.try_get("due_time_ms")?,
@@ -878,7 +892,7 @@ impl Store {
     }
 
     /// Unsent outbox rows due now, oldest first.
-    pub async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, ApiError> {
+    pub async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT outbox_id, application_id, template_id, recipient_iin, phone_number, \
              language, parameters_json, attempts FROM notification_outbox \
@@ -905,7 +919,7 @@ impl Store {
     }
 
     /// Every outbox row of one application, oldest first (tests, support).
-    pub async fn outbox_of(&self, application_id: &str) -> Result<Vec<OutboxRow>, ApiError> {
+    pub async fn outbox_of(&self, application_id: &str) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT outbox_id, application_id, template_id, recipient_iin, phone_number, \
              language, parameters_json, attempts FROM notification_outbox \
@@ -931,7 +945,7 @@ impl Store {
     }
 
     /// Marks an outbox row delivered.
-    pub async fn mark_sent(&self, outbox_id: &str) -> Result<(), ApiError> {
+    pub async fn mark_sent(&self, outbox_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE notification_outbox SET sent_time_ms = $1 WHERE outbox_id = $2")
             .bind(self.now_ms())
             .bind(outbox_id)
@@ -946,7 +960,7 @@ impl Store {
         outbox_id: &str,
         error: &str,
         retry_at_ms: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $1, \
              next_attempt_time_ms = $2 WHERE outbox_id = $3",
@@ -966,7 +980,7 @@ impl Store {
         executors: &[String],
         branch: &str,
         region_kato: &str,
-    ) -> Result<Vec<Workload>, ApiError> {
+    ) -> Result<Vec<Workload>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.assignee_user_id AS user_id, a.state AS state, v.branch AS branch, \
              v.region_kato AS region_kato FROM applications a \
@@ -1016,7 +1030,7 @@ impl Store {
         end_ms: i64,
         region_kato: &str,
         branch: &str,
-    ) -> Result<Vec<ReportRow>, ApiError> {
+    ) -> Result<Vec<ReportRow>, StoreError> {
         let mut conditions = vec![
             "a.create_time_ms >= $1".to_string(),
             "a.create_time_ms < $2".to_string(),
@@ -1118,7 +1132,7 @@ pub fn next_token(scope: &str, last_key: Option<String>) -> String {
 async fn fetch_application(
     connection: &mut sqlx::AnyConnection,
     application_id: &str,
-) -> Result<Option<ApplicationRow>, ApiError> {
+) -> Result<Option<ApplicationRow>, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {APPLICATION_COLUMNS} FROM applications WHERE application_id = $1"
     ))
@@ -1134,7 +1148,7 @@ async fn update_guarded(
     to: Option<State>,
     mut updates: Updates,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     if let Some(to) = to {
         updates.push(("state", Value::Int(to.code())));
     }
@@ -1167,11 +1181,7 @@ async fn update_guarded(
         .execute(&mut *connection)
         .await?;
     if result.rows_affected() == 0 {
-        return Err(ApiError::new(
-            tonic::Code::Aborted,
-            REASON_CONCURRENT_CHANGE,
-            "the application changed meanwhile; read it again",
-        ));
+        return Err(StoreError::ConcurrentChange);
     }
     Ok(())
 }
@@ -1187,7 +1197,7 @@ async fn insert_event(
     note: &str,
     due_role: &str,
     due_time_ms: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let sequence: i64 = sqlx::query(
         "SELECT COALESCE(MAX(sequence), 0) + 1 AS next FROM application_events WHERE application_id = $1",
     )
@@ -1257,7 +1267,7 @@ async fn insert_outbox(
     application: &ApplicationRow,
     status: CandidateStatus,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO notification_outbox (outbox_id, application_id, template_id, recipient_iin, \
          phone_number, language, parameters_json, create_time_ms, attempts, \

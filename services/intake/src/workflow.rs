@@ -3,14 +3,10 @@
 //! sees, the SMS texts, and the deadline each step carries.
 
 use shlyuz_kit::calendar::WorkingCalendar;
-use shlyuz_kit::error::ApiError;
 use shlyuz_proto::intake::v1 as pb;
 use time::{Date, Month, OffsetDateTime, UtcOffset};
 
 use crate::roles::Role;
-
-/// `ErrorInfo` reason of an action the current state does not allow.
-pub const REASON_ILLEGAL_TRANSITION: &str = "ILLEGAL_TRANSITION";
 
 /// Internal workflow state; the numbers are the proto enum values and the stored column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -287,19 +283,22 @@ pub fn next_state(from: State, action: Action) -> Option<State> {
     }
 }
 
-/// [`next_state`] as the API reports it: `FAILED_PRECONDITION` / `ILLEGAL_TRANSITION`.
-pub fn transition(from: State, action: Action) -> Result<State, ApiError> {
-    next_state(from, action).ok_or_else(|| {
-        ApiError::failed_precondition(
-            REASON_ILLEGAL_TRANSITION,
-            format!(
-                "action {} is not allowed in state {}",
-                action.name(),
-                from.to_proto().as_str_name()
-            ),
-        )
-        .with_metadata("action", action.name())
-        .with_metadata("state", from.to_proto().as_str_name())
+/// An action the application's state does not allow (the API answers `FAILED_PRECONDITION` /
+/// `ILLEGAL_TRANSITION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("action {} is not allowed in state {}", .action.name(), .state.to_proto().as_str_name())]
+pub struct IllegalTransition {
+    /// The action asked for.
+    pub action: Action,
+    /// The state the application is in.
+    pub state: State,
+}
+
+/// [`next_state`], or why not.
+pub fn transition(from: State, action: Action) -> Result<State, IllegalTransition> {
+    next_state(from, action).ok_or(IllegalTransition {
+        action,
+        state: from,
     })
 }
 
@@ -408,14 +407,12 @@ mod tests {
 
     #[test]
     fn skipping_the_special_check_is_illegal() {
-        let error = transition(State::Dossier, Action::SendToMedical).err();
         assert_eq!(
-            error.as_ref().map(ApiError::code),
-            Some(tonic::Code::FailedPrecondition)
-        );
-        assert_eq!(
-            error.as_ref().map(ApiError::reason),
-            Some(REASON_ILLEGAL_TRANSITION)
+            transition(State::Dossier, Action::SendToMedical),
+            Err(IllegalTransition {
+                action: Action::SendToMedical,
+                state: State::Dossier,
+            })
         );
     }
 

@@ -13,8 +13,41 @@ use crate::iin::Iin;
 /// The `ErrorInfo.domain` of every error Shlyuz produces.
 pub const ERROR_DOMAIN: &str = "shlyuz";
 
+/// The `ErrorInfo` reasons of the contract: those more than one crate produces or reads. A
+/// service's own reasons live in its crate's `reasons` module.
+pub mod reasons {
+    /// Every `INVALID_ARGUMENT` produced by input validation.
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// `INTERNAL`: a bug or an unexpected failure.
+    pub const INTERNAL: &str = "INTERNAL";
+    /// `UNAVAILABLE`: the service's own database cannot be reached.
+    pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+    /// `NOT_FOUND`: no person with this IIN (the registry answers it, intake reads it).
+    pub const PERSON_NOT_FOUND: &str = "PERSON_NOT_FOUND";
+    /// No phone for this IIN in the mobile citizens database (the registry answers it, notify
+    /// records it as a delivery failure).
+    pub const PHONE_NOT_FOUND: &str = "PHONE_NOT_FOUND";
+    /// `UNAVAILABLE`: an upstream (a service behind the gateway, a registry behind an adapter)
+    /// cannot be reached.
+    pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
+    /// `DEADLINE_EXCEEDED`: an upstream did not answer in time.
+    pub const UPSTREAM_TIMEOUT: &str = "UPSTREAM_TIMEOUT";
+    /// An upstream refused the call for good (the async channel's target, a registry's 4xx).
+    pub const UPSTREAM_REFUSED: &str = "UPSTREAM_REFUSED";
+    /// A signature does not verify (the gateway's envelope signature, a signed document's).
+    pub const SIGNATURE_INVALID: &str = "SIGNATURE_INVALID";
+    /// The calling participant is not in the directory (the gateway, the kit's identity check).
+    pub const UNKNOWN_PARTICIPANT: &str = "UNKNOWN_PARTICIPANT";
+    /// `PERMISSION_DENIED`: a request is about a person the envelope does not name.
+    pub const SUBJECT_MISMATCH: &str = "SUBJECT_MISMATCH";
+    /// `UNAUTHENTICATED`: the call came without a client certificate.
+    pub const CLIENT_CERTIFICATE_REQUIRED: &str = "CLIENT_CERTIFICATE_REQUIRED";
+    /// `PERMISSION_DENIED`: the calling participant may not use this service.
+    pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
+}
+
 /// Reason used for every `INVALID_ARGUMENT` produced by input validation.
-pub const REASON_INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+pub const REASON_INVALID_ARGUMENT: &str = reasons::INVALID_ARGUMENT;
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +158,7 @@ impl ApiError {
 
     /// `INTERNAL`: a bug or an unexpected failure; the message must not leak internals.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Code::Internal, "INTERNAL", message)
+        Self::new(Code::Internal, reasons::INTERNAL, message)
     }
 
     /// Replaces the `ErrorInfo` reason, e.g. a field error that is specifically `MESSAGE_EXPIRED`.
@@ -153,6 +186,11 @@ impl ApiError {
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.inner.message
+    }
+
+    /// The `ErrorInfo` metadata.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.inner.metadata
     }
 
     /// The field violations of an `INVALID_ARGUMENT`.
@@ -194,7 +232,7 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %error, "database unavailable");
                 ApiError::unavailable(
-                    "DATABASE_UNAVAILABLE",
+                    reasons::DATABASE_UNAVAILABLE,
                     "the service's database is unavailable",
                 )
             }

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::pki::participant_id_from_cert;
 
 /// `ErrorInfo` reason when a participant calls a service it must reach through the gateway.
-pub const REASON_CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
+pub const REASON_CALLER_NOT_ALLOWED: &str = crate::error::reasons::CALLER_NOT_ALLOWED;
 
 /// How many certificates an [`IdentityCache`] remembers before it starts over.
 const IDENTITY_CACHE_LIMIT: usize = 4_096;
@@ -45,7 +45,7 @@ impl IdentityCache {
             .and_then(|certificates| certificates.first())
         else {
             return Err(ApiError::unauthenticated(
-                "CLIENT_CERTIFICATE_REQUIRED",
+                crate::error::reasons::CLIENT_CERTIFICATE_REQUIRED,
                 "a client certificate is required (mutual TLS)",
             ));
         };
@@ -65,7 +65,7 @@ impl IdentityCache {
         };
         identity.map_err(|error| {
             ApiError::unauthenticated(
-                "UNKNOWN_PARTICIPANT",
+                crate::error::reasons::UNKNOWN_PARTICIPANT,
                 format!("no participant id in the client certificate: {error}"),
             )
         })

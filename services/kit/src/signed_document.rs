@@ -77,7 +77,7 @@ impl DocumentError {
             DocumentError::UnknownToCa => "CERTIFICATE_UNKNOWN",
             DocumentError::StatusUnavailable(_) => "CERTIFICATE_STATUS_UNAVAILABLE",
             DocumentError::NoIin | DocumentError::IinMismatch { .. } => "SIGNER_IIN_MISMATCH",
-            DocumentError::BadSignature => "SIGNATURE_INVALID",
+            DocumentError::BadSignature => crate::error::reasons::SIGNATURE_INVALID,
         }
     }
 }

@@ -17,7 +17,7 @@ pub use crate::envelope::SUBJECT_IIN as SUBJECT_IIN_METADATA;
 pub use crate::envelope::MAX_SUBJECTS;
 
 /// `ErrorInfo` reason when a request asks about someone the envelope does not name.
-pub const REASON_SUBJECT_MISMATCH: &str = "SUBJECT_MISMATCH";
+pub const REASON_SUBJECT_MISMATCH: &str = crate::error::reasons::SUBJECT_MISMATCH;
 
 /// The persons the envelope names as subjects of the call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

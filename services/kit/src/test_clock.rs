@@ -63,7 +63,7 @@ fn require_operator<T>(request: &Request<T>) -> Result<(), ApiError> {
             format!("participant {other} may not move the test clock; only {CLOCK_OPERATOR} may"),
         )),
         None => Err(ApiError::unauthenticated(
-            "CLIENT_CERTIFICATE_REQUIRED",
+            crate::error::reasons::CLIENT_CERTIFICATE_REQUIRED,
             "the test clock requires the ops client certificate (mutual TLS)",
         )),
     }

@@ -292,9 +292,11 @@ impl pb::notification_service_server::NotificationService for NotificationGrpc {
             .await
             .map_err(ApiError::from)?
         else {
-            return Err(
-                ApiError::not_found("NOTIFICATION_NOT_FOUND", "no such notification").into(),
-            );
+            return Err(ApiError::not_found(
+                crate::reasons::NOTIFICATION_NOT_FOUND,
+                "no such notification",
+            )
+            .into());
         };
         Ok(Response::new(pb::GetNotificationResponse {
             notification: Some(notification_to_proto(&row)),

@@ -139,7 +139,7 @@ impl InboundSms {
             }
         }
         Err(ApiError::unavailable(
-            "REPLY_CONTENDED",
+            crate::reasons::REPLY_CONTENDED,
             "the reply could not be stored; send it again",
         ))
     }

@@ -18,6 +18,7 @@ pub mod notifier;
 pub mod otp;
 pub mod phone;
 pub mod provider;
+pub mod reasons;
 pub mod sms;
 pub mod store;
 pub mod templates;

@@ -250,7 +250,7 @@ impl pb::certificate_authority_service_server::CertificateAuthorityService
             .map_err(ApiError::from)?;
         let Some(row) = row else {
             return Err(ApiError::not_found(
-                "CERTIFICATE_NOT_FOUND",
+                crate::reasons::CERTIFICATE_NOT_FOUND,
                 "no certificate with this serial number",
             )
             .into());

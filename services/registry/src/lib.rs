@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod fixtures;
 pub mod grpc;
 pub mod population;
+pub mod reasons;
 pub mod records;
 pub mod reference;
 pub mod source;

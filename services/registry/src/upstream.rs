@@ -27,23 +27,8 @@ use crate::source::{Records, RegistrySource, SourceError};
 /// Largest answer accepted from an external registry.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// `ErrorInfo` reasons of upstream failures.
-pub mod reasons {
-    /// No answer within the timeout, after every attempt.
-    pub const TIMEOUT: &str = "UPSTREAM_TIMEOUT";
-    /// Connection refused, reset, or 5xx/429 after every attempt.
-    pub const UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
-    /// The registry refused the request (4xx other than 429).
-    pub const REFUSED: &str = "UPSTREAM_REFUSED";
-    /// The circuit breaker is open after repeated failures; the registry is not called.
-    pub const CIRCUIT_OPEN: &str = "UPSTREAM_CIRCUIT_OPEN";
-    /// No endpoint is configured for this kind of record.
-    pub const NOT_CONFIGURED: &str = "UPSTREAM_NOT_CONFIGURED";
-    /// The answer is not the JSON the mapping describes.
-    pub const MALFORMED: &str = "UPSTREAM_MALFORMED";
-    /// The answer says, or shows, that it is incomplete.
-    pub const PARTIAL: &str = "UPSTREAM_PARTIAL";
-}
+/// `ErrorInfo` reasons of upstream failures (defined in the crate's `reasons` module).
+pub use crate::reasons::upstream as reasons;
 
 /// How one kind of record is fetched and read.
 #[derive(Debug, Clone, serde::Deserialize)]

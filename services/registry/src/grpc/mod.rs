@@ -15,10 +15,10 @@ use shlyuz_proto::registry::v1 as pb;
 use crate::source::RegistrySource;
 
 /// `ErrorInfo` reason of a single-person look-up about an IIN the registry does not know.
-pub const REASON_PERSON_NOT_FOUND: &str = "PERSON_NOT_FOUND";
+pub const REASON_PERSON_NOT_FOUND: &str = crate::reasons::PERSON_NOT_FOUND;
 
 /// `ErrorInfo` reason of a phone look-up for a known person without a phone.
-pub const REASON_PHONE_NOT_FOUND: &str = "PHONE_NOT_FOUND";
+pub const REASON_PHONE_NOT_FOUND: &str = crate::reasons::PHONE_NOT_FOUND;
 
 /// Every data registry service (not consent or the certificate authority) over one source.
 #[derive(Clone)]
