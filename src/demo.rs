@@ -838,6 +838,7 @@ impl Demo {
                     iin: CANDIDATE.to_string(),
                     purpose: shlyuz_intake::grpc::APPLICATION_OTP_PURPOSE.to_string(),
                     language: notify_pb::Language::Kk as i32,
+                    ..Default::default()
                 },
             ))
             .await
