@@ -149,18 +149,10 @@ pub async fn build_service(
             })
         }
         Target::Registry => {
-            // Consent OTP SMS go to notify through the gateway; without one they wait.
-            if let Some(client) = gateway_client(&config.target(Target::Registry), prepared)? {
-                tokio::spawn(shlyuz_registry::consent_sms::run(
-                    prepared.database.clone(),
-                    client,
-                    shlyuz_kit::clock::system_clock(),
-                    CONSENT_SMS_INTERVAL,
-                    shutdown,
-                ));
-            }
+            // Consent codes are issued and checked by notify through the gateway.
+            let gateway = gateway_client(&config.target(Target::Registry), prepared)?;
             Ok(TargetService {
-                routes: config.registry.routes(prepared.database.clone())?,
+                routes: config.registry.routes(prepared.database.clone(), gateway)?,
                 gateway: None,
             })
         }
@@ -262,9 +254,6 @@ pub async fn build_service(
         }
     }
 }
-
-/// How often the registry hands consent OTP SMS to notify.
-const CONSENT_SMS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often intake hands due SMS rows to notify.
 const INTAKE_SMS_INTERVAL: Duration = Duration::from_secs(2);

@@ -37,8 +37,11 @@ pub const MAX_TEXT: usize = 2000;
 
 /// `ErrorInfo` reason when the ДДО region is not the candidate's registered region.
 pub const REASON_REGION_MISMATCH: &str = "DDO_REGION_MISMATCH";
-/// `ErrorInfo` reason when the candidate's one-time password does not match.
+/// `ErrorInfo` reason when the candidate's one-time password does not match (notify answered
+/// `verified = false`); the OTP vocabulary of `proto/shlyuz/notify/v1/otp.proto`, as the registry's.
 pub const REASON_OTP_WRONG: &str = "OTP_CODE_WRONG";
+/// `ErrorInfo` reason when notify cannot be asked about a one-time password (same vocabulary).
+pub const REASON_OTP_UNAVAILABLE: &str = "OTP_UNAVAILABLE";
 
 /// `ErrorInfo` reason when the signed document is not the one it must be.
 pub const REASON_DOCUMENT_MISMATCH: &str = "SIGNED_DOCUMENT_MISMATCH";
@@ -181,7 +184,7 @@ impl OtpVerifier for NoOtp {
     ) -> BoxFuture<'a, Result<OtpCheck, ApiError>> {
         Box::pin(async {
             Err(ApiError::unavailable(
-                "OTP_UNAVAILABLE",
+                REASON_OTP_UNAVAILABLE,
                 "one-time passwords cannot be checked: intake has no gateway",
             ))
         })

@@ -5,7 +5,7 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 pub mod certificate_authority;
 pub mod config;
 pub mod consent;
-pub mod consent_sms;
+pub mod consent_otp;
 pub mod embedded;
 pub mod fixtures;
 pub mod grpc;
@@ -45,6 +45,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consent sms relayed to notify",
         sql: include_str!("../migrations/sqlite/0004_consent_sms_relay.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "consent codes kept by notify",
+        sql: include_str!("../migrations/sqlite/0005_consent_otp_in_notify.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -68,6 +73,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consent sms relayed to notify",
         sql: include_str!("../migrations/postgres/0004_consent_sms_relay.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "consent codes kept by notify",
+        sql: include_str!("../migrations/postgres/0005_consent_otp_in_notify.sql"),
+    },
 ];
 
 /// Database migrations of the registry target, per dialect.
@@ -76,18 +86,21 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
-/// The registry target's gRPC routes over the embedded backend in `database`.
+/// The registry target's gRPC routes over the embedded backend in `database`, without a gateway
+/// (consent requests are then `UNAVAILABLE` `OTP_UNAVAILABLE`).
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
         std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
-    routes_with_source(database, source)
+    routes_with_source(database, source, None)
 }
 
 /// The routes with registry data from `source` (e.g. an [`upstream::UpstreamRegistry`] falling
-/// back to the embedded tables); consents and certificates always live in `database`.
+/// back to the embedded tables); consents and certificates always live in `database`, consent
+/// codes at notify, reached through `gateway`.
 pub fn routes_with_source(
     database: shlyuz_kit::db::Database,
     source: std::sync::Arc<dyn source::RegistrySource>,
+    gateway: Option<shlyuz_kit::gateway_client::GatewayClient>,
 ) -> tonic::service::Routes {
     let clock = shlyuz_kit::clock::system_clock();
     let certificate_authority = certificate_authority::CertificateAuthorityServiceImpl::new(
@@ -95,7 +108,12 @@ pub fn routes_with_source(
         source.clone(),
         clock.clone(),
     );
-    let consent = consent::ConsentServiceImpl::new(database, source.clone(), clock);
+    let consent = consent::ConsentServiceImpl::new(
+        database,
+        source.clone(),
+        clock,
+        consent_otp::ConsentOtp::new(gateway),
+    );
     grpc::RegistryServices::new(source)
         .routes()
         .add_service(consent.into_server())
