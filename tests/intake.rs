@@ -1289,6 +1289,7 @@ async fn issue_application_otp(stack: &Stack, iin: &str) -> String {
             iin: iin.to_string(),
             purpose: APPLICATION_OTP_PURPOSE.to_string(),
             language: shlyuz_proto::notify::v1::Language::Kk as i32,
+            ..Default::default()
         },
     ))
     .await

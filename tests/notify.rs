@@ -11,8 +11,10 @@ use prost::Message as _;
 use shlyuz::target::Target;
 use shlyuz_proto::gateway::v1 as gateway_pb;
 use shlyuz_proto::notify::v1 as pb;
+use shlyuz_proto::registry::v1 as registry_pb;
 use shlyuz_registry::fixtures::rules;
 use support::TestSystem;
+use tonic::transport::Channel;
 
 /// A valid IIN that no fixture or generated person has, so it has no phone.
 const UNKNOWN_IIN: &str = "850101399906";
@@ -251,6 +253,228 @@ async fn unknown_phones_fail_and_stray_replies_are_answered() {
     assert_eq!(
         sms[0]["notification_id"].as_str(),
         Some(received.answer_notification_id.as_str())
+    );
+    stack.stop().await;
+}
+
+const REQUEST_CONSENT: &str = "/shlyuz.registry.v1.ConsentService/RequestConsent";
+const CONFIRM_CONSENT: &str = "/shlyuz.registry.v1.ConsentService/ConfirmConsent";
+const CONSENT_PURPOSE: &str = "PERSONAL_DATA_CONSENT";
+
+/// The portal asks the registry (through the gateway) for the subject's consent to intake.
+async fn request_consent(
+    stack: &TestSystem,
+    consents: &mut registry_pb::consent_service_client::ConsentServiceClient<Channel>,
+    subject: &str,
+) -> registry_pb::Consent {
+    let now_ms = shlyuz_kit::clock::system_clock().now_millis();
+    consents
+        .request_consent(stack.signed(
+            "jauynger-portal",
+            REQUEST_CONSENT,
+            CONSENT_PURPOSE,
+            subject,
+            registry_pb::RequestConsentRequest {
+                subject_iin: subject.to_string(),
+                participant: "intake".to_string(),
+                purpose: "MILITARY_RECRUITMENT".to_string(),
+                scopes: vec!["shlyuz.registry.v1.PersonRegistryService".to_string()],
+                expire_time_ms: now_ms + 3_600_000,
+            },
+        ))
+        .await
+        .expect("request consent")
+        .into_inner()
+        .consent
+        .expect("consent")
+}
+
+/// The `count`-th consent SMS (1-based) notify sent to `phone`: its text and its code.
+async fn consent_sms(stack: &TestSystem, phone: &str, count: usize) -> (String, String) {
+    for _ in 0..250 {
+        let consent_texts: Vec<String> = stack
+            .sms()
+            .into_iter()
+            .filter(|sms| sms["to"] == phone)
+            .filter_map(|sms| sms["text"].as_str().map(str::to_string))
+            .filter(|text| text.contains("келісім"))
+            .collect();
+        if let Some(text) = consent_texts.get(count - 1) {
+            let code = text
+                .split(|character: char| !character.is_ascii_digit())
+                .find(|part| part.len() == 6)
+                .expect("a six-digit code")
+                .to_string();
+            return (text.clone(), code);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no consent sms {count} to {phone}");
+}
+
+fn wrong_code(code: &str) -> String {
+    let last = code
+        .chars()
+        .last()
+        .and_then(|digit| digit.to_digit(10))
+        .unwrap_or(0);
+    format!("{}{}", &code[..5], (last + 1) % 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_code_from_notify_confirms_the_consent_the_gateway_checks() {
+    use shlyuz_gateway::consent::{ConsentChecker, ConsentQuery, ConsentRefusal, RegistryConsents};
+    use shlyuz_kit::error::summarize_status;
+
+    let stack = start().await;
+    let subject = rules::CLEAN_CANDIDATE;
+    let mut consents = registry_pb::consent_service_client::ConsentServiceClient::new(
+        stack.channel("jauynger-portal").await,
+    );
+    let confirm = |consent_id: &str, otp: &str, envelope_subject: &str| {
+        stack.signed(
+            "jauynger-portal",
+            CONFIRM_CONSENT,
+            CONSENT_PURPOSE,
+            envelope_subject,
+            registry_pb::ConfirmConsentRequest {
+                consent_id: consent_id.to_string(),
+                otp: otp.to_string(),
+            },
+        )
+    };
+
+    // The registry has notify's OtpService send the code; the SMS says who asks and for what, in
+    // both languages, and goes to the phone of the mobile citizens database.
+    let pending = request_consent(&stack, &mut consents, subject).await;
+    assert_eq!(pending.state, registry_pb::ConsentState::Pending as i32);
+    let (text, code) = consent_sms(&stack, CANDIDATE_PHONE, 1).await;
+    assert!(
+        text.contains("Растау коды") && text.contains("Код подтверждения"),
+        "{text}"
+    );
+    assert!(
+        text.contains("intake") && text.contains("MILITARY_RECRUITMENT"),
+        "{text}"
+    );
+
+    // A second consent's code does not confirm the first; a wrong code is notify's attempt.
+    let second = request_consent(&stack, &mut consents, subject).await;
+    let (_, second_code) = consent_sms(&stack, CANDIDATE_PHONE, 2).await;
+    let other_code = if second_code == code {
+        wrong_code(&code)
+    } else {
+        second_code
+    };
+    let refused = consents
+        .confirm_consent(confirm(&pending.consent_id, &other_code, subject))
+        .await
+        .expect_err("another consent's code");
+    let summary = summarize_status(&refused);
+    assert_eq!(summary.code, tonic::Code::InvalidArgument);
+    assert_eq!(summary.reason, "OTP_CODE_WRONG");
+    // Someone else cannot confirm it, even with the right code.
+    let refused = consents
+        .confirm_consent(confirm(
+            &pending.consent_id,
+            &code,
+            rules::CONVICTED_CANDIDATE,
+        ))
+        .await
+        .expect_err("another subject");
+    assert_eq!(summarize_status(&refused).reason, "SUBJECT_MISMATCH");
+
+    let active = consents
+        .confirm_consent(confirm(&pending.consent_id, &code, subject))
+        .await
+        .expect("the citizen's code confirms the consent")
+        .into_inner()
+        .consent
+        .expect("consent");
+    assert_eq!(active.state, registry_pb::ConsentState::Active as i32);
+    let replayed = consents
+        .confirm_consent(confirm(&pending.consent_id, &code, subject))
+        .await
+        .expect_err("a replayed confirmation");
+    assert_eq!(summarize_status(&replayed).reason, "CONSENT_NOT_PENDING");
+    let listed = consents
+        .list_consents(stack.signed(
+            "jauynger-portal",
+            "/shlyuz.registry.v1.ConsentService/ListConsents",
+            CONSENT_PURPOSE,
+            subject,
+            registry_pb::ListConsentsRequest {
+                subject_iin: subject.to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list consents")
+        .into_inner()
+        .consents;
+    let second_state = listed
+        .iter()
+        .find(|consent| consent.consent_id == second.consent_id)
+        .map(|consent| consent.state);
+    assert_eq!(
+        second_state,
+        Some(registry_pb::ConsentState::Pending as i32),
+        "the wrong code took nothing from the second consent"
+    );
+
+    // The gateway's checker, asking the registry directly with the gateway's identity; no cache
+    // so that the revocation below is seen on the next call.
+    let channel = shlyuz_kit::client::connect(&shlyuz_kit::client::ClientSettings {
+        address: stack
+            .system
+            .address(Target::Registry)
+            .expect("the registry runs")
+            .to_string(),
+        tls: support::pki().tls_files("gateway"),
+        server_name: "registry".to_string(),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("channel to the registry");
+    let checker = RegistryConsents::new(channel, Duration::ZERO);
+    let now_ms = shlyuz_kit::clock::system_clock().now_millis();
+    let query = |participant| ConsentQuery {
+        participant,
+        subject_iin: subject,
+        purpose: "MILITARY_RECRUITMENT",
+        consent_id: &pending.consent_id,
+        now_ms,
+    };
+    assert_eq!(checker.check(query("intake")).await, Ok(()));
+    assert_eq!(
+        checker.check(query("housing")).await,
+        Err(ConsentRefusal::Mismatch(pending.consent_id.clone()))
+    );
+    consents
+        .revoke_consent(stack.signed(
+            "jauynger-portal",
+            "/shlyuz.registry.v1.ConsentService/RevokeConsent",
+            CONSENT_PURPOSE,
+            subject,
+            registry_pb::RevokeConsentRequest {
+                consent_id: pending.consent_id.clone(),
+            },
+        ))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        checker.check(query("intake")).await,
+        Err(ConsentRefusal::Revoked(pending.consent_id.clone()))
+    );
+    let unknown = "00000000-0000-4000-8000-000000000000".to_string();
+    assert_eq!(
+        checker
+            .check(ConsentQuery {
+                consent_id: &unknown,
+                ..query("intake")
+            })
+            .await,
+        Err(ConsentRefusal::Unknown(unknown.clone()))
     );
     stack.stop().await;
 }

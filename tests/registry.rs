@@ -4,13 +4,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use support::PARTICIPANTS;
 
 use shlyuz_gateway::Gateway;
 use shlyuz_gateway::envelope::EnvelopeBuilder;
-use shlyuz_kit::client::{ClientSettings, connect};
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::pki::{DevPki, SigningKey};
@@ -33,8 +31,6 @@ struct Stack {
     trigger: ShutdownTrigger,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     databases: Vec<TestDatabase>,
-    registry_address: SocketAddr,
-    registry_database: shlyuz_kit::db::Database,
 }
 
 impl Stack {
@@ -70,9 +66,7 @@ impl Stack {
             gateway: gateway.gateway,
             trigger,
             tasks,
-            registry_database: registry_database.database().clone(),
             databases: vec![registry_database, gateway.database],
-            registry_address,
         }
     }
 
@@ -470,10 +464,9 @@ async fn housing_review_batches_find_each_removal_reason() {
     stack.stop().await;
 }
 
+/// The consent flow with notify's codes is tests/notify.rs's; here the registry has no gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
-    use shlyuz_gateway::consent::{ConsentChecker, ConsentQuery, ConsentRefusal, RegistryConsents};
-
+async fn without_a_gateway_a_consent_request_is_unavailable_and_stores_nothing() {
     let stack = Stack::start().await;
     let subject = rules::CLEAN_CANDIDATE;
     let mut consents = pb::consent_service_client::ConsentServiceClient::new(
@@ -486,7 +479,7 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
             .as_millis(),
     )
     .expect("millis");
-    let pending = consents
+    let status = consents
         .request_consent(stack.signed(
             "jauynger-portal",
             "/shlyuz.registry.v1.ConsentService/RequestConsent",
@@ -501,99 +494,30 @@ async fn consent_by_otp_through_the_gateway_is_what_the_gateway_checks() {
             },
         ))
         .await
-        .expect("request consent")
-        .into_inner()
-        .consent
-        .expect("consent");
-
-    // Without a gateway address the registry keeps the SMS with the OTP in its outbox (`shlyuz up`
-    // hands it to notify: tests/up.rs).
-    let outbox_reader = shlyuz_registry::consent::ConsentServiceImpl::new(
-        stack.registry_database.clone(),
-        Arc::new(EmbeddedRegistry::new(stack.registry_database.clone())),
-        shlyuz_kit::clock::system_clock(),
+        .expect_err("no gateway, no code");
+    // The registry answers UNAVAILABLE OTP_UNAVAILABLE; the gateway reports any UNAVAILABLE of an
+    // upstream as its own UPSTREAM_UNAVAILABLE, with the registry's message.
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("consent codes cannot be sent"),
+        "{status:?}"
     );
-    let sms = outbox_reader
-        .outbox(&pending.consent_id)
-        .await
-        .expect("outbox");
-    let marker = "Код подтверждения: ";
-    let start = sms[0].body.find(marker).expect("otp") + marker.len();
-    let otp = sms[0].body[start..start + 6].to_string();
-
-    let active = consents
-        .confirm_consent(stack.signed(
+    let listed = consents
+        .list_consents(stack.signed(
             "jauynger-portal",
-            "/shlyuz.registry.v1.ConsentService/ConfirmConsent",
+            "/shlyuz.registry.v1.ConsentService/ListConsents",
             "PERSONAL_DATA_CONSENT",
             subject,
-            pb::ConfirmConsentRequest {
-                consent_id: pending.consent_id.clone(),
-                otp,
+            pb::ListConsentsRequest {
+                subject_iin: subject.to_string(),
+                ..Default::default()
             },
         ))
         .await
-        .expect("confirm")
-        .into_inner()
-        .consent
-        .expect("consent");
-    assert_eq!(active.state, pb::ConsentState::Active as i32);
-
-    // The gateway's checker, asking the registry directly with the gateway's identity; no cache
-    // so that the revocation below is seen on the next call.
-    let channel = connect(&ClientSettings {
-        address: stack.registry_address.to_string(),
-        tls: Some(stack.pki.tls_files("gateway").expect("participant files")),
-        server_name: "registry".to_string(),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("channel to the registry");
-    let checker = RegistryConsents::new(channel, Duration::ZERO);
-    let query = |participant| ConsentQuery {
-        participant,
-        subject_iin: subject,
-        purpose: RECRUITMENT,
-        consent_id: &pending.consent_id,
-        now_ms,
-    };
-    assert_eq!(checker.check(query("intake")).await, Ok(()));
-    assert_eq!(
-        checker.check(query("housing")).await,
-        Err(ConsentRefusal::Mismatch(pending.consent_id.clone()))
-    );
-
-    consents
-        .revoke_consent(stack.signed(
-            "jauynger-portal",
-            "/shlyuz.registry.v1.ConsentService/RevokeConsent",
-            "PERSONAL_DATA_CONSENT",
-            subject,
-            pb::RevokeConsentRequest {
-                consent_id: pending.consent_id.clone(),
-            },
-        ))
-        .await
-        .expect("revoke");
-    assert_eq!(
-        checker.check(query("intake")).await,
-        Err(ConsentRefusal::Revoked(pending.consent_id.clone()))
-    );
-    let unknown = uuid_like_unknown();
-    assert_eq!(
-        checker
-            .check(ConsentQuery {
-                consent_id: &unknown,
-                ..query("intake")
-            })
-            .await,
-        Err(ConsentRefusal::Unknown(unknown.clone()))
-    );
+        .expect("list consents")
+        .into_inner();
+    assert!(listed.consents.is_empty(), "{:?}", listed.consents);
     stack.stop().await;
-}
-
-fn uuid_like_unknown() -> String {
-    "00000000-0000-4000-8000-000000000000".to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -462,6 +462,7 @@ impl Demo {
                     iin: CANDIDATE.iin.to_string(),
                     purpose: APPLICATION_OTP_PURPOSE.to_string(),
                     language: notify_pb::Language::Kk as i32,
+                    ..Default::default()
                 },
             ))
             .await

@@ -215,11 +215,22 @@ pub struct TestRegistry {
 }
 
 /// Starts a registry with `population` synthetic persons (seed 5) and the rules fixture, serving
-/// until `signal`.
+/// until `signal`; without a gateway, so its consent requests are refused `OTP_UNAVAILABLE`.
 pub async fn start_registry(
     pki: &DevPki,
     metrics: &MetricsRegistry,
     population: usize,
+    signal: ShutdownSignal,
+) -> TestRegistry {
+    start_registry_calling(pki, metrics, population, None, signal).await
+}
+
+/// [`start_registry`] calling notify (consent codes) through `gateway`.
+pub async fn start_registry_calling(
+    pki: &DevPki,
+    metrics: &MetricsRegistry,
+    population: usize,
+    gateway: Option<shlyuz_kit::gateway_client::GatewayClient>,
     signal: ShutdownSignal,
 ) -> TestRegistry {
     let test_database = TestDatabase::sqlite().await;
@@ -248,7 +259,9 @@ pub async fn start_registry(
     .await
     .expect("bind registry");
     let address = server.local_addr().expect("registry address");
-    let task = tokio::spawn(server.serve(shlyuz_registry::routes(database), signal));
+    let source = std::sync::Arc::new(EmbeddedRegistry::new(database.clone()));
+    let routes = shlyuz_registry::routes_with_source(database, source, gateway);
+    let task = tokio::spawn(server.serve(routes, signal));
     TestRegistry {
         address,
         task,

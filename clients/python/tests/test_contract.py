@@ -246,8 +246,8 @@ def test_a_consent_confirmed_with_the_sms_code_becomes_active(endpoints):
         )
         with pytest.raises(grpc.RpcError) as refused:
             stub.ConfirmConsent(wrong, metadata=metadata)
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert error_details(refused.value)[0] == "OTP_INVALID"
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_details(refused.value)[0] == "OTP_CODE_WRONG"
 
         right = consent_pb2.ConfirmConsentRequest(consent_id=pending.consent_id, otp=code)
         metadata = portal.envelope(

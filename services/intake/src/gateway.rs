@@ -15,7 +15,7 @@ use shlyuz_proto::registry::v1 as registry;
 use tonic::transport::Channel;
 
 use crate::dossier::{LookupContext, PURPOSE, RegistryAnswers, RegistryLookups};
-use crate::grpc::{CertificateAuthority, OtpCheck, OtpVerifier};
+use crate::grpc::{CertificateAuthority, OtpCheck, OtpVerifier, REASON_OTP_UNAVAILABLE};
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::iin::Iin;
 use shlyuz_proto::notify::v1 as notify;
@@ -447,7 +447,7 @@ fn otp_refusal(status: &tonic::Status) -> ApiError {
         _ => {
             tracing::warn!(error = %describe(status), "one-time password check failed");
             ApiError::unavailable(
-                "OTP_UNAVAILABLE",
+                REASON_OTP_UNAVAILABLE,
                 "the one-time password cannot be checked now; try again",
             )
         }

@@ -37,8 +37,9 @@ pub const MAX_APPLICATION_BYTES: usize = 64 * 1024;
 /// Longest free-text field.
 pub const MAX_TEXT: usize = 2000;
 
-/// `ErrorInfo` reason when the candidate's one-time password does not match.
-pub const REASON_OTP_WRONG: &str = "OTP_CODE_WRONG";
+pub use crate::reasons::{
+    OTP_CODE_WRONG as REASON_OTP_WRONG, OTP_UNAVAILABLE as REASON_OTP_UNAVAILABLE,
+};
 
 /// The store's errors as the caller sees them: the one place their codes and reasons are chosen.
 impl From<StoreError> for ApiError {
@@ -207,7 +208,7 @@ impl OtpVerifier for NoOtp {
     ) -> BoxFuture<'a, Result<OtpCheck, ApiError>> {
         Box::pin(async {
             Err(ApiError::unavailable(
-                "OTP_UNAVAILABLE",
+                REASON_OTP_UNAVAILABLE,
                 "one-time passwords cannot be checked: intake has no gateway",
             ))
         })

@@ -27,3 +27,8 @@ pub const SENDER_MISSING: &str = "SENDER_MISSING";
 pub const ROLE_NOT_TRUSTED: &str = "ROLE_NOT_TRUSTED";
 /// `PERMISSION_DENIED`: the caller's role may not do this.
 pub const ROLE_NOT_ALLOWED: &str = "ROLE_NOT_ALLOWED";
+/// The candidate's one-time password does not match (notify answered `verified = false`); the
+/// OTP vocabulary of `proto/shlyuz/notify/v1/otp.proto`, as the registry's.
+pub const OTP_CODE_WRONG: &str = "OTP_CODE_WRONG";
+/// Notify cannot be asked about a one-time password (same vocabulary).
+pub const OTP_UNAVAILABLE: &str = "OTP_UNAVAILABLE";

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::inbound::{InboundSms, OUTCOME_INVALID_CODE, OUTCOME_NO_CONVERSATION, OUTCOME_ROUTED};
 use crate::notifier::{Notifier, SendCommand};
-use crate::otp::OtpIssuer;
+use crate::otp::{DEFAULT_TEMPLATE, OtpIssuer, OtpText};
 use crate::sms::{Language, mask_phone, normalize_phone};
 use crate::store::{self, NewConversation, NotificationRow};
 
@@ -366,9 +366,17 @@ impl pb::otp_service_server::OtpService for OtpGrpc {
             parse_iin_field("iin", &request.iin)?.as_str().to_string()
         };
         let language = language_of("language", request.language)?;
+        let text = OtpText {
+            template_id: if request.template_id.is_empty() {
+                DEFAULT_TEMPLATE.to_string()
+            } else {
+                request.template_id
+            },
+            parameters: request.parameters,
+        };
         let issued = self
             .issuer
-            .issue(&phone, &iin, &request.purpose, language)
+            .issue_with_text(&phone, &iin, &request.purpose, language, &text)
             .await?;
         Ok(Response::new(pb::IssueOtpResponse {
             otp_id: issued.otp_id,

@@ -1,6 +1,9 @@
 //! One-time passwords (seed 001: signing and consent by OTP): 6 digits sent by SMS, a short
 //! lifetime, a limited number of attempts, a limited number of codes per phone, and only a
-//! salted hash of the code in the database.
+//! salted hash of the code in the database. The SMS text is an OTP template (`otp.*`), so a caller
+//! such as the registry's consent can say in it who asks and for what.
+
+use std::collections::HashMap;
 
 use rand::Rng as _;
 use shlyuz_kit::error::ApiError;
@@ -21,6 +24,36 @@ pub const REASON_OTP_ATTEMPTS_EXHAUSTED: &str = "OTP_ATTEMPTS_EXHAUSTED";
 pub const REASON_OTP_RATE_LIMITED: &str = "OTP_RATE_LIMITED";
 /// `ErrorInfo` reason: the code was issued for another person (or to a bare phone).
 pub const REASON_OTP_SUBJECT_MISMATCH: &str = "OTP_SUBJECT_MISMATCH";
+/// Reason a caller of `VerifyOtp` gives its own caller when the answer is `verified = false`
+/// (notify itself answers that without an error); part of the vocabulary in `otp.proto`.
+pub const REASON_OTP_CODE_WRONG: &str = "OTP_CODE_WRONG";
+/// Reason a caller of `OtpService` gives when it cannot reach notify; part of the vocabulary.
+pub const REASON_OTP_UNAVAILABLE: &str = "OTP_UNAVAILABLE";
+
+/// The template of an SMS that carries only the code.
+pub const DEFAULT_TEMPLATE: &str = "otp.code";
+/// Every OTP template's id starts with this; `IssueOtp` sends no other template.
+pub const TEMPLATE_PREFIX: &str = "otp.";
+/// The parameters notify fills in an OTP template; a caller may not give them.
+pub const FILLED_PARAMETERS: [&str; 2] = ["code", "ttl_minutes"];
+
+/// The text of the SMS carrying a code: an OTP template and the parameters the caller gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpText {
+    /// Template id, `otp.*`.
+    pub template_id: String,
+    /// Parameters other than [`FILLED_PARAMETERS`].
+    pub parameters: HashMap<String, String>,
+}
+
+impl Default for OtpText {
+    fn default() -> Self {
+        Self {
+            template_id: DEFAULT_TEMPLATE.to_string(),
+            parameters: HashMap::new(),
+        }
+    }
+}
 
 /// OTP limits.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -129,10 +162,30 @@ impl OtpIssuer {
         purpose: &str,
         language: Language,
     ) -> Result<IssuedOtp, ApiError> {
+        self.issue_with_text(phone, iin, purpose, language, &OtpText::default())
+            .await
+    }
+
+    /// [`OtpIssuer::issue`] with the SMS text `text`, checked before anything is stored or counted.
+    pub async fn issue_with_text(
+        &self,
+        phone: &str,
+        iin: &str,
+        purpose: &str,
+        language: Language,
+        text: &OtpText,
+    ) -> Result<IssuedOtp, ApiError> {
         validate_purpose(purpose)?;
         if phone.is_empty() && iin.is_empty() {
             return Err(ApiError::invalid_field("phone", "give a phone or an IIN"));
         }
+        let ttl_minutes = self.settings.ttl_secs.div_ceil(60).to_string();
+        // A dry run with a placeholder code: a bad text is refused before a code is counted.
+        self.notifier.templates().render(
+            &text.template_id,
+            language,
+            &Self::text_parameters(text, "000000".to_string(), ttl_minutes.clone())?,
+        )?;
         let rate_key = if phone.is_empty() {
             format!("iin:{iin}")
         } else {
@@ -188,16 +241,8 @@ impl OtpIssuer {
                 recipient_phone: phone.to_string(),
                 sms: true,
                 cabinet: false,
-                template_id: "otp.code".to_string(),
-                parameters: [
-                    ("code".to_string(), code),
-                    (
-                        "ttl_minutes".to_string(),
-                        self.settings.ttl_secs.div_ceil(60).to_string(),
-                    ),
-                ]
-                .into_iter()
-                .collect(),
+                template_id: text.template_id.clone(),
+                parameters: Self::text_parameters(text, code, ttl_minutes)?,
                 language,
                 idempotency_key: format!("otp:{otp_id}"),
                 conversation: None,
@@ -209,6 +254,34 @@ impl OtpIssuer {
             max_attempts: self.settings.max_attempts,
             notification_id: accepted.notification.id,
         })
+    }
+
+    /// The parameters of `text`'s template with the code and its lifetime filled in; an id outside
+    /// [`TEMPLATE_PREFIX`] or a caller's [`FILLED_PARAMETERS`] is refused.
+    fn text_parameters(
+        text: &OtpText,
+        code: String,
+        ttl_minutes: String,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        if !text.template_id.starts_with(TEMPLATE_PREFIX) {
+            return Err(ApiError::invalid_field(
+                "template_id",
+                format!("must be an OTP template ({TEMPLATE_PREFIX}*)"),
+            ));
+        }
+        if let Some(filled) = FILLED_PARAMETERS
+            .iter()
+            .find(|name| text.parameters.contains_key(**name))
+        {
+            return Err(ApiError::invalid_field(
+                format!("parameters.{filled}"),
+                "is filled by notify",
+            ));
+        }
+        let mut parameters = text.parameters.clone();
+        parameters.insert("code".to_string(), code);
+        parameters.insert("ttl_minutes".to_string(), ttl_minutes);
+        Ok(parameters)
     }
 
     /// Checks `code` for `otp_id` and `purpose`; each call uses one attempt.

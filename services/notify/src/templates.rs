@@ -306,6 +306,45 @@ mod tests {
     }
 
     #[test]
+    fn every_otp_template_takes_the_code_and_its_lifetime() {
+        let catalog = TemplateCatalog::embedded().expect("embedded templates");
+        let otp_templates: Vec<&str> = catalog
+            .ids()
+            .filter(|id| id.starts_with(crate::otp::TEMPLATE_PREFIX))
+            .collect();
+        assert_eq!(otp_templates, ["otp.code", "otp.consent"]);
+        for id in otp_templates {
+            let declared = &catalog.get(id).expect("template").parameters;
+            for filled in crate::otp::FILLED_PARAMETERS {
+                assert!(declared.iter().any(|name| name == filled), "{id}: {filled}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_consent_code_says_who_asks_and_for_what_in_both_languages() {
+        let catalog = TemplateCatalog::embedded().expect("embedded templates");
+        let text = catalog
+            .render(
+                "otp.consent",
+                Language::Kk,
+                &parameters(&[
+                    ("participant", "intake"),
+                    ("purpose", "MILITARY_RECRUITMENT"),
+                    ("code", "123456"),
+                    ("ttl_minutes", "5"),
+                ]),
+            )
+            .expect("rendered");
+        assert_eq!(
+            text,
+            "intake дербес деректеріңізге қол жеткізуге келісім сұрайды (MILITARY_RECRUITMENT). \
+             Растау коды: 123456, 5 минут жарамды. / intake запрашивает согласие на доступ к \
+             персональным данным (MILITARY_RECRUITMENT). Код подтверждения: 123456, действует 5 мин."
+        );
+    }
+
+    #[test]
     fn a_missing_parameter_is_named() {
         let catalog = TemplateCatalog::embedded().expect("embedded templates");
         let error = catalog

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{fast_retries, harness};
 use shlyuz_kit::db::Database;
 use shlyuz_notify::otp::{
-    OtpIssuer, OtpSettings, REASON_OTP_ATTEMPTS_EXHAUSTED, REASON_OTP_EXPIRED,
+    OtpIssuer, OtpSettings, OtpText, REASON_OTP_ATTEMPTS_EXHAUSTED, REASON_OTP_EXPIRED,
     REASON_OTP_RATE_LIMITED, REASON_OTP_SUBJECT_MISMATCH, REASON_OTP_USED,
 };
 use shlyuz_notify::phone::NoPhoneDirectory;
@@ -233,5 +233,95 @@ shlyuz_kit::storage_test!(
             .expect("verify");
         assert!(confirmed.verified);
         assert_eq!(confirmed.attempts_left, 2, "the refusals used no attempt");
+    }
+);
+
+shlyuz_kit::storage_test!(
+    a_code_can_carry_an_otp_template_that_says_who_asks,
+    |database: Database| async move {
+        let harness = harness(database).await;
+        let issuer = OtpIssuer::new(harness.notifier.clone(), settings());
+        let consent_text = |parameters: &[(&str, &str)]| OtpText {
+            template_id: "otp.consent".to_string(),
+            parameters: parameters
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        let asked = consent_text(&[
+            ("participant", "intake"),
+            ("purpose", "MILITARY_RECRUITMENT"),
+        ]);
+        let issued = issuer
+            .issue_with_text("+77011234567", "", "CONSENT", Language::Ru, &asked)
+            .await
+            .expect("issued");
+        harness
+            .worker(Arc::new(NoPhoneDirectory), fast_retries(3))
+            .run_once()
+            .await
+            .expect("sent");
+        let text = harness.sms.sent()[0].text.clone();
+        assert!(
+            text.starts_with(
+                "intake запрашивает согласие на доступ к персональным данным (MILITARY_RECRUITMENT). \
+                 Код подтверждения: "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("келісім сұрайды"), "{text}");
+        let code = last_code(&harness);
+        let hit = issuer
+            .verify(&issued.otp_id, &code, "CONSENT")
+            .await
+            .expect("verify");
+        assert!(hit.verified);
+
+        // Refused before a code is counted: a template that is not an OTP template, a parameter
+        // notify fills, a missing one, an unknown one.
+        let refusals = [
+            (
+                OtpText {
+                    template_id: "housing.register_removal".to_string(),
+                    ..consent_text(&[("finding", "x"), ("reason", "y")])
+                },
+                "template_id",
+            ),
+            (
+                consent_text(&[
+                    ("participant", "intake"),
+                    ("purpose", "MILITARY_RECRUITMENT"),
+                    ("code", "000000"),
+                ]),
+                "parameters.code",
+            ),
+            (
+                consent_text(&[("participant", "intake")]),
+                "parameters.purpose",
+            ),
+            (
+                consent_text(&[
+                    ("participant", "intake"),
+                    ("purpose", "MILITARY_RECRUITMENT"),
+                    ("colour", "red"),
+                ]),
+                "parameters.colour",
+            ),
+        ];
+        for (text, field) in refusals {
+            let refused = issuer
+                .issue_with_text("+77019876543", "", "CONSENT", Language::Kk, &text)
+                .await
+                .expect_err(field);
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{field}");
+            assert_eq!(refused.field_violations()[0].field, field);
+        }
+        // None of them used the phone's allowance of two codes.
+        for _ in 0..2 {
+            issuer
+                .issue_with_text("+77019876543", "", "CONSENT", Language::Kk, &asked)
+                .await
+                .expect("within the limit");
+        }
     }
 );

@@ -91,14 +91,20 @@ impl RegistryConfig {
         }
     }
 
-    /// The registry's routes: embedded tables, or external registries where configured.
-    pub fn routes(&self, database: Database) -> anyhow::Result<tonic::service::Routes> {
-        if self.upstream_file.as_os_str().is_empty() {
-            return Ok(crate::routes(database));
-        }
-        let source = upstream_source(&self.upstream_file, database.clone())
-            .context("config key `registry.upstream_file`")?;
-        Ok(crate::routes_with_source(database, source))
+    /// The registry's routes: embedded tables, or external registries where configured; consent
+    /// codes through `gateway` (notify's `OtpService`).
+    pub fn routes(
+        &self,
+        database: Database,
+        gateway: Option<shlyuz_kit::gateway_client::GatewayClient>,
+    ) -> anyhow::Result<tonic::service::Routes> {
+        let source: Arc<dyn RegistrySource> = if self.upstream_file.as_os_str().is_empty() {
+            Arc::new(EmbeddedRegistry::new(database.clone()))
+        } else {
+            upstream_source(&self.upstream_file, database.clone())
+                .context("config key `registry.upstream_file`")?
+        };
+        Ok(crate::routes_with_source(database, source, gateway))
     }
 }
 

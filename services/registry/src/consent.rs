@@ -1,14 +1,12 @@
 //! ConsentService: a subject consents to a participant processing their data for a purpose; the
-//! consent becomes active only when the subject types the OTP sent to their phone (from the
-//! mobile citizens database). The SMS waits in the `sms_outbox` table, written with the consent,
-//! until [`crate::consent_sms`] hands it to notify through the gateway.
-//! OTPs are kept only as SHA-256 hashes; five wrong OTPs lock the consent; a subject may ask for
-//! at most five consents per ten minutes, so neither OTPs nor SMS can be sprayed.
+//! consent becomes active only when the subject types the code notify sent to their phone (from the
+//! mobile citizens database). notify's `OtpService` keeps the code, its lifetime, its attempts and
+//! the per-phone limit ([`crate::consent_otp`]); the consent row keeps notify's OTP id. A consent
+//! whose code ran out of attempts is locked.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng as _;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::{ApiError, parse_iin_field};
@@ -19,17 +17,13 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tonic::{Request, Response, Status};
 
+use crate::consent_otp::{
+    CodeCheck, ConsentAsk, ConsentOtp, REASON_OTP_ATTEMPTS_EXHAUSTED, REASON_OTP_CODE_WRONG,
+    REASON_OTP_EXPIRED,
+};
 use crate::grpc::{REASON_PHONE_NOT_FOUND, paginate};
 use crate::source::RegistrySource;
 
-/// Wrong OTPs after which a consent is locked.
-pub const MAX_OTP_ATTEMPTS: i64 = 5;
-/// How long an OTP is accepted.
-pub const OTP_LIFETIME: Duration = Duration::from_secs(5 * 60);
-/// Consent requests one subject may make per [`REQUEST_WINDOW`].
-pub const MAX_REQUESTS_PER_WINDOW: i64 = 5;
-/// The window of [`MAX_REQUESTS_PER_WINDOW`].
-pub const REQUEST_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Longest consent: one year.
 pub const MAX_CONSENT_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -40,27 +34,12 @@ const STATE_EXPIRED: i64 = 4;
 const STATE_LOCKED: i64 = 5;
 
 const CONSENT_COLUMNS: &str = "consent_id, subject_iin, participant, purpose, scopes, state, \
-     create_time_ms, expire_time_ms, confirm_time_ms, revoke_time_ms, otp_sha256, \
-     otp_expire_time_ms, failed_attempts";
-
-/// One SMS waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    /// Destination, E.164.
-    pub phone_number: String,
-    /// Subject the SMS is about.
-    pub subject_iin: String,
-    /// The consent it confirms.
-    pub consent_id: String,
-    /// The text, with the OTP.
-    pub body: String,
-}
+     create_time_ms, expire_time_ms, confirm_time_ms, revoke_time_ms, otp_id, otp_expire_time_ms";
 
 struct StoredConsent {
     consent: pb::Consent,
-    otp_sha256: String,
-    otp_expire_time_ms: i64,
-    failed_attempts: i64,
+    /// notify's OTP id; empty for a consent requested before codes moved to notify.
+    otp_id: String,
 }
 
 fn consent_from_row(row: &AnyRow) -> Result<StoredConsent, sqlx::Error> {
@@ -82,18 +61,8 @@ fn consent_from_row(row: &AnyRow) -> Result<StoredConsent, sqlx::Error> {
             confirm_time_ms: row.try_get("confirm_time_ms")?,
             revoke_time_ms: row.try_get("revoke_time_ms")?,
         },
-        otp_sha256: row.try_get("otp_sha256")?,
-        otp_expire_time_ms: row.try_get("otp_expire_time_ms")?,
-        failed_attempts: row.try_get("failed_attempts")?,
+        otp_id: row.try_get("otp_id")?,
     })
-}
-
-fn otp_hash(consent_id: &str, otp: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("{consent_id}:{otp}").as_bytes(),
-    );
-    hex::encode(digest.as_ref())
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -128,48 +97,49 @@ fn consent_not_found() -> ApiError {
     ApiError::not_found("CONSENT_NOT_FOUND", "no consent with this id")
 }
 
-/// The consent service over the registry database and a source for phones.
+fn not_pending() -> ApiError {
+    ApiError::failed_precondition(
+        "CONSENT_NOT_PENDING",
+        "the consent is not waiting for a code",
+    )
+}
+
+/// notify's refusal of a code whose attempts are used up, for a consent locked by it.
+fn attempts_exhausted() -> ApiError {
+    ApiError::failed_precondition(
+        REASON_OTP_ATTEMPTS_EXHAUSTED,
+        "every attempt of the code was used: request a new consent",
+    )
+}
+
+/// The consent service over the registry database, a source for phones and notify's codes.
 #[derive(Clone)]
 pub struct ConsentServiceImpl {
     database: Database,
     source: Arc<dyn RegistrySource>,
     clock: SharedClock,
+    otp: ConsentOtp,
 }
 
 impl ConsentServiceImpl {
-    /// The service over `database` (consents, outbox) and `source` (persons, phones).
-    pub fn new(database: Database, source: Arc<dyn RegistrySource>, clock: SharedClock) -> Self {
+    /// The service over `database` (consents), `source` (persons, phones) and `otp` (notify).
+    pub fn new(
+        database: Database,
+        source: Arc<dyn RegistrySource>,
+        clock: SharedClock,
+        otp: ConsentOtp,
+    ) -> Self {
         Self {
             database,
             source,
             clock,
+            otp,
         }
     }
 
     /// The tonic server.
     pub fn into_server(self) -> pb::consent_service_server::ConsentServiceServer<Self> {
         pb::consent_service_server::ConsentServiceServer::new(self)
-    }
-
-    /// The SMS waiting for `consent_id`, oldest first (tests, and notify once it exists).
-    pub async fn outbox(&self, consent_id: &str) -> Result<Vec<OutboxMessage>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT phone_number, subject_iin, consent_id, body FROM sms_outbox
-             WHERE consent_id = $1 ORDER BY create_time_ms, message_id",
-        )
-        .bind(consent_id)
-        .fetch_all(self.database.pool())
-        .await?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            messages.push(OutboxMessage {
-                phone_number: row.try_get("phone_number")?,
-                subject_iin: row.try_get("subject_iin")?,
-                consent_id: row.try_get("consent_id")?,
-                body: row.try_get("body")?,
-            });
-        }
-        Ok(messages)
     }
 
     async fn load(&self, consent_id: &str) -> Result<StoredConsent, ApiError> {
@@ -183,6 +153,18 @@ impl ConsentServiceImpl {
             Some(row) => Ok(consent_from_row(&row)?),
             None => Err(consent_not_found()),
         }
+    }
+
+    /// Locks a pending consent whose code has no attempt left.
+    async fn lock(&self, consent_id: &str) -> Result<(), ApiError> {
+        sqlx::query("UPDATE consents SET state = $2 WHERE consent_id = $1 AND state = $3")
+            .bind(consent_id)
+            .bind(STATE_LOCKED)
+            .bind(STATE_PENDING)
+            .execute(self.database.pool())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(())
     }
 
     /// A request routed by the gateway must name the consent's subject; a direct call (the
@@ -261,28 +243,19 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
                 )
             })?;
 
-        let window_start = now_ms - millis(REQUEST_WINDOW);
-        let recent: i64 = sqlx::query(
-            "SELECT COUNT(*) AS recent FROM consents WHERE subject_iin = $1 AND create_time_ms > $2",
-        )
-        .bind(subject.as_str())
-        .bind(window_start)
-        .fetch_one(self.database.pool())
-        .await
-        .and_then(|row| row.try_get("recent"))
-        .map_err(ApiError::from)?;
-        if recent >= MAX_REQUESTS_PER_WINDOW {
-            return Err(ApiError::resource_exhausted(
-                "OTP_REQUESTS_EXCEEDED",
-                "too many consent requests for this subject; try again later",
-                REQUEST_WINDOW,
-            )
-            .into());
-        }
-
+        // notify sends the code first: without it no consent row is written.
         let consent_id = uuid::Uuid::new_v4().to_string();
-        let otp = format!("{:06}", rand::rng().random_range(0..1_000_000));
-        let otp_expire_time_ms = now_ms + millis(OTP_LIFETIME);
+        let issued = self
+            .otp
+            .issue(
+                &subject,
+                &phone.phone_number,
+                ConsentAsk {
+                    participant: &message.participant,
+                    purpose: &message.purpose,
+                },
+            )
+            .await?;
         let consent = pb::Consent {
             consent_id: consent_id.clone(),
             subject_iin: subject.as_str().to_string(),
@@ -295,17 +268,9 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
             confirm_time_ms: 0,
             revoke_time_ms: 0,
         };
-        let body = format!(
-            "{participant} дербес деректеріңізге қол жеткізуге келісім сұрайды ({purpose}). \
-             Растау коды: {otp}. / {participant} запрашивает согласие на доступ к персональным \
-             данным ({purpose}). Код подтверждения: {otp}.",
-            participant = message.participant,
-            purpose = message.purpose,
-        );
-        let mut transaction = self.database.pool().begin().await.map_err(ApiError::from)?;
         sqlx::query(&format!(
             "INSERT INTO consents ({CONSENT_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, 0)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10)"
         ))
         .bind(&consent.consent_id)
         .bind(&consent.subject_iin)
@@ -315,38 +280,15 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
         .bind(STATE_PENDING)
         .bind(now_ms)
         .bind(consent.expire_time_ms)
-        .bind(otp_hash(&consent_id, &otp))
-        .bind(otp_expire_time_ms)
-        .execute(&mut *transaction)
+        .bind(&issued.otp_id)
+        .bind(issued.expire_time_ms)
+        .execute(self.database.pool())
         .await
         .map_err(ApiError::from)?;
-        // notify renders the same text from its `consent.otp` template and these parameters.
-        let parameters = serde_json::json!({
-            "participant": message.participant,
-            "purpose": message.purpose,
-            "code": otp,
-            "ttl_minutes": OTP_LIFETIME.as_secs().div_ceil(60).to_string(),
-        })
-        .to_string();
-        sqlx::query(
-            "INSERT INTO sms_outbox (message_id, phone_number, subject_iin, consent_id, body, create_time_ms, parameters)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&phone.phone_number)
-        .bind(subject.as_str())
-        .bind(&consent_id)
-        .bind(body)
-        .bind(now_ms)
-        .bind(parameters)
-        .execute(&mut *transaction)
-        .await
-        .map_err(ApiError::from)?;
-        transaction.commit().await.map_err(ApiError::from)?;
-        tracing::info!(consent_id = %consent_id, participant = %consent.participant, purpose = %consent.purpose, "consent requested, otp queued");
+        tracing::info!(consent_id = %consent_id, participant = %consent.participant, purpose = %consent.purpose, otp_id = %issued.otp_id, "consent requested, code sent by notify");
         Ok(Response::new(pb::RequestConsentResponse {
             consent: Some(consent),
-            otp_expire_time_ms,
+            otp_expire_time_ms: issued.expire_time_ms,
         }))
     }
 
@@ -361,93 +303,62 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
         }
         let stored = self.load(&message.consent_id).await?;
         Self::require_subject_if_routed(&request, &stored.consent.subject_iin)?;
-        let now_ms = self.clock.now_millis();
         match i64::from(stored.consent.state) {
             STATE_PENDING => {}
-            STATE_LOCKED => {
-                return Err(ApiError::resource_exhausted(
-                    "OTP_ATTEMPTS_EXCEEDED",
-                    "too many wrong otps: request a new consent",
-                    REQUEST_WINDOW,
-                )
-                .into());
-            }
-            _ => {
-                return Err(ApiError::failed_precondition(
-                    "CONSENT_NOT_PENDING",
-                    "the consent is not waiting for an otp",
-                )
-                .into());
-            }
+            STATE_LOCKED => return Err(attempts_exhausted().into()),
+            _ => return Err(not_pending().into()),
         }
-        if stored.failed_attempts >= MAX_OTP_ATTEMPTS {
-            return Err(ApiError::resource_exhausted(
-                "OTP_ATTEMPTS_EXCEEDED",
-                "too many wrong otps: request a new consent",
-                REQUEST_WINDOW,
-            )
-            .into());
-        }
-        if now_ms > stored.otp_expire_time_ms {
+        if stored.otp_id.is_empty() {
             return Err(ApiError::failed_precondition(
-                "OTP_EXPIRED",
-                "the otp has expired: request a new consent",
+                REASON_OTP_EXPIRED,
+                "the code of this consent has expired: request a new consent",
             )
             .into());
         }
-        if otp_hash(&message.consent_id, &message.otp) != stored.otp_sha256 {
-            // Counting and locking happen in one statement, so parallel guesses cannot exceed it.
-            let row = sqlx::query(
-                "UPDATE consents SET failed_attempts = failed_attempts + 1,
-                        state = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE state END
-                 WHERE consent_id = $1 AND state = $4
-                 RETURNING failed_attempts",
-            )
-            .bind(&message.consent_id)
-            .bind(MAX_OTP_ATTEMPTS)
-            .bind(STATE_LOCKED)
-            .bind(STATE_PENDING)
-            .fetch_optional(self.database.pool())
+        let subject = parse_iin_field("subject_iin", &stored.consent.subject_iin)?;
+        let check = match self
+            .otp
+            .verify(&stored.otp_id, &message.otp, &subject)
             .await
-            .map_err(ApiError::from)?;
-            let attempts: i64 = match row {
-                Some(row) => row.try_get("failed_attempts").map_err(ApiError::from)?,
-                None => MAX_OTP_ATTEMPTS,
-            };
-            tracing::warn!(consent_id = %message.consent_id, attempts, "wrong otp");
-            if attempts >= MAX_OTP_ATTEMPTS {
-                return Err(ApiError::resource_exhausted(
-                    "OTP_ATTEMPTS_EXCEEDED",
-                    "too many wrong otps: request a new consent",
-                    REQUEST_WINDOW,
-                )
-                .into());
+        {
+            Ok(check) => check,
+            Err(refusal) => {
+                if refusal.reason() == REASON_OTP_ATTEMPTS_EXHAUSTED {
+                    self.lock(&message.consent_id).await?;
+                }
+                return Err(refusal.into());
             }
-            return Err(
-                ApiError::permission_denied("OTP_INVALID", "the otp is wrong")
-                    .with_metadata("attempts_left", (MAX_OTP_ATTEMPTS - attempts).to_string())
-                    .into(),
-            );
+        };
+        match check {
+            CodeCheck::Matched => {}
+            CodeCheck::Wrong { attempts_left } if attempts_left <= 0 => {
+                tracing::warn!(consent_id = %message.consent_id, "wrong code, no attempt left: consent locked");
+                self.lock(&message.consent_id).await?;
+                return Err(attempts_exhausted().into());
+            }
+            CodeCheck::Wrong { attempts_left } => {
+                tracing::warn!(consent_id = %message.consent_id, attempts_left, "wrong code");
+                return Err(ApiError::invalid_field("otp", "does not match")
+                    .with_reason(REASON_OTP_CODE_WRONG)
+                    .with_metadata("attempts_left", attempts_left.to_string())
+                    .into());
+            }
         }
+        let now_ms = self.clock.now_millis();
         let row = sqlx::query(&format!(
             "UPDATE consents SET state = $2, confirm_time_ms = $3
-             WHERE consent_id = $1 AND state = $4 AND failed_attempts < $5
+             WHERE consent_id = $1 AND state = $4
              RETURNING {CONSENT_COLUMNS}"
         ))
         .bind(&message.consent_id)
         .bind(STATE_ACTIVE)
         .bind(now_ms)
         .bind(STATE_PENDING)
-        .bind(MAX_OTP_ATTEMPTS)
         .fetch_optional(self.database.pool())
         .await
         .map_err(ApiError::from)?;
         let Some(row) = row else {
-            return Err(ApiError::failed_precondition(
-                "CONSENT_NOT_PENDING",
-                "the consent is not waiting for an otp",
-            )
-            .into());
+            return Err(not_pending().into());
         };
         let confirmed = consent_from_row(&row).map_err(ApiError::from)?;
         Ok(Response::new(pb::ConfirmConsentResponse {

@@ -5,7 +5,7 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 pub mod certificate_authority;
 pub mod config;
 pub mod consent;
-pub mod consent_sms;
+pub mod consent_otp;
 pub mod embedded;
 pub mod fixtures;
 pub mod grpc;
@@ -46,6 +46,11 @@ static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consent sms relayed to notify",
         sql: include_str!("../migrations/sqlite/0004_consent_sms_relay.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "consent codes kept by notify",
+        sql: include_str!("../migrations/sqlite/0005_consent_otp_in_notify.sql"),
+    },
 ];
 
 static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -69,6 +74,11 @@ static POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "consent sms relayed to notify",
         sql: include_str!("../migrations/postgres/0004_consent_sms_relay.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "consent codes kept by notify",
+        sql: include_str!("../migrations/postgres/0005_consent_otp_in_notify.sql"),
+    },
 ];
 
 /// Database migrations of the registry target, per dialect.
@@ -77,12 +87,10 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: POSTGRES_MIGRATIONS,
 };
 
-/// How often the registry hands consent OTP SMS to notify.
-const CONSENT_SMS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Starts the registry: its routes over the embedded tables or the upstreams that
-/// `registry.upstream_file` describes, and, with a gateway, the relay of consent OTP SMS to
-/// notify (without one they wait in the outbox).
+/// `registry.upstream_file` describes; consent codes are issued and checked by notify's
+/// `OtpService` through the gateway (without one, consent requests are `UNAVAILABLE`
+/// `OTP_UNAVAILABLE`).
 pub async fn start(
     parts: shlyuz_kit::service::ServiceParts<config::RegistryConfig>,
 ) -> anyhow::Result<shlyuz_kit::service::Service> {
@@ -108,34 +116,25 @@ pub async fn start(
             );
         }
     }
-    let routes = parts.config.routes(parts.database.clone())?;
-    if let Some(client) = parts.gateway {
-        parts.tasks.spawn(
-            "consent sms relay",
-            consent_sms::run(
-                parts.database.clone(),
-                client,
-                parts.clock.clone(),
-                CONSENT_SMS_INTERVAL,
-                parts.tasks.shutdown(),
-            ),
-        );
-    }
+    let routes = parts.config.routes(parts.database.clone(), parts.gateway)?;
     Ok(shlyuz_kit::service::Service::new(routes))
 }
 
-/// The registry target's gRPC routes over the embedded backend in `database`.
+/// The registry target's gRPC routes over the embedded backend in `database`, without a gateway
+/// (consent requests are then `UNAVAILABLE` `OTP_UNAVAILABLE`).
 pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
         std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
-    routes_with_source(database, source)
+    routes_with_source(database, source, None)
 }
 
 /// The routes with registry data from `source` (e.g. an [`upstream::UpstreamRegistry`] falling
-/// back to the embedded tables); consents and certificates always live in `database`.
+/// back to the embedded tables); consents and certificates always live in `database`, consent
+/// codes at notify, reached through `gateway`.
 pub fn routes_with_source(
     database: shlyuz_kit::db::Database,
     source: std::sync::Arc<dyn source::RegistrySource>,
+    gateway: Option<shlyuz_kit::gateway_client::GatewayClient>,
 ) -> tonic::service::Routes {
     let clock = shlyuz_kit::clock::system_clock();
     let certificate_authority = certificate_authority::CertificateAuthorityServiceImpl::new(
@@ -143,7 +142,12 @@ pub fn routes_with_source(
         source.clone(),
         clock.clone(),
     );
-    let consent = consent::ConsentServiceImpl::new(database, source.clone(), clock);
+    let consent = consent::ConsentServiceImpl::new(
+        database,
+        source.clone(),
+        clock,
+        consent_otp::ConsentOtp::new(gateway),
+    );
     grpc::RegistryServices::new(source)
         .routes()
         .add_service(consent.into_server())

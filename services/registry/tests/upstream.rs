@@ -400,7 +400,7 @@ async fn the_registry_section_names_a_bad_upstream_file() {
         upstream_file: good,
         ..Default::default()
     };
-    assert!(config.routes(database.clone()).is_ok());
+    assert!(config.routes(database.clone(), None).is_ok());
 
     let bad = directory.path().join("bad.toml");
     std::fs::write(
@@ -412,7 +412,7 @@ async fn the_registry_section_names_a_bad_upstream_file() {
         upstream_file: bad,
         ..Default::default()
     };
-    let Err(error) = config.routes(database) else {
+    let Err(error) = config.routes(database, None) else {
         panic!("a bad upstream file must be refused");
     };
     let text = format!("{error:#}");
