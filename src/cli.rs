@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -257,28 +256,17 @@ async fn seed_registry(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let fixture = match fixture {
-        Some(path) => Some(shlyuz_registry::fixtures::read(&path)?),
-        None => None,
-    };
     let database = open_database(config, Target::Registry, &config.data_dir).await?;
-    let registry = shlyuz_registry::embedded::EmbeddedRegistry::new(database.clone());
-    let report = shlyuz_registry::population::seed_population(&registry, population, seed).await;
-    let outcome = match report {
-        Ok(report) => {
+    let outcome = shlyuz_registry::seed(database.clone(), population, seed, fixture.as_deref())
+        .await
+        .map(|report| {
             println!(
                 "seeded {} persons ({} records) with seed {seed} in {:.1} s",
                 report.persons,
                 report.records,
                 report.elapsed.as_secs_f64()
             );
-            match &fixture {
-                Some(records) => shlyuz_registry::fixtures::load(&registry, records).await,
-                None => Ok(()),
-            }
-        }
-        Err(error) => Err(error),
-    };
+        });
     database.close().await;
     outcome
 }
@@ -337,12 +325,5 @@ async fn serve(
     }
     let tasks = Tasks::new(signal.clone());
     let service = start_service(&config, &prepared, &metrics, tasks.clone(), None).await?;
-    serve_target(
-        prepared,
-        service,
-        tasks,
-        signal,
-        Duration::from_millis(config.shutdown.drain_timeout_ms),
-    )
-    .await
+    serve_target(prepared, service, tasks, signal).await
 }

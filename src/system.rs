@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use shlyuz_kit::clock::AdjustableClock;
@@ -70,7 +69,6 @@ impl System {
                 .map(|(name, address)| (name.clone(), address.to_string())),
         );
 
-        let drain_timeout = Duration::from_millis(config.shutdown.drain_timeout_ms);
         let mut serving = JoinSet::new();
         for prepared in prepared_targets {
             let tasks = Tasks::new(signal.clone());
@@ -85,13 +83,7 @@ impl System {
                     return Err(error);
                 }
             };
-            serving.spawn(serve_target(
-                prepared,
-                service,
-                tasks,
-                signal.clone(),
-                drain_timeout,
-            ));
+            serving.spawn(serve_target(prepared, service, tasks, signal.clone()));
         }
         Ok(System {
             addresses,

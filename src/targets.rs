@@ -177,20 +177,21 @@ impl Parts<'_> {
 }
 
 /// Serves a prepared target until shutdown; then runs its stop hooks (the gateway flushes its
-/// message log), waits at most `drain_timeout` for its background tasks, and closes its database.
+/// message log), waits for its background tasks and closes its database. The tasks saw the same
+/// shutdown when the server began draining, so they have normally ended by now; one that has not
+/// is given at most [`TASK_DRAIN`] more, so a stuck task cannot outlast the pod's grace period.
 pub async fn serve_target(
     prepared: PreparedTarget,
     service: Service,
     tasks: Tasks,
     shutdown: ShutdownSignal,
-    drain_timeout: Duration,
 ) -> anyhow::Result<()> {
     let (routes, stop) = service.into_parts();
     let result = prepared.server.serve(routes, shutdown).await;
     for hook in stop {
         hook.await;
     }
-    if !tasks.drain(drain_timeout).await {
+    if !tasks.drain(TASK_DRAIN).await {
         tracing::warn!(
             target_name = prepared.target.name(),
             "closing the database with background tasks still running"
@@ -199,3 +200,6 @@ pub async fn serve_target(
     prepared.database.close().await;
     result
 }
+
+/// How long a target waits, after its server has drained, for background tasks still running.
+pub const TASK_DRAIN: Duration = Duration::from_secs(5);

@@ -154,6 +154,29 @@ pub fn routes_with_source(
         .add_service(certificate_authority.into_server())
 }
 
+pub use population::SeedReport;
+
+/// `shlyuz seed`: replaces the embedded registry's data in `database` (migrated) with `population`
+/// synthetic persons generated from `seed`, then adds the records of the fixture file `fixture`.
+pub async fn seed(
+    database: shlyuz_kit::db::Database,
+    population: usize,
+    seed: u64,
+    fixture: Option<&std::path::Path>,
+) -> anyhow::Result<SeedReport> {
+    // The fixture is read first: a bad file must not cost the data already there.
+    let fixture = match fixture {
+        Some(path) => Some(fixtures::read(path)?),
+        None => None,
+    };
+    let registry = embedded::EmbeddedRegistry::new(database);
+    let report = population::seed_population(&registry, population, seed).await?;
+    if let Some(records) = &fixture {
+        fixtures::load(&registry, records).await?;
+    }
+    Ok(report)
+}
+
 /// Generates the `shlyuz up` population, then adds `fixture`'s records, when the registry holds
 /// no person yet; returns the report when it seeded, `None` when data was already there.
 pub async fn seed_if_empty(
