@@ -3,7 +3,6 @@
 //! log provider), on SQLite or PostgreSQL.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,15 +13,8 @@ use shlyuz_kit::pki::DevPki;
 use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
 use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::MetricsRegistry;
-use shlyuz_notify::grpc::NotificationGrpc;
-use shlyuz_notify::notifier::Notifier;
-use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::provider::{LogProvider, LogSink};
-use shlyuz_notify::templates::TemplateCatalog;
-use shlyuz_notify::worker::{DeliverySettings, DeliveryWorker};
 use shlyuz_proto::notify::v1 as pb;
 use shlyuz_proto::notify::v1::notification_service_client::NotificationServiceClient;
-use shlyuz_proto::notify::v1::notification_service_server::NotificationServiceServer;
 use sqlx::Row;
 
 use super::process::tls_files;
@@ -65,12 +57,6 @@ pub async fn run(args: NotifyBenchArgs) -> anyhow::Result<()> {
     };
     let database = Database::connect(&url, 16).await?;
     database.migrate(&shlyuz_notify::MIGRATIONS).await?;
-    let clock = shlyuz_kit::clock::system_clock();
-    let notifier = Notifier::new(
-        database.clone(),
-        Arc::new(TemplateCatalog::embedded()?),
-        clock.clone(),
-    );
 
     let (trigger, signal) = shutdown_channel();
     let server = GrpcServer::bind(
@@ -89,9 +75,7 @@ pub async fn run(args: NotifyBenchArgs) -> anyhow::Result<()> {
     .await?;
     let address = server.local_addr()?;
     let server_task = tokio::spawn(server.serve(
-        tonic::service::Routes::new(NotificationServiceServer::new(NotificationGrpc::new(
-            notifier,
-        ))),
+        shlyuz_notify::bench::accept_routes(database.clone())?,
         signal,
     ));
 
@@ -134,37 +118,13 @@ pub async fn run(args: NotifyBenchArgs) -> anyhow::Result<()> {
     let accept_latency = LatencySummary::from_latencies(latencies.into_iter().flatten().collect());
 
     // The workers start after acceptance, so the two figures do not share the CPU.
-    let provider = Arc::new(LogProvider::new(
-        LogSink::File(work_dir.path().join("notify-sms.log")),
-        false,
-    ));
-    let settings = DeliverySettings {
-        batch_size: 128,
-        ..DeliverySettings::default()
-    };
     let drain_started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.workers {
-        let worker = DeliveryWorker::new(
-            database.clone(),
-            provider.clone(),
-            Arc::new(NoPhoneDirectory),
-            clock.clone(),
-            settings.clone(),
-        );
-        workers.spawn(async move {
-            loop {
-                match worker.run_once().await {
-                    Ok(report) if report.handled() == 0 => return Ok(()),
-                    Ok(_) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        });
-    }
-    while let Some(joined) = workers.join_next().await {
-        joined.context("delivery worker panicked")??;
-    }
+    shlyuz_notify::bench::drain(
+        database.clone(),
+        args.workers,
+        work_dir.path().join("notify-sms.log"),
+    )
+    .await?;
     let drain_elapsed = drain_started.elapsed();
     let sent: i64 = sqlx::query("SELECT COUNT(*) AS sent FROM notifications WHERE state = 'SENT'")
         .fetch_one(database.pool())

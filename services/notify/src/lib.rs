@@ -11,6 +11,7 @@ use shlyuz_proto::notify::v1::inbound_sms_service_server::InboundSmsServiceServe
 use shlyuz_proto::notify::v1::notification_service_server::NotificationServiceServer;
 use shlyuz_proto::notify::v1::otp_service_server::OtpServiceServer;
 
+pub mod bench;
 pub mod config;
 pub mod grpc;
 pub mod inbound;
@@ -215,3 +216,6 @@ pub async fn start_with_provider(
         )));
     Ok(Service::new(builder.routes()))
 }
+
+#[cfg(test)]
+mod tests;

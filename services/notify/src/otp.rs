@@ -24,11 +24,6 @@ pub const REASON_OTP_ATTEMPTS_EXHAUSTED: &str = "OTP_ATTEMPTS_EXHAUSTED";
 pub const REASON_OTP_RATE_LIMITED: &str = "OTP_RATE_LIMITED";
 /// `ErrorInfo` reason: the code was issued for another person (or to a bare phone).
 pub const REASON_OTP_SUBJECT_MISMATCH: &str = "OTP_SUBJECT_MISMATCH";
-/// Reason a caller of `VerifyOtp` gives its own caller when the answer is `verified = false`
-/// (notify itself answers that without an error); part of the vocabulary in `otp.proto`.
-pub const REASON_OTP_CODE_WRONG: &str = "OTP_CODE_WRONG";
-/// Reason a caller of `OtpService` gives when it cannot reach notify; part of the vocabulary.
-pub const REASON_OTP_UNAVAILABLE: &str = "OTP_UNAVAILABLE";
 
 /// The template of an SMS that carries only the code.
 pub const DEFAULT_TEMPLATE: &str = "otp.code";
@@ -155,6 +150,7 @@ impl OtpIssuer {
     }
 
     /// Issues a code to `phone` (normalised) or, without one, to the phone of `iin` (validated).
+    #[cfg(test)]
     pub async fn issue(
         &self,
         phone: &str,
@@ -284,6 +280,7 @@ impl OtpIssuer {
         Ok(parameters)
     }
 
+    #[cfg(test)]
     /// Checks `code` for `otp_id` and `purpose`; each call uses one attempt.
     pub async fn verify(
         &self,

@@ -47,7 +47,7 @@ pub trait SmsProvider: Send + Sync + 'static {
 /// Where the log provider writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogSink {
-    /// Nowhere but the in-memory record (tests, benchmarks).
+    /// Nowhere but the in-memory record (tests).
     Memory,
     /// One JSON line per SMS on stdout, phone masked.
     Stdout,

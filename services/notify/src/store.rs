@@ -321,6 +321,7 @@ async fn release_outbox(
     Ok(deleted.rows_affected() == 1)
 }
 
+#[cfg(test)]
 /// Records the provider's acceptance: state SENT (unless a delivery report already came), the
 /// phone used and the provider's id; the outbox row goes. `false` when the lease was lost.
 pub async fn mark_sent(
@@ -513,6 +514,7 @@ pub async fn apply_delivery_report(
     Ok(!updated.is_empty())
 }
 
+#[cfg(test)]
 /// Rows still waiting in the outbox (operations and tests).
 pub async fn outbox_len(database: &Database) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT COUNT(*) AS waiting FROM sms_outbox")

@@ -96,6 +96,7 @@ impl TemplateCatalog {
         self.templates.get(id)
     }
 
+    #[cfg(test)]
     /// Ids of every template.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.templates.keys().map(String::as_str)

@@ -195,3 +195,6 @@ pub async fn seed_if_empty(
     }
     Ok(Some(report))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,18 +1,16 @@
 //! OTP on SQLite and PostgreSQL: the code arrives by SMS, matches once, expires, allows a limited
 //! number of attempts, is limited per phone, and is never stored in clear.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{fast_retries, harness};
-use shlyuz_kit::db::Database;
-use shlyuz_notify::otp::{
+use crate::otp::{
     OtpIssuer, OtpSettings, OtpText, REASON_OTP_ATTEMPTS_EXHAUSTED, REASON_OTP_EXPIRED,
     REASON_OTP_RATE_LIMITED, REASON_OTP_SUBJECT_MISMATCH, REASON_OTP_USED,
 };
-use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::sms::Language;
+use crate::phone::NoPhoneDirectory;
+use crate::sms::Language;
+use crate::tests::common::{fast_retries, harness};
+use shlyuz_kit::db::Database;
 use sqlx::Row;
 
 fn settings() -> OtpSettings {
@@ -25,7 +23,7 @@ fn settings() -> OtpSettings {
 }
 
 /// The code in the last SMS the log provider recorded.
-fn last_code(harness: &common::Harness) -> String {
+fn last_code(harness: &crate::tests::common::Harness) -> String {
     let sent = harness.sms.sent();
     let text = &sent.last().expect("an sms").text;
     let code: String = text
@@ -182,7 +180,7 @@ shlyuz_kit::storage_test!(
     |database: Database| async move {
         let harness = harness(database).await;
         let issuer = OtpIssuer::new(harness.notifier.clone(), settings());
-        let candidate = common::iin(1);
+        let candidate = crate::tests::common::iin(1);
         let issued = issuer
             .issue(
                 "+77011234567",
@@ -217,7 +215,12 @@ shlyuz_kit::storage_test!(
             (&bare_phone.otp_id, code_of("+77017654321")),
         ] {
             let refused = issuer
-                .verify_for(otp_id, &code, "JAUYNGER_APPLICATION", Some(&common::iin(2)))
+                .verify_for(
+                    otp_id,
+                    &code,
+                    "JAUYNGER_APPLICATION",
+                    Some(&crate::tests::common::iin(2)),
+                )
                 .await
                 .expect_err("another person");
             assert_eq!(refused.reason(), REASON_OTP_SUBJECT_MISMATCH);

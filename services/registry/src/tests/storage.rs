@@ -1,15 +1,15 @@
 //! The embedded backend on SQLite and PostgreSQL: seeding, fixtures, look-ups, atomic loads.
 
+use crate::embedded::EmbeddedRegistry;
+use crate::fixtures::{self, rules};
+use crate::population::{generate, seed_population};
+use crate::source::RegistrySource;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::Iin;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
-use shlyuz_registry::population::{generate, seed_population};
-use shlyuz_registry::source::RegistrySource;
 
 async fn registry(database: Database) -> EmbeddedRegistry {
     database
-        .migrate(&shlyuz_registry::MIGRATIONS)
+        .migrate(&crate::MIGRATIONS)
         .await
         .expect("migrations");
     EmbeddedRegistry::new(database)

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::grpc::RegistryServices;
+use crate::source::{RegistrySource, SourceError};
+use crate::upstream::{EndpointMapping, UpstreamRegistry, UpstreamSettings, reasons};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,9 +21,6 @@ use shlyuz_kit::iin::Iin;
 use shlyuz_kit::subject::SUBJECT_IIN_METADATA;
 use shlyuz_proto::registry::v1 as pb;
 use shlyuz_proto::registry::v1::person_registry_service_server::PersonRegistryService;
-use shlyuz_registry::grpc::RegistryServices;
-use shlyuz_registry::source::{RegistrySource, SourceError};
-use shlyuz_registry::upstream::{EndpointMapping, UpstreamRegistry, UpstreamSettings, reasons};
 use tonic::Code;
 
 const KNOWN: &str = "900101300017";
@@ -210,7 +210,7 @@ fn iins() -> Vec<Iin> {
 }
 
 fn reason_of(
-    result: Result<Vec<shlyuz_registry::records::PersonRecord>, SourceError>,
+    result: Result<Vec<crate::records::PersonRecord>, SourceError>,
 ) -> (&'static str, &'static str) {
     match result {
         Ok(_) => ("ok", ""),
@@ -396,7 +396,7 @@ async fn the_registry_section_names_a_bad_upstream_file() {
         "base_url = \"http://127.0.0.1:9\"\n[endpoints.persons]\npath = \"persons\"\nrecords_pointer = \"/data/items\"\n",
     )
     .expect("write");
-    let config = shlyuz_registry::config::RegistryConfig {
+    let config = crate::config::RegistryConfig {
         upstream_file: good,
         ..Default::default()
     };
@@ -408,7 +408,7 @@ async fn the_registry_section_names_a_bad_upstream_file() {
         "base_url = \"http://127.0.0.1:9\"\n[endpoints.pets]\npath = \"pets\"\n",
     )
     .expect("write");
-    let config = shlyuz_registry::config::RegistryConfig {
+    let config = crate::config::RegistryConfig {
         upstream_file: bad,
         ..Default::default()
     };

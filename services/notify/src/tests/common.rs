@@ -6,17 +6,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::inbound::{Forwarded, ReplyForwarder};
+use crate::notifier::{Notifier, SendCommand};
+use crate::phone::PhoneDirectory;
+use crate::provider::{LogProvider, LogSink};
+use crate::sms::Language;
+use crate::templates::TemplateCatalog;
+use crate::worker::{DeliverySettings, DeliveryWorker};
 use futures::future::BoxFuture;
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::{Iin, Sex};
-use shlyuz_notify::inbound::{Forwarded, ReplyForwarder};
-use shlyuz_notify::notifier::{Notifier, SendCommand};
-use shlyuz_notify::phone::PhoneDirectory;
-use shlyuz_notify::provider::{LogProvider, LogSink};
-use shlyuz_notify::sms::Language;
-use shlyuz_notify::templates::TemplateCatalog;
-use shlyuz_notify::worker::{DeliverySettings, DeliveryWorker};
 use shlyuz_proto::notify::v1::{DeliveryFailed, SmsReply};
 
 /// A valid IIN for person `serial`.
@@ -38,7 +38,7 @@ pub struct Harness {
 
 pub async fn harness(database: Database) -> Harness {
     database
-        .migrate(&shlyuz_notify::MIGRATIONS)
+        .migrate(&crate::MIGRATIONS)
         .await
         .expect("notify migrations");
     let clock = ManualClock::new(time::macros::datetime!(2026-11-25 09:00 UTC));
@@ -192,15 +192,15 @@ impl ReplyForwarder for RecordingForwarder {
 /// A provider that hands the SMS over, then never answers: the worker's process dies between the
 /// send and saving its result. `handed_over` fires once the SMS has left.
 pub struct DiesAfterSend {
-    pub inner: Arc<dyn shlyuz_notify::provider::SmsProvider>,
+    pub inner: Arc<dyn crate::provider::SmsProvider>,
     pub handed_over: Arc<tokio::sync::Notify>,
 }
 
-impl shlyuz_notify::provider::SmsProvider for DiesAfterSend {
+impl crate::provider::SmsProvider for DiesAfterSend {
     fn send<'a>(
         &'a self,
-        sms: &'a shlyuz_notify::provider::OutgoingSms,
-    ) -> BoxFuture<'a, Result<String, shlyuz_notify::provider::ProviderError>> {
+        sms: &'a crate::provider::OutgoingSms,
+    ) -> BoxFuture<'a, Result<String, crate::provider::ProviderError>> {
         Box::pin(async move {
             let _ = self.inner.send(sms).await;
             self.handed_over.notify_one();
@@ -217,7 +217,7 @@ impl shlyuz_notify::provider::SmsProvider for DiesAfterSend {
 /// nothing of the pass is saved, as when the process is killed there.
 pub async fn pass_killed_after_send(
     harness: &Harness,
-    provider: Arc<dyn shlyuz_notify::provider::SmsProvider>,
+    provider: Arc<dyn crate::provider::SmsProvider>,
     settings: DeliverySettings,
 ) {
     let handed_over = Arc::new(tokio::sync::Notify::new());
@@ -227,7 +227,7 @@ pub async fn pass_killed_after_send(
             inner: provider,
             handed_over: handed_over.clone(),
         }),
-        Arc::new(shlyuz_notify::phone::NoPhoneDirectory),
+        Arc::new(crate::phone::NoPhoneDirectory),
         harness.clock.shared(),
         settings,
     );

@@ -2,22 +2,20 @@
 //! is down, one that is slow, one that refuses — and the webhook taking its delivery reports and
 //! incoming SMS.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::phone::NoPhoneDirectory;
+use crate::provider::{
+    HttpProvider, HttpProviderSettings, OutgoingSms, ProviderError, SmsProvider,
+};
+use crate::store;
+use crate::tests::common::{fast_retries, harness, iin, pass_killed_after_send, status_sms};
+use crate::worker::DeliveryWorker;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{fast_retries, harness, iin, pass_killed_after_send, status_sms};
 use shlyuz_kit::db::Database;
-use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::provider::{
-    HttpProvider, HttpProviderSettings, OutgoingSms, ProviderError, SmsProvider,
-};
-use shlyuz_notify::store;
-use shlyuz_notify::worker::DeliveryWorker;
 
 /// What the fake SMS gateway saw.
 #[derive(Default)]
@@ -275,14 +273,10 @@ shlyuz_kit::storage_test!(
             .await
             .expect("accepted");
         assert_eq!(worker.run_once().await.expect("pass").sent, 2);
-        let inbound = shlyuz_notify::inbound::InboundSms::new(harness.notifier.clone());
-        let server = shlyuz_notify::webhook::WebhookServer::bind(
+        let inbound = crate::inbound::InboundSms::new(harness.notifier.clone());
+        let server = crate::webhook::WebhookServer::bind(
             "127.0.0.1:0".parse().expect("address"),
-            shlyuz_notify::webhook::router(
-                harness.notifier.clone(),
-                inbound,
-                "hook-token".to_string(),
-            ),
+            crate::webhook::router(harness.notifier.clone(), inbound, "hook-token".to_string()),
         )
         .await
         .expect("bind");

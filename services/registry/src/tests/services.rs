@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::embedded::EmbeddedRegistry;
+use crate::fixtures::{self, rules};
+use crate::grpc::RegistryServices;
 use shlyuz_kit::db::testing::TestDatabase;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::subject::SUBJECT_IIN_METADATA;
@@ -13,18 +16,12 @@ use shlyuz_proto::registry::v1::military_register_service_server::MilitaryRegist
 use shlyuz_proto::registry::v1::mobile_citizens_service_server::MobileCitizensService;
 use shlyuz_proto::registry::v1::person_registry_service_server::PersonRegistryService;
 use shlyuz_proto::registry::v1::real_estate_cadastre_service_server::RealEstateCadastreService;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
-use shlyuz_registry::grpc::RegistryServices;
 use tonic::Code;
 
 async fn services() -> (RegistryServices, TestDatabase) {
     let test_database = TestDatabase::sqlite().await;
     let database = test_database.database().clone();
-    database
-        .migrate(&shlyuz_registry::MIGRATIONS)
-        .await
-        .expect("migrate");
+    database.migrate(&crate::MIGRATIONS).await.expect("migrate");
     let registry = EmbeddedRegistry::new(database);
     let population = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
     fixtures::load(&registry, &population).await.expect("load");

@@ -1,24 +1,22 @@
 //! Inbound SMS on SQLite and PostgreSQL: a valid code for an open conversation reaches its
 //! participant (also after the gateway was down), anything else is answered, nothing is dropped.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RecordingForwarder, fast_retries, harness, iin};
-use shlyuz_kit::db::Database;
-use shlyuz_notify::inbound::{
+use crate::inbound::{
     InboundSms, OUTCOME_INVALID_CODE, OUTCOME_NO_CONVERSATION, OUTCOME_ROUTED, ReplyRelay,
 };
-use shlyuz_notify::notifier::SendCommand;
-use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::sms::Language;
-use shlyuz_notify::store::{self, NewConversation};
+use crate::notifier::SendCommand;
+use crate::phone::NoPhoneDirectory;
+use crate::sms::Language;
+use crate::store::{self, NewConversation};
+use crate::tests::common::{RecordingForwarder, fast_retries, harness, iin};
+use shlyuz_kit::db::Database;
 
 const PHONE: &str = "+77011234567";
 
-async fn send_offer(harness: &common::Harness, key: &str) -> String {
+async fn send_offer(harness: &crate::tests::common::Harness, key: &str) -> String {
     let expires_ms = harness.clock.shared().now_millis() + 48 * 3600 * 1000;
     let accepted = harness
         .notifier

@@ -2,11 +2,13 @@
 //! like notify's: the SMS says who asks and for what; wrong, foreign, expired and exhausted codes;
 //! replayed confirmations; the per-phone limit; notify down; listing and revocation.
 
-mod fake_notify;
-
 use std::sync::Arc;
 
-use fake_notify::FakeNotify;
+use crate::consent::ConsentServiceImpl;
+use crate::consent_otp::ConsentOtp;
+use crate::embedded::EmbeddedRegistry;
+use crate::fixtures::{self, rules};
+use crate::tests::fake_notify::FakeNotify;
 use shlyuz_kit::clock::{Clock as _, ManualClock};
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::summarize_status;
@@ -14,10 +16,6 @@ use shlyuz_kit::gateway_client::GatewayClient;
 use shlyuz_kit::subject::SUBJECT_IIN_METADATA;
 use shlyuz_proto::registry::v1 as pb;
 use shlyuz_proto::registry::v1::consent_service_server::ConsentService;
-use shlyuz_registry::consent::ConsentServiceImpl;
-use shlyuz_registry::consent_otp::ConsentOtp;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
 use tonic::Code;
 
 const SUBJECT: &str = rules::CLEAN_CANDIDATE;
@@ -32,10 +30,7 @@ struct Setup {
 
 impl Setup {
     async fn start(database: Database) -> Setup {
-        database
-            .migrate(&shlyuz_registry::MIGRATIONS)
-            .await
-            .expect("migrate");
+        database.migrate(&crate::MIGRATIONS).await.expect("migrate");
         let registry = EmbeddedRegistry::new(database.clone());
         let population = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
         fixtures::load(&registry, &population).await.expect("load");

@@ -1,19 +1,19 @@
 //! The outbox and the delivery worker, on SQLite and PostgreSQL: nothing accepted is lost, one
 //! idempotency key sends once, a provider that stays down ends in FAILED with its reason.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{MapDirectory, fast_retries, harness, iin, pass_killed_after_send, status_sms};
+use crate::notifier::SendCommand;
+use crate::phone::NoPhoneDirectory;
+use crate::provider::{LogProvider, LogSink, OutgoingSms, ProviderError, SmsProvider};
+use crate::sms::Language;
+use crate::store;
+use crate::tests::common::{
+    MapDirectory, fast_retries, harness, iin, pass_killed_after_send, status_sms,
+};
+use crate::worker::{DeliveryWorker, REASON_PHONE_NOT_FOUND};
 use futures::future::BoxFuture;
 use shlyuz_kit::db::Database;
-use shlyuz_notify::notifier::SendCommand;
-use shlyuz_notify::phone::NoPhoneDirectory;
-use shlyuz_notify::provider::{LogProvider, LogSink, OutgoingSms, ProviderError, SmsProvider};
-use shlyuz_notify::sms::Language;
-use shlyuz_notify::store;
-use shlyuz_notify::worker::{DeliveryWorker, REASON_PHONE_NOT_FOUND};
 
 /// A provider that is down: every send fails with the same transient reason.
 struct DownProvider;

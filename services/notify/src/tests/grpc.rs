@@ -1,12 +1,10 @@
 //! The gRPC surface on SQLite and PostgreSQL: validation names the field, the same idempotency key
 //! returns the same id, the inbox pages with AIP-158 tokens and read marks.
 
-mod common;
-
-use common::{harness, iin};
+use crate::grpc::NotificationGrpc;
+use crate::tests::common::{harness, iin};
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::summarize_status;
-use shlyuz_notify::grpc::NotificationGrpc;
 use shlyuz_proto::notify::v1 as pb;
 use shlyuz_proto::notify::v1::notification_service_server::NotificationService as _;
 

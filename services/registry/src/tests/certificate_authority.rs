@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::certificate_authority::CertificateAuthorityServiceImpl;
+use crate::embedded::EmbeddedRegistry;
+use crate::fixtures::{self, rules};
 use futures::future::BoxFuture;
 use shlyuz_kit::clock::system_clock;
 use shlyuz_kit::db::Database;
@@ -13,16 +16,10 @@ use shlyuz_kit::signed_document::{
 };
 use shlyuz_proto::registry::v1 as pb;
 use shlyuz_proto::registry::v1::certificate_authority_service_server::CertificateAuthorityService;
-use shlyuz_registry::certificate_authority::CertificateAuthorityServiceImpl;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::{self, rules};
 use tonic::Code;
 
 async fn service(database: Database) -> CertificateAuthorityServiceImpl {
-    database
-        .migrate(&shlyuz_registry::MIGRATIONS)
-        .await
-        .expect("migrate");
+    database.migrate(&crate::MIGRATIONS).await.expect("migrate");
     let registry = EmbeddedRegistry::new(database.clone());
     let population = fixtures::parse(fixtures::RULES_FIXTURE).expect("fixture");
     fixtures::load(&registry, &population).await.expect("load");
