@@ -204,7 +204,6 @@ mod review {
     use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
     use shlyuz_kit::shutdown::shutdown_channel;
     use shlyuz_kit::telemetry::MetricsRegistry;
-    use shlyuz_registry::embedded::EmbeddedRegistry;
 
     const PARTICIPANTS: [&str; 8] = [
         "gateway",
@@ -273,16 +272,17 @@ mod review {
         registry_database
             .migrate(&shlyuz_registry::MIGRATIONS)
             .await?;
-        let registry = EmbeddedRegistry::new(registry_database.clone());
-        let seeded = shlyuz_registry::population::seed_population(&registry, persons, 1).await?;
-        let iins = registry
-            .sample_iins(i64::try_from(persons).unwrap_or(i64::MAX))
-            .await?;
+        let seeded = shlyuz_registry::seed(registry_database.clone(), persons, 1, None).await?;
+        let iins = shlyuz_registry::bench::sample_iins(
+            registry_database.clone(),
+            i64::try_from(persons).unwrap_or(i64::MAX),
+        )
+        .await?;
         let registry_server =
             GrpcServer::bind(server_settings("registry", &pki)?, &metrics).await?;
         let registry_address = registry_server.local_addr()?;
         let registry_task = tokio::spawn(registry_server.serve(
-            shlyuz_registry::routes(registry_database.clone()),
+            shlyuz_registry::bench::routes(registry_database.clone()),
             signal.clone(),
         ));
 

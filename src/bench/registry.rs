@@ -19,7 +19,6 @@ use shlyuz_kit::shutdown::shutdown_channel;
 use shlyuz_kit::telemetry::MetricsRegistry;
 use shlyuz_proto::registry::v1::GetPersonRequest;
 use shlyuz_proto::registry::v1::person_registry_service_client::PersonRegistryServiceClient;
-use shlyuz_registry::embedded::EmbeddedRegistry;
 use tonic::transport::Channel;
 
 const GET_PERSON: &str = "/shlyuz.registry.v1.PersonRegistryService/GetPerson";
@@ -127,10 +126,8 @@ async fn run_backend(
     let (trigger, signal) = shutdown_channel();
     let database = Database::connect(url, 16).await?;
     database.migrate(&shlyuz_registry::MIGRATIONS).await?;
-    let registry = EmbeddedRegistry::new(database.clone());
-    let seeded =
-        shlyuz_registry::population::seed_population(&registry, options.persons, 1).await?;
-    let subjects = registry.sample_iins(10_000).await?;
+    let seeded = shlyuz_registry::seed(database.clone(), options.persons, 1, None).await?;
+    let subjects = shlyuz_registry::bench::sample_iins(database.clone(), 10_000).await?;
     anyhow::ensure!(!subjects.is_empty(), "the seeded registry holds no person");
 
     let registry_server = GrpcServer::bind(
@@ -142,9 +139,10 @@ async fn run_backend(
     )
     .await?;
     let registry_address = registry_server.local_addr()?;
-    let registry_task = tokio::spawn(
-        registry_server.serve(shlyuz_registry::routes(database.clone()), signal.clone()),
-    );
+    let registry_task = tokio::spawn(registry_server.serve(
+        shlyuz_registry::bench::routes(database.clone()),
+        signal.clone(),
+    ));
 
     let gateway_dir = work_dir.join(format!("gateway-{backend}"));
     std::fs::create_dir_all(&gateway_dir)?;

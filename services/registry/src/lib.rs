@@ -2,6 +2,7 @@
 
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
+pub mod bench;
 pub mod certificate_authority;
 pub mod config;
 pub mod consent;
