@@ -64,7 +64,7 @@ pub const STRANGER: &str = "stranger";
 pub struct Harness {
     pub metrics: MetricsRegistry,
     pub directory_dir: tempfile::TempDir,
-    pub pki: DevPki,
+    pub pki: &'static DevPki,
     pub gateway_address: SocketAddr,
     pub echo: Echo,
     pub consents: Arc<InMemoryConsents>,
@@ -271,10 +271,10 @@ impl Harness {
     ) -> Harness {
         shlyuz_kit::install_crypto_provider();
         let directory_dir = tempfile::tempdir().expect("temp dir");
-        let mut pki_participants = PARTICIPANTS.to_vec();
-        pki_participants.push(STRANGER);
-        let pki =
-            DevPki::ensure(&directory_dir.path().join("pki"), &pki_participants).expect("pki");
+        let pki = shared_pki();
+        // The directory names the participants' keys under `pki/` next to it.
+        std::os::unix::fs::symlink(pki.dir(), directory_dir.path().join("pki"))
+            .expect("link the pki");
         let metrics = MetricsRegistry::default();
         let (trigger, signal) = shutdown_channel();
 
@@ -858,4 +858,17 @@ pub async fn final_status_within(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The development PKI of this test binary: generated once, shared by every harness in it.
+fn shared_pki() -> &'static DevPki {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, DevPki)> = std::sync::OnceLock::new();
+    let (_dir, pki) = PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("pki dir");
+        let mut participants = PARTICIPANTS.to_vec();
+        participants.push(STRANGER);
+        let pki = DevPki::ensure(&dir.path().join("pki"), &participants).expect("pki");
+        (dir, pki)
+    });
+    pki
 }
