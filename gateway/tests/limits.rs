@@ -163,7 +163,7 @@ async fn handshake(
     version: &'static rustls::SupportedProtocolVersion,
 ) -> std::io::Result<()> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(
-        &harness.pki,
+        harness.pki,
         CALLER,
         version,
     )));

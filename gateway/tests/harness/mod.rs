@@ -303,7 +303,7 @@ impl Harness {
         std::fs::write(
             &directory_path,
             directory_toml(
-                &pki,
+                pki,
                 echo_address,
                 dead_address,
                 extra_directory,
@@ -337,7 +337,7 @@ impl Harness {
         .expect("start gateway");
         let gateway_server = GrpcServer::bind(
             ServerSettings {
-                listener: listener(&pki),
+                listener: listener(pki),
                 ..ServerSettings::loopback(
                     "gateway",
                     Transport::MutualTls(pki.tls_files("gateway").expect("participant files")),
