@@ -162,11 +162,8 @@ async fn handshake(
     harness: &Harness,
     version: &'static rustls::SupportedProtocolVersion,
 ) -> std::io::Result<()> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(
-        harness.pki,
-        CALLER,
-        version,
-    )));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(harness.pki, CALLER, version)));
     let tcp = tokio::net::TcpStream::connect(harness.gateway_address).await?;
     let server_name = rustls::pki_types::ServerName::try_from("gateway").expect("server name");
     connector.connect(server_name, tcp).await.map(|_| ())

@@ -424,11 +424,8 @@ shlyuz_kit::storage_test!(
             assert_eq!(summary.reason, "OTP_UNAVAILABLE");
         };
         let no_gateway = Setup::service_over(&setup.database, &setup.clock, None);
-        let notify_down = Setup::service_over(
-            &setup.database,
-            &setup.clock,
-            Some(setup.notify.unreachable_client()),
-        );
+        let (down_client, _down_socket) = setup.notify.unreachable_client();
+        let notify_down = Setup::service_over(&setup.database, &setup.clock, Some(down_client));
         for service in [&no_gateway, &notify_down] {
             let status = service
                 .request_consent(about(

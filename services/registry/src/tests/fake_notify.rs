@@ -229,12 +229,17 @@ impl FakeNotify {
         }
     }
 
-    /// A client to a port nothing listens on: notify (or the gateway) is down.
-    pub fn unreachable_client(&self) -> GatewayClient {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address");
-        drop(listener);
-        client_to(&address.to_string(), registry_signing_key(&self._keys))
+    /// A client to a port bound but never listened on (so no other program can take it, and
+    /// connections are refused): notify (or the gateway) is down. Keep the socket while the
+    /// client is used.
+    pub fn unreachable_client(&self) -> (GatewayClient, tokio::net::TcpSocket) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let address = socket.local_addr().expect("address");
+        let client = client_to(&address.to_string(), registry_signing_key(&self._keys));
+        (client, socket)
     }
 
     /// Every SMS so far, oldest first.
