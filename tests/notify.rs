@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use prost::Message as _;
 use shlyuz::target::Target;
+use shlyuz_kit::fixture_people as people;
 use shlyuz_proto::gateway::v1 as gateway_pb;
 use shlyuz_proto::notify::v1 as pb;
 use shlyuz_proto::registry::v1 as registry_pb;
-use shlyuz_registry::fixtures::rules;
 use support::TestSystem;
 use tonic::transport::Channel;
 
 /// A valid IIN that no fixture or generated person has, so it has no phone.
 const UNKNOWN_IIN: &str = "850101399906";
-/// The phone the rules fixture gives [`rules::CLEAN_CANDIDATE`].
+/// The phone the rules fixture gives [`people::CLEAN_CANDIDATE`].
 const CANDIDATE_PHONE: &str = "+77015550010";
 
 async fn start() -> TestSystem {
@@ -96,15 +96,15 @@ async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
             "housing",
             SEND,
             "CITIZEN_NOTIFICATION",
-            rules::CLEAN_CANDIDATE,
-            offer(rules::CLEAN_CANDIDATE, "offer-1", "offer-1"),
+            people::CLEAN_CANDIDATE.iin,
+            offer(people::CLEAN_CANDIDATE.iin, "offer-1", "offer-1"),
         ))
         .await
         .expect("send offer")
         .into_inner()
         .notification
         .expect("notification");
-    let settled = settled(&stack, &sent.id, rules::CLEAN_CANDIDATE).await;
+    let settled = settled(&stack, &sent.id, people::CLEAN_CANDIDATE.iin).await;
     assert_eq!(
         settled.state,
         pb::NotificationState::Sent as i32,
@@ -129,8 +129,8 @@ async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
             "housing",
             SEND,
             "",
-            rules::CLEAN_CANDIDATE,
-            offer(rules::CLEAN_CANDIDATE, "offer-x", "offer-x"),
+            people::CLEAN_CANDIDATE.iin,
+            offer(people::CLEAN_CANDIDATE.iin, "offer-x", "offer-x"),
         ))
         .await
         .expect_err("no purpose");
@@ -195,7 +195,7 @@ async fn a_housing_offer_reply_reaches_housing_through_the_gateway() {
     assert_eq!(reply.code, "6521");
     assert_eq!(reply.correlation_id, "offer-1");
     assert_eq!(reply.notification_id, sent.id);
-    assert_eq!(reply.recipient_iin, rules::CLEAN_CANDIDATE);
+    assert_eq!(reply.recipient_iin, people::CLEAN_CANDIDATE.iin);
     stack.stop().await;
 }
 
@@ -327,7 +327,7 @@ async fn a_consent_code_from_notify_confirms_the_consent_the_gateway_checks() {
     use shlyuz_kit::error::summarize_status;
 
     let stack = start().await;
-    let subject = rules::CLEAN_CANDIDATE;
+    let subject = people::CLEAN_CANDIDATE.iin;
     let mut consents = registry_pb::consent_service_client::ConsentServiceClient::new(
         stack.channel("jauynger-portal").await,
     );
@@ -378,7 +378,7 @@ async fn a_consent_code_from_notify_confirms_the_consent_the_gateway_checks() {
         .confirm_consent(confirm(
             &pending.consent_id,
             &code,
-            rules::CONVICTED_CANDIDATE,
+            people::CONVICTED_CANDIDATE.iin,
         ))
         .await
         .expect_err("another subject");

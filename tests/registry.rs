@@ -3,120 +3,30 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
-use support::PARTICIPANTS;
 
-use shlyuz_gateway::Gateway;
-use shlyuz_gateway::envelope::EnvelopeBuilder;
-use shlyuz_kit::db::testing::TestDatabase;
+use shlyuz::target::Target;
 use shlyuz_kit::error::summarize_status;
-use shlyuz_kit::pki::{DevPki, SigningKey};
-use shlyuz_kit::shutdown::{ShutdownTrigger, shutdown_channel};
-use shlyuz_kit::telemetry::MetricsRegistry;
+use shlyuz_kit::fixture_people as people;
 use shlyuz_proto::registry::v1 as pb;
-use shlyuz_registry::embedded::EmbeddedRegistry;
-use shlyuz_registry::fixtures::rules;
+use sqlx::Row;
+use support::TestSystem;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// A valid IIN that no fixture or generated person has (serial 9990 is never generated).
 const UNKNOWN_IIN: &str = "850101399906";
 
-struct Stack {
-    _data_dir: tempfile::TempDir,
-    pki: DevPki,
-    gateway_address: SocketAddr,
-    gateway: Gateway,
-    trigger: ShutdownTrigger,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    databases: Vec<TestDatabase>,
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        shlyuz_kit::install_crypto_provider();
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let pki = DevPki::ensure(&data_dir.path().join("pki"), &PARTICIPANTS).expect("pki");
-        let metrics = MetricsRegistry::default();
-        let (trigger, signal) = shutdown_channel();
-
-        let registry = support::start_registry(&pki, &metrics, 500, signal.clone()).await;
-        let registry_address = registry.address;
-        let registry_database = registry.database;
-        let mut tasks = vec![registry.task];
-
-        // The default directory routes every service; only the registry runs here.
-        let gateway = support::bind_gateway(&pki, &metrics)
-            .await
-            .start(
-                &pki,
-                &metrics,
-                data_dir.path(),
-                &[("registry", registry_address.to_string())],
-                signal,
-            )
-            .await;
-        tasks.push(gateway.task);
-        let gateway_address = gateway.address;
-        Stack {
-            _data_dir: data_dir,
-            pki,
-            gateway_address,
-            gateway: gateway.gateway,
-            trigger,
-            tasks,
-            databases: vec![registry_database, gateway.database],
-        }
-    }
-
-    async fn channel(&self, participant: &str) -> Channel {
-        support::gateway_channel(&self.pki, self.gateway_address, participant).await
-    }
-
-    /// `message` signed by `participant` for `path`, about `subject`, for `purpose`.
-    fn signed<M: prost::Message>(
-        &self,
-        participant: &str,
-        path: &str,
-        purpose: &str,
-        subject: &str,
-        message: M,
-    ) -> tonic::Request<M> {
-        let key = SigningKey::from_pem_file(
-            &self
-                .pki
-                .participant(participant)
-                .expect("participant")
-                .signing_key,
-        )
-        .expect("signing key");
-        let builder = EnvelopeBuilder {
-            purpose: purpose.to_string(),
-            subject_iin: subject.to_string(),
-            ..EnvelopeBuilder::default()
-        };
-        let encoded = message.encode_to_vec();
-        let mut request = tonic::Request::new(message);
-        for (name, value) in builder.sign(&key, path, Some(&encoded)) {
-            request.metadata_mut().insert(
-                name,
-                tonic::metadata::MetadataValue::try_from(value.as_str()).expect("metadata"),
-            );
-        }
-        request
-    }
-
-    async fn stop(mut self) {
-        self.trigger.trigger();
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
-        self.gateway.shutdown().await;
-        for database in self.databases.drain(..) {
-            database.cleanup().await;
-        }
-    }
+/// The gateway and the registry, with 500 synthetic persons (seed 5) and the rules fixture;
+/// notify does not run, so the registry cannot have consent codes sent.
+async fn start() -> TestSystem {
+    support::spawn_system_with(&[Target::Gateway, Target::Registry], |config| {
+        config.registry.seed_if_empty = Some(shlyuz_registry::config::SeedConfig {
+            population: 500,
+            seed: 5,
+            rules_fixture: true,
+        });
+    })
+    .await
 }
 
 const GET_PERSON: &str = "/shlyuz.registry.v1.PersonRegistryService/GetPerson";
@@ -124,7 +34,7 @@ const RECRUITMENT: &str = "MILITARY_RECRUITMENT";
 const REVIEW: &str = "HOUSING_REGISTER_REVIEW";
 
 async fn get_person_as_intake(
-    stack: &Stack,
+    stack: &TestSystem,
     subject: &str,
     iin: &str,
 ) -> Result<pb::Person, tonic::Status> {
@@ -148,10 +58,14 @@ async fn get_person_as_intake(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_reads_a_candidate_through_the_gateway() {
-    let stack = Stack::start().await;
-    let person = get_person_as_intake(&stack, rules::CLEAN_CANDIDATE, rules::CLEAN_CANDIDATE)
-        .await
-        .expect("get person");
+    let stack = start().await;
+    let person = get_person_as_intake(
+        &stack,
+        people::CLEAN_CANDIDATE.iin,
+        people::CLEAN_CANDIDATE.iin,
+    )
+    .await
+    .expect("get person");
     assert_eq!(person.last_name, "Қасымов");
     assert_eq!(person.patronymic, "Серікұлы");
     let address = person.registered_address.unwrap_or_default();
@@ -168,9 +82,9 @@ async fn intake_reads_a_candidate_through_the_gateway() {
             "intake",
             "/shlyuz.registry.v1.MedicalRegistryService/ListDispensaryRecords",
             RECRUITMENT,
-            rules::NARCOLOGICAL_CANDIDATE,
+            people::NARCOLOGICAL_CANDIDATE.iin,
             pb::ListDispensaryRecordsRequest {
-                iin: rules::NARCOLOGICAL_CANDIDATE.to_string(),
+                iin: people::NARCOLOGICAL_CANDIDATE.iin.to_string(),
                 ..Default::default()
             },
         ))
@@ -185,9 +99,9 @@ async fn intake_reads_a_candidate_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_iin_is_invalid_argument_naming_the_field() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let wrong_check_digit = {
-        let mut digits = rules::CLEAN_CANDIDATE.to_string();
+        let mut digits = people::CLEAN_CANDIDATE.iin.to_string();
         let last = digits.pop().expect("digit");
         let changed = if last == '9' {
             '0'
@@ -203,7 +117,7 @@ async fn each_bad_iin_is_invalid_argument_naming_the_field() {
         ("impossible date", "981332391010".to_string()),
         ("check digit", wrong_check_digit),
     ] {
-        let status = get_person_as_intake(&stack, rules::CLEAN_CANDIDATE, &bad)
+        let status = get_person_as_intake(&stack, people::CLEAN_CANDIDATE.iin, &bad)
             .await
             .expect_err(case);
         let summary = summarize_status(&status);
@@ -215,7 +129,7 @@ async fn each_bad_iin_is_invalid_argument_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_person_is_not_found_but_record_searches_are_empty() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let status = get_person_as_intake(&stack, UNKNOWN_IIN, UNKNOWN_IIN)
         .await
         .expect_err("unknown");
@@ -263,10 +177,14 @@ async fn unknown_person_is_not_found_but_record_searches_are_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_about_someone_not_in_the_envelope_is_subject_mismatch() {
-    let stack = Stack::start().await;
-    let status = get_person_as_intake(&stack, rules::CLEAN_CANDIDATE, rules::CONVICTED_CANDIDATE)
-        .await
-        .expect_err("mismatch");
+    let stack = start().await;
+    let status = get_person_as_intake(
+        &stack,
+        people::CLEAN_CANDIDATE.iin,
+        people::CONVICTED_CANDIDATE.iin,
+    )
+    .await
+    .expect_err("mismatch");
     let summary = summarize_status(&status);
     assert_eq!(summary.code, Code::PermissionDenied);
     assert_eq!(summary.reason, "SUBJECT_MISMATCH");
@@ -275,7 +193,7 @@ async fn a_request_about_someone_not_in_the_envelope_is_subject_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_access_rules_keep_participants_to_their_registries() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     // notify may resolve phones, but not read the individuals database.
     let mut persons = pb::person_registry_service_client::PersonRegistryServiceClient::new(
         stack.channel("notify").await,
@@ -285,9 +203,9 @@ async fn default_access_rules_keep_participants_to_their_registries() {
             "notify",
             GET_PERSON,
             "CITIZEN_NOTIFICATION",
-            rules::CLEAN_CANDIDATE,
+            people::CLEAN_CANDIDATE.iin,
             pb::GetPersonRequest {
-                iin: rules::CLEAN_CANDIDATE.to_string(),
+                iin: people::CLEAN_CANDIDATE.iin.to_string(),
             },
         ))
         .await
@@ -303,9 +221,9 @@ async fn default_access_rules_keep_participants_to_their_registries() {
             "notify",
             "/shlyuz.registry.v1.MobileCitizensService/GetPhone",
             "CITIZEN_NOTIFICATION",
-            rules::CLEAN_CANDIDATE,
+            people::CLEAN_CANDIDATE.iin,
             pb::GetPhoneRequest {
-                iin: rules::CLEAN_CANDIDATE.to_string(),
+                iin: people::CLEAN_CANDIDATE.iin.to_string(),
             },
         ))
         .await
@@ -324,9 +242,9 @@ async fn default_access_rules_keep_participants_to_their_registries() {
             "housing",
             "/shlyuz.registry.v1.MedicalRegistryService/ListDispensaryRecords",
             REVIEW,
-            rules::SERVICEMAN_CLEAN,
+            people::SERVICEMAN_CLEAN.iin,
             pb::ListDispensaryRecordsRequest {
-                iin: rules::SERVICEMAN_CLEAN.to_string(),
+                iin: people::SERVICEMAN_CLEAN.iin.to_string(),
                 ..Default::default()
             },
         ))
@@ -338,7 +256,7 @@ async fn default_access_rules_keep_participants_to_their_registries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn housing_review_batches_find_each_removal_reason() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let channel = stack.channel("housing").await;
 
     let mut property =
@@ -350,9 +268,9 @@ async fn housing_review_batches_find_each_removal_reason() {
             "housing",
             "/shlyuz.registry.v1.StatePropertyRegistryService/BatchListPrivatisationContracts",
             REVIEW,
-            rules::SERVICEMAN_PRIVATISED,
+            people::SERVICEMAN_PRIVATISED.iin,
             pb::BatchListPrivatisationContractsRequest {
-                iins: vec![rules::SERVICEMAN_PRIVATISED.to_string()],
+                iins: vec![people::SERVICEMAN_PRIVATISED.iin.to_string()],
             },
         ))
         .await
@@ -368,9 +286,9 @@ async fn housing_review_batches_find_each_removal_reason() {
             "housing",
             "/shlyuz.registry.v1.MilitaryRegisterService/BatchListServiceHousing",
             REVIEW,
-            rules::SERVICEMAN_EARLIER_HOUSING,
+            people::SERVICEMAN_EARLIER_HOUSING.iin,
             pb::BatchListServiceHousingRequest {
-                iins: vec![rules::SERVICEMAN_EARLIER_HOUSING.to_string()],
+                iins: vec![people::SERVICEMAN_EARLIER_HOUSING.iin.to_string()],
             },
         ))
         .await
@@ -393,9 +311,9 @@ async fn housing_review_batches_find_each_removal_reason() {
             "housing",
             "/shlyuz.registry.v1.RealEstateCadastreService/BatchListRealEstateRights",
             REVIEW,
-            rules::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE,
+            people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE.iin,
             pb::BatchListRealEstateRightsRequest {
-                iins: vec![rules::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE.to_string()],
+                iins: vec![people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE.iin.to_string()],
                 only_in_force: true,
                 locality_kato: "711110000".to_string(),
             },
@@ -416,9 +334,9 @@ async fn housing_review_batches_find_each_removal_reason() {
             "housing",
             "/shlyuz.registry.v1.CivilRegistryService/GetFamily",
             REVIEW,
-            rules::SERVICEMAN_SPOUSE_MISSING,
+            people::SERVICEMAN_SPOUSE_MISSING.iin,
             pb::GetFamilyRequest {
-                iin: rules::SERVICEMAN_SPOUSE_MISSING.to_string(),
+                iin: people::SERVICEMAN_SPOUSE_MISSING.iin.to_string(),
             },
         ))
         .await
@@ -428,7 +346,7 @@ async fn housing_review_batches_find_each_removal_reason() {
         .unwrap_or_default();
     assert!(family.married);
     let spouse = family.marriages[0].spouse_iin.clone();
-    assert_eq!(spouse, rules::SERVICEMAN_SPOUSE_MISSING_SPOUSE);
+    assert_eq!(spouse, people::SERVICEMAN_SPOUSE_MISSING_SPOUSE.iin);
     let mut persons =
         pb::person_registry_service_client::PersonRegistryServiceClient::new(channel.clone());
     let batch = persons
@@ -447,13 +365,13 @@ async fn housing_review_batches_find_each_removal_reason() {
     assert_eq!(batch.persons[0].life_status, pb::LifeStatus::Missing as i32);
 
     // More than 500 IINs in one call is refused before anything is read.
-    let too_many = vec![rules::SERVICEMAN_CLEAN.to_string(); 501];
+    let too_many = vec![people::SERVICEMAN_CLEAN.iin.to_string(); 501];
     let status = persons
         .batch_get_persons(stack.signed(
             "housing",
             "/shlyuz.registry.v1.PersonRegistryService/BatchGetPersons",
             REVIEW,
-            rules::SERVICEMAN_CLEAN,
+            people::SERVICEMAN_CLEAN.iin,
             pb::BatchGetPersonsRequest { iins: too_many },
         ))
         .await
@@ -464,11 +382,11 @@ async fn housing_review_batches_find_each_removal_reason() {
     stack.stop().await;
 }
 
-/// The consent flow with notify's codes is tests/notify.rs's; here the registry has no gateway.
+/// The consent flow with notify's codes is tests/notify.rs's; here notify cannot be reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_gateway_a_consent_request_is_unavailable_and_stores_nothing() {
-    let stack = Stack::start().await;
-    let subject = rules::CLEAN_CANDIDATE;
+async fn without_notify_a_consent_request_is_unavailable_and_stores_nothing() {
+    let stack = start().await;
+    let subject = people::CLEAN_CANDIDATE.iin;
     let mut consents = pb::consent_service_client::ConsentServiceClient::new(
         stack.channel("jauynger-portal").await,
     );
@@ -494,7 +412,7 @@ async fn without_a_gateway_a_consent_request_is_unavailable_and_stores_nothing()
             },
         ))
         .await
-        .expect_err("no gateway, no code");
+        .expect_err("no notify, no code");
     // The registry answers UNAVAILABLE OTP_UNAVAILABLE; the gateway reports any UNAVAILABLE of an
     // upstream as its own UPSTREAM_UNAVAILABLE, with the registry's message.
     assert_eq!(status.code(), Code::Unavailable);
@@ -554,9 +472,19 @@ async fn stored_iins(data_dir: &std::path::Path) -> (i64, Vec<String>) {
     let database = shlyuz_kit::db::Database::connect(&url, 1)
         .await
         .expect("registry database");
-    let registry = EmbeddedRegistry::new(database.clone());
-    let count = registry.person_count().await.expect("count");
-    let iins = registry.sample_iins(1_000).await.expect("iins");
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS persons FROM persons")
+        .fetch_one(database.pool())
+        .await
+        .expect("count")
+        .try_get("persons")
+        .expect("a count");
+    let iins = sqlx::query("SELECT iin FROM persons ORDER BY iin LIMIT 1000")
+        .fetch_all(database.pool())
+        .await
+        .expect("iins")
+        .iter()
+        .map(|row| row.try_get("iin").expect("an iin"))
+        .collect();
     database.close().await;
     (count, iins)
 }
