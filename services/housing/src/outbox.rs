@@ -197,10 +197,6 @@ impl shlyuz_kit::outbox::OutboxRow for OutboxMessage {
         &self.template_id
     }
 
-    fn failed_attempts(&self) -> i64 {
-        0
-    }
-
     fn notification(&self) -> Result<Notification, DeliveryFailure> {
         Ok(Notification {
             subject_iin: self.iin.clone(),

@@ -67,8 +67,10 @@ pub trait OutboxRow: Send + Sync {
     fn outbox_id(&self) -> &str;
     /// The notify template, for the logs.
     fn template_id(&self) -> &str;
-    /// Failed deliveries so far (0 where the store does not count them).
-    fn failed_attempts(&self) -> i64;
+    /// Failed deliveries so far, for the back-off (stores that do not count them keep 0).
+    fn failed_attempts(&self) -> i64 {
+        0
+    }
     /// The notification to send; `Err` when the row cannot become one.
     fn notification(&self) -> Result<Notification, DeliveryFailure>;
 }

@@ -280,6 +280,13 @@ impl Notify {
     }
 }
 
+/// One relay pass over `outbox` to `notify`.
+async fn pass(outbox: &MemoryOutbox, notify: &Notify, policy: &RelayPolicy) -> PassReport {
+    relay_pass(outbox, &notify.sender, policy, None)
+        .await
+        .expect("a pass over the in-memory outbox")
+}
+
 const BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(3600));
 
 /// Intake's way: every failure waits out its back-off, refusals included.
@@ -304,9 +311,7 @@ async fn a_transient_failure_is_retried_after_the_back_off() {
     notify.state.lock().unavailable = 1;
     let outbox = MemoryOutbox::with_rows(&["980512391010", "980512391028"]);
 
-    let report = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!((report.sent, report.failed), (1, 1), "{report:?}");
     let failed = outbox.entry("row-0");
     assert!(!failed.sent);
@@ -321,14 +326,10 @@ async fn a_transient_failure_is_retried_after_the_back_off() {
     );
     assert_eq!(notify.sms(), ["row-1"], "the row after the failed one went");
 
-    let early = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let early = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!(early, PassReport::default(), "not due before the back-off");
     outbox.advance_ms(5_000);
-    let report = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!(report.sent, 1);
     assert!(outbox.entry("row-0").sent);
     assert_eq!(notify.sms(), ["row-1", "row-0"]);
@@ -340,15 +341,11 @@ async fn a_failure_in_order_stops_the_pass_and_the_next_pass_resumes_there() {
     notify.state.lock().unavailable = 1;
     let outbox = MemoryOutbox::with_rows(&["980512391010", "980512391028", "980512391036"]);
 
-    let report = relay_pass(&outbox, &notify.sender, &IN_ORDER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &IN_ORDER).await;
     assert_eq!((report.sent, report.failed), (0, 1), "{report:?}");
     assert!(notify.sms().is_empty(), "nothing overtook the failed row");
 
-    let report = relay_pass(&outbox, &notify.sender, &IN_ORDER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &IN_ORDER).await;
     assert_eq!(report.sent, 3, "the pass drained both pages");
     assert_eq!(notify.sms(), ["row-0", "row-1", "row-2"]);
 }
@@ -358,9 +355,7 @@ async fn a_refusal_for_good_is_parked_and_the_rows_after_it_still_go() {
     let notify = Notify::start(Duration::ZERO).await;
     let outbox = MemoryOutbox::with_rows(&["980512391010", REFUSED_IIN, "980512391036"]);
 
-    let report = relay_pass(&outbox, &notify.sender, &IN_ORDER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &IN_ORDER).await;
     assert_eq!((report.sent, report.parked), (2, 1), "{report:?}");
     assert_eq!(notify.sms(), ["row-0", "row-2"]);
     let parked = outbox.entry("row-1").parked.expect("parked");
@@ -369,9 +364,7 @@ async fn a_refusal_for_good_is_parked_and_the_rows_after_it_still_go() {
         "notify refused: FailedPrecondition: no such template"
     );
 
-    let again = relay_pass(&outbox, &notify.sender, &IN_ORDER, None)
-        .await
-        .expect("pass");
+    let again = pass(&outbox, &notify, &IN_ORDER).await;
     assert_eq!(
         again,
         PassReport::default(),
@@ -384,9 +377,7 @@ async fn a_refusal_where_refusals_do_not_park_waits_out_the_back_off() {
     let notify = Notify::start(Duration::ZERO).await;
     let outbox = MemoryOutbox::with_rows(&[REFUSED_IIN]);
 
-    let report = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!((report.failed, report.parked), (1, 0), "{report:?}");
     let entry = outbox.entry("row-0");
     assert_eq!(entry.parked, None);
@@ -399,14 +390,10 @@ async fn an_answer_lost_after_notify_took_the_row_sends_no_second_sms() {
     notify.state.lock().lose_answers = 1;
     let outbox = MemoryOutbox::with_rows(&["980512391010"]);
 
-    let report = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!(report.failed, 1, "the relay never heard notify took it");
     outbox.advance_ms(5_000);
-    let report = relay_pass(&outbox, &notify.sender, &RETRY_LATER, None)
-        .await
-        .expect("pass");
+    let report = pass(&outbox, &notify, &RETRY_LATER).await;
     assert_eq!(report.sent, 1);
     assert!(outbox.entry("row-0").sent);
     assert_eq!(notify.sms(), ["row-0"], "one SMS for the row");
