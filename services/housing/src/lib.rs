@@ -131,9 +131,10 @@ pub async fn start(
             );
             parts.tasks.spawn(
                 "housing outbox relay",
-                outbox::run_relay(
+                shlyuz_kit::outbox::run_relay(
                     housing.clone(),
-                    notify_sink::NotifySink::new(client.clone()),
+                    shlyuz_kit::outbox::NotifySender::new(client.clone()),
+                    outbox::RELAY_POLICY,
                     OUTBOX_INTERVAL,
                     parts.tasks.shutdown(),
                 ),

@@ -1,55 +1,41 @@
-//! The outbox's way out: `NotificationService.SendNotification` on notify through the gateway, as
-//! participant `housing` with purpose `CITIZEN_NOTIFICATION` and the recipient as the envelope's
-//! subject. The offer SMS (seed 003, Russian) names only the IIN — notify looks the phone up in the
-//! mobile citizens database — and opens a reply window so codes 6521–6527 from that phone come back
-//! to housing's inbox; the removal notice (seed 002, Kazakh) goes to the personal cabinet.
+//! What an outbox message asks notify for: `NotificationService.SendNotification` through the
+//! gateway (the kit's [`shlyuz_kit::outbox::NotifySender`]), as participant `housing` with purpose
+//! `CITIZEN_NOTIFICATION` and the recipient as the envelope's subject. The offer SMS (seed 003,
+//! Russian) names only the IIN — notify looks the phone up in the mobile citizens database — and
+//! opens a reply window so codes 6521–6527 from that phone come back to housing's inbox; the
+//! removal notice (seed 002, Kazakh) goes to the personal cabinet.
 
 use std::collections::HashMap;
 
-use shlyuz_kit::envelope::EnvelopeBuilder;
-use shlyuz_kit::error::ApiError;
-use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::outbox::DeliveryFailure;
 use shlyuz_proto::notify::v1 as pb;
-use tonic::Code;
 
-use crate::outbox::{MessageSink, OutboxChannel, OutboxMessage};
-use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
+use crate::outbox::{OutboxChannel, OutboxMessage};
 
-const SEND_NOTIFICATION: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
+/// The sink housing's relay sends through (the kit's one sender to notify).
+pub type NotifySink = shlyuz_kit::outbox::NotifySender;
 
 /// The first and last reply codes of the offer SMS.
 const REPLY_CODES: std::ops::RangeInclusive<i64> = 6521..=6527;
 
-/// Sends outbox messages to notify through the gateway.
-#[derive(Clone, Debug)]
-pub struct NotifySink {
-    gateway: GatewayClient,
-}
-
-impl NotifySink {
-    /// A sink calling notify through `gateway` (participant `housing`).
-    pub fn new(gateway: GatewayClient) -> Self {
-        Self { gateway }
-    }
-}
-
 /// The `SendNotification` request for one outbox message; the idempotency key is the outbox id,
-/// so a message relayed twice (the relay died before marking it sent) is sent once.
+/// so a message relayed twice (the relay died before marking it sent) is sent once. A message
+/// without a template is refused for good; unreadable parameters are retried.
 pub fn notification_request(
     message: &OutboxMessage,
-) -> Result<pb::SendNotificationRequest, ApiError> {
+) -> Result<pb::SendNotificationRequest, DeliveryFailure> {
     let parameters: HashMap<String, String> =
         serde_json::from_str(&message.parameters).map_err(|error| {
-            ApiError::internal(format!(
+            DeliveryFailure::Transient(format!(
                 "outbox message {} has unreadable parameters: {error}",
                 message.id
             ))
         })?;
     if message.template_id.is_empty() {
-        return Err(ApiError::failed_precondition(
-            crate::reasons::OUTBOX_WITHOUT_TEMPLATE,
-            format!("outbox message {} names no template", message.id),
-        ));
+        return Err(DeliveryFailure::Refused(format!(
+            "outbox message {} names no template",
+            message.id
+        )));
     }
     let (channel, language, conversation) = if message.channel == OutboxChannel::Sms.as_str() {
         let conversation = (!message.correlation_id.is_empty()).then(|| pb::Conversation {
@@ -74,36 +60,6 @@ pub fn notification_request(
         idempotency_key: message.id.clone(),
         conversation,
     })
-}
-
-impl MessageSink for NotifySink {
-    async fn deliver(&self, message: &OutboxMessage) -> Result<(), ApiError> {
-        let request = notification_request(message)?;
-        let envelope = EnvelopeBuilder {
-            purpose: CITIZEN_NOTIFICATION.to_string(),
-            subject_iin: message.iin.clone(),
-            correlation_id: message.correlation_id.clone(),
-            ..EnvelopeBuilder::default()
-        };
-        let mut client =
-            pb::notification_service_client::NotificationServiceClient::new(self.gateway.channel());
-        client
-            .send_notification(
-                self.gateway
-                    .signed_request(&envelope, SEND_NOTIFICATION, request),
-            )
-            .await
-            .map_err(|status| {
-                let message = format!("notify refused the notice: {}", status.message());
-                match status.code() {
-                    Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
-                        ApiError::failed_precondition(crate::reasons::NOTICE_REFUSED, message)
-                    }
-                    _ => ApiError::unavailable(crate::reasons::NOTIFY_UNAVAILABLE, message),
-                }
-            })?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,26 @@
 //! The transactional outbox: every SMS offer and personal-cabinet notice is written in the same
-//! transaction as the decision it announces, and a relay hands unsent rows to a [`MessageSink`].
-//! [`crate::notify_sink::NotifySink`] sends them through notify (via the gateway); without a
-//! gateway the rows wait in the outbox and nothing is lost.
-
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+//! transaction as the decision it announces; housing is the kit's relay store
+//! ([`shlyuz_kit::outbox`]) over its `outbox` table, and the relay hands unsent rows, in order, to
+//! notify through the gateway. Without a gateway the rows wait in the outbox and nothing is lost.
 
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_kit::outbox::{
+    DeliveryFailure, Notification, OnFailure, OutboxSink, OutboxStore, RelayPolicy, relay_pass,
+};
 use sqlx::{Any, Row, Transaction};
 
 use crate::Housing;
+
+/// How housing relays: in order, pages of a hundred drained in one pass; a failure stops the pass
+/// and the message is tried again, in order, on the next one; a message notify refuses for good
+/// (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`, `PERMISSION_DENIED`) is parked and the relay goes
+/// on.
+pub const RELAY_POLICY: RelayPolicy = RelayPolicy {
+    page_size: 100,
+    drain: true,
+    on_failure: OnFailure::StopPass,
+    park_refusals: true,
+};
 
 /// Where an outbox message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,24 +74,6 @@ pub(crate) struct OutboxTemplate<'a> {
     pub correlation_id: &'a str,
     /// End of the reply window, or 0.
     pub expires_at_ms: i64,
-}
-
-/// Delivers outbox messages (notify through the gateway, or a test double).
-pub trait MessageSink: Send + Sync {
-    /// Hands one message over. `FAILED_PRECONDITION` or `INVALID_ARGUMENT` means the message
-    /// itself was refused for good: the relay parks it and goes on. Any other error (an outage,
-    /// a configuration problem that holds for every message) stops the pass and the message is
-    /// tried again, in order, on the next one.
-    fn deliver(&self, message: &OutboxMessage)
-    -> impl Future<Output = Result<(), ApiError>> + Send;
-}
-
-/// Whether a sink's error refuses this message for good rather than delivery in general.
-fn refuses_the_message(error: &ApiError) -> bool {
-    matches!(
-        error.code(),
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
-    )
 }
 
 /// A message the relay parked because it was refused for good.
@@ -178,98 +169,102 @@ impl Housing {
             .map_err(ApiError::from)
     }
 
-    /// One relay pass: delivers up to `limit` unsent messages through `sink`, marking each sent
-    /// after the sink accepted it, or parked when the sink refused it for good; returns how many
-    /// were sent or parked. A message may be delivered twice if
-    /// the process dies between the two steps (at-least-once; notify deduplicates by outbox id).
-    pub async fn relay_outbox<S: MessageSink>(
+    /// One relay pass over at most `limit` unsent messages through `sink`: each is marked sent
+    /// after the sink accepted it, or parked when it was refused for good; returns how many were
+    /// sent or parked. A message may be delivered twice if the process dies between the two steps
+    /// (at-least-once; notify deduplicates by outbox id).
+    pub async fn relay_outbox<K: OutboxSink<OutboxMessage>>(
         &self,
-        sink: &S,
-        limit: i64,
+        sink: &K,
+        limit: usize,
     ) -> Result<usize, ApiError> {
-        let mut handled = 0;
-        for message in self.unsent_messages(limit).await? {
-            match sink.deliver(&message).await {
-                Ok(()) => {
-                    sqlx::query(
-                        "UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL",
-                    )
-                    .bind(&message.id)
-                    .bind(self.now_millis())
-                    .execute(self.database.pool())
-                    .await?;
-                }
-                Err(error) if refuses_the_message(&error) => {
-                    let refusal = tonic::Status::from(error);
-                    let refusal = format!("{:?}: {}", refusal.code(), refusal.message());
-                    tracing::error!(
-                        outbox_id = %message.id,
-                        channel = %message.channel,
-                        template_id = %message.template_id,
-                        refusal = %refusal,
-                        "outbox message refused for good; parked, the relay goes on"
-                    );
-                    // An offer whose SMS can never go out was not received: not a refusal. Closed
-                    // before the message is parked, so a failure here leaves the message to the
-                    // next pass, which closes the offer then.
-                    if message.template_id == crate::texts::OFFER_TEMPLATE
-                        && !message.correlation_id.is_empty()
-                    {
-                        match self
-                            .record_undelivered(&message.correlation_id, &message.iin, &refusal)
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(error) if error.is_transient() => return Err(error.into()),
-                            // No such offer (or not this person's): nothing to close; park anyway.
-                            Err(error) => tracing::warn!(
-                                outbox_id = %message.id,
-                                error = %error,
-                                "parked offer SMS names no offer to close"
-                            ),
-                        }
-                    }
-                    sqlx::query(
-                        "UPDATE outbox SET refused_at_ms = $2, refusal = $3 WHERE id = $1 AND sent_at_ms IS NULL",
-                    )
-                    .bind(&message.id)
-                    .bind(self.now_millis())
-                    .bind(&refusal)
-                    .execute(self.database.pool())
-                    .await?;
-                }
-                Err(error) => {
-                    tracing::warn!(outbox_id = %message.id, error = %error, "outbox delivery failed; retried on the next pass");
-                    break;
-                }
-            }
-            handled += 1;
-        }
-        Ok(handled)
+        let policy = RelayPolicy {
+            page_size: limit,
+            drain: false,
+            ..RELAY_POLICY
+        };
+        let report = relay_pass(self, sink, &policy, None).await?;
+        Ok(report.sent + report.parked)
     }
 }
 
-/// Relays the outbox through `sink` every `interval` until shutdown (a pass in flight finishes
-/// its current message first; what is left waits for the next start).
-pub async fn run_relay<S: MessageSink>(
-    housing: Arc<Housing>,
-    sink: S,
-    interval: Duration,
-    shutdown: ShutdownSignal,
-) {
-    let (housing, sink) = (&housing, &sink);
-    shlyuz_kit::task::every(interval, shutdown, || async move {
-        // Drain in pages so a large round does not wait an interval per hundred offers.
-        loop {
-            match housing.relay_outbox(sink, 100).await {
-                Ok(100) => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(error = %error, "outbox relay pass failed");
-                    break;
-                }
+impl shlyuz_kit::outbox::OutboxRow for OutboxMessage {
+    fn outbox_id(&self) -> &str {
+        &self.id
+    }
+
+    fn template_id(&self) -> &str {
+        &self.template_id
+    }
+
+    fn notification(&self) -> Result<Notification, DeliveryFailure> {
+        Ok(Notification {
+            subject_iin: self.iin.clone(),
+            correlation_id: self.correlation_id.clone(),
+            request: crate::notify_sink::notification_request(self)?,
+        })
+    }
+}
+
+impl OutboxStore for Housing {
+    type Row = OutboxMessage;
+
+    async fn due(&self, limit: usize) -> Result<Vec<OutboxMessage>, ApiError> {
+        self.unsent_messages(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+    }
+
+    async fn mark_sent(&self, message: &OutboxMessage) -> Result<(), ApiError> {
+        sqlx::query("UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL")
+            .bind(&message.id)
+            .bind(self.now_millis())
+            .execute(self.database.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_failed(
+        &self,
+        _message: &OutboxMessage,
+        _reason: &str,
+        _retry_at_ms: i64,
+    ) -> Result<(), ApiError> {
+        // RELAY_POLICY stops the pass instead: the message stays first in line, nothing to record.
+        Ok(())
+    }
+
+    async fn park(&self, message: &OutboxMessage, refusal: &str) -> Result<(), ApiError> {
+        // An offer whose SMS can never go out was not received: not a refusal. Closed before the
+        // message is parked, so a failure here leaves the message to the next pass, which closes
+        // the offer then.
+        if message.template_id == crate::texts::OFFER_TEMPLATE && !message.correlation_id.is_empty()
+        {
+            match self
+                .record_undelivered(&message.correlation_id, &message.iin, refusal)
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if error.is_transient() => return Err(error.into()),
+                // No such offer (or not this person's): nothing to close; park anyway.
+                Err(error) => tracing::warn!(
+                    outbox_id = %message.id,
+                    error = %error,
+                    "parked offer SMS names no offer to close"
+                ),
             }
         }
-    })
-    .await;
+        sqlx::query(
+            "UPDATE outbox SET refused_at_ms = $2, refusal = $3 WHERE id = $1 AND sent_at_ms IS NULL",
+        )
+        .bind(&message.id)
+        .bind(self.now_millis())
+        .bind(refusal)
+        .execute(self.database.pool())
+        .await?;
+        Ok(())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now_millis()
+    }
 }

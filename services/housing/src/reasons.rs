@@ -1,6 +1,5 @@
 //! The `ErrorInfo` reasons housing answers with that are its own; the contract's shared ones are
-//! `shlyuz_kit::error::reasons`. The gRPC edge (`grpc.rs`) picks them for [`crate::model::HousingError`];
-//! the outbox relay's sink for notify's refusals.
+//! `shlyuz_kit::error::reasons`. The gRPC edge (`grpc.rs`) picks them for [`crate::model::HousingError`].
 
 /// `ALREADY_EXISTS`: the person (or one of an import) is already on the register.
 pub const REGISTRANT_EXISTS: &str = "REGISTRANT_EXISTS";
@@ -26,9 +25,3 @@ pub const OFFER_UNDELIVERED: &str = "OFFER_UNDELIVERED";
 pub const OFFER_ALREADY_ANSWERED: &str = "OFFER_ALREADY_ANSWERED";
 /// `FAILED_PRECONDITION`: `StartReview` on an instance without a gateway channel.
 pub const REVIEW_NOT_CONFIGURED: &str = "REVIEW_NOT_CONFIGURED";
-/// An outbox message names no notify template (parked by the relay).
-pub const OUTBOX_WITHOUT_TEMPLATE: &str = "OUTBOX_WITHOUT_TEMPLATE";
-/// notify refused an outbox message for good (parked by the relay).
-pub const NOTICE_REFUSED: &str = "NOTICE_REFUSED";
-/// notify could not be reached; the relay tries again.
-pub const NOTIFY_UNAVAILABLE: &str = "NOTIFY_UNAVAILABLE";

@@ -2,10 +2,12 @@
 
 use shlyuz_housing::Housing;
 use shlyuz_housing::norm::AreaNorm;
+use shlyuz_housing::outbox::OutboxMessage;
 use shlyuz_housing::register::{NewDwelling, NewRegistrant};
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::ApiError;
+use shlyuz_kit::outbox::{DeliveryFailure, OutboxSink};
 use shlyuz_proto::housing::v1 as pb;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -643,17 +645,11 @@ struct FlakySink {
     delivered: std::sync::Mutex<Vec<String>>,
 }
 
-impl shlyuz_housing::outbox::MessageSink for FlakySink {
-    async fn deliver(
-        &self,
-        message: &shlyuz_housing::outbox::OutboxMessage,
-    ) -> Result<(), ApiError> {
+impl OutboxSink<OutboxMessage> for FlakySink {
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryFailure> {
         use std::sync::atomic::Ordering;
         if self.accept.load(Ordering::SeqCst) == 0 {
-            return Err(ApiError::unavailable(
-                "UPSTREAM_UNAVAILABLE",
-                "notify is down",
-            ));
+            return Err(DeliveryFailure::Transient("notify is down".to_string()));
         }
         self.accept.fetch_sub(1, Ordering::SeqCst);
         self.delivered
@@ -727,15 +723,11 @@ struct RefusingSink {
     delivered: std::sync::Mutex<Vec<String>>,
 }
 
-impl shlyuz_housing::outbox::MessageSink for RefusingSink {
-    async fn deliver(
-        &self,
-        message: &shlyuz_housing::outbox::OutboxMessage,
-    ) -> Result<(), ApiError> {
+impl OutboxSink<OutboxMessage> for RefusingSink {
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryFailure> {
         if message.iin == self.refused_iin {
-            return Err(ApiError::failed_precondition(
-                "NOTICE_REFUSED",
-                "notify refused the notice: no such template",
+            return Err(DeliveryFailure::Refused(
+                "notify refused: FailedPrecondition: no such template".to_string(),
             ));
         }
         self.delivered
@@ -790,12 +782,9 @@ shlyuz_kit::storage_test!(
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].message.iin, iin(2));
         assert_eq!(refused[0].message.correlation_id, offers[1].id);
-        assert!(
-            refused[0]
-                .refusal
-                .starts_with("FailedPrecondition: notify refused"),
-            "{}",
-            refused[0].refusal
+        assert_eq!(
+            refused[0].refusal,
+            "notify refused: FailedPrecondition: no such template"
         );
         assert_eq!(
             refused[0].refused_at_ms,

@@ -70,9 +70,10 @@ pub async fn start(
         );
         parts.tasks.spawn(
             "intake sms relay",
-            outbox::run_delivery_loop(
+            shlyuz_kit::outbox::run_relay(
                 store,
-                std::sync::Arc::new(outbox::NotifySender::new(client)),
+                outbox::NotifySender::new(client),
+                outbox::RELAY_POLICY,
                 SMS_INTERVAL,
                 parts.tasks.shutdown(),
             ),
@@ -145,9 +146,10 @@ pub fn spawn_sms_delivery(
         shlyuz_kit::clock::system_clock(),
         shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
     );
-    tokio::spawn(outbox::run_delivery_loop(
+    tokio::spawn(shlyuz_kit::outbox::run_relay(
         store,
-        std::sync::Arc::new(outbox::NotifySender::new(gateway)),
+        outbox::NotifySender::new(gateway),
+        outbox::RELAY_POLICY,
         interval,
         shutdown,
     ))

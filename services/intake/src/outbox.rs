@@ -1,23 +1,23 @@
-//! Delivery of the notification outbox. Transitions write the rows (store.rs); [`NotifySender`]
-//! hands them to notify through the gateway and [`run_delivery_loop`] drains them; without a
-//! gateway rows wait, none is lost.
+//! Intake's notification outbox on the kit's relay ([`shlyuz_kit::outbox`]). Transitions write
+//! the rows (store.rs); the store is the relay's [`OutboxStore`], every row a status SMS to the
+//! candidate. A failed row, refused or not, waits out its back-off while the rows after it go on;
+//! without a gateway rows wait, none is lost.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use shlyuz_kit::backoff::Backoff;
-use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::gateway_client::GatewayClient;
-use shlyuz_kit::shutdown::ShutdownSignal;
+use shlyuz_kit::outbox::{
+    DeliveryFailure, Notification, OnFailure, OutboxSink, OutboxStore, RelayPolicy, relay_pass,
+};
 use shlyuz_proto::notify::v1 as notify;
 
 use crate::store::{OutboxRow, Store};
-use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
 
-/// gRPC path of `SendNotification`.
-pub const SEND_NOTIFICATION_PATH: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
+pub use shlyuz_kit::outbox::{NotifySender, SEND_NOTIFICATION_PATH};
+
 /// Rows handed to notify per round.
 pub const DELIVERY_BATCH: usize = 50;
 
@@ -26,77 +26,22 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// Longest retry delay.
 pub const MAX_RETRY: Duration = Duration::from_secs(3600);
 
-/// Hands one SMS to the notification service.
-pub trait NotificationSender: Send + Sync {
-    /// Sends `message`; `Err` leaves it in the outbox for a later attempt. Must be idempotent on
-    /// `message.outbox_id` (a crash between sending and marking resends it).
-    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>>;
-}
-
-/// What one delivery round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// Delivered.
-    pub sent: usize,
-    /// Failed, rescheduled.
-    pub failed: usize,
-}
+/// How intake relays: one batch a round, every failure (a refusal too) retried after its
+/// back-off, the rows after it going on.
+pub const RELAY_POLICY: RelayPolicy = RelayPolicy {
+    page_size: DELIVERY_BATCH,
+    drain: false,
+    on_failure: OnFailure::RetryLater(Backoff::new(FIRST_RETRY, MAX_RETRY)),
+    park_refusals: false,
+};
 
 /// The delay before attempt `attempts + 1`.
 pub fn retry_delay(attempts: i64) -> Duration {
     Backoff::new(FIRST_RETRY, MAX_RETRY).delay(attempts.saturating_add(1))
 }
 
-/// Sends up to `limit` due rows, oldest first.
-pub async fn deliver_pending(
-    store: &Store,
-    sender: &dyn NotificationSender,
-    limit: usize,
-) -> Result<DeliveryReport, ApiError> {
-    let mut report = DeliveryReport::default();
-    for message in store.pending_outbox(limit).await? {
-        match sender.send(&message).await {
-            Ok(()) => {
-                store.mark_sent(&message.outbox_id).await?;
-                report.sent += 1;
-            }
-            Err(error) => {
-                let delay = retry_delay(message.attempts);
-                let retry_at = store
-                    .now_ms()
-                    .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                tracing::warn!(
-                    outbox_id = %message.outbox_id,
-                    attempts = message.attempts + 1,
-                    error = %error,
-                    "sms delivery failed"
-                );
-                store
-                    .mark_failed(&message.outbox_id, &error, retry_at)
-                    .await?;
-                report.failed += 1;
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// Sends outbox rows through the gateway to `NotificationService.SendNotification`, signed as
-/// intake, with the candidate's IIN as subject and recipient (notify asks the mobile citizens
-/// database for the phone) and the outbox id as idempotency key, so a resent row is one SMS.
-#[derive(Debug, Clone)]
-pub struct NotifySender {
-    gateway: GatewayClient,
-}
-
-impl NotifySender {
-    /// A sender calling through `gateway`.
-    pub fn new(gateway: GatewayClient) -> Self {
-        Self { gateway }
-    }
-}
-
-/// The `SendNotification` request for one outbox row.
+/// The `SendNotification` request for one outbox row: to the candidate's IIN (notify asks the
+/// mobile citizens database for the phone), idempotent on the outbox id.
 pub fn send_request(message: &OutboxRow) -> Result<notify::SendNotificationRequest, String> {
     let parameters: HashMap<String, String> = serde_json::from_str(&message.parameters_json)
         .map_err(|error| format!("outbox parameters unreadable: {error}"))?;
@@ -117,62 +62,101 @@ pub fn send_request(message: &OutboxRow) -> Result<notify::SendNotificationReque
     })
 }
 
-impl NotificationSender for NotifySender {
-    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let body = send_request(message)?;
-            let envelope = EnvelopeBuilder {
-                purpose: CITIZEN_NOTIFICATION.to_string(),
-                subject_iin: message.recipient_iin.clone(),
-                ..EnvelopeBuilder::default()
-            };
-            let request = self
-                .gateway
-                .signed_request(&envelope, SEND_NOTIFICATION_PATH, body);
-            let mut client = notify::notification_service_client::NotificationServiceClient::new(
-                self.gateway.channel(),
-            );
-            match client.send_notification(request).await {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    tracing::info!(
-                        outbox_id = %message.outbox_id,
-                        notification_id = %response.notification.map(|n| n.id).unwrap_or_default(),
-                        duplicate = response.duplicate,
-                        "sms handed to notify"
-                    );
-                    Ok(())
-                }
-                Err(status) => Err(format!(
-                    "notify refused: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )),
-            }
+impl shlyuz_kit::outbox::OutboxRow for OutboxRow {
+    fn outbox_id(&self) -> &str {
+        &self.outbox_id
+    }
+
+    fn template_id(&self) -> &str {
+        &self.template_id
+    }
+
+    fn failed_attempts(&self) -> i64 {
+        self.attempts
+    }
+
+    fn notification(&self) -> Result<Notification, DeliveryFailure> {
+        Ok(Notification {
+            subject_iin: self.recipient_iin.clone(),
+            correlation_id: String::new(),
+            request: send_request(self).map_err(DeliveryFailure::Transient)?,
         })
     }
 }
 
-/// Delivers due rows every `interval` until `shutdown`; a failed round is logged and retried.
-pub async fn run_delivery_loop(
-    store: Store,
-    sender: std::sync::Arc<dyn NotificationSender>,
-    interval: Duration,
-    shutdown: ShutdownSignal,
-) {
-    let (store, sender) = (&store, sender.as_ref());
-    shlyuz_kit::task::every(interval, shutdown, || async move {
-        match deliver_pending(store, sender, DELIVERY_BATCH).await {
-            Ok(report) if report.sent + report.failed > 0 => tracing::info!(
-                sent = report.sent,
-                failed = report.failed,
-                "outbox delivery round"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error = %error, "outbox delivery round failed"),
-        }
+impl OutboxStore for Store {
+    type Row = OutboxRow;
+
+    async fn due(&self, limit: usize) -> Result<Vec<OutboxRow>, ApiError> {
+        Ok(self.pending_outbox(limit).await?)
+    }
+
+    async fn mark_sent(&self, row: &OutboxRow) -> Result<(), ApiError> {
+        Ok(Store::mark_sent(self, &row.outbox_id).await?)
+    }
+
+    async fn mark_failed(
+        &self,
+        row: &OutboxRow,
+        reason: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), ApiError> {
+        Ok(Store::mark_failed(self, &row.outbox_id, reason, retry_at_ms).await?)
+    }
+
+    async fn park(&self, row: &OutboxRow, _refusal: &str) -> Result<(), ApiError> {
+        // RELAY_POLICY parks nothing: a refusal waits out its back-off like any failure.
+        Err(ApiError::internal(format!(
+            "intake's outbox parks no row ({})",
+            row.outbox_id
+        )))
+    }
+
+    fn now_ms(&self) -> i64 {
+        Store::now_ms(self)
+    }
+}
+
+/// What one delivery round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Delivered.
+    pub sent: usize,
+    /// Failed, rescheduled.
+    pub failed: usize,
+}
+
+/// Sends up to `limit` due rows, oldest first: one round of the relay.
+pub async fn deliver_pending<K: OutboxSink<OutboxRow>>(
+    store: &Store,
+    sender: &K,
+    limit: usize,
+) -> Result<DeliveryReport, ApiError> {
+    let policy = RelayPolicy {
+        page_size: limit,
+        ..RELAY_POLICY
+    };
+    let report = relay_pass(store, sender, &policy, None).await?;
+    Ok(DeliveryReport {
+        sent: report.sent,
+        failed: report.failed,
     })
-    .await;
+}
+
+/// Hands one row to notify by hand (kept for the workspace tests that resend a row).
+pub trait NotificationSender: Send + Sync {
+    /// Sends `message`; `Err` carries the reason.
+    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>>;
+}
+
+impl NotificationSender for NotifySender {
+    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.deliver(message)
+                .await
+                .map_err(|failure| failure.reason().to_string())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use shlyuz_intake::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
 use shlyuz_intake::grpc::{CertificateAuthority, IntakeServices, SignatureCheck};
-use shlyuz_intake::outbox::{DeliveryReport, NotificationSender, deliver_pending};
+use shlyuz_intake::outbox::{DeliveryReport, deliver_pending};
 use shlyuz_intake::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
 use shlyuz_intake::store::{OutboxRow, Store};
 use shlyuz_kit::application_form::application_document;
@@ -18,6 +18,7 @@ use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::iin::Iin;
+use shlyuz_kit::outbox::{DeliveryFailure, OutboxSink};
 use shlyuz_kit::signed_document::{NationalCa, RevocationStatus, sign_document};
 use shlyuz_proto::intake::v1 as pb;
 use shlyuz_proto::intake::v1::application_service_server::ApplicationService as _;
@@ -1139,17 +1140,15 @@ struct FlakySender {
     sent: Mutex<Vec<String>>,
 }
 
-impl NotificationSender for FlakySender {
-    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
-        let result = if self.fail.load(Ordering::SeqCst) {
-            Err("notify unavailable".to_string())
-        } else {
-            self.sent
-                .lock()
-                .map(|mut sent| sent.push(message.template_id.clone()))
-                .map_err(|_| "poisoned".to_string())
-        };
-        Box::pin(async move { result })
+impl OutboxSink<OutboxRow> for FlakySender {
+    async fn deliver(&self, message: &OutboxRow) -> Result<(), DeliveryFailure> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(DeliveryFailure::Transient("notify unavailable".to_string()));
+        }
+        self.sent
+            .lock()
+            .map(|mut sent| sent.push(message.template_id.clone()))
+            .map_err(|_| DeliveryFailure::Transient("poisoned".to_string()))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod gateway_client;
 pub mod identity;
 pub mod iin;
 pub mod listener;
+pub mod outbox;
 pub mod paging;
 pub mod pki;
 pub mod purpose;
