@@ -847,11 +847,15 @@ async fn sms_within(system: &TestSystem, count: usize, limit: Duration) -> Vec<s
     }
 }
 
-/// An address on loopback where nothing listens now (the port the system picked and released).
-fn unused_loopback_address() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
+/// A loopback socket bound (so no other program takes its port) but not listening, so calls to
+/// it are refused as in an outage; drop it to let a target listen there.
+fn reserved_loopback_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let address = socket.local_addr().expect("its address");
+    (socket, address)
 }
 
 /// A `SendNotification` as intake signs it, about the candidate.
@@ -872,7 +876,7 @@ fn intake_notification(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_sms_reach_the_candidate_through_notify_once() {
     // Notify is down: the gateway routes it to an address where nothing listens yet.
-    let notify_address = unused_loopback_address();
+    let (notify_socket, notify_address) = reserved_loopback_port();
     let stack = start_with(
         &[Target::Gateway, Target::Registry, Target::Intake],
         |config| {
@@ -931,6 +935,7 @@ async fn status_sms_reach_the_candidate_through_notify_once() {
 
     // Notify comes up on the address the gateway routes to; the rows kept in intake's outbox go
     // once their back-off has passed and the gateway's breaker for notify lets calls through.
+    drop(notify_socket);
     let notify = support::spawn_system_with(&[Target::Notify], |config| {
         config.notify.listen = notify_address;
         config.notify.gateway_address = stack.system.gateway_address().to_string();
