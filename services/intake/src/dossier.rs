@@ -364,6 +364,19 @@ mod tests {
     }
 
     #[test]
+    fn a_person_the_registry_does_not_know_is_not_eligible() {
+        let mut answers = answers(person("1998-05-12"));
+        answers.person = Ok(None);
+        let dossier = Dossier::from_answers(answers);
+        assert!(dossier.is_complete(), "{:?}", dossier.missing_sources);
+        assert!(
+            ineligibility(&dossier, date!(2026 - 11 - 25))
+                .is_some_and(|reason| reason.contains("не найдено")),
+            "{dossier:?}"
+        );
+    }
+
+    #[test]
     fn a_failing_registry_makes_the_dossier_incomplete() {
         let mut answers = answers(person("1998-05-12"));
         answers.criminal = Err("unavailable".into());

@@ -1374,6 +1374,96 @@ impl pb::report_service_server::ReportService for IntakeServices {
 mod tests {
     use super::*;
 
+    /// The CA answering "good" for every certificate it is asked about.
+    struct GoodAuthority {
+        ca_pem: String,
+    }
+
+    impl CertificateAuthority for GoodAuthority {
+        fn ca_certificate_pem<'a>(
+            &'a self,
+            _subject: &'a Iin,
+        ) -> BoxFuture<'a, Result<String, String>> {
+            let pem = self.ca_pem.clone();
+            Box::pin(async move { Ok(pem) })
+        }
+
+        fn status<'a>(
+            &'a self,
+            _serial_hex: &'a str,
+            _subject: &'a Iin,
+        ) -> BoxFuture<'a, Result<RevocationStatus, String>> {
+            Box::pin(async { Ok(RevocationStatus::Good) })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_certificate_of_the_ca_that_lapsed_is_refused_as_expired() {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = shlyuz_kit::signed_document::NationalCa::generate(now - time::Duration::days(90))
+            .expect("ca");
+        let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+        let services = IntakeServices::new(
+            Store::new(
+                test_database.database().clone(),
+                shlyuz_kit::clock::system_clock(),
+                shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
+            ),
+            RolePolicy::new(["jauynger-portal".to_string()]),
+            Arc::new(crate::gateway::NoGateway),
+            SignatureCheck::new(Arc::new(GoodAuthority {
+                ca_pem: ca.certificate_pem().to_string(),
+            })),
+            Vec::new(),
+        );
+        let candidate = Iin::parse("980512391010").expect("iin");
+        let document = b"%PDF-1.7\n% application\n".to_vec();
+        let signed_by = |not_before, not_after| {
+            let issued = ca
+                .issue(
+                    &candidate,
+                    "Қасымов Ерлан Серікұлы",
+                    None,
+                    not_before,
+                    not_after,
+                )
+                .expect("issue");
+            pb::SignedDocument {
+                signature: shlyuz_kit::signed_document::sign_document(
+                    &issued.private_key_pem,
+                    &document,
+                )
+                .expect("sign"),
+                document: document.clone(),
+                signer_certificate_pem: issued.certificate_pem,
+            }
+        };
+
+        // Valid until a month ago.
+        let lapsed = signed_by(
+            now - time::Duration::days(60),
+            now - time::Duration::days(30),
+        );
+        let refused = services
+            .verify("signed_application", Some(&lapsed), None, &candidate)
+            .await
+            .expect_err("expired");
+        assert_eq!(
+            (refused.code(), refused.reason()),
+            (tonic::Code::InvalidArgument, "CERTIFICATE_EXPIRED")
+        );
+        // The same CA's current certificate passes.
+        let current = signed_by(
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+        );
+        services
+            .verify("signed_application", Some(&current), None, &candidate)
+            .await
+            .expect("a current certificate");
+        test_database.cleanup().await;
+    }
+
     fn wire(error: impl Into<ApiError>) -> Status {
         error.into().into()
     }

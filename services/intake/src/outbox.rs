@@ -205,6 +205,93 @@ mod tests {
         );
     }
 
+    /// Notify as the delivery round sees it: down while `down`, recording what it accepted.
+    #[derive(Default)]
+    struct Notify {
+        down: std::sync::atomic::AtomicBool,
+        accepted: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl NotificationSender for Notify {
+        fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
+            let result = if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("notify refused: Unavailable: connection refused".to_string())
+            } else {
+                self.accepted
+                    .lock()
+                    .map(|mut accepted| accepted.push(message.outbox_id.clone()))
+                    .map_err(|_| "poisoned".to_string())
+            };
+            Box::pin(async move { result })
+        }
+    }
+
+    shlyuz_kit::storage_test!(
+        rows_wait_out_a_notify_outage_and_go_once,
+        |database: shlyuz_kit::db::Database| async move {
+            let clock = shlyuz_kit::clock::ManualClock::new(time::OffsetDateTime::now_utc());
+            let (store, vacancy_id) =
+                crate::store::tests::store_with_vacancy(database, clock.shared()).await;
+            let mut applications = Vec::new();
+            for candidate in ["980512391010", "971120391035"] {
+                applications.push(
+                    crate::store::tests::file(&store, &vacancy_id, candidate, "+77011234567", "kk")
+                        .await
+                        .application_id,
+                );
+            }
+            let notify = Notify::default();
+            notify.down.store(true, std::sync::atomic::Ordering::SeqCst);
+
+            // Notify is down: every row fails and stays in the outbox, due again after the
+            // back-off.
+            let report = deliver_pending(&store, &notify, DELIVERY_BATCH)
+                .await
+                .expect("deliver");
+            assert_eq!(report, DeliveryReport { sent: 0, failed: 2 });
+            for application in &applications {
+                let rows = store.outbox_of(application).await.expect("outbox");
+                assert!(rows.iter().all(|row| row.attempts == 1), "{rows:?}");
+            }
+            notify
+                .down
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            let report = deliver_pending(&store, &notify, DELIVERY_BATCH)
+                .await
+                .expect("deliver");
+            assert_eq!(
+                report,
+                DeliveryReport::default(),
+                "not due before the back-off"
+            );
+
+            // Notify is back: once the back-off has passed every row goes, and only once.
+            clock.advance(time::Duration::seconds(6));
+            let report = deliver_pending(&store, &notify, DELIVERY_BATCH)
+                .await
+                .expect("deliver");
+            assert_eq!(report, DeliveryReport { sent: 2, failed: 0 });
+            clock.advance(time::Duration::hours(1));
+            let report = deliver_pending(&store, &notify, DELIVERY_BATCH)
+                .await
+                .expect("deliver");
+            assert_eq!(
+                report,
+                DeliveryReport::default(),
+                "sent rows are not sent again"
+            );
+            let mut expected = Vec::new();
+            for application in &applications {
+                let rows = store.outbox_of(application).await.expect("outbox");
+                expected.extend(rows.into_iter().map(|row| row.outbox_id));
+            }
+            let mut accepted = notify.accepted.lock().expect("lock").clone();
+            accepted.sort();
+            expected.sort();
+            assert_eq!(accepted, expected, "each row handed to notify once");
+        }
+    );
+
     #[test]
     fn retries_back_off_to_an_hour() {
         assert_eq!(retry_delay(0), Duration::from_secs(5));

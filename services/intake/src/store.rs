@@ -1286,3 +1286,90 @@ async fn insert_outbox(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A store over `database` (migrated here) on `clock`, with one open vacancy; its id.
+    pub(crate) async fn store_with_vacancy(
+        database: Database,
+        clock: SharedClock,
+    ) -> (Store, String) {
+        database
+            .migrate(&crate::MIGRATIONS)
+            .await
+            .expect("intake migrations");
+        let store = Store::new(database, clock, WorkingCalendar::kazakhstan());
+        let vacancy = store
+            .create_vacancy(VacancyRow {
+                vacancy_id: String::new(),
+                position: "стрелок".into(),
+                rank: 1,
+                branch: "Сухопутные войска".into(),
+                unit: "в/ч 12345".into(),
+                region_kato: "110000000".into(),
+                places: 3,
+                requirements: String::new(),
+                state: VACANCY_OPEN,
+                create_time_ms: 0,
+                close_time_ms: 0,
+            })
+            .await
+            .expect("vacancy");
+        (store, vacancy.vacancy_id)
+    }
+
+    /// `candidate` files an application to `vacancy_id` with `phone` and `language`.
+    pub(crate) async fn file(
+        store: &Store,
+        vacancy_id: &str,
+        candidate: &str,
+        phone: &str,
+        language: &str,
+    ) -> ApplicationRow {
+        store
+            .create_application(
+                NewApplication {
+                    vacancy_id: vacancy_id.to_string(),
+                    candidate_iin: candidate.to_string(),
+                    consent_id: "0190f5a2-7c1e-7000-8000-0000000000c1".into(),
+                    phone_number: phone.to_string(),
+                    language: language.to_string(),
+                    signature_kind: "eds".into(),
+                    signature_reference: "0a1b".into(),
+                    attachments: Vec::new(),
+                },
+                candidate,
+            )
+            .await
+            .expect("file an application")
+    }
+
+    shlyuz_kit::storage_test!(
+        outbox_rows_carry_the_application_language_and_phone,
+        |database: Database| async move {
+            let (store, vacancy_id) =
+                store_with_vacancy(database, shlyuz_kit::clock::system_clock()).await;
+            let kazakh = file(&store, &vacancy_id, "980512391010", "+77011234567", "kk").await;
+            let russian = file(&store, &vacancy_id, "971120391035", "+77017654321", "ru").await;
+            for (application, phone, language) in [
+                (&kazakh, "+77011234567", "kk"),
+                (&russian, "+77017654321", "ru"),
+            ] {
+                let outbox = store
+                    .outbox_of(&application.application_id)
+                    .await
+                    .expect("outbox");
+                assert_eq!(outbox.len(), 1, "{outbox:?}");
+                let row = &outbox[0];
+                assert_eq!(row.template_id, "intake.status.submitted");
+                assert_eq!(row.recipient_iin, application.candidate_iin);
+                assert_eq!(
+                    (row.language.as_str(), row.phone_number.as_str()),
+                    (language, phone)
+                );
+            }
+        }
+    );
+}
