@@ -45,6 +45,16 @@ pub async fn spawn_system_with(
     targets: &[Target],
     configure: impl FnOnce(&mut ShlyuzConfig),
 ) -> TestSystem {
+    spawn_system_with_clock(targets, None, configure).await
+}
+
+/// [`spawn_system_with`] handing `test_clock` to the targets that follow it, as
+/// `shlyuz up --test-clock` does (they also serve its TestClockService).
+pub async fn spawn_system_with_clock(
+    targets: &[Target],
+    test_clock: Option<&shlyuz_kit::clock::AdjustableClock>,
+    configure: impl FnOnce(&mut ShlyuzConfig),
+) -> TestSystem {
     let pki = pki();
     let data_dir = tempfile::tempdir().expect("data dir");
     // The default directory names the participants' keys under `pki/` next to it.
@@ -82,7 +92,7 @@ pub async fn spawn_system_with(
         targets,
         pki,
         &shlyuz_kit::telemetry::MetricsRegistry::default(),
-        None,
+        test_clock,
     )
     .await
     .expect("start the targets");

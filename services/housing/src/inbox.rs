@@ -242,3 +242,214 @@ enum Settled {
     Unreadable,
     Deferred,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use shlyuz_kit::db::Database;
+    use shlyuz_kit::server::{GrpcServer, ServerSettings, Transport};
+    use shlyuz_kit::shutdown::shutdown_channel;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::norm::AreaNorm;
+    use crate::register::{NewDwelling, NewRegistrant};
+
+    /// The gateway's async channel as far as housing's inbox uses it: items until acknowledged.
+    #[derive(Clone, Default)]
+    struct FakeInbox {
+        items: Arc<Mutex<Vec<gateway::InboxItem>>>,
+    }
+
+    #[tonic::async_trait]
+    impl gateway::async_channel_service_server::AsyncChannelService for FakeInbox {
+        async fn send_message(
+            &self,
+            _request: Request<gateway::SendMessageRequest>,
+        ) -> Result<Response<gateway::SendMessageResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_message_status(
+            &self,
+            _request: Request<gateway::GetMessageStatusRequest>,
+        ) -> Result<Response<gateway::GetMessageStatusResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_messages(
+            &self,
+            _request: Request<gateway::GetMessagesRequest>,
+        ) -> Result<Response<gateway::GetMessagesResponse>, Status> {
+            let items = self.items.lock().expect("inbox").clone();
+            Ok(Response::new(gateway::GetMessagesResponse { items }))
+        }
+
+        async fn ack_messages(
+            &self,
+            request: Request<gateway::AckMessagesRequest>,
+        ) -> Result<Response<gateway::AckMessagesResponse>, Status> {
+            let acknowledged = &request.get_ref().item_ids;
+            let mut items = self.items.lock().expect("inbox");
+            let before = items.len();
+            items.retain(|item| !acknowledged.contains(&item.item_id));
+            let count = i32::try_from(before - items.len()).unwrap_or(i32::MAX);
+            Ok(Response::new(gateway::AckMessagesResponse {
+                acknowledged: count,
+            }))
+        }
+
+        type StreamMessagesStream =
+            futures::stream::Empty<Result<gateway::StreamMessagesResponse, Status>>;
+
+        async fn stream_messages(
+            &self,
+            _request: Request<gateway::StreamMessagesRequest>,
+        ) -> Result<Response<Self::StreamMessagesStream>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    fn message(item_id: &str, payload_type: &str, payload: Vec<u8>) -> gateway::InboxItem {
+        gateway::InboxItem {
+            item_id: item_id.to_string(),
+            kind: gateway::InboxItemKind::Message as i32,
+            payload,
+            payload_type: payload_type.to_string(),
+            ..gateway::InboxItem::default()
+        }
+    }
+
+    /// A signing key of a development PKI made for this test in a directory of its own.
+    fn signing_key() -> SigningKey {
+        let dir = std::env::temp_dir().join(format!(
+            "shlyuz-housing-inbox-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let pki = shlyuz_kit::pki::DevPki::ensure(&dir, &["housing"]).expect("pki");
+        let files = pki.participant("housing").expect("housing's files");
+        let key = SigningKey::from_pem_file(&files.signing_key).expect("signing key");
+        let _ = std::fs::remove_dir_all(&dir);
+        key
+    }
+
+    shlyuz_kit::storage_test!(
+        replies_are_recorded_once_and_unreadable_items_kept_then_everything_acknowledged,
+        |database: Database| async move {
+            database.migrate(&crate::MIGRATIONS).await.expect("migrate");
+            let housing = Housing::new(
+                database.clone(),
+                shlyuz_kit::clock::system_clock(),
+                AreaNorm::default(),
+            )
+            .shared();
+            let iin = "900315391113";
+            housing
+                .add_registrant(NewRegistrant {
+                    iin: iin.to_string(),
+                    full_name: "Тоқаев Ғалым Бауыржанұлы".to_string(),
+                    phone: "+77015550113".to_string(),
+                    reported_at_ms: 1_700_000_000_000,
+                    locality_kato: "711110000".to_string(),
+                    family_size: 3,
+                })
+                .await
+                .expect("register");
+            let flat = housing
+                .add_dwelling(NewDwelling {
+                    address: "Астана, Тұран даңғылы, 37-12".to_string(),
+                    locality_kato: "711110000".to_string(),
+                    rooms: 2,
+                    total_area_m2: 52.0,
+                })
+                .await
+                .expect("dwelling");
+            let offer = housing
+                .run_allocation_round()
+                .await
+                .expect("round")
+                .offers_made
+                .remove(0);
+
+            let reply = notify_pb::SmsReply {
+                correlation_id: offer.id.clone(),
+                from_phone: "+77015550113".to_string(),
+                recipient_iin: iin.to_string(),
+                code: "6521".to_string(),
+                text: "6521".to_string(),
+                ..notify_pb::SmsReply::default()
+            };
+            // The reply, the same reply delivered twice (notify retried) and an item housing
+            // cannot read.
+            let inbox = FakeInbox::default();
+            *inbox.items.lock().expect("inbox") = vec![
+                message("item-1", REPLY_PAYLOAD_TYPE, reply.encode_to_vec()),
+                message("item-2", REPLY_PAYLOAD_TYPE, reply.encode_to_vec()),
+                message("item-3", "shlyuz.notify.v1.Unknown", vec![1, 2, 3]),
+            ];
+            let server = GrpcServer::bind(
+                ServerSettings::loopback("gateway", Transport::Plaintext),
+                &shlyuz_kit::telemetry::MetricsRegistry::default(),
+            )
+            .await
+            .expect("bind the fake gateway");
+            let address = server.local_addr().expect("address");
+            let mut routes = tonic::service::RoutesBuilder::default();
+            routes.add_service(
+                gateway::async_channel_service_server::AsyncChannelServiceServer::new(
+                    inbox.clone(),
+                ),
+            );
+            let (trigger, signal) = shutdown_channel();
+            let serving = tokio::spawn(server.serve(routes.routes(), signal));
+            let channel = Channel::from_shared(format!("http://{address}"))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect to the fake gateway");
+
+            let consumer = InboxConsumer::new(housing.clone(), channel, Arc::new(signing_key()));
+            let pass = consumer.pull_once().await.expect("pull");
+            assert_eq!(pass.recorded, 2);
+            assert_eq!(pass.unreadable, 1);
+            assert_eq!(pass.deferred, 0);
+            assert!(
+                inbox.items.lock().expect("inbox").is_empty(),
+                "everything settled was acknowledged"
+            );
+            // The next pass finds nothing.
+            assert_eq!(
+                consumer.pull_once().await.expect("pull again"),
+                InboxPass::default()
+            );
+
+            assert_eq!(
+                housing
+                    .get_dwelling(&flat.id)
+                    .await
+                    .expect("dwelling")
+                    .status(),
+                pb::DwellingStatus::Leased
+            );
+            assert_eq!(
+                housing
+                    .get_registrant(iin)
+                    .await
+                    .expect("registrant")
+                    .status(),
+                pb::RegistrantStatus::Housed
+            );
+            let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_unreadable")
+                .fetch_one(database.pool())
+                .await
+                .expect("unreadable");
+            assert_eq!(kept, 1);
+            trigger.trigger();
+            serving
+                .await
+                .expect("joined")
+                .expect("the fake gateway stops");
+        }
+    );
+}
