@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::outbox::{
@@ -143,22 +142,6 @@ pub async fn deliver_pending<K: OutboxSink<OutboxRow>>(
     })
 }
 
-/// Hands one row to notify by hand (kept for the workspace tests that resend a row).
-pub trait NotificationSender: Send + Sync {
-    /// Sends `message`; `Err` carries the reason.
-    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>>;
-}
-
-impl NotificationSender for NotifySender {
-    fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.deliver(message)
-                .await
-                .map_err(|failure| failure.reason().to_string())
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,17 +195,18 @@ mod tests {
         accepted: std::sync::Mutex<Vec<String>>,
     }
 
-    impl NotificationSender for Notify {
-        fn send<'a>(&'a self, message: &'a OutboxRow) -> BoxFuture<'a, Result<(), String>> {
-            let result = if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-                Err("notify refused: Unavailable: connection refused".to_string())
-            } else {
-                self.accepted
-                    .lock()
-                    .map(|mut accepted| accepted.push(message.outbox_id.clone()))
-                    .map_err(|_| "poisoned".to_string())
-            };
-            Box::pin(async move { result })
+    impl OutboxSink<OutboxRow> for Notify {
+        async fn deliver(&self, message: &OutboxRow) -> Result<(), DeliveryFailure> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(DeliveryFailure::Transient(
+                    "notify refused: Unavailable: connection refused".to_string(),
+                ));
+            }
+            self.accepted
+                .lock()
+                .expect("not poisoned")
+                .push(message.outbox_id.clone());
+            Ok(())
         }
     }
 
