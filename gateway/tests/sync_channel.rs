@@ -973,3 +973,49 @@ shlyuz_kit::storage_test!(
         assert_eq!(winners, 1);
     }
 );
+
+/// Sends a request to `EchoServerStream` whatever path it was signed for: a relay tampering with
+/// the path after signing.
+fn to_server_stream(
+    mut request: http::Request<tonic::body::Body>,
+) -> http::Request<tonic::body::Body> {
+    *request.uri_mut() = http::Uri::from_static("/shlyuz.echo.v1.EchoService/EchoServerStream");
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_the_signing_layer_passes_and_a_tampered_path_fails() {
+    use shlyuz_kit::gateway_client::{SigningService, with_envelope};
+    use tower::ServiceExt as _;
+    let harness = Harness::start_sqlite("").await;
+    let key = std::sync::Arc::new(harness.signing_key("ops"));
+    let channel = harness.channel("ops").await;
+
+    let mut signed = EchoServiceClient::new(SigningService::new(channel.clone(), key.clone()));
+    let envelope = harness.envelope("OPERATIONS");
+    let message_id = envelope.message_id.clone();
+    let answer = signed
+        .echo(with_envelope(envelope, echo_request("через слой")))
+        .await
+        .expect("the gateway accepts the layer's signature")
+        .into_inner();
+    assert_eq!(answer.payload, "через слой");
+    assert_eq!(answer.metadata.get(envelope::MESSAGE_ID), Some(&message_id));
+    assert_eq!(
+        answer.metadata.get(envelope::SENDER).map(String::as_str),
+        Some("ops")
+    );
+
+    let mut tampered = EchoServiceClient::new(SigningService::new(
+        channel.map_request(to_server_stream),
+        key,
+    ));
+    let refused = tampered
+        .echo(with_envelope(
+            harness.envelope("OPERATIONS"),
+            echo_request("signed for Echo"),
+        ))
+        .await;
+    assert_refused(refused, Code::Unauthenticated, "SIGNATURE_INVALID");
+    harness.stop().await;
+}

@@ -3,6 +3,7 @@
 
 use anyhow::ensure;
 use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::gateway_client::with_envelope;
 use shlyuz_proto::gateway::v1 as gateway_pb;
 
 use super::{CANDIDATE, Demo, Described, Progress, client};
@@ -19,11 +20,10 @@ impl Demo {
                     ..EnvelopeBuilder::default()
                 };
                 let accesses = gateway_pb::access_log_service_client::AccessLogServiceClient::new(
-                    self.portal.channel(),
+                    self.portal.signed_channel(),
                 )
-                .list_subject_access(self.portal.signed_request(
-                    &envelope,
-                    "/shlyuz.gateway.v1.AccessLogService/ListSubjectAccess",
+                .list_subject_access(with_envelope(
+                    envelope,
                     gateway_pb::ListSubjectAccessRequest {
                         subject_iin: CANDIDATE.iin.to_string(),
                         ..Default::default()
@@ -58,13 +58,9 @@ impl Demo {
             .step("operations verifies the hash-chained message log", async {
                 let verification =
                     gateway_pb::message_log_service_client::MessageLogServiceClient::new(
-                        self.ops.channel(),
+                        self.ops.signed_channel(),
                     )
-                    .verify_chain(client::signed(
-                        &self.ops,
-                        "/shlyuz.gateway.v1.MessageLogService/VerifyChain",
-                        gateway_pb::VerifyChainRequest::default(),
-                    ))
+                    .verify_chain(client::signed(gateway_pb::VerifyChainRequest::default()))
                     .await
                     .described()?;
                 ensure!(

@@ -9,7 +9,7 @@ use anyhow::Context;
 use shlyuz_kit::client::{ClientSettings, connect, connect_lazy};
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::fixture_people::FixturePerson;
-use shlyuz_kit::gateway_client::{DEFAULT_GATEWAY_SERVER_NAME, GatewayClient};
+use shlyuz_kit::gateway_client::{DEFAULT_GATEWAY_SERVER_NAME, GatewayClient, with_envelope};
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::signed_document::sign_document;
 use shlyuz_proto::intake::v1 as intake_pb;
@@ -55,20 +55,14 @@ pub(super) async fn connect_test_clock(
     .with_context(|| format!("test clock at {address}"))
 }
 
-/// A request from `client` in a signed envelope without a user, purpose or subject.
-pub(super) fn signed<M: prost::Message>(
-    client: &GatewayClient,
-    path: &str,
-    message: M,
-) -> tonic::Request<M> {
-    client.signed_request(&EnvelopeBuilder::default(), path, message)
+/// A request in an envelope without a user, purpose or subject, for a signed channel.
+pub(super) fn signed<M>(message: M) -> tonic::Request<M> {
+    with_envelope(EnvelopeBuilder::default(), message)
 }
 
-/// A request from `client` with `user` acting in `role` (intake trusts the portal's and SDU's
-/// role assertions), signed.
-pub(super) fn as_user<M: prost::Message>(
-    client: &GatewayClient,
-    path: &str,
+/// A request with `user` acting in `role` (intake trusts the portal's and SDU's role
+/// assertions), for a signed channel.
+pub(super) fn as_user<M>(
     user: &str,
     role: &str,
     region: Option<&str>,
@@ -81,7 +75,7 @@ pub(super) fn as_user<M: prost::Message>(
         user_region: region.unwrap_or_default().to_string(),
         ..EnvelopeBuilder::default()
     };
-    Ok(client.signed_request(&envelope, path, message))
+    Ok(with_envelope(envelope, message))
 }
 
 /// A test EDS certificate for `holder` from the registry's CA (НУЦ mimic), as the portal obtains
@@ -96,9 +90,8 @@ pub(super) async fn certificate(
         subject_iin: holder.iin.to_string(),
         ..EnvelopeBuilder::default()
     };
-    let request = portal.signed_request(
-        &envelope,
-        "/shlyuz.registry.v1.CertificateAuthorityService/IssueCertificate",
+    let request = with_envelope(
+        envelope,
         registry_pb::IssueCertificateRequest {
             iin: holder.iin.to_string(),
             full_name: holder.full_name.to_string(),
@@ -116,7 +109,7 @@ pub(super) async fn certificate(
         },
     );
     registry_pb::certificate_authority_service_client::CertificateAuthorityServiceClient::new(
-        portal.channel(),
+        portal.signed_channel(),
     )
     .issue_certificate(request)
     .await

@@ -5,6 +5,7 @@
 use anyhow::{Context, ensure};
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::fixture_people::FixturePerson;
+use shlyuz_kit::gateway_client::with_envelope;
 use shlyuz_proto::registry::v1 as registry_pb;
 
 use super::{CANDIDATE, Demo, Described, Progress, phone, six_digit_code};
@@ -44,13 +45,13 @@ impl Demo {
             subject_iin: subject.iin.to_string(),
             ..EnvelopeBuilder::default()
         };
-        let mut consents =
-            registry_pb::consent_service_client::ConsentServiceClient::new(self.portal.channel());
+        let mut consents = registry_pb::consent_service_client::ConsentServiceClient::new(
+            self.portal.signed_channel(),
+        );
         let now_ms = shlyuz_kit::clock::system_clock().now_millis();
         let pending = consents
-            .request_consent(self.portal.signed_request(
-                &envelope(),
-                "/shlyuz.registry.v1.ConsentService/RequestConsent",
+            .request_consent(with_envelope(
+                envelope(),
                 registry_pb::RequestConsentRequest {
                     subject_iin: subject.iin.to_string(),
                     participant: "intake".to_string(),
@@ -74,9 +75,8 @@ impl Demo {
             .await?;
         let code = six_digit_code(&text)?;
         let active = consents
-            .confirm_consent(self.portal.signed_request(
-                &envelope(),
-                "/shlyuz.registry.v1.ConsentService/ConfirmConsent",
+            .confirm_consent(with_envelope(
+                envelope(),
                 registry_pb::ConfirmConsentRequest {
                     consent_id: pending.consent_id.clone(),
                     otp: code.clone(),

@@ -5,10 +5,10 @@
 
 use anyhow::{Context, bail, ensure};
 use shlyuz_kit::fixture_people::FixturePerson;
+use shlyuz_kit::gateway_client::SignedChannel;
 use shlyuz_proto::housing::v1 as housing_pb;
 use shlyuz_proto::notify::v1 as notify_pb;
 use shlyuz_proto::testing::v1 as testing_pb;
-use tonic::transport::Channel;
 
 use super::{
     ACCEPTS, ASTANA, Demo, Described, Progress, REFUSES, SILENT, client, describe, phone, settle,
@@ -28,13 +28,9 @@ impl Demo {
                 async {
                     let response = self
                         .register()
-                        .get_registrant(client::signed(
-                            &self.ops,
-                            "/shlyuz.housing.v1.HousingRegisterService/GetRegistrant",
-                            housing_pb::GetRegistrantRequest {
-                                iin: ACCEPTS.iin.to_string(),
-                            },
-                        ))
+                        .get_registrant(client::signed(housing_pb::GetRegistrantRequest {
+                            iin: ACCEPTS.iin.to_string(),
+                        }))
                         .await;
                     match response {
                         Err(status) if status.code() == tonic::Code::NotFound => {}
@@ -79,7 +75,7 @@ impl Demo {
                     }
                     let mut stock =
                         housing_pb::housing_stock_service_client::HousingStockServiceClient::new(
-                            self.ops.channel(),
+                            self.ops.signed_channel(),
                         );
                     for (address, rooms, area) in [
                         ("Астана, Тұран даңғылы, 37-12", 3, 52.0),
@@ -87,16 +83,12 @@ impl Demo {
                         ("Астана, Сарайшық көшесі, 5-3", 1, 16.0),
                     ] {
                         stock
-                            .add_dwelling(client::signed(
-                                &self.ops,
-                                "/shlyuz.housing.v1.HousingStockService/AddDwelling",
-                                housing_pb::AddDwellingRequest {
-                                    address: address.into(),
-                                    locality_kato: ASTANA.into(),
-                                    rooms,
-                                    total_area_m2: area,
-                                },
-                            ))
+                            .add_dwelling(client::signed(housing_pb::AddDwellingRequest {
+                                address: address.into(),
+                                locality_kato: ASTANA.into(),
+                                rooms,
+                                total_area_m2: area,
+                            }))
                             .await
                             .described()?;
                     }
@@ -200,10 +192,7 @@ impl Demo {
                 self.run_round().await?;
                 let refusals = self
                     .allocation()
-                    .list_refusals(client::signed(
-                        &self.ops,
-                        "/shlyuz.housing.v1.HousingAllocationService/ListRefusals",
-                        housing_pb::ListRefusalsRequest {
+                    .list_refusals(client::signed(housing_pb::ListRefusalsRequest {
                             reply_code: -1,
                             ..Default::default()
                         },
@@ -240,22 +229,18 @@ impl Demo {
         minute: i64,
     ) -> anyhow::Result<housing_pb::Registrant> {
         self.register()
-            .add_registrant(client::signed(
-                &self.ops,
-                "/shlyuz.housing.v1.HousingRegisterService/AddRegistrant",
-                housing_pb::AddRegistrantRequest {
-                    iin: person.iin.to_string(),
-                    full_name: person.full_name.to_string(),
-                    phone: phone(person)?.to_string(),
-                    // Reported on 2024-01-10 at 09:00 + `minute`: the queue order.
-                    reported_at: Some(prost_types::Timestamp {
-                        seconds: 1_704_877_200 + 60 * minute,
-                        nanos: 0,
-                    }),
-                    locality_kato: locality.to_string(),
-                    family_size,
-                },
-            ))
+            .add_registrant(client::signed(housing_pb::AddRegistrantRequest {
+                iin: person.iin.to_string(),
+                full_name: person.full_name.to_string(),
+                phone: phone(person)?.to_string(),
+                // Reported on 2024-01-10 at 09:00 + `minute`: the queue order.
+                reported_at: Some(prost_types::Timestamp {
+                    seconds: 1_704_877_200 + 60 * minute,
+                    nanos: 0,
+                }),
+                locality_kato: locality.to_string(),
+                family_size,
+            }))
             .await
             .described()?
             .registrant
@@ -268,13 +253,9 @@ impl Demo {
         person: FixturePerson,
     ) -> anyhow::Result<housing_pb::Registrant> {
         self.register()
-            .get_registrant(client::signed(
-                &self.ops,
-                "/shlyuz.housing.v1.HousingRegisterService/GetRegistrant",
-                housing_pb::GetRegistrantRequest {
-                    iin: person.iin.to_string(),
-                },
-            ))
+            .get_registrant(client::signed(housing_pb::GetRegistrantRequest {
+                iin: person.iin.to_string(),
+            }))
             .await
             .described()?
             .registrant
@@ -285,11 +266,7 @@ impl Demo {
     /// offers afterwards rather than what this round reports.
     async fn run_round(&self) -> anyhow::Result<()> {
         self.allocation()
-            .run_allocation_round(client::signed(
-                &self.ops,
-                "/shlyuz.housing.v1.HousingAllocationService/RunAllocationRound",
-                housing_pb::RunAllocationRoundRequest {},
-            ))
+            .run_allocation_round(client::signed(housing_pb::RunAllocationRoundRequest {}))
             .await
             .described()?;
         Ok(())
@@ -305,15 +282,11 @@ impl Demo {
             || async {
                 let offers = self
                     .allocation()
-                    .list_offers(client::signed(
-                        &self.ops,
-                        "/shlyuz.housing.v1.HousingAllocationService/ListOffers",
-                        housing_pb::ListOffersRequest {
-                            status: status as i32,
-                            page_size: 1000,
-                            ..Default::default()
-                        },
-                    ))
+                    .list_offers(client::signed(housing_pb::ListOffersRequest {
+                        status: status as i32,
+                        page_size: 1000,
+                        ..Default::default()
+                    }))
                     .await
                     .described()?
                     .offers;
@@ -329,19 +302,16 @@ impl Demo {
 
     /// The citizen's SMS reaches notify (operations plays the SMS operator's webhook).
     async fn citizen_replies(&self, person: FixturePerson, text: &str) -> anyhow::Result<()> {
-        let response =
-            notify_pb::inbound_sms_service_client::InboundSmsServiceClient::new(self.ops.channel())
-                .receive_sms(client::signed(
-                    &self.ops,
-                    "/shlyuz.notify.v1.InboundSmsService/ReceiveSms",
-                    notify_pb::ReceiveSmsRequest {
-                        from_phone: phone(person)?.to_string(),
-                        text: text.to_string(),
-                        provider_message_id: uuid::Uuid::now_v7().to_string(),
-                    },
-                ))
-                .await
-                .described()?;
+        let response = notify_pb::inbound_sms_service_client::InboundSmsServiceClient::new(
+            self.ops.signed_channel(),
+        )
+        .receive_sms(client::signed(notify_pb::ReceiveSmsRequest {
+            from_phone: phone(person)?.to_string(),
+            text: text.to_string(),
+            provider_message_id: uuid::Uuid::now_v7().to_string(),
+        }))
+        .await
+        .described()?;
         ensure!(
             response.outcome() == notify_pb::ReplyOutcome::Routed,
             "notify did not route {text:?} from {}: {:?}",
@@ -354,19 +324,20 @@ impl Demo {
     /// Housing's register, as operations calls it.
     pub(super) fn register(
         &self,
-    ) -> housing_pb::housing_register_service_client::HousingRegisterServiceClient<Channel> {
+    ) -> housing_pb::housing_register_service_client::HousingRegisterServiceClient<SignedChannel>
+    {
         housing_pb::housing_register_service_client::HousingRegisterServiceClient::new(
-            self.ops.channel(),
+            self.ops.signed_channel(),
         )
     }
 
     /// Housing's allocation, as operations calls it.
     fn allocation(
         &self,
-    ) -> housing_pb::housing_allocation_service_client::HousingAllocationServiceClient<Channel>
+    ) -> housing_pb::housing_allocation_service_client::HousingAllocationServiceClient<SignedChannel>
     {
         housing_pb::housing_allocation_service_client::HousingAllocationServiceClient::new(
-            self.ops.channel(),
+            self.ops.signed_channel(),
         )
     }
 }

@@ -8,11 +8,10 @@ use anyhow::{Context, ensure};
 use shlyuz_kit::application_form::{APPLICATION_OTP_PURPOSE, application_document};
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::fixture_people::{self as people, FixturePerson};
-use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::gateway_client::{GatewayClient, SignedChannel, with_envelope};
 use shlyuz_proto::intake::v1 as intake_pb;
 use shlyuz_proto::notify::v1 as notify_pb;
 use shlyuz_proto::registry::v1 as registry_pb;
-use tonic::transport::Channel;
 
 use super::{CANDIDATE, Demo, Described, Progress, client, phone, six_digit_code};
 
@@ -104,7 +103,6 @@ impl Demo {
                     officials
                         .send_to_special_check(self.official(
                             Official::ModExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/SendToSpecialCheck",
                             intake_pb::SendToSpecialCheckRequest {
                                 application_id: application_id.clone(),
                             },
@@ -114,7 +112,6 @@ impl Demo {
                     let booked = officials
                         .send_to_medical(self.official(
                             Official::ModExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/SendToMedical",
                             intake_pb::SendToMedicalRequest {
                                 application_id: application_id.clone(),
                                 appointment: Some(intake_pb::MedicalAppointment {
@@ -141,7 +138,6 @@ impl Demo {
                     let view = officials
                         .get_application(self.official(
                             Official::DdoExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/GetApplication",
                             intake_pb::GetApplicationRequest {
                                 application_id: application_id.clone(),
                             },
@@ -159,7 +155,6 @@ impl Demo {
                     officials
                         .record_medical_result(self.official(
                             Official::DdoExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/RecordMedicalResult",
                             intake_pb::RecordMedicalResultRequest {
                                 application_id: application_id.clone(),
                                 outcome: intake_pb::MedicalOutcome::Pass as i32,
@@ -189,7 +184,6 @@ impl Demo {
                     officials
                         .draft_agreement(self.official(
                             Official::ModExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/DraftAgreement",
                             intake_pb::DraftAgreementRequest {
                                 application_id: application_id.clone(),
                                 agreement_document: AGREEMENT.to_vec(),
@@ -200,7 +194,6 @@ impl Demo {
                     self.applications(&self.portal)
                         .sign_agreement_by_candidate(self.candidate(
                             CANDIDATE,
-                            "/shlyuz.intake.v1.ApplicationService/SignAgreementByCandidate",
                             intake_pb::SignAgreementByCandidateRequest {
                                 application_id: application_id.clone(),
                                 signed_agreement: Some(client::signed_document(
@@ -215,7 +208,6 @@ impl Demo {
                     let signed = officials
                         .sign_agreement_by_head(self.official(
                             Official::Head,
-                            "/shlyuz.intake.v1.ApplicationService/SignAgreementByHead",
                             intake_pb::SignAgreementByHeadRequest {
                                 application_id: application_id.clone(),
                                 signed_agreement: Some(client::signed_document(&head, AGREEMENT)?),
@@ -238,7 +230,6 @@ impl Demo {
                     officials
                         .issue_order_to_report(self.official(
                             Official::ModExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/IssueOrderToReport",
                             intake_pb::IssueOrderToReportRequest {
                                 application_id: application_id.clone(),
                                 order: Some(intake_pb::OrderToReport {
@@ -253,7 +244,6 @@ impl Demo {
                     officials
                         .complete_application(self.official(
                             Official::ModExecutor,
-                            "/shlyuz.intake.v1.ApplicationService/CompleteApplication",
                             intake_pb::CompleteApplicationRequest {
                                 application_id: application_id.clone(),
                             },
@@ -384,18 +374,18 @@ impl Demo {
 
         progress
             .step("the head's report counts the applications", async {
-                let report =
-                    intake_pb::report_service_client::ReportServiceClient::new(self.sdu.channel())
-                        .get_application_report(self.official(
-                            Official::Head,
-                            "/shlyuz.intake.v1.ReportService/GetApplicationReport",
-                            intake_pb::GetApplicationReportRequest {
-                                region_kato: AKMOLA.into(),
-                                ..Default::default()
-                            },
-                        )?)
-                        .await
-                        .described()?;
+                let report = intake_pb::report_service_client::ReportServiceClient::new(
+                    self.sdu.signed_channel(),
+                )
+                .get_application_report(self.official(
+                    Official::Head,
+                    intake_pb::GetApplicationReportRequest {
+                        region_kato: AKMOLA.into(),
+                        ..Default::default()
+                    },
+                )?)
+                .await
+                .described()?;
                 ensure!(report.total >= 2, "the report counts {}", report.total);
                 let rows: Vec<String> = report
                     .rows
@@ -419,10 +409,9 @@ impl Demo {
 
     /// The unit head publishes a vacancy for `position` in Akmola region.
     async fn publish_vacancy(&self, position: &str) -> anyhow::Result<intake_pb::Vacancy> {
-        intake_pb::vacancy_service_client::VacancyServiceClient::new(self.sdu.channel())
+        intake_pb::vacancy_service_client::VacancyServiceClient::new(self.sdu.signed_channel())
             .create_vacancy(self.official(
                 Official::Head,
-                "/shlyuz.intake.v1.VacancyService/CreateVacancy",
                 intake_pb::CreateVacancyRequest {
                     vacancy: Some(intake_pb::Vacancy {
                         position: position.into(),
@@ -453,21 +442,21 @@ impl Demo {
             subject_iin: CANDIDATE.iin.to_string(),
             ..EnvelopeBuilder::default()
         };
-        let otp_id = notify_pb::otp_service_client::OtpServiceClient::new(self.portal.channel())
-            .issue_otp(self.portal.signed_request(
-                &envelope,
-                "/shlyuz.notify.v1.OtpService/IssueOtp",
-                notify_pb::IssueOtpRequest {
-                    phone: String::new(),
-                    iin: CANDIDATE.iin.to_string(),
-                    purpose: APPLICATION_OTP_PURPOSE.to_string(),
-                    language: notify_pb::Language::Kk as i32,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .described()?
-            .otp_id;
+        let otp_id =
+            notify_pb::otp_service_client::OtpServiceClient::new(self.portal.signed_channel())
+                .issue_otp(with_envelope(
+                    envelope,
+                    notify_pb::IssueOtpRequest {
+                        phone: String::new(),
+                        iin: CANDIDATE.iin.to_string(),
+                        purpose: APPLICATION_OTP_PURPOSE.to_string(),
+                        language: notify_pb::Language::Kk as i32,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .described()?
+                .otp_id;
         // notify's own OTP text ends with the warning not to share it.
         let text = self
             .wait_for_sms(phone(CANDIDATE)?, |text| text.contains("ешкімге"))
@@ -477,7 +466,6 @@ impl Demo {
             .applications(&self.portal)
             .create_application(self.candidate(
                 CANDIDATE,
-                "/shlyuz.intake.v1.ApplicationService/CreateApplication",
                 intake_pb::CreateApplicationRequest {
                     vacancy_id: vacancy_id.to_string(),
                     consent_id: consent_id.to_string(),
@@ -509,7 +497,6 @@ impl Demo {
         self.applications(&self.portal)
             .create_application(self.candidate(
                 candidate,
-                "/shlyuz.intake.v1.ApplicationService/CreateApplication",
                 intake_pb::CreateApplicationRequest {
                     vacancy_id: vacancy_id.to_string(),
                     consent_id: consent_id.to_string(),
@@ -536,7 +523,6 @@ impl Demo {
         officials
             .assign_application(self.official(
                 Official::Head,
-                "/shlyuz.intake.v1.ApplicationService/AssignApplication",
                 intake_pb::AssignApplicationRequest {
                     application_id: application_id.to_string(),
                     assignee_user_id: MOD_EXECUTOR.to_string(),
@@ -547,7 +533,6 @@ impl Demo {
         officials
             .build_dossier(self.official(
                 Official::ModExecutor,
-                "/shlyuz.intake.v1.ApplicationService/BuildDossier",
                 intake_pb::BuildDossierRequest {
                     application_id: application_id.to_string(),
                 },
@@ -567,7 +552,6 @@ impl Demo {
         self.applications(&self.portal)
             .get_application(self.candidate(
                 candidate,
-                "/shlyuz.intake.v1.ApplicationService/GetApplication",
                 intake_pb::GetApplicationRequest {
                     application_id: application_id.to_string(),
                 },
@@ -579,41 +563,30 @@ impl Demo {
     }
 
     /// A request from SDU on behalf of `official`, signed.
-    fn official<M: prost::Message>(
-        &self,
-        official: Official,
-        path: &str,
-        message: M,
-    ) -> anyhow::Result<tonic::Request<M>> {
+    fn official<M>(&self, official: Official, message: M) -> anyhow::Result<tonic::Request<M>> {
         let (user, role, region) = match official {
             Official::Head => (HEAD.iin, "head", None),
             Official::ModExecutor => (MOD_EXECUTOR, "mod_executor", None),
             Official::DdoExecutor => (DDO_EXECUTOR.iin, "ddo_executor", Some(AKMOLA)),
         };
-        client::as_user(&self.sdu, path, user, role, region, message)
+        client::as_user(user, role, region, message)
     }
 
     /// A request from the portal on behalf of `candidate`, signed.
-    fn candidate<M: prost::Message>(
+    fn candidate<M>(
         &self,
         candidate: FixturePerson,
-        path: &str,
         message: M,
     ) -> anyhow::Result<tonic::Request<M>> {
-        client::as_user(
-            &self.portal,
-            path,
-            candidate.iin,
-            "candidate",
-            None,
-            message,
-        )
+        client::as_user(candidate.iin, "candidate", None, message)
     }
 
     fn applications(
         &self,
         participant: &GatewayClient,
-    ) -> intake_pb::application_service_client::ApplicationServiceClient<Channel> {
-        intake_pb::application_service_client::ApplicationServiceClient::new(participant.channel())
+    ) -> intake_pb::application_service_client::ApplicationServiceClient<SignedChannel> {
+        intake_pb::application_service_client::ApplicationServiceClient::new(
+            participant.signed_channel(),
+        )
     }
 }

@@ -63,15 +63,11 @@ impl Demo {
                     self.add_registrant(CANDIDATE, KOKSHETAU, 1, minute).await?;
                     let active = self
                         .register()
-                        .list_registrants(client::signed(
-                            &self.ops,
-                            "/shlyuz.housing.v1.HousingRegisterService/ListRegistrants",
-                            housing_pb::ListRegistrantsRequest {
-                                status: housing_pb::RegistrantStatus::Active as i32,
-                                page_size: 1000,
-                                ..Default::default()
-                            },
-                        ))
+                        .list_registrants(client::signed(housing_pb::ListRegistrantsRequest {
+                            status: housing_pb::RegistrantStatus::Active as i32,
+                            page_size: 1000,
+                            ..Default::default()
+                        }))
                         .await
                         .described()?
                         .registrants;
@@ -86,13 +82,9 @@ impl Demo {
                 async {
                     let review =
                         housing_pb::housing_review_service_client::HousingReviewServiceClient::new(
-                            self.sdu.channel(),
+                            self.sdu.signed_channel(),
                         )
-                        .start_review(client::signed(
-                            &self.sdu,
-                            "/shlyuz.housing.v1.HousingReviewService/StartReview",
-                            housing_pb::StartReviewRequest {},
-                        ))
+                        .start_review(client::signed(housing_pb::StartReviewRequest {}))
                         .await
                         .described()?
                         .review

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use shlyuz_kit::envelope::{EnvelopeBuilder, MAX_SUBJECTS};
+use shlyuz_kit::gateway_client::{SignedChannel, SigningService, with_envelope};
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_proto::registry::v1 as registry;
 use tonic::transport::Channel;
@@ -19,8 +20,7 @@ pub const REVIEW_PURPOSE: &str = "HOUSING_REGISTER_REVIEW";
 /// The registries of seed 002, reached through the gateway.
 #[derive(Clone)]
 pub struct GatewayRegistryChecks {
-    channel: Channel,
-    signing_key: Arc<SigningKey>,
+    channel: SignedChannel,
 }
 
 impl GatewayRegistryChecks {
@@ -28,24 +28,18 @@ impl GatewayRegistryChecks {
     /// with `signing_key`.
     pub fn new(channel: Channel, signing_key: Arc<SigningKey>) -> Self {
         Self {
-            channel,
-            signing_key,
+            channel: SigningService::new(channel, signing_key),
         }
     }
 
-    /// A signed request naming every IIN of `iins` as a subject.
-    fn request<M: prost::Message>(
-        &self,
-        path: &str,
-        iins: &[String],
-        message: M,
-    ) -> tonic::Request<M> {
-        EnvelopeBuilder {
+    /// A request naming every IIN of `iins` as a subject, for the signing channel.
+    fn request<M>(iins: &[String], message: M) -> tonic::Request<M> {
+        let envelope = EnvelopeBuilder {
             purpose: REVIEW_PURPOSE.to_string(),
             subject_iin: iins.join(","),
             ..EnvelopeBuilder::default()
-        }
-        .signed_request(&self.signing_key, path, message)
+        };
+        with_envelope(envelope, message)
     }
 }
 
@@ -67,8 +61,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         );
         let mut families = HashMap::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.CivilRegistryService/BatchGetFamilies",
+            let request = Self::request(
                 batch,
                 registry::BatchGetFamiliesRequest {
                     iins: batch.to_vec(),
@@ -109,8 +102,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         let mut client = registry::state_property_registry_service_client::StatePropertyRegistryServiceClient::new(self.channel.clone());
         let mut holders = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.StatePropertyRegistryService/BatchListPrivatisationContracts",
+            let request = Self::request(
                 batch,
                 registry::BatchListPrivatisationContractsRequest {
                     iins: batch.to_vec(),
@@ -138,8 +130,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         );
         let mut holders = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.EquityRegistryService/BatchListEquityContracts",
+            let request = Self::request(
                 batch,
                 registry::BatchListEquityContractsRequest {
                     iins: batch.to_vec(),
@@ -177,8 +168,7 @@ impl RegistryChecks for GatewayRegistryChecks {
             );
         let mut holders = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.MilitaryRegisterService/BatchListServiceHousing",
+            let request = Self::request(
                 batch,
                 registry::BatchListServiceHousingRequest {
                     iins: batch.to_vec(),
@@ -211,8 +201,7 @@ impl RegistryChecks for GatewayRegistryChecks {
             );
         let mut holders = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.RealEstateCadastreService/BatchListRealEstateRights",
+            let request = Self::request(
                 batch,
                 registry::BatchListRealEstateRightsRequest {
                     iins: batch.to_vec(),
@@ -246,8 +235,7 @@ impl RegistryChecks for GatewayRegistryChecks {
         );
         let mut facts = HashMap::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.PersonRegistryService/BatchGetPersons",
+            let request = Self::request(
                 batch,
                 registry::BatchGetPersonsRequest {
                     iins: batch.to_vec(),
@@ -284,8 +272,7 @@ impl RegistryChecks for GatewayRegistryChecks {
             );
         let mut imprisoned = HashSet::new();
         for batch in iins.chunks(MAX_SUBJECTS) {
-            let request = self.request(
-                "/shlyuz.registry.v1.CriminalRecordsService/BatchGetCriminalRecords",
+            let request = Self::request(
                 batch,
                 registry::BatchGetCriminalRecordsRequest {
                     iins: batch.to_vec(),

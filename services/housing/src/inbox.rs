@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use shlyuz_kit::envelope::EnvelopeBuilder;
+use shlyuz_kit::gateway_client::{SignedChannel, SigningService, with_envelope};
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::gateway::v1 as gateway;
@@ -26,9 +27,6 @@ pub const REPLY_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.SmsReply";
 /// The payload type notify reports an undeliverable offer SMS as: its `DeliveryFailed`, the
 /// correlation id being the offer id.
 pub const DELIVERY_FAILED_PAYLOAD_TYPE: &str = "shlyuz.notify.v1.DeliveryFailed";
-
-const GET_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/GetMessages";
-const ACK_MESSAGES: &str = "/shlyuz.gateway.v1.AsyncChannelService/AckMessages";
 
 /// Why a pass over the inbox stopped; items it did not acknowledge come back on the next pass.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +101,7 @@ pub struct InboxPass {
 #[derive(Clone)]
 pub struct InboxConsumer {
     housing: Arc<Housing>,
-    channel: Channel,
-    signing_key: Arc<SigningKey>,
+    channel: SignedChannel,
 }
 
 impl InboxConsumer {
@@ -112,8 +109,7 @@ impl InboxConsumer {
     pub fn new(housing: Arc<Housing>, channel: Channel, signing_key: Arc<SigningKey>) -> Self {
         Self {
             housing,
-            channel,
-            signing_key,
+            channel: SigningService::new(channel, signing_key),
         }
     }
 
@@ -122,9 +118,8 @@ impl InboxConsumer {
         let mut client = gateway::async_channel_service_client::AsyncChannelServiceClient::new(
             self.channel.clone(),
         );
-        let request = EnvelopeBuilder::default().signed_request(
-            &self.signing_key,
-            GET_MESSAGES,
+        let request = with_envelope(
+            EnvelopeBuilder::default(),
             gateway::GetMessagesRequest { page_size: 100 },
         );
         let items = client
@@ -148,9 +143,8 @@ impl InboxConsumer {
             settled.push(item.item_id);
         }
         if !settled.is_empty() {
-            let request = EnvelopeBuilder::default().signed_request(
-                &self.signing_key,
-                ACK_MESSAGES,
+            let request = with_envelope(
+                EnvelopeBuilder::default(),
                 gateway::AckMessagesRequest { item_ids: settled },
             );
             // An unacknowledged item comes back and is settled again: replies are idempotent.

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use shlyuz_kit::application_form::APPLICATION_OTP_PURPOSE;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::summarize_status;
+use shlyuz_kit::gateway_client::{SignedChannel, SigningService, with_envelope};
 use shlyuz_kit::pki::SigningKey;
 use shlyuz_kit::signed_document::RevocationStatus;
 use shlyuz_proto::registry::v1 as registry;
@@ -32,8 +33,7 @@ const MAX_DISPENSARY_PAGES: usize = 20;
 /// Registry look-ups through the gateway.
 #[derive(Clone)]
 pub struct GatewayRegistryLookups {
-    channel: Channel,
-    signing_key: Arc<SigningKey>,
+    channel: SignedChannel,
 }
 
 impl GatewayRegistryLookups {
@@ -41,8 +41,7 @@ impl GatewayRegistryLookups {
     /// with intake's `signing_key`.
     pub fn new(channel: Channel, signing_key: Arc<SigningKey>) -> Self {
         Self {
-            channel,
-            signing_key,
+            channel: SigningService::new(channel, signing_key),
         }
     }
 
@@ -60,9 +59,8 @@ impl GatewayRegistryLookups {
         let mut client = registry::person_registry_service_client::PersonRegistryServiceClient::new(
             self.channel.clone(),
         );
-        let request = self.envelope(context).signed_request(
-            &self.signing_key,
-            "/shlyuz.registry.v1.PersonRegistryService/GetPerson",
+        let request = with_envelope(
+            self.envelope(context),
             registry::GetPersonRequest {
                 iin: context.candidate_iin.clone(),
             },
@@ -79,9 +77,8 @@ impl GatewayRegistryLookups {
         let mut client = registry::civil_registry_service_client::CivilRegistryServiceClient::new(
             self.channel.clone(),
         );
-        let request = self.envelope(context).signed_request(
-            &self.signing_key,
-            "/shlyuz.registry.v1.CivilRegistryService/GetFamily",
+        let request = with_envelope(
+            self.envelope(context),
             registry::GetFamilyRequest {
                 iin: context.candidate_iin.clone(),
             },
@@ -105,9 +102,8 @@ impl GatewayRegistryLookups {
         let mut records = Vec::new();
         let mut page_token = String::new();
         for _ in 0..MAX_DISPENSARY_PAGES {
-            let request = self.envelope(context).signed_request(
-                &self.signing_key,
-                "/shlyuz.registry.v1.MedicalRegistryService/ListDispensaryRecords",
+            let request = with_envelope(
+                self.envelope(context),
                 registry::ListDispensaryRecordsRequest {
                     iin: context.candidate_iin.clone(),
                     page_size: DISPENSARY_PAGE,
@@ -136,9 +132,8 @@ impl GatewayRegistryLookups {
             registry::criminal_records_service_client::CriminalRecordsServiceClient::new(
                 self.channel.clone(),
             );
-        let request = self.envelope(context).signed_request(
-            &self.signing_key,
-            "/shlyuz.registry.v1.CriminalRecordsService/GetCriminalRecord",
+        let request = with_envelope(
+            self.envelope(context),
             registry::GetCriminalRecordRequest {
                 iin: context.candidate_iin.clone(),
             },
@@ -159,9 +154,8 @@ impl GatewayRegistryLookups {
             registry::military_register_service_client::MilitaryRegisterServiceClient::new(
                 self.channel.clone(),
             );
-        let request = self.envelope(context).signed_request(
-            &self.signing_key,
-            "/shlyuz.registry.v1.MilitaryRegisterService/GetMilitaryRegistration",
+        let request = with_envelope(
+            self.envelope(context),
             registry::GetMilitaryRegistrationRequest {
                 iin: context.candidate_iin.clone(),
             },
@@ -225,23 +219,22 @@ impl RegistryLookups for GatewayRegistryLookups {
 /// subject of each query.
 #[derive(Clone)]
 pub struct GatewayCertificateAuthority {
-    channel: Channel,
-    signing_key: Arc<SigningKey>,
+    channel: SignedChannel,
 }
 
 impl GatewayCertificateAuthority {
     /// Asks through `channel`, signing with `signing_key`.
     pub fn new(channel: Channel, signing_key: Arc<SigningKey>) -> Self {
         Self {
-            channel,
-            signing_key,
+            channel: SigningService::new(channel, signing_key),
         }
     }
 
     fn client(
         &self,
-    ) -> registry::certificate_authority_service_client::CertificateAuthorityServiceClient<Channel>
-    {
+    ) -> registry::certificate_authority_service_client::CertificateAuthorityServiceClient<
+        SignedChannel,
+    > {
         registry::certificate_authority_service_client::CertificateAuthorityServiceClient::new(
             self.channel.clone(),
         )
@@ -259,9 +252,8 @@ impl GatewayCertificateAuthority {
 impl CertificateAuthority for GatewayCertificateAuthority {
     fn ca_certificate_pem<'a>(&'a self, subject: &'a Iin) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            let request = Self::envelope(subject).signed_request(
-                &self.signing_key,
-                "/shlyuz.registry.v1.CertificateAuthorityService/GetCaCertificate",
+            let request = with_envelope(
+                Self::envelope(subject),
                 registry::GetCaCertificateRequest::default(),
             );
             self.client()
@@ -278,9 +270,8 @@ impl CertificateAuthority for GatewayCertificateAuthority {
         subject: &'a Iin,
     ) -> BoxFuture<'a, Result<RevocationStatus, String>> {
         Box::pin(async move {
-            let request = Self::envelope(subject).signed_request(
-                &self.signing_key,
-                "/shlyuz.registry.v1.CertificateAuthorityService/GetCertificateStatus",
+            let request = with_envelope(
+                Self::envelope(subject),
                 registry::GetCertificateStatusRequest {
                     serial_number: serial_hex.to_string(),
                 },
@@ -367,16 +358,14 @@ mod tests {
 /// gateway (purpose DIGITAL_SIGNATURE, the candidate as subject), bound to the candidate's IIN.
 #[derive(Clone)]
 pub struct GatewayOtpVerifier {
-    channel: Channel,
-    signing_key: Arc<SigningKey>,
+    channel: SignedChannel,
 }
 
 impl GatewayOtpVerifier {
     /// Asks through `channel`, signing with `signing_key`.
     pub fn new(channel: Channel, signing_key: Arc<SigningKey>) -> Self {
         Self {
-            channel,
-            signing_key,
+            channel: SigningService::new(channel, signing_key),
         }
     }
 }
@@ -394,9 +383,8 @@ impl OtpVerifier for GatewayOtpVerifier {
                 subject_iin: candidate.as_str().to_string(),
                 ..EnvelopeBuilder::default()
             };
-            let request = envelope.signed_request(
-                &self.signing_key,
-                "/shlyuz.notify.v1.OtpService/VerifyOtp",
+            let request = with_envelope(
+                envelope,
                 notify::VerifyOtpRequest {
                     otp_id: otp_id.to_string(),
                     code: code.to_string(),

@@ -1,5 +1,14 @@
 //! A service's outbound side: one channel to the gateway plus the participant's signing key, so
 //! every call a service makes to another goes through the gateway with a signed envelope.
+//! Generated clients run over [`GatewayClient::signed_channel`], which signs each call for the
+//! path it is sent to; a call names its envelope with [`with_envelope`]:
+//!
+//! ```text
+//! let mut people = PersonRegistryServiceClient::new(gateway.signed_channel());
+//! let person = people.get_person(with_envelope(envelope, GetPersonRequest { iin })).await?;
+//! ```
+
+mod signing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +20,10 @@ use crate::client::{ClientSettings, connect_lazy};
 use crate::envelope::EnvelopeBuilder;
 use crate::pki::SigningKey;
 use crate::server::TlsFiles;
+
+pub use signing::{
+    SignedChannel, SigningLayer, SigningService, with_envelope, with_streaming_envelope,
+};
 
 /// The name the gateway's certificate carries in the development PKI and the Kubernetes setup.
 pub const DEFAULT_GATEWAY_SERVER_NAME: &str = "gateway";
@@ -113,9 +126,14 @@ impl GatewayClient {
         self.signing_key.clone()
     }
 
-    /// The channel, for generated gRPC clients.
+    /// The channel without signing (for clients that still sign by hand).
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The channel signing every call as this participant, for generated gRPC clients.
+    pub fn signed_channel(&self) -> SignedChannel {
+        SigningService::new(self.channel.clone(), self.signing_key.clone())
     }
 
     /// The participant this client signs as.

@@ -13,7 +13,7 @@ use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::gateway_client::{GatewayClient, with_envelope};
 use shlyuz_kit::shutdown::ShutdownSignal;
 use shlyuz_proto::gateway::v1::async_channel_service_client::AsyncChannelServiceClient;
 use shlyuz_proto::gateway::v1::{SendMessageRequest, send_message_request};
@@ -37,8 +37,6 @@ pub const OUTCOME_ROUTED: &str = "ROUTED";
 pub const OUTCOME_INVALID_CODE: &str = "ANSWERED_INVALID_CODE";
 /// Outcome: no conversation is open for the phone.
 pub const OUTCOME_NO_CONVERSATION: &str = "ANSWERED_NO_CONVERSATION";
-
-const SEND_MESSAGE_PATH: &str = "/shlyuz.gateway.v1.AsyncChannelService/SendMessage";
 
 /// An open reply window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,9 +421,8 @@ impl ReplyForwarder for GatewayReplyForwarder {
                 correlation_id: correlation_id.to_string(),
                 ..EnvelopeBuilder::default()
             };
-            let request = self.gateway.signed_request(
-                &envelope,
-                SEND_MESSAGE_PATH,
+            let request = with_envelope(
+                envelope,
                 SendMessageRequest {
                     target: Some(send_message_request::Target::Recipient(
                         participant.to_string(),
@@ -436,7 +433,7 @@ impl ReplyForwarder for GatewayReplyForwarder {
                     reply_to: String::new(),
                 },
             );
-            let mut client = AsyncChannelServiceClient::new(self.gateway.channel());
+            let mut client = AsyncChannelServiceClient::new(self.gateway.signed_channel());
             match client.send_message(request).await {
                 Ok(_) => Ok(()),
                 Err(status) => Err(format!(

@@ -4,14 +4,11 @@
 
 use futures::future::BoxFuture;
 use shlyuz_kit::envelope::EnvelopeBuilder;
-use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::gateway_client::{GatewayClient, with_envelope};
 use shlyuz_proto::registry::v1::GetPhoneRequest;
 use shlyuz_proto::registry::v1::mobile_citizens_service_client::MobileCitizensServiceClient;
 
 use shlyuz_kit::purpose::CITIZEN_NOTIFICATION;
-
-/// gRPC path of the look-up, signed into the envelope.
-const GET_PHONE_PATH: &str = "/shlyuz.registry.v1.MobileCitizensService/GetPhone";
 
 /// Finds a citizen's phone.
 pub trait PhoneDirectory: Send + Sync + 'static {
@@ -51,14 +48,13 @@ impl PhoneDirectory for GatewayPhoneDirectory {
                 subject_iin: iin.to_string(),
                 ..EnvelopeBuilder::default()
             };
-            let request = self.gateway.signed_request(
-                &envelope,
-                GET_PHONE_PATH,
+            let request = with_envelope(
+                envelope,
                 GetPhoneRequest {
                     iin: iin.to_string(),
                 },
             );
-            let mut client = MobileCitizensServiceClient::new(self.gateway.channel());
+            let mut client = MobileCitizensServiceClient::new(self.gateway.signed_channel());
             match client.get_phone(request).await {
                 Ok(response) => Ok(response
                     .into_inner()

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use shlyuz_kit::envelope::EnvelopeBuilder;
 use shlyuz_kit::error::{ApiError, summarize_status};
-use shlyuz_kit::gateway_client::GatewayClient;
+use shlyuz_kit::gateway_client::{GatewayClient, with_envelope};
 use shlyuz_kit::iin::Iin;
 use shlyuz_proto::notify::v1 as notify;
 use tonic::Code;
@@ -38,9 +38,6 @@ const NOTIFY_REASONS: [&str; 6] = [
     "OTP_RATE_LIMITED",
     "OTP_SUBJECT_MISMATCH",
 ];
-
-const ISSUE_OTP: &str = "/shlyuz.notify.v1.OtpService/IssueOtp";
-const VERIFY_OTP: &str = "/shlyuz.notify.v1.OtpService/VerifyOtp";
 
 /// A code notify sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +119,8 @@ impl ConsentOtp {
                 ("purpose".to_string(), ask.purpose.to_string()),
             ]),
         };
-        let issued = notify::otp_service_client::OtpServiceClient::new(gateway.channel())
-            .issue_otp(gateway.signed_request(&Self::envelope(subject), ISSUE_OTP, request))
+        let issued = notify::otp_service_client::OtpServiceClient::new(gateway.signed_channel())
+            .issue_otp(with_envelope(Self::envelope(subject), request))
             .await
             .map_err(|status| refusal("issue", &status))?
             .into_inner();
@@ -147,8 +144,8 @@ impl ConsentOtp {
             purpose: OTP_PURPOSE.to_string(),
             iin: subject.as_str().to_string(),
         };
-        let answer = notify::otp_service_client::OtpServiceClient::new(gateway.channel())
-            .verify_otp(gateway.signed_request(&Self::envelope(subject), VERIFY_OTP, request))
+        let answer = notify::otp_service_client::OtpServiceClient::new(gateway.signed_channel())
+            .verify_otp(with_envelope(Self::envelope(subject), request))
             .await
             .map_err(|status| refusal("verify", &status))?
             .into_inner();
