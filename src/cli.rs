@@ -299,7 +299,7 @@ async fn serve(
     trigger
         .trigger_on_os_signals()
         .context("cannot install signal handlers")?;
-    let mut prepared = prepare_target(&config, target, identity, &metrics).await?;
+    let mut prepared = prepare_target(&config, target, identity, &metrics, None).await?;
     if let Some(health_address) = config.health.address() {
         prepared.server.bind_health_listener(health_address).await?;
     }

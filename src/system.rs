@@ -35,8 +35,21 @@ impl System {
     /// services' `gateway_address` (where empty) and the gateway's `targets` become the addresses
     /// bound here; a target not started keeps the address configured for it. `test_clock` is handed to the targets that follow it.
     pub async fn start(
+        config: ShlyuzConfig,
+        targets: &[Target],
+        pki: &DevPki,
+        metrics: &MetricsRegistry,
+        test_clock: Option<&AdjustableClock>,
+    ) -> anyhow::Result<System> {
+        Self::start_on(config, targets, Vec::new(), pki, metrics, test_clock).await
+    }
+
+    /// [`System::start`], the targets named in `listeners` serving on the listener given (bound
+    /// by the caller, e.g. on an address the gateway already routes to) instead of binding theirs.
+    pub async fn start_on(
         mut config: ShlyuzConfig,
         targets: &[Target],
+        mut listeners: Vec<(Target, tokio::net::TcpListener)>,
         pki: &DevPki,
         metrics: &MetricsRegistry,
         test_clock: Option<&AdjustableClock>,
@@ -51,7 +64,12 @@ impl System {
                     .map(|files| files.signing_key.clone())
                     .unwrap_or_default(),
             };
-            prepared_targets.push(prepare_target(&config, target, identity, metrics).await?);
+            let listener = listeners
+                .iter()
+                .position(|(named, _)| *named == target)
+                .map(|index| listeners.swap_remove(index).1);
+            prepared_targets
+                .push(prepare_target(&config, target, identity, metrics, listener).await?);
         }
         let mut addresses = BTreeMap::new();
         for prepared in &prepared_targets {

@@ -59,12 +59,14 @@ pub struct PreparedTarget {
     pub identity: Identity,
 }
 
-/// Opens the database, applies migrations and binds the server of `target`.
+/// Opens the database, applies migrations and binds the server of `target` on its configured
+/// `listen` address, or serves on `listener` when one is given (already bound by the caller).
 pub async fn prepare_target(
     config: &ShlyuzConfig,
     target: Target,
     identity: TargetIdentity,
     metrics: &MetricsRegistry,
+    listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<PreparedTarget> {
     let signing_key = SigningKey::from_pem_file(&identity.signing_key)
         .with_context(|| format!("{}: message-signing key (tls.signing_key)", target.name()))?;
@@ -97,7 +99,10 @@ pub async fn prepare_target(
             _ => shlyuz_kit::listener::ListenerOptions::default(),
         },
     };
-    let server = GrpcServer::bind(settings, metrics).await?;
+    let server = match listener {
+        Some(listener) => GrpcServer::with_listener(settings, listener, metrics)?,
+        None => GrpcServer::bind(settings, metrics).await?,
+    };
     Ok(PreparedTarget {
         target,
         server,

@@ -848,7 +848,7 @@ async fn sms_within(system: &TestSystem, count: usize, limit: Duration) -> Vec<s
 }
 
 /// A loopback socket bound (so no other program takes its port) but not listening, so calls to
-/// it are refused as in an outage; drop it to let a target listen there.
+/// it are refused as in an outage; a target later listens on it.
 fn reserved_loopback_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
     socket
@@ -935,11 +935,16 @@ async fn status_sms_reach_the_candidate_through_notify_once() {
 
     // Notify comes up on the address the gateway routes to; the rows kept in intake's outbox go
     // once their back-off has passed and the gateway's breaker for notify lets calls through.
-    drop(notify_socket);
-    let notify = support::spawn_system_with(&[Target::Notify], |config| {
-        config.notify.listen = notify_address;
-        config.notify.gateway_address = stack.system.gateway_address().to_string();
-    })
+    let notify_listener = notify_socket
+        .listen(1024)
+        .expect("listen on notify's address");
+    let notify = support::spawn_system_on(
+        &[Target::Notify],
+        vec![(Target::Notify, notify_listener)],
+        |config| {
+            config.notify.gateway_address = stack.system.gateway_address().to_string();
+        },
+    )
     .await;
     let lines = sms_within(&notify, 4, Duration::from_secs(40)).await;
     assert_eq!(lines.len(), 4, "every status SMS after notify returned");

@@ -15,7 +15,7 @@ use shlyuz_proto::notify::v1 as notify;
 
 use crate::store::{OutboxRow, Store};
 
-pub use shlyuz_kit::outbox::{NotifySender, SEND_NOTIFICATION_PATH};
+pub use shlyuz_kit::outbox::NotifySender;
 
 /// Rows handed to notify per round.
 pub const DELIVERY_BATCH: usize = 50;

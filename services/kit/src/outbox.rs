@@ -17,9 +17,6 @@ use crate::gateway_client::GatewayClient;
 use crate::purpose::CITIZEN_NOTIFICATION;
 use crate::shutdown::ShutdownSignal;
 
-/// gRPC path of `NotificationService.SendNotification`.
-pub const SEND_NOTIFICATION_PATH: &str = "/shlyuz.notify.v1.NotificationService/SendNotification";
-
 /// What one outbox row asks notify for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
@@ -170,14 +167,10 @@ impl<R: OutboxRow> OutboxSink<R> for NotifySender {
             ..EnvelopeBuilder::default()
         };
         let mut client = notify::notification_service_client::NotificationServiceClient::new(
-            self.gateway.channel(),
+            self.gateway.signed_channel(),
         );
         let response = client
-            .send_notification(self.gateway.signed_request(
-                &envelope,
-                SEND_NOTIFICATION_PATH,
-                request,
-            ))
+            .send_notification(crate::gateway_client::with_envelope(envelope, request))
             .await
             .map_err(|status| DeliveryFailure::of_status(&status))?
             .into_inner();
