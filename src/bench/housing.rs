@@ -11,9 +11,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use shlyuz_housing::Housing;
-use shlyuz_housing::norm::AreaNorm;
-use shlyuz_housing::register::{NewDwelling, NewRegistrant};
+use shlyuz_housing::bench::{BenchHousing, NewDwelling, NewRegistrant};
 use shlyuz_kit::db::Database;
 
 /// Options of `shlyuz bench housing`.
@@ -106,11 +104,7 @@ async fn run_backend(
 ) -> anyhow::Result<RoundFigures> {
     let database = Database::connect(url, 4).await?;
     database.migrate(&shlyuz_housing::MIGRATIONS).await?;
-    let housing = Housing::new(
-        database.clone(),
-        shlyuz_kit::clock::system_clock(),
-        AreaNorm::default(),
-    );
+    let housing = BenchHousing::new(database.clone());
     let localities = args.localities.max(1);
     let kato = |index: usize| format!("{:09}", 711_000_000 + (index % localities) * 1000);
 
@@ -126,10 +120,6 @@ async fn run_backend(
             family_size: i64::try_from((index / localities) % 5).unwrap_or(0) + 1,
         })
         .collect();
-    housing
-        .import_registrants(&registrants)
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
     let dwellings: Vec<NewDwelling> = (0..args.dwellings)
         .map(|index| {
             let rooms = i64::try_from((index / localities) % 4).unwrap_or(0) + 1;
@@ -142,24 +132,18 @@ async fn run_backend(
             }
         })
         .collect();
-    housing
-        .import_dwellings(&dwellings)
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    housing.import(&registrants, &dwellings).await?;
     let load_seconds = load_started.elapsed().as_secs_f64();
 
     let round_started = Instant::now();
-    let outcome = housing
-        .run_allocation_round()
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let offers = housing.allocation_round().await?;
     let round_seconds = round_started.elapsed().as_secs_f64();
     database.close().await;
     Ok(RoundFigures {
         backend,
         load_seconds,
         round_seconds,
-        offers: outcome.offers_made.len(),
+        offers,
     })
 }
 
@@ -193,13 +177,10 @@ mod review {
     use shlyuz_gateway::consent::InMemoryConsents;
     use shlyuz_gateway::directory::{DEFAULT_DIRECTORY, TargetResolver};
     use shlyuz_gateway::{Gateway, GatewayParts, GatewaySettings};
-    use shlyuz_housing::Housing;
-    use shlyuz_housing::gateway_checks::GatewayRegistryChecks;
-    use shlyuz_housing::norm::AreaNorm;
-    use shlyuz_housing::register::NewRegistrant;
-    use shlyuz_housing::review::ReviewSettings;
+    use shlyuz_housing::bench::{BenchHousing, NewRegistrant};
     use shlyuz_kit::client::{ClientSettings, connect};
     use shlyuz_kit::db::Database;
+    use shlyuz_kit::gateway_client::GatewayClient;
     use shlyuz_kit::pki::{DevPki, SigningKey};
     use shlyuz_kit::server::{GrpcServer, ServerSettings, TlsFiles, Transport};
     use shlyuz_kit::shutdown::shutdown_channel;
@@ -327,11 +308,7 @@ mod review {
         housing_database
             .migrate(&shlyuz_housing::MIGRATIONS)
             .await?;
-        let housing = Housing::new(
-            housing_database.clone(),
-            shlyuz_kit::clock::system_clock(),
-            AreaNorm::default(),
-        );
+        let housing = BenchHousing::new(housing_database.clone());
         let registrants: Vec<NewRegistrant> = iins
             .iter()
             .enumerate()
@@ -344,10 +321,7 @@ mod review {
                 family_size: 1,
             })
             .collect();
-        housing
-            .import_registrants(&registrants)
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        housing.import(&registrants, &[]).await?;
 
         let channel = connect(&ClientSettings {
             address: gateway_address.to_string(),
@@ -356,23 +330,15 @@ mod review {
             connect_timeout: Duration::from_secs(5),
         })
         .await?;
-        let checks = GatewayRegistryChecks::new(
+        let housing_client = GatewayClient::from_channel(
             channel,
+            "housing",
             Arc::new(SigningKey::from_pem_file(
                 &pki.participant("housing").context("housing")?.signing_key,
             )?),
         );
         let started = Instant::now();
-        let report = housing
-            .run_review(
-                &checks,
-                ReviewSettings {
-                    persons_per_chunk: 200,
-                    concurrency: concurrency.max(1),
-                },
-            )
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let report = housing.review(&housing_client, concurrency).await?;
         let seconds = started.elapsed().as_secs_f64();
 
         trigger.trigger();
@@ -383,9 +349,9 @@ mod review {
             database.close().await;
         }
         Ok(ReviewFigures {
-            checked: report.persons_checked,
-            removed: report.persons_removed,
-            not_checked: report.persons_not_checked,
+            checked: report.checked,
+            removed: report.removed,
+            not_checked: report.not_checked,
             seconds,
             seed_seconds: seeded.elapsed.as_secs_f64(),
         })

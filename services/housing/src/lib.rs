@@ -6,6 +6,7 @@ use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
 
 pub mod allocation;
+pub mod bench;
 pub mod config;
 pub mod gateway_checks;
 pub mod grpc;
