@@ -408,6 +408,7 @@ impl Housing {
             .collect())
     }
 
+    #[cfg(test)]
     /// Records the SMS reply `code` from `phone` to offer `offer_id`.
     ///
     /// 6521 concludes the lease (dwelling LEASED, person HOUSED); 6522–6527 record a refusal and

@@ -5,36 +5,36 @@ use std::sync::Arc;
 use shlyuz_kit::clock::SharedClock;
 use shlyuz_kit::db::{Database, EmbeddedMigration, Migrations};
 
-pub mod allocation;
+pub(crate) mod allocation;
 pub mod bench;
 pub mod config;
-pub mod gateway_checks;
-pub mod grpc;
-pub mod inbox;
-pub mod model;
-pub mod norm;
-pub mod notify_sink;
-pub mod outbox;
-pub mod reasons;
-pub mod register;
-pub mod review;
-pub mod texts;
+pub(crate) mod gateway_checks;
+pub(crate) mod grpc;
+pub(crate) mod inbox;
+pub(crate) mod model;
+pub(crate) mod norm;
+pub(crate) mod notify_sink;
+pub(crate) mod outbox;
+pub(crate) mod reasons;
+pub(crate) mod register;
+pub(crate) mod review;
+pub(crate) mod texts;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "housing";
 
 /// How long a recipient has to answer an offer (seed 003: 48 hours).
-pub const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
+pub(crate) const ANSWER_WINDOW: time::Duration = time::Duration::hours(48);
 
 /// How long rounds skip a person whose offer SMS could not be delivered (no phone in the mobile
 /// citizens database, the provider refused it), so the dwelling goes to the next in the queue
 /// instead of the same undeliverable offer every round.
-pub const UNREACHABLE_PAUSE: time::Duration = time::Duration::hours(24);
+pub(crate) const UNREACHABLE_PAUSE: time::Duration = time::Duration::hours(24);
 
 /// How long after the deadline an allocation round waits before it records the silence as a
 /// refusal: a reply the operator received in time may still be on its way through notify and the
 /// async channel. Replies received after the deadline are late whatever the grace.
-pub const REPLY_GRACE: time::Duration = time::Duration::minutes(15);
+pub(crate) const REPLY_GRACE: time::Duration = time::Duration::minutes(15);
 
 static SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration {
@@ -158,7 +158,7 @@ pub async fn start(
 /// in the database, so a new `Housing` over the same database (a restart) continues where the
 /// previous one stopped, open offers and their deadlines included.
 #[derive(Clone)]
-pub struct Housing {
+pub(crate) struct Housing {
     database: Database,
     clock: SharedClock,
     norm: norm::AreaNorm,
@@ -197,12 +197,10 @@ impl Housing {
         &self.database
     }
 
-    /// The entitled-area norm in force.
-    pub fn norm(&self) -> norm::AreaNorm {
-        self.norm
-    }
-
     pub(crate) fn now_millis(&self) -> i64 {
         self.clock.now_millis()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -339,6 +339,10 @@ pub mod reply_code {
     /// Refusal: the area does not match the entitled-area norm.
     pub const AREA_NOT_NORM: i64 = 6522;
     /// Refusal of the service housing; also what no answer in 48 hours is deemed to be.
+    #[allow(
+        dead_code,
+        reason = "the seed's code, named with the others; matched as a refusal"
+    )]
     pub const REFUSE: i64 = 6526;
     /// Refusal: do not offer areas outside the norm again.
     pub const NORM_ONLY_FROM_NOW: i64 = 6527;

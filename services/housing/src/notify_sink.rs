@@ -12,9 +12,6 @@ use shlyuz_proto::notify::v1 as pb;
 
 use crate::outbox::{OutboxChannel, OutboxMessage};
 
-/// The sink housing's relay sends through (the kit's one sender to notify).
-pub type NotifySink = shlyuz_kit::outbox::NotifySender;
-
 /// The first and last reply codes of the offer SMS.
 const REPLY_CODES: std::ops::RangeInclusive<i64> = 6521..=6527;
 

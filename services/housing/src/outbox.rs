@@ -4,9 +4,9 @@
 //! notify through the gateway. Without a gateway the rows wait in the outbox and nothing is lost.
 
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::outbox::{
-    DeliveryFailure, Notification, OnFailure, OutboxSink, OutboxStore, RelayPolicy, relay_pass,
-};
+use shlyuz_kit::outbox::{DeliveryFailure, Notification, OnFailure, OutboxStore, RelayPolicy};
+#[cfg(test)]
+use shlyuz_kit::outbox::{OutboxSink, relay_pass};
 use sqlx::{Any, Row, Transaction};
 
 use crate::Housing;
@@ -76,6 +76,7 @@ pub(crate) struct OutboxTemplate<'a> {
     pub expires_at_ms: i64,
 }
 
+#[cfg(test)]
 /// A message the relay parked because it was refused for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedMessage {
@@ -149,6 +150,7 @@ impl Housing {
             .map_err(ApiError::from)
     }
 
+    #[cfg(test)]
     /// Messages parked because notify refused them for good, oldest first, at most `limit`.
     pub async fn refused_messages(&self, limit: i64) -> Result<Vec<RefusedMessage>, ApiError> {
         let rows = sqlx::query(&format!(
@@ -169,6 +171,7 @@ impl Housing {
             .map_err(ApiError::from)
     }
 
+    #[cfg(test)]
     /// One relay pass over at most `limit` unsent messages through `sink`: each is marked sent
     /// after the sink accepted it, or parked when it was refused for good; returns how many were
     /// sent or parked. A message may be delivered twice if the process dies between the two steps

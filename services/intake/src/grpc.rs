@@ -306,6 +306,7 @@ impl IntakeServices {
         }
     }
 
+    #[cfg(test)]
     /// The store (outbox senders, tests).
     pub fn store(&self) -> &Store {
         &self.store

@@ -3,14 +3,14 @@
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
 pub mod config;
-pub mod dossier;
-pub mod gateway;
-pub mod grpc;
-pub mod outbox;
-pub mod reasons;
-pub mod roles;
-pub mod store;
-pub mod workflow;
+pub(crate) mod dossier;
+pub(crate) mod gateway;
+pub(crate) mod grpc;
+pub(crate) mod outbox;
+pub(crate) mod reasons;
+pub(crate) mod roles;
+pub(crate) mod store;
+pub(crate) mod workflow;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "intake";
@@ -85,7 +85,7 @@ pub async fn start(
 /// The intake routes over `database`, calling the registry through `gateway` (a channel to the
 /// gateway presenting intake's client certificate) signed with `signing_key`; with no gateway
 /// the services run but every dossier stays incomplete and no signature can be checked.
-pub fn routes(
+pub(crate) fn routes(
     database: shlyuz_kit::db::Database,
     config: &config::IntakeConfig,
     gateway: Option<tonic::transport::Channel>,
@@ -133,24 +133,5 @@ pub fn routes(
     .routes()
 }
 
-/// Spawns the outbox delivery loop over `database`: every `interval` due SMS rows go to notify
-/// through `gateway`, until `shutdown`.
-pub fn spawn_sms_delivery(
-    database: shlyuz_kit::db::Database,
-    gateway: shlyuz_kit::gateway_client::GatewayClient,
-    interval: std::time::Duration,
-    shutdown: shlyuz_kit::shutdown::ShutdownSignal,
-) -> tokio::task::JoinHandle<()> {
-    let store = store::Store::new(
-        database,
-        shlyuz_kit::clock::system_clock(),
-        shlyuz_kit::calendar::WorkingCalendar::kazakhstan(),
-    );
-    tokio::spawn(shlyuz_kit::outbox::run_relay(
-        store,
-        outbox::NotifySender::new(gateway),
-        outbox::RELAY_POLICY,
-        interval,
-        shutdown,
-    ))
-}
+#[cfg(test)]
+mod tests;

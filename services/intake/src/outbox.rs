@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::error::ApiError;
-use shlyuz_kit::outbox::{
-    DeliveryFailure, Notification, OnFailure, OutboxSink, OutboxStore, RelayPolicy, relay_pass,
-};
+use shlyuz_kit::outbox::{DeliveryFailure, Notification, OnFailure, OutboxStore, RelayPolicy};
+#[cfg(test)]
+use shlyuz_kit::outbox::{OutboxSink, relay_pass};
 use shlyuz_proto::notify::v1 as notify;
 
 use crate::store::{OutboxRow, Store};
@@ -34,6 +34,7 @@ pub const RELAY_POLICY: RelayPolicy = RelayPolicy {
     park_refusals: false,
 };
 
+#[cfg(test)]
 /// The delay before attempt `attempts + 1`.
 pub fn retry_delay(attempts: i64) -> Duration {
     Backoff::new(FIRST_RETRY, MAX_RETRY).delay(attempts.saturating_add(1))
@@ -116,6 +117,7 @@ impl OutboxStore for Store {
     }
 }
 
+#[cfg(test)]
 /// What one delivery round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -125,6 +127,7 @@ pub struct DeliveryReport {
     pub failed: usize,
 }
 
+#[cfg(test)]
 /// Sends up to `limit` due rows, oldest first: one round of the relay.
 pub async fn deliver_pending<K: OutboxSink<OutboxRow>>(
     store: &Store,

@@ -918,6 +918,7 @@ impl Store {
         Ok(outbox)
     }
 
+    #[cfg(test)]
     /// Every outbox row of one application, oldest first (tests, support).
     pub async fn outbox_of(&self, application_id: &str) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(

@@ -13,18 +13,18 @@ use shlyuz_proto::notify::v1::otp_service_server::OtpServiceServer;
 
 pub mod bench;
 pub mod config;
-pub mod grpc;
-pub mod inbound;
-pub mod notifier;
-pub mod otp;
-pub mod phone;
-pub mod provider;
-pub mod reasons;
-pub mod sms;
-pub mod store;
-pub mod templates;
-pub mod webhook;
-pub mod worker;
+pub(crate) mod grpc;
+pub(crate) mod inbound;
+pub(crate) mod notifier;
+pub(crate) mod otp;
+pub(crate) mod phone;
+pub(crate) mod provider;
+pub(crate) mod reasons;
+pub(crate) mod sms;
+pub(crate) mod store;
+pub(crate) mod templates;
+pub(crate) mod webhook;
+pub(crate) mod worker;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "notify";
@@ -104,7 +104,7 @@ impl NotifySettings {
 }
 
 /// The provider the settings name.
-pub fn build_provider(
+pub(crate) fn build_provider(
     settings: &NotifySettings,
     data_dir: &Path,
 ) -> anyhow::Result<Arc<dyn provider::SmsProvider>> {
@@ -143,7 +143,7 @@ pub async fn start(parts: ServiceParts<config::NotifyConfig>) -> anyhow::Result<
 }
 
 /// [`start`] with a given provider (tests and benchmarks).
-pub async fn start_with_provider(
+pub(crate) async fn start_with_provider(
     parts: ServiceParts<config::NotifyConfig>,
     provider: Arc<dyn provider::SmsProvider>,
 ) -> anyhow::Result<Service> {

@@ -48,6 +48,7 @@ pub trait SmsProvider: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogSink {
     /// Nowhere but the in-memory record (tests).
+    #[cfg(test)]
     Memory,
     /// One JSON line per SMS on stdout, phone masked.
     Stdout,
@@ -75,7 +76,9 @@ impl LogProvider {
     pub fn new(sink: LogSink, keep_in_memory: bool) -> Self {
         let sent_ids = match &sink {
             LogSink::File(path) => ids_in_log_file(path),
-            LogSink::Memory | LogSink::Stdout => std::collections::HashSet::new(),
+            #[cfg(test)]
+            LogSink::Memory => std::collections::HashSet::new(),
+            LogSink::Stdout => std::collections::HashSet::new(),
         };
         Self {
             sink,
@@ -85,6 +88,7 @@ impl LogProvider {
         }
     }
 
+    #[cfg(test)]
     /// Every SMS recorded so far (only with `keep_in_memory`).
     pub fn sent(&self) -> Vec<OutgoingSms> {
         self.sent.lock().clone()
@@ -102,6 +106,7 @@ impl LogProvider {
             .to_string()
         };
         match &self.sink {
+            #[cfg(test)]
             LogSink::Memory => Ok(()),
             LogSink::Stdout => {
                 println!("{}", line(mask_phone(&sms.phone)));

@@ -2,7 +2,7 @@
 //! population generator or fixture files.
 
 use futures::FutureExt as _;
-use shlyuz_kit::db::{Database, Dialect};
+use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::Iin;
 use sqlx::Row;
 
@@ -51,23 +51,11 @@ impl EmbeddedRegistry {
         rows.iter().map(|row| row.try_get("iin")).collect()
     }
 
-    /// Deletes every registry record (not consents or certificates), in one transaction.
-    pub async fn clear(&self) -> Result<(), sqlx::Error> {
-        let mut transaction = self.database.pool().begin().await?;
-        clear_in(&mut transaction).await?;
-        transaction.commit().await
-    }
-
     /// Inserts a population in one transaction: all of it or nothing.
     pub async fn insert_population(&self, population: &Population) -> Result<(), sqlx::Error> {
         let mut transaction = self.database.pool().begin().await?;
         insert_population_in(&mut transaction, population).await?;
         transaction.commit().await
-    }
-
-    /// The SQL dialect, for the few statements that differ.
-    pub fn dialect(&self) -> Dialect {
-        self.database.dialect()
     }
 
     async fn select<T: TableRow>(

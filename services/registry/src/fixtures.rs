@@ -33,13 +33,12 @@ pub async fn load(registry: &EmbeddedRegistry, population: &Population) -> anyho
 
 /// The IINs of [`RULES_FIXTURE`], named by the rule each person exercises. The people themselves
 /// (IIN, name, phone) are defined once in [`shlyuz_kit::fixture_people`].
+#[cfg(test)]
 pub mod rules {
     use shlyuz_kit::fixture_people as people;
 
     /// IIN of [`people::CLEAN_CANDIDATE`].
     pub const CLEAN_CANDIDATE: &str = people::CLEAN_CANDIDATE.iin;
-    /// IIN of [`people::NARCOLOGICAL_CANDIDATE`].
-    pub const NARCOLOGICAL_CANDIDATE: &str = people::NARCOLOGICAL_CANDIDATE.iin;
     /// IIN of [`people::CONVICTED_CANDIDATE`].
     pub const CONVICTED_CANDIDATE: &str = people::CONVICTED_CANDIDATE.iin;
     /// IIN of [`people::NO_PHONE_PERSON`].
@@ -50,34 +49,15 @@ pub mod rules {
     pub const SERVICEMAN_CLEAN_SPOUSE: &str = people::SERVICEMAN_CLEAN_SPOUSE.iin;
     /// IIN of [`people::SERVICEMAN_CLEAN_CHILD`].
     pub const SERVICEMAN_CLEAN_CHILD: &str = people::SERVICEMAN_CLEAN_CHILD.iin;
-    /// IIN of [`people::SERVICEMAN_PRIVATISED`].
-    pub const SERVICEMAN_PRIVATISED: &str = people::SERVICEMAN_PRIVATISED.iin;
-    /// IIN of [`people::SERVICEMAN_EQUITY`].
-    pub const SERVICEMAN_EQUITY: &str = people::SERVICEMAN_EQUITY.iin;
     /// IIN of [`people::SERVICEMAN_EARLIER_HOUSING`].
     pub const SERVICEMAN_EARLIER_HOUSING: &str = people::SERVICEMAN_EARLIER_HOUSING.iin;
-    /// IIN of [`people::SERVICEMAN_SPOUSE_STATE_HOUSING`].
-    pub const SERVICEMAN_SPOUSE_STATE_HOUSING: &str = people::SERVICEMAN_SPOUSE_STATE_HOUSING.iin;
-    /// IIN of [`people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE`].
-    pub const SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE: &str =
-        people::SERVICEMAN_SPOUSE_STATE_HOUSING_SPOUSE.iin;
-    /// IIN of [`people::SERVICEMAN_SPOUSE_MISSING`].
-    pub const SERVICEMAN_SPOUSE_MISSING: &str = people::SERVICEMAN_SPOUSE_MISSING.iin;
     /// IIN of [`people::SERVICEMAN_SPOUSE_MISSING_SPOUSE`].
     pub const SERVICEMAN_SPOUSE_MISSING_SPOUSE: &str = people::SERVICEMAN_SPOUSE_MISSING_SPOUSE.iin;
-    /// IIN of [`people::SERVICEMAN_FOREIGN_CITIZEN`].
-    pub const SERVICEMAN_FOREIGN_CITIZEN: &str = people::SERVICEMAN_FOREIGN_CITIZEN.iin;
-    /// IIN of [`people::SERVICEMAN_RESIDENT_ABROAD`].
-    pub const SERVICEMAN_RESIDENT_ABROAD: &str = people::SERVICEMAN_RESIDENT_ABROAD.iin;
-    /// IIN of [`people::SERVICEMAN_INCAPABLE`].
-    pub const SERVICEMAN_INCAPABLE: &str = people::SERVICEMAN_INCAPABLE.iin;
     /// IIN of [`people::SERVICEMAN_CHILD_IMPRISONED`].
     pub const SERVICEMAN_CHILD_IMPRISONED: &str = people::SERVICEMAN_CHILD_IMPRISONED.iin;
     /// IIN of [`people::SERVICEMAN_CHILD_IMPRISONED_CHILD`].
     pub const SERVICEMAN_CHILD_IMPRISONED_CHILD: &str =
         people::SERVICEMAN_CHILD_IMPRISONED_CHILD.iin;
-    /// IIN of [`people::DEAD_PERSON`].
-    pub const DEAD_PERSON: &str = people::DEAD_PERSON.iin;
 }
 
 #[cfg(test)]

@@ -3,19 +3,19 @@
 use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 
 pub mod bench;
-pub mod certificate_authority;
+pub(crate) mod certificate_authority;
 pub mod config;
-pub mod consent;
-pub mod consent_otp;
-pub mod embedded;
-pub mod fixtures;
-pub mod grpc;
-pub mod population;
-pub mod reasons;
-pub mod records;
-pub mod reference;
-pub mod source;
-pub mod upstream;
+pub(crate) mod consent;
+pub(crate) mod consent_otp;
+pub(crate) mod embedded;
+pub(crate) mod fixtures;
+pub(crate) mod grpc;
+pub(crate) mod population;
+pub(crate) mod reasons;
+pub(crate) mod records;
+pub(crate) mod reference;
+pub(crate) mod source;
+pub(crate) mod upstream;
 
 /// The participant id this target uses when it calls through the gateway.
 pub const PARTICIPANT_ID: &str = "registry";
@@ -123,7 +123,7 @@ pub async fn start(
 
 /// The registry target's gRPC routes over the embedded backend in `database`, without a gateway
 /// (consent requests are then `UNAVAILABLE` `OTP_UNAVAILABLE`).
-pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
+pub(crate) fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
     let source: std::sync::Arc<dyn source::RegistrySource> =
         std::sync::Arc::new(embedded::EmbeddedRegistry::new(database.clone()));
     routes_with_source(database, source, None)
@@ -132,7 +132,7 @@ pub fn routes(database: shlyuz_kit::db::Database) -> tonic::service::Routes {
 /// The routes with registry data from `source` (e.g. an [`upstream::UpstreamRegistry`] falling
 /// back to the embedded tables); consents and certificates always live in `database`, consent
 /// codes at notify, reached through `gateway`.
-pub fn routes_with_source(
+pub(crate) fn routes_with_source(
     database: shlyuz_kit::db::Database,
     source: std::sync::Arc<dyn source::RegistrySource>,
     gateway: Option<shlyuz_kit::gateway_client::GatewayClient>,
@@ -180,7 +180,7 @@ pub async fn seed(
 
 /// Generates the `shlyuz up` population, then adds `fixture`'s records, when the registry holds
 /// no person yet; returns the report when it seeded, `None` when data was already there.
-pub async fn seed_if_empty(
+pub(crate) async fn seed_if_empty(
     database: shlyuz_kit::db::Database,
     population: usize,
     seed: u64,

@@ -112,6 +112,7 @@ pub async fn seed_population(
     })
 }
 
+#[cfg(test)]
 /// Generates the whole population in memory (tests, small populations).
 pub fn generate(population: usize, seed: u64) -> Population {
     let mut generator = Generator::new(population, seed);

@@ -3,10 +3,7 @@
 //! Dates are `YYYY-MM-DD` text (empty when absent); enums are the proto enum numbers.
 
 use sqlx::Row;
-use sqlx::any::{AnyArguments, AnyRow};
-
-/// A query with `Any` arguments.
-pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+use sqlx::any::AnyRow;
 
 /// A row type stored in one table of the embedded backend.
 pub trait TableRow: Sized + Send + Unpin + 'static {
@@ -14,12 +11,8 @@ pub trait TableRow: Sized + Send + Unpin + 'static {
     const TABLE: &'static str;
     /// Columns, in field order.
     const COLUMNS: &'static [&'static str];
-    /// Column that holds the person's IIN (the look-up key).
-    const IIN_COLUMN: &'static str;
     /// Column that orders one person's rows (primary key or date).
     const ORDER_COLUMN: &'static str;
-    /// Binds every column, in [`TableRow::COLUMNS`] order.
-    fn bind_columns<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
     /// Appends `(v1, v2, …)` with every column as an SQL literal, for bulk loading.
     fn write_values(&self, out: &mut String);
     /// Reads a row selected with [`TableRow::COLUMNS`].
@@ -51,30 +44,6 @@ impl ColumnText for i64 {
 impl ColumnText for f64 {
     fn column_text(&self) -> Option<&str> {
         None
-    }
-}
-
-/// A value that binds as one `Any` argument without copying.
-pub trait BindColumn {
-    /// Adds `self` to the query's arguments.
-    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
-}
-
-impl BindColumn for String {
-    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(self.as_str())
-    }
-}
-
-impl BindColumn for i64 {
-    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(*self)
-    }
-}
-
-impl BindColumn for f64 {
-    fn bind_column<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(*self)
     }
 }
 
@@ -130,13 +99,7 @@ macro_rules! table_row {
         impl TableRow for $name {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
-            const IIN_COLUMN: &'static str = stringify!($iin);
             const ORDER_COLUMN: &'static str = stringify!($order);
-
-            fn bind_columns<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-                $( let query = self.$field.bind_column(query); )*
-                query
-            }
 
             fn write_values(&self, out: &mut String) {
                 out.push('(');
@@ -493,22 +456,6 @@ impl Population {
             + self.convictions.len()
             + self.imprisonments.len()
             + self.phones.len()
-    }
-
-    /// Empties every list, keeping the allocations for the next chunk.
-    pub fn clear(&mut self) {
-        self.persons.clear();
-        self.marriages.clear();
-        self.real_estate_rights.clear();
-        self.privatisation_contracts.clear();
-        self.equity_contracts.clear();
-        self.military_registrations.clear();
-        self.service_periods.clear();
-        self.service_housing.clear();
-        self.dispensary_records.clear();
-        self.convictions.clear();
-        self.imprisonments.clear();
-        self.phones.clear();
     }
 }
 

@@ -3,10 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use shlyuz_housing::Housing;
-use shlyuz_housing::norm::AreaNorm;
-use shlyuz_housing::register::{NewDwelling, NewRegistrant};
-use shlyuz_housing::review::{LookupFailed, PersonFacts, RegistryChecks, ReviewSettings};
+use crate::Housing;
+use crate::norm::AreaNorm;
+use crate::register::{NewDwelling, NewRegistrant};
+use crate::review::{LookupFailed, PersonFacts, RegistryChecks, ReviewSettings};
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::ApiError;
@@ -149,10 +149,7 @@ fn person(name: &str) -> String {
 }
 
 async fn setup(database: &Database) -> Housing {
-    database
-        .migrate(&shlyuz_housing::MIGRATIONS)
-        .await
-        .expect("migrate");
+    database.migrate(&crate::MIGRATIONS).await.expect("migrate");
     let clock = ManualClock::new(datetime!(2026-03-02 09:00 UTC));
     Housing::new(database.clone(), clock.shared(), AreaNorm::default())
 }

@@ -1,9 +1,9 @@
 //! Allocation, replies and the 48-hour window, on SQLite and PostgreSQL.
 
-use shlyuz_housing::Housing;
-use shlyuz_housing::norm::AreaNorm;
-use shlyuz_housing::outbox::OutboxMessage;
-use shlyuz_housing::register::{NewDwelling, NewRegistrant};
+use crate::Housing;
+use crate::norm::AreaNorm;
+use crate::outbox::OutboxMessage;
+use crate::register::{NewDwelling, NewRegistrant};
 use shlyuz_kit::clock::ManualClock;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::error::ApiError;
@@ -20,10 +20,7 @@ fn start() -> ManualClock {
 }
 
 async fn housing(database: &Database, clock: &ManualClock) -> Housing {
-    database
-        .migrate(&shlyuz_housing::MIGRATIONS)
-        .await
-        .expect("migrate");
+    database.migrate(&crate::MIGRATIONS).await.expect("migrate");
     Housing::new(database.clone(), clock.shared(), AreaNorm::default())
 }
 
@@ -826,11 +823,10 @@ shlyuz_kit::storage_test!(
 
         // Ten minutes past the deadline, within the 15-minute grace: nothing expires yet, and the
         // first person's "6521", received by notify a minute before the deadline, still counts.
-        clock.advance(shlyuz_housing::ANSWER_WINDOW + Duration::minutes(10));
+        clock.advance(crate::ANSWER_WINDOW + Duration::minutes(10));
         let within = housing.run_allocation_round().await.expect("round");
         assert_eq!(within.offers_expired, 0);
-        let received =
-            millis(datetime!(2026-03-02 09:00 UTC) + shlyuz_housing::ANSWER_WINDOW) - 60_000;
+        let received = millis(datetime!(2026-03-02 09:00 UTC) + crate::ANSWER_WINDOW) - 60_000;
         let accepted = housing
             .record_reply_received_at(&offers[0].id, 6521, &phone(1), Some(received))
             .await
@@ -896,7 +892,7 @@ shlyuz_kit::storage_test!(
         let until = first.unreachable_until.expect("unreachable until");
         assert_eq!(
             until.seconds * 1000,
-            millis(datetime!(2026-03-02 09:00 UTC) + shlyuz_housing::UNREACHABLE_PAUSE)
+            millis(datetime!(2026-03-02 09:00 UTC) + crate::UNREACHABLE_PAUSE)
         );
         let late = housing
             .record_reply(&offer.id, 6521, &phone(1))
@@ -928,7 +924,7 @@ shlyuz_kit::storage_test!(
                 .is_empty(),
             "still paused"
         );
-        clock.advance(shlyuz_housing::UNREACHABLE_PAUSE);
+        clock.advance(crate::UNREACHABLE_PAUSE);
         let again = housing
             .run_allocation_round()
             .await

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
+use crate::grpc::{CertificateAuthority, IntakeServices, SignatureCheck};
+use crate::outbox::{DeliveryReport, deliver_pending};
+use crate::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
+use crate::store::{OutboxRow, Store};
 use futures::future::BoxFuture;
-use shlyuz_intake::dossier::{LookupContext, RegistryAnswers, RegistryLookups};
-use shlyuz_intake::grpc::{CertificateAuthority, IntakeServices, SignatureCheck};
-use shlyuz_intake::outbox::{DeliveryReport, deliver_pending};
-use shlyuz_intake::roles::{Role, RolePolicy, USER_REGION, USER_ROLE};
-use shlyuz_intake::store::{OutboxRow, Store};
 use shlyuz_kit::application_form::application_document;
 use shlyuz_kit::calendar::WorkingCalendar;
 use shlyuz_kit::clock::ManualClock;
@@ -172,10 +172,7 @@ struct Harness {
 
 impl Harness {
     async fn new(database: Database) -> Harness {
-        database
-            .migrate(&shlyuz_intake::MIGRATIONS)
-            .await
-            .expect("migrate");
+        database.migrate(&crate::MIGRATIONS).await.expect("migrate");
         let clock = ManualClock::new(START);
         let ca = NationalCa::generate(START - time::Duration::days(400)).expect("ca");
         let revocations = Arc::new(TableAuthority {

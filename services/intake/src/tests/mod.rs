@@ -1,0 +1,3 @@
+//! The crate's tests: they reach its private modules.
+
+mod service;
