@@ -3,7 +3,7 @@
 //! ([`shlyuz_kit::outbox`]) over its `outbox` table, and the relay hands unsent rows, in order, to
 //! notify through the gateway. Without a gateway the rows wait in the outbox and nothing is lost.
 
-use shlyuz_kit::error::ApiError;
+use crate::model::HousingError;
 use shlyuz_kit::outbox::{DeliveryFailure, Notification, OnFailure, OutboxStore, RelayPolicy};
 #[cfg(test)]
 use shlyuz_kit::outbox::{OutboxSink, relay_pass};
@@ -137,7 +137,7 @@ fn message_of(row: &sqlx::any::AnyRow) -> Result<OutboxMessage, sqlx::Error> {
 
 impl Housing {
     /// Unsent outbox messages, oldest first, at most `limit` (parked refusals excluded).
-    pub async fn unsent_messages(&self, limit: i64) -> Result<Vec<OutboxMessage>, ApiError> {
+    pub async fn unsent_messages(&self, limit: i64) -> Result<Vec<OutboxMessage>, HousingError> {
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE sent_at_ms IS NULL AND refused_at_ms IS NULL ORDER BY id LIMIT $1"
         ))
@@ -147,12 +147,12 @@ impl Housing {
         rows.iter()
             .map(message_of)
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(ApiError::from)
+            .map_err(HousingError::from)
     }
 
     #[cfg(test)]
     /// Messages parked because notify refused them for good, oldest first, at most `limit`.
-    pub async fn refused_messages(&self, limit: i64) -> Result<Vec<RefusedMessage>, ApiError> {
+    pub async fn refused_messages(&self, limit: i64) -> Result<Vec<RefusedMessage>, HousingError> {
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS}, refused_at_ms, refusal FROM outbox WHERE refused_at_ms IS NOT NULL ORDER BY id LIMIT $1"
         ))
@@ -168,7 +168,7 @@ impl Housing {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(ApiError::from)
+            .map_err(HousingError::from)
     }
 
     #[cfg(test)]
@@ -180,7 +180,7 @@ impl Housing {
         &self,
         sink: &K,
         limit: usize,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, HousingError> {
         let policy = RelayPolicy {
             page_size: limit,
             drain: false,
@@ -211,13 +211,14 @@ impl shlyuz_kit::outbox::OutboxRow for OutboxMessage {
 
 impl OutboxStore for Housing {
     type Row = OutboxMessage;
+    type Error = HousingError;
 
-    async fn due(&self, limit: usize) -> Result<Vec<OutboxMessage>, ApiError> {
+    async fn due(&self, limit: usize) -> Result<Vec<OutboxMessage>, HousingError> {
         self.unsent_messages(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
     }
 
-    async fn mark_sent(&self, message: &OutboxMessage) -> Result<(), ApiError> {
+    async fn mark_sent(&self, message: &OutboxMessage) -> Result<(), HousingError> {
         sqlx::query("UPDATE outbox SET sent_at_ms = $2 WHERE id = $1 AND sent_at_ms IS NULL")
             .bind(&message.id)
             .bind(self.now_millis())
@@ -231,12 +232,12 @@ impl OutboxStore for Housing {
         _message: &OutboxMessage,
         _reason: &str,
         _retry_at_ms: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), HousingError> {
         // RELAY_POLICY stops the pass instead: the message stays first in line, nothing to record.
         Ok(())
     }
 
-    async fn park(&self, message: &OutboxMessage, refusal: &str) -> Result<(), ApiError> {
+    async fn park(&self, message: &OutboxMessage, refusal: &str) -> Result<(), HousingError> {
         // An offer whose SMS can never go out was not received: not a refusal. Closed before the
         // message is parked, so a failure here leaves the message to the next pass, which closes
         // the offer then.
@@ -247,7 +248,7 @@ impl OutboxStore for Housing {
                 .await
             {
                 Ok(_) => {}
-                Err(error) if error.is_transient() => return Err(error.into()),
+                Err(error) if error.is_transient() => return Err(error),
                 // No such offer (or not this person's): nothing to close; park anyway.
                 Err(error) => tracing::warn!(
                     outbox_id = %message.id,

@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shlyuz_kit::backoff::Backoff;
-use shlyuz_kit::error::ApiError;
 use shlyuz_kit::outbox::{DeliveryFailure, Notification, OnFailure, OutboxStore, RelayPolicy};
 #[cfg(test)]
 use shlyuz_kit::outbox::{OutboxSink, relay_pass};
 use shlyuz_proto::notify::v1 as notify;
 
-use crate::store::{OutboxRow, Store};
+use crate::store::{OutboxRow, Store, StoreError};
 
 pub use shlyuz_kit::outbox::NotifySender;
 
@@ -86,13 +85,14 @@ impl shlyuz_kit::outbox::OutboxRow for OutboxRow {
 
 impl OutboxStore for Store {
     type Row = OutboxRow;
+    type Error = StoreError;
 
-    async fn due(&self, limit: usize) -> Result<Vec<OutboxRow>, ApiError> {
-        Ok(self.pending_outbox(limit).await?)
+    async fn due(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.pending_outbox(limit).await
     }
 
-    async fn mark_sent(&self, row: &OutboxRow) -> Result<(), ApiError> {
-        Ok(Store::mark_sent(self, &row.outbox_id).await?)
+    async fn mark_sent(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        Store::mark_sent(self, &row.outbox_id).await
     }
 
     async fn mark_failed(
@@ -100,16 +100,19 @@ impl OutboxStore for Store {
         row: &OutboxRow,
         reason: &str,
         retry_at_ms: i64,
-    ) -> Result<(), ApiError> {
-        Ok(Store::mark_failed(self, &row.outbox_id, reason, retry_at_ms).await?)
+    ) -> Result<(), StoreError> {
+        Store::mark_failed(self, &row.outbox_id, reason, retry_at_ms).await
     }
 
-    async fn park(&self, row: &OutboxRow, _refusal: &str) -> Result<(), ApiError> {
-        // RELAY_POLICY parks nothing: a refusal waits out its back-off like any failure.
-        Err(ApiError::internal(format!(
-            "intake's outbox parks no row ({})",
-            row.outbox_id
-        )))
+    async fn park(&self, row: &OutboxRow, refusal: &str) -> Result<(), StoreError> {
+        // RELAY_POLICY parks nothing (`park_refusals: false`): a refusal waits out its back-off
+        // like any failure. Were it asked to, the row stays due rather than being dropped.
+        tracing::error!(
+            outbox_id = %row.outbox_id,
+            refusal,
+            "intake's outbox parks no row; it stays due"
+        );
+        Ok(())
     }
 
     fn now_ms(&self) -> i64 {
@@ -133,7 +136,7 @@ pub async fn deliver_pending<K: OutboxSink<OutboxRow>>(
     store: &Store,
     sender: &K,
     limit: usize,
-) -> Result<DeliveryReport, ApiError> {
+) -> Result<DeliveryReport, StoreError> {
     let policy = RelayPolicy {
         page_size: limit,
         ..RELAY_POLICY

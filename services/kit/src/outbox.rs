@@ -12,7 +12,6 @@ use shlyuz_proto::notify::v1 as notify;
 
 use crate::backoff::Backoff;
 use crate::envelope::EnvelopeBuilder;
-use crate::error::ApiError;
 use crate::gateway_client::GatewayClient;
 use crate::purpose::CITIZEN_NOTIFICATION;
 use crate::shutdown::ShutdownSignal;
@@ -76,23 +75,26 @@ pub trait OutboxRow: Send + Sync {
 pub trait OutboxStore: Send + Sync {
     /// A row.
     type Row: OutboxRow;
+    /// Why the store failed (the service's own storage error; the relay only logs it).
+    type Error: std::fmt::Display + Send;
     /// Unsent rows due now, oldest first, at most `limit` (parked rows excluded).
-    fn due(&self, limit: usize) -> impl Future<Output = Result<Vec<Self::Row>, ApiError>> + Send;
+    fn due(&self, limit: usize)
+    -> impl Future<Output = Result<Vec<Self::Row>, Self::Error>> + Send;
     /// Marks `row` sent.
-    fn mark_sent(&self, row: &Self::Row) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn mark_sent(&self, row: &Self::Row) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Records a failed delivery of `row` and when it is due again (epoch ms UTC).
     fn mark_failed(
         &self,
         row: &Self::Row,
         reason: &str,
         retry_at_ms: i64,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Parks `row`, refused for good with `refusal`: it is not tried again.
     fn park(
         &self,
         row: &Self::Row,
         refusal: &str,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Now, epoch ms UTC, on the store's clock.
     fn now_ms(&self) -> i64;
 }
@@ -100,12 +102,16 @@ pub trait OutboxStore: Send + Sync {
 /// A shared store is the store (the relay task and the service hold the same one).
 impl<T: OutboxStore> OutboxStore for std::sync::Arc<T> {
     type Row = T::Row;
+    type Error = T::Error;
 
-    fn due(&self, limit: usize) -> impl Future<Output = Result<Vec<Self::Row>, ApiError>> + Send {
+    fn due(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, Self::Error>> + Send {
         T::due(self, limit)
     }
 
-    fn mark_sent(&self, row: &Self::Row) -> impl Future<Output = Result<(), ApiError>> + Send {
+    fn mark_sent(&self, row: &Self::Row) -> impl Future<Output = Result<(), Self::Error>> + Send {
         T::mark_sent(self, row)
     }
 
@@ -114,7 +120,7 @@ impl<T: OutboxStore> OutboxStore for std::sync::Arc<T> {
         row: &Self::Row,
         reason: &str,
         retry_at_ms: i64,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
         T::mark_failed(self, row, reason, retry_at_ms)
     }
 
@@ -122,7 +128,7 @@ impl<T: OutboxStore> OutboxStore for std::sync::Arc<T> {
         &self,
         row: &Self::Row,
         refusal: &str,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
         T::park(self, row, refusal)
     }
 
@@ -226,7 +232,7 @@ pub async fn relay_pass<S, K>(
     sink: &K,
     policy: &RelayPolicy,
     shutdown: Option<&ShutdownSignal>,
-) -> Result<PassReport, ApiError>
+) -> Result<PassReport, S::Error>
 where
     S: OutboxStore,
     K: OutboxSink<S::Row>,

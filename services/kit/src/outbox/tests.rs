@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::*;
+use crate::error::ApiError;
 use crate::pki::SigningKey;
 use crate::shutdown::shutdown_channel;
 
@@ -113,6 +114,7 @@ impl MemoryOutbox {
 
 impl OutboxStore for MemoryOutbox {
     type Row = MemoryRow;
+    type Error = ApiError;
 
     async fn due(&self, limit: usize) -> Result<Vec<MemoryRow>, ApiError> {
         let now = self.now_ms();
