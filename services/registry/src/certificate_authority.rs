@@ -14,7 +14,8 @@ use shlyuz_proto::registry::v1 as pb;
 use sqlx::Row;
 use tonic::{Request, Response, Status};
 
-use crate::source::RegistrySource;
+use crate::records::kinds;
+use crate::source::{RecordLookup as _, RegistrySource};
 
 /// Row id of the one CA this registry runs.
 const CA_ID: &str = "national";
@@ -153,7 +154,7 @@ impl pb::certificate_authority_service_server::CertificateAuthorityService
         }
         let known = self
             .source
-            .persons(std::slice::from_ref(&iin))
+            .records(&kinds::PERSONS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         if known.is_empty() {

@@ -22,7 +22,8 @@ use crate::consent_otp::{
     REASON_OTP_EXPIRED,
 };
 use crate::grpc::{REASON_PHONE_NOT_FOUND, paginate};
-use crate::source::RegistrySource;
+use crate::records::kinds;
+use crate::source::{RecordLookup as _, RegistrySource};
 
 /// Longest consent: one year.
 pub const MAX_CONSENT_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -223,7 +224,7 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
 
         let persons = self
             .source
-            .persons(std::slice::from_ref(&subject))
+            .records(&kinds::PERSONS, std::slice::from_ref(&subject))
             .await
             .map_err(ApiError::from)?;
         if persons.is_empty() {
@@ -231,7 +232,7 @@ impl pb::consent_service_server::ConsentService for ConsentServiceImpl {
         }
         let phone = self
             .source
-            .phones(std::slice::from_ref(&subject))
+            .records(&kinds::PHONES, std::slice::from_ref(&subject))
             .await
             .map_err(ApiError::from)?
             .into_iter()

@@ -6,13 +6,8 @@ use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::Iin;
 use sqlx::Row;
 
-use crate::records::{
-    ConvictionRecord, DATA_TABLES, DispensaryRecordRow, EquityContractRecord, ImprisonmentRecord,
-    MarriageRecord, MilitaryRegistrationRecord, PersonRecord, PhoneRecord, Population,
-    PrivatisationContractRecord, RealEstateRightRecord, ServiceHousingRecord, ServicePeriodRecord,
-    TableRow,
-};
-use crate::source::{Records, RegistrySource, SourceError};
+use crate::records::{DATA_TABLES, KindSpec, Population, TableRow};
+use crate::source::{RegistrySource, Rows, SourceError};
 
 /// Rows one bulk INSERT statement carries.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -58,36 +53,25 @@ impl EmbeddedRegistry {
         transaction.commit().await
     }
 
-    async fn select<T: TableRow>(
-        &self,
-        columns: &[&str],
-        iins: &[Iin],
-    ) -> Result<Vec<T>, SourceError> {
-        if iins.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn select(&self, kind: KindSpec, iins: &[Iin]) -> Result<Rows, SourceError> {
         let placeholders = placeholder_list(iins.len());
-        let condition = columns
+        let condition = kind
+            .owners
             .iter()
             .map(|column| format!("{column} IN ({placeholders})"))
             .collect::<Vec<_>>()
             .join(" OR ");
         let sql = format!(
             "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
-            T::COLUMNS.join(", "),
-            T::TABLE,
-            T::ORDER_COLUMN
+            kind.columns.join(", "),
+            kind.table,
+            kind.order_column
         );
         let mut query = sqlx::query(&sql);
         for iin in iins {
             query = query.bind(iin.as_str());
         }
-        let rows = query.fetch_all(self.database.pool()).await?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            records.push(T::from_row(row)?);
-        }
-        Ok(records)
+        Ok(Rows::Table(query.fetch_all(self.database.pool()).await?))
     }
 }
 
@@ -106,19 +90,7 @@ pub async fn insert_population_in(
     connection: &mut sqlx::AnyConnection,
     population: &Population,
 ) -> Result<(), sqlx::Error> {
-    insert_rows(connection, &population.persons).await?;
-    insert_rows(connection, &population.marriages).await?;
-    insert_rows(connection, &population.real_estate_rights).await?;
-    insert_rows(connection, &population.privatisation_contracts).await?;
-    insert_rows(connection, &population.equity_contracts).await?;
-    insert_rows(connection, &population.military_registrations).await?;
-    insert_rows(connection, &population.service_periods).await?;
-    insert_rows(connection, &population.service_housing).await?;
-    insert_rows(connection, &population.dispensary_records).await?;
-    insert_rows(connection, &population.convictions).await?;
-    insert_rows(connection, &population.imprisonments).await?;
-    insert_rows(connection, &population.phones).await?;
-    Ok(())
+    population.insert_in(connection).await
 }
 
 /// `$1, $2, …, $count`.
@@ -132,7 +104,7 @@ fn placeholder_list(count: usize) -> String {
 /// Multi-row INSERTs of `rows` with literal values, [`ROWS_PER_STATEMENT`] rows each. Bulk loads
 /// of millions of generated rows are dominated by per-argument overhead of bound parameters, so
 /// values are written as escaped SQL literals instead (docs/decisions.md).
-async fn insert_rows<T: TableRow>(
+pub(crate) async fn insert_rows<T: TableRow>(
     connection: &mut sqlx::AnyConnection,
     rows: &[T],
 ) -> Result<(), sqlx::Error> {
@@ -159,62 +131,11 @@ async fn insert_rows<T: TableRow>(
 }
 
 impl RegistrySource for EmbeddedRegistry {
-    fn persons<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PersonRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn children<'a>(&'a self, parent_iins: &'a [Iin]) -> Records<'a, PersonRecord> {
-        self.select(&["mother_iin", "father_iin"], parent_iins)
-            .boxed()
-    }
-
-    fn marriages<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, MarriageRecord> {
-        self.select(&["husband_iin", "wife_iin"], iins).boxed()
-    }
-
-    fn real_estate_rights<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, RealEstateRightRecord> {
-        self.select(&["holder_iin"], iins).boxed()
-    }
-
-    fn privatisation_contracts<'a>(
+    fn rows<'a>(
         &'a self,
+        kind: KindSpec,
         iins: &'a [Iin],
-    ) -> Records<'a, PrivatisationContractRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn equity_contracts<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, EquityContractRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn military_registrations<'a>(
-        &'a self,
-        iins: &'a [Iin],
-    ) -> Records<'a, MilitaryRegistrationRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn service_periods<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServicePeriodRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn service_housing<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServiceHousingRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn dispensary_records<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, DispensaryRecordRow> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn convictions<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ConvictionRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn imprisonments<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ImprisonmentRecord> {
-        self.select(&["iin"], iins).boxed()
-    }
-
-    fn phones<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PhoneRecord> {
-        self.select(&["iin"], iins).boxed()
+    ) -> futures::future::BoxFuture<'a, Result<Rows, SourceError>> {
+        self.select(kind, iins).boxed()
     }
 }

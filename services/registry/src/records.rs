@@ -6,7 +6,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A row type stored in one table of the embedded backend.
-pub trait TableRow: Sized + Send + Unpin + 'static {
+pub trait TableRow:
+    Sized + Send + Unpin + 'static + serde::de::DeserializeOwned + serde::Serialize
+{
     /// Table name.
     const TABLE: &'static str;
     /// Columns, in field order.
@@ -19,32 +21,6 @@ pub trait TableRow: Sized + Send + Unpin + 'static {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
     /// The IIN the row belongs to.
     fn iin(&self) -> &str;
-    /// The value of a TEXT column, `None` for other columns and unknown names.
-    fn text_column(&self, column: &str) -> Option<&str>;
-}
-
-/// A column value that may be TEXT.
-pub trait ColumnText {
-    /// The text, for TEXT columns.
-    fn column_text(&self) -> Option<&str>;
-}
-
-impl ColumnText for String {
-    fn column_text(&self) -> Option<&str> {
-        Some(self)
-    }
-}
-
-impl ColumnText for i64 {
-    fn column_text(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl ColumnText for f64 {
-    fn column_text(&self) -> Option<&str> {
-        None
-    }
 }
 
 /// A value written as an SQL literal by the bulk loader (valid in SQLite and PostgreSQL).
@@ -121,13 +97,6 @@ macro_rules! table_row {
 
             fn iin(&self) -> &str {
                 &self.$iin
-            }
-
-            fn text_column(&self, column: &str) -> Option<&str> {
-                match column {
-                    $( stringify!($field) => self.$field.column_text(), )*
-                    _ => None,
-                }
             }
         }
     };
@@ -411,66 +380,151 @@ table_row! {
     }
 }
 
-/// Every record of a population (generated, or read from a fixture file).
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Population {
-    /// Persons.
-    pub persons: Vec<PersonRecord>,
-    /// Marriages.
-    pub marriages: Vec<MarriageRecord>,
-    /// Cadastre rights.
-    pub real_estate_rights: Vec<RealEstateRightRecord>,
-    /// Privatisation contracts.
-    pub privatisation_contracts: Vec<PrivatisationContractRecord>,
-    /// Equity contracts.
-    pub equity_contracts: Vec<EquityContractRecord>,
-    /// Military registrations.
-    pub military_registrations: Vec<MilitaryRegistrationRecord>,
-    /// Service periods.
-    pub service_periods: Vec<ServicePeriodRecord>,
-    /// Service housing.
-    pub service_housing: Vec<ServiceHousingRecord>,
-    /// Dispensary records.
-    pub dispensary_records: Vec<DispensaryRecordRow>,
-    /// Convictions.
-    pub convictions: Vec<ConvictionRecord>,
-    /// Imprisonments.
-    pub imprisonments: Vec<ImprisonmentRecord>,
-    /// Phones.
-    pub phones: Vec<PhoneRecord>,
+/// One kind of record the registries are asked for: the rows of `T` whose owner columns hold one
+/// of the asked IINs. Several kinds may share a row type (persons by their own IIN, children by a
+/// parent's); an upstream file configures one endpoint per kind, by name.
+pub struct Kind<T> {
+    name: &'static str,
+    owners: &'static [&'static str],
+    rows: std::marker::PhantomData<fn() -> T>,
 }
 
-impl Population {
-    /// Number of records of every kind.
-    pub fn record_count(&self) -> usize {
-        self.persons.len()
-            + self.marriages.len()
-            + self.real_estate_rights.len()
-            + self.privatisation_contracts.len()
-            + self.equity_contracts.len()
-            + self.military_registrations.len()
-            + self.service_periods.len()
-            + self.service_housing.len()
-            + self.dispensary_records.len()
-            + self.convictions.len()
-            + self.imprisonments.len()
-            + self.phones.len()
+impl<T: TableRow> Kind<T> {
+    /// The kind `name`, owned through `owners` (TEXT columns holding IINs).
+    pub const fn new(name: &'static str, owners: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            owners,
+            rows: std::marker::PhantomData,
+        }
+    }
+
+    /// What a backend needs to know of the kind, without its row type.
+    pub fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: self.name,
+            owners: self.owners,
+            table: T::TABLE,
+            columns: T::COLUMNS,
+            order_column: T::ORDER_COLUMN,
+        }
     }
 }
 
-/// Every table of registry data, for clearing before a re-seed.
-pub const DATA_TABLES: [&str; 12] = [
-    PersonRecord::TABLE,
-    MarriageRecord::TABLE,
-    RealEstateRightRecord::TABLE,
-    PrivatisationContractRecord::TABLE,
-    EquityContractRecord::TABLE,
-    MilitaryRegistrationRecord::TABLE,
-    ServicePeriodRecord::TABLE,
-    ServiceHousingRecord::TABLE,
-    DispensaryRecordRow::TABLE,
-    ConvictionRecord::TABLE,
-    ImprisonmentRecord::TABLE,
-    PhoneRecord::TABLE,
-];
+/// A record kind as the backends see it: names only, no row type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindSpec {
+    /// The kind's name, the key of its upstream endpoint.
+    pub name: &'static str,
+    /// Columns holding the IIN of a person the record is about; a record belongs to the asked
+    /// persons when one of these holds an asked IIN.
+    pub owners: &'static [&'static str],
+    /// The embedded table.
+    pub table: &'static str,
+    /// The row's columns, in field order.
+    pub columns: &'static [&'static str],
+    /// Column that orders one person's rows.
+    pub order_column: &'static str,
+}
+
+/// Declares the record kinds and [`KIND_NAMES`]: one line per kind, the only place a kind is named.
+macro_rules! record_kinds {
+    ($( $(#[$meta:meta])* $constant:ident: $row:ty = $name:literal, owners = [$($owner:literal),+ $(,)?]; )*) => {
+        $( $(#[$meta])* pub const $constant: Kind<$row> = Kind::new($name, &[$($owner),+]); )*
+        /// Every record kind the registry serves, by name: the endpoints an upstream file may name.
+        pub const KIND_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+/// The record kinds.
+pub mod kinds {
+    use super::*;
+
+    record_kinds! {
+        /// Persons (ГБД ФЛ) by their IIN.
+        PERSONS: PersonRecord = "persons", owners = ["iin"];
+        /// Persons whose mother or father is an asked IIN (АХАЖ birth records).
+        CHILDREN: PersonRecord = "children", owners = ["mother_iin", "father_iin"];
+        /// Marriages where either spouse is an asked IIN.
+        MARRIAGES: MarriageRecord = "marriages", owners = ["husband_iin", "wife_iin"];
+        /// Cadastre rights held by the asked IINs.
+        REAL_ESTATE_RIGHTS: RealEstateRightRecord = "real_estate_rights", owners = ["holder_iin"];
+        /// Privatisation contracts.
+        PRIVATISATION_CONTRACTS: PrivatisationContractRecord = "privatisation_contracts", owners = ["iin"];
+        /// Equity contracts.
+        EQUITY_CONTRACTS: EquityContractRecord = "equity_contracts", owners = ["iin"];
+        /// Military-register entries.
+        MILITARY_REGISTRATIONS: MilitaryRegistrationRecord = "military_registrations", owners = ["iin"];
+        /// Service periods.
+        SERVICE_PERIODS: ServicePeriodRecord = "service_periods", owners = ["iin"];
+        /// Service housing.
+        SERVICE_HOUSING: ServiceHousingRecord = "service_housing", owners = ["iin"];
+        /// Dispensary records.
+        DISPENSARY_RECORDS: DispensaryRecordRow = "dispensary_records", owners = ["iin"];
+        /// Convictions.
+        CONVICTIONS: ConvictionRecord = "convictions", owners = ["iin"];
+        /// Imprisonments.
+        IMPRISONMENTS: ImprisonmentRecord = "imprisonments", owners = ["iin"];
+        /// Phones linked to e-gov accounts.
+        PHONES: PhoneRecord = "phones", owners = ["iin"];
+    }
+}
+
+/// Declares [`Population`] (every record of a population, one field per table), its
+/// `record_count`, [`DATA_TABLES`] and the bulk insert of a population: one line per table.
+macro_rules! population {
+    ($( $(#[$meta:meta])* $field:ident: $row:ty, )*) => {
+        /// Every record of a population (generated, or read from a fixture file).
+        #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Population {
+            $( $(#[$meta])* pub $field: Vec<$row>, )*
+        }
+
+        impl Population {
+            /// Number of records of every kind.
+            pub fn record_count(&self) -> usize {
+                0 $( + self.$field.len() )*
+            }
+
+            /// Inserts every record on `connection` (inside the caller's transaction).
+            pub async fn insert_in(
+                &self,
+                connection: &mut sqlx::AnyConnection,
+            ) -> Result<(), sqlx::Error> {
+                $( crate::embedded::insert_rows(connection, &self.$field).await?; )*
+                Ok(())
+            }
+        }
+
+        /// Every table of registry data, for clearing before a re-seed.
+        pub const DATA_TABLES: &[&str] = &[$( <$row as TableRow>::TABLE ),*];
+    };
+}
+
+population! {
+    /// Persons.
+    persons: PersonRecord,
+    /// Marriages.
+    marriages: MarriageRecord,
+    /// Cadastre rights.
+    real_estate_rights: RealEstateRightRecord,
+    /// Privatisation contracts.
+    privatisation_contracts: PrivatisationContractRecord,
+    /// Equity contracts.
+    equity_contracts: EquityContractRecord,
+    /// Military registrations.
+    military_registrations: MilitaryRegistrationRecord,
+    /// Service periods.
+    service_periods: ServicePeriodRecord,
+    /// Service housing.
+    service_housing: ServiceHousingRecord,
+    /// Dispensary records.
+    dispensary_records: DispensaryRecordRow,
+    /// Convictions.
+    convictions: ConvictionRecord,
+    /// Imprisonments.
+    imprisonments: ImprisonmentRecord,
+    /// Phones.
+    phones: PhoneRecord,
+}

@@ -1,27 +1,43 @@
 //! The adapter trait every registry backend implements: the embedded tables, or an external
-//! registry over HTTP(S). Every method is a batch look-up by IIN (a single look-up is a batch of
-//! one), so the proactive housing review costs one round trip per registry per 500 persons.
+//! registry over HTTP(S). A backend answers one question for any [`Kind`] of record — its rows
+//! about these persons — so a new registry needs a record type and a kind, not a method in every
+//! backend. Every look-up is a batch by IIN (a single look-up is a batch of one), so the proactive
+//! housing review costs one round trip per registry per 500 persons.
 
 use futures::future::BoxFuture;
+use serde_json::Value;
 use shlyuz_kit::error::ApiError;
 use shlyuz_kit::iin::Iin;
+use sqlx::any::AnyRow;
 
-use crate::records::{
-    ConvictionRecord, DispensaryRecordRow, EquityContractRecord, ImprisonmentRecord,
-    MarriageRecord, MilitaryRegistrationRecord, PersonRecord, PhoneRecord,
-    PrivatisationContractRecord, RealEstateRightRecord, ServiceHousingRecord, ServicePeriodRecord,
-};
+use crate::reasons::upstream as reasons;
+use crate::records::{Kind, KindSpec, TableRow};
 
-/// What a backend answers for one look-up: every matching record, in no particular order.
-pub type Records<'a, T> = BoxFuture<'a, Result<Vec<T>, SourceError>>;
+/// The rows a backend found, before they are read into the kind's record type.
+pub enum Rows {
+    /// Rows of the embedded table, selected with the kind's columns.
+    Table(Vec<AnyRow>),
+    /// Records of an external registry, already mapped to `column → value` and checked to be
+    /// about the asked persons.
+    Json(Vec<serde_json::Map<String, Value>>),
+}
 
-/// Why a backend could not answer. Never "no data": an empty answer is `Ok(vec![])`.
+/// Why a backend could not answer. Never "no data": an empty answer is `Ok` with no rows.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The registry could not be reached or did not answer in time; the caller may retry.
     #[error("registry unavailable ({reason}): {message}")]
     Unavailable {
         /// `ErrorInfo` reason, e.g. `UPSTREAM_TIMEOUT`.
+        reason: &'static str,
+        /// What happened, lowercase.
+        message: String,
+    },
+    /// The registry refused the request for good (an HTTP 4xx other than 408 and 429): asking
+    /// again will not help until its configuration or the request changes.
+    #[error("registry refused the request ({reason}): {message}")]
+    Refused {
+        /// `ErrorInfo` reason, e.g. `UPSTREAM_REFUSED`.
         reason: &'static str,
         /// What happened, lowercase.
         message: String,
@@ -43,6 +59,9 @@ impl From<SourceError> for ApiError {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Unavailable { reason, message } => ApiError::unavailable(reason, message),
+            SourceError::Refused { reason, message } => {
+                ApiError::new(tonic::Code::FailedPrecondition, reason, message)
+            }
             SourceError::DataLoss { reason, message } => {
                 ApiError::new(tonic::Code::DataLoss, reason, message)
             }
@@ -51,38 +70,47 @@ impl From<SourceError> for ApiError {
     }
 }
 
-/// One backend of the state registries. Each method returns the records of the given persons.
+/// One backend of the state registries.
 pub trait RegistrySource: Send + Sync + 'static {
-    /// Persons (ГБД ФЛ) with these IINs; unknown IINs are simply absent.
-    fn persons<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PersonRecord>;
-    /// Persons whose mother or father is one of these IINs (АХАЖ birth records).
-    fn children<'a>(&'a self, parent_iins: &'a [Iin]) -> Records<'a, PersonRecord>;
-    /// Marriages where either spouse is one of these IINs.
-    fn marriages<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, MarriageRecord>;
-    /// Cadastre rights held by these IINs.
-    fn real_estate_rights<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, RealEstateRightRecord>;
-    /// Privatisation contracts of these IINs.
-    fn privatisation_contracts<'a>(
+    /// The rows of `kind` about `iins` (non-empty), in no particular order; unknown IINs are
+    /// simply absent.
+    fn rows<'a>(
         &'a self,
+        kind: KindSpec,
         iins: &'a [Iin],
-    ) -> Records<'a, PrivatisationContractRecord>;
-    /// Equity contracts of these IINs.
-    fn equity_contracts<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, EquityContractRecord>;
-    /// Military-register entries of these IINs.
-    fn military_registrations<'a>(
-        &'a self,
-        iins: &'a [Iin],
-    ) -> Records<'a, MilitaryRegistrationRecord>;
-    /// Service periods of these IINs.
-    fn service_periods<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServicePeriodRecord>;
-    /// Service housing of these IINs.
-    fn service_housing<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServiceHousingRecord>;
-    /// Dispensary records of these IINs.
-    fn dispensary_records<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, DispensaryRecordRow>;
-    /// Convictions of these IINs.
-    fn convictions<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ConvictionRecord>;
-    /// Imprisonments of these IINs.
-    fn imprisonments<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ImprisonmentRecord>;
-    /// Phones of these IINs.
-    fn phones<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PhoneRecord>;
+    ) -> BoxFuture<'a, Result<Rows, SourceError>>;
 }
+
+/// [`RegistrySource::rows`] read into a kind's record type, for every backend.
+pub trait RecordLookup: RegistrySource {
+    /// The records of `kind` about `iins`, in no particular order.
+    fn records<'a, T: TableRow>(
+        &'a self,
+        kind: &Kind<T>,
+        iins: &'a [Iin],
+    ) -> impl Future<Output = Result<Vec<T>, SourceError>> + Send + 'a {
+        let spec = kind.spec();
+        async move {
+            if iins.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.rows(spec, iins).await? {
+                Rows::Table(rows) => Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?),
+                Rows::Json(objects) => objects
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, object)| {
+                        serde_json::from_value(Value::Object(object)).map_err(|error| {
+                            SourceError::DataLoss {
+                                reason: reasons::MALFORMED,
+                                message: format!("record {index}: {error}"),
+                            }
+                        })
+                    })
+                    .collect(),
+            }
+        }
+    }
+}
+
+impl<S: RegistrySource + ?Sized> RecordLookup for S {}

@@ -10,19 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use serde::de::DeserializeOwned;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use shlyuz_kit::backoff::Backoff;
 use shlyuz_kit::breaker::{BreakerSettings, CircuitBreaker, Permit};
 use shlyuz_kit::iin::Iin;
 
-use crate::records::{
-    ConvictionRecord, DispensaryRecordRow, EquityContractRecord, ImprisonmentRecord,
-    MarriageRecord, MilitaryRegistrationRecord, PersonRecord, PhoneRecord,
-    PrivatisationContractRecord, RealEstateRightRecord, ServiceHousingRecord, ServicePeriodRecord,
-    TableRow,
-};
-use crate::source::{Records, RegistrySource, SourceError};
+use crate::records::{KindSpec, kinds::KIND_NAMES};
+use crate::source::{RegistrySource, Rows, SourceError};
 
 /// Largest answer accepted from an external registry.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -93,10 +88,7 @@ pub struct UpstreamSettings {
     /// PEM CA certificate to trust instead of the platform roots (a state CA, a test CA).
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
-    /// Endpoint per record kind: `persons`, `children`, `marriages`, `real_estate_rights`,
-    /// `privatisation_contracts`, `equity_contracts`, `military_registrations`,
-    /// `service_periods`, `service_housing`, `dispensary_records`, `convictions`,
-    /// `imprisonments`, `phones`.
+    /// Endpoint per record kind, by the kind's name (`records::KIND_NAMES`).
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointMapping>,
 }
@@ -120,23 +112,6 @@ fn default_breaker_open_ms() -> u64 {
     10_000
 }
 
-/// The record kinds an endpoint can be configured for.
-pub const RECORD_KINDS: [&str; 13] = [
-    "persons",
-    "children",
-    "marriages",
-    "real_estate_rights",
-    "privatisation_contracts",
-    "equity_contracts",
-    "military_registrations",
-    "service_periods",
-    "service_housing",
-    "dispensary_records",
-    "convictions",
-    "imprisonments",
-    "phones",
-];
-
 /// An external registry behind the adapter trait.
 pub struct UpstreamRegistry {
     settings: UpstreamSettings,
@@ -159,11 +134,21 @@ impl UpstreamRegistry {
         settings: UpstreamSettings,
         fallback: Option<Arc<dyn RegistrySource>>,
     ) -> anyhow::Result<Self> {
+        Self::with_kinds(settings, fallback, KIND_NAMES)
+    }
+
+    /// [`UpstreamRegistry::new`] for a registry whose record kinds are `kinds` (the shipped ones
+    /// are [`KIND_NAMES`]; an adapter under test adds its own).
+    pub fn with_kinds(
+        settings: UpstreamSettings,
+        fallback: Option<Arc<dyn RegistrySource>>,
+        kinds: &[&str],
+    ) -> anyhow::Result<Self> {
         for kind in settings.endpoints.keys() {
-            if !RECORD_KINDS.contains(&kind.as_str()) {
+            if !kinds.contains(&kind.as_str()) {
                 anyhow::bail!(
                     "upstream endpoint {kind:?} is not a record kind (known: {})",
-                    RECORD_KINDS.join(", ")
+                    kinds.join(", ")
                 );
             }
         }
@@ -237,14 +222,17 @@ impl UpstreamRegistry {
             }
         };
         let status = response.status();
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        {
             return Err(Attempt::Retry(SourceError::Unavailable {
                 reason: reasons::UNAVAILABLE,
                 message: format!("the registry answered http {}", status.as_u16()),
             }));
         }
         if !status.is_success() {
-            return Err(Attempt::Fail(SourceError::Unavailable {
+            return Err(Attempt::Fail(SourceError::Refused {
                 reason: reasons::REFUSED,
                 message: format!("the registry refused the request: http {}", status.as_u16()),
             }));
@@ -321,23 +309,15 @@ impl UpstreamRegistry {
         }
     }
 
-    async fn fetch<T: TableRow + DeserializeOwned>(
-        &self,
-        kind: &'static str,
-        owner_columns: &[&str],
-        iins: &[Iin],
-    ) -> Result<Vec<T>, SourceError> {
-        if iins.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Some(mapping) = self.settings.endpoints.get(kind) else {
+    async fn fetch(&self, kind: KindSpec, iins: &[Iin]) -> Result<Rows, SourceError> {
+        let Some(mapping) = self.settings.endpoints.get(kind.name) else {
             return Err(SourceError::Unavailable {
                 reason: reasons::NOT_CONFIGURED,
-                message: format!("no upstream endpoint is configured for {kind}"),
+                message: format!("no upstream endpoint is configured for {}", kind.name),
             });
         };
         let answer = self.call(mapping, iins).await?;
-        map_records(&answer, mapping, owner_columns, iins)
+        map_records(&answer, mapping, kind, iins).map(Rows::Json)
     }
 }
 
@@ -355,13 +335,16 @@ fn partial(message: String) -> SourceError {
     }
 }
 
-/// Reads records out of an answer with `mapping`, refusing anything that does not add up.
-fn map_records<T: TableRow + DeserializeOwned>(
+/// Reads records out of an answer with `mapping` into `column → value` objects of `kind`,
+/// refusing anything that does not add up (the values' types are checked when the objects are
+/// read into the kind's record type).
+fn map_records(
     answer: &Value,
     mapping: &EndpointMapping,
-    owner_columns: &[&str],
+    kind: KindSpec,
     iins: &[Iin],
-) -> Result<Vec<T>, SourceError> {
+) -> Result<Vec<serde_json::Map<String, Value>>, SourceError> {
+    let owner_columns = kind.owners;
     if let Some(pointer) = &mapping.complete_pointer {
         match answer.pointer(pointer) {
             Some(Value::Bool(true)) => {}
@@ -391,7 +374,7 @@ fn map_records<T: TableRow + DeserializeOwned>(
             return Err(malformed(format!("record {index} is not an object")));
         }
         let mut object = serde_json::Map::new();
-        for column in T::COLUMNS {
+        for column in kind.columns {
             let pointer = mapping
                 .fields
                 .get(*column)
@@ -410,10 +393,10 @@ fn map_records<T: TableRow + DeserializeOwned>(
                 }
             }
         }
-        let row: T = serde_json::from_value(Value::Object(object))
-            .map_err(|error| malformed(format!("record {index}: {error}")))?;
         let belongs = owner_columns.iter().any(|column| {
-            row.text_column(column)
+            object
+                .get(*column)
+                .and_then(Value::as_str)
                 .is_some_and(|value| asked.contains(value))
         });
         if !belongs {
@@ -421,114 +404,22 @@ fn map_records<T: TableRow + DeserializeOwned>(
                 "record {index} is about a person that was not asked about"
             )));
         }
-        mapped.push(row);
+        mapped.push(object);
     }
     Ok(mapped)
 }
 
-macro_rules! upstream_or_fallback {
-    ($self:ident, $method:ident, $kind:literal, $owners:expr, $iins:ident) => {{
-        if !$self.settings.endpoints.contains_key($kind) {
-            if let Some(fallback) = &$self.fallback {
-                return fallback.$method($iins);
-            }
-        }
-        $self.fetch($kind, $owners, $iins).boxed()
-    }};
-}
-
 impl RegistrySource for UpstreamRegistry {
-    fn persons<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PersonRecord> {
-        upstream_or_fallback!(self, persons, "persons", &["iin"], iins)
-    }
-
-    fn children<'a>(&'a self, parent_iins: &'a [Iin]) -> Records<'a, PersonRecord> {
-        upstream_or_fallback!(
-            self,
-            children,
-            "children",
-            &["mother_iin", "father_iin"],
-            parent_iins
-        )
-    }
-
-    fn marriages<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, MarriageRecord> {
-        upstream_or_fallback!(
-            self,
-            marriages,
-            "marriages",
-            &["husband_iin", "wife_iin"],
-            iins
-        )
-    }
-
-    fn real_estate_rights<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, RealEstateRightRecord> {
-        upstream_or_fallback!(
-            self,
-            real_estate_rights,
-            "real_estate_rights",
-            &["holder_iin"],
-            iins
-        )
-    }
-
-    fn privatisation_contracts<'a>(
+    fn rows<'a>(
         &'a self,
+        kind: KindSpec,
         iins: &'a [Iin],
-    ) -> Records<'a, PrivatisationContractRecord> {
-        upstream_or_fallback!(
-            self,
-            privatisation_contracts,
-            "privatisation_contracts",
-            &["iin"],
-            iins
-        )
-    }
-
-    fn equity_contracts<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, EquityContractRecord> {
-        upstream_or_fallback!(self, equity_contracts, "equity_contracts", &["iin"], iins)
-    }
-
-    fn military_registrations<'a>(
-        &'a self,
-        iins: &'a [Iin],
-    ) -> Records<'a, MilitaryRegistrationRecord> {
-        upstream_or_fallback!(
-            self,
-            military_registrations,
-            "military_registrations",
-            &["iin"],
-            iins
-        )
-    }
-
-    fn service_periods<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServicePeriodRecord> {
-        upstream_or_fallback!(self, service_periods, "service_periods", &["iin"], iins)
-    }
-
-    fn service_housing<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ServiceHousingRecord> {
-        upstream_or_fallback!(self, service_housing, "service_housing", &["iin"], iins)
-    }
-
-    fn dispensary_records<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, DispensaryRecordRow> {
-        upstream_or_fallback!(
-            self,
-            dispensary_records,
-            "dispensary_records",
-            &["iin"],
-            iins
-        )
-    }
-
-    fn convictions<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ConvictionRecord> {
-        upstream_or_fallback!(self, convictions, "convictions", &["iin"], iins)
-    }
-
-    fn imprisonments<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, ImprisonmentRecord> {
-        upstream_or_fallback!(self, imprisonments, "imprisonments", &["iin"], iins)
-    }
-
-    fn phones<'a>(&'a self, iins: &'a [Iin]) -> Records<'a, PhoneRecord> {
-        upstream_or_fallback!(self, phones, "phones", &["iin"], iins)
+    ) -> BoxFuture<'a, Result<Rows, SourceError>> {
+        if !self.settings.endpoints.contains_key(kind.name)
+            && let Some(fallback) = &self.fallback
+        {
+            return fallback.rows(kind, iins);
+        }
+        self.fetch(kind, iins).boxed()
     }
 }

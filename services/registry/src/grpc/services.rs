@@ -11,7 +11,8 @@ use super::convert;
 use super::{
     REASON_PHONE_NOT_FOUND, RegistryServices, paginate, person_not_found, subject_iin, subject_iins,
 };
-use crate::records::{PersonRecord, TableRow};
+use crate::records::{PersonRecord, TableRow, kinds};
+use crate::source::RecordLookup as _;
 
 /// Life status of a dead person, as stored.
 const LIFE_STATUS_DEAD: i64 = 2;
@@ -55,7 +56,10 @@ fn validate_locality(locality_kato: &str) -> Result<(), ApiError> {
 
 impl RegistryServices {
     async fn require_known(&self, iin: &Iin) -> Result<PersonRecord, ApiError> {
-        let persons = self.source().persons(std::slice::from_ref(iin)).await?;
+        let persons = self
+            .source()
+            .records(&kinds::PERSONS, std::slice::from_ref(iin))
+            .await?;
         persons
             .into_iter()
             .find(|person| person.iin == iin.as_str())
@@ -63,9 +67,9 @@ impl RegistryServices {
     }
 
     async fn families(&self, iins: &[Iin]) -> Result<(Vec<pb::Family>, Vec<String>), ApiError> {
-        let mut persons = persons_by_iin(self.source().persons(iins).await?);
-        let marriages = self.source().marriages(iins).await?;
-        let children = self.source().children(iins).await?;
+        let mut persons = persons_by_iin(self.source().records(&kinds::PERSONS, iins).await?);
+        let marriages = self.source().records(&kinds::MARRIAGES, iins).await?;
+        let children = self.source().records(&kinds::CHILDREN, iins).await?;
         let mut families = Vec::new();
         let mut not_found_iins = Vec::new();
         for iin in iins {
@@ -126,7 +130,12 @@ impl pb::person_registry_service_server::PersonRegistryService for RegistryServi
         request: Request<pb::BatchGetPersonsRequest>,
     ) -> Result<Response<pb::BatchGetPersonsResponse>, Status> {
         let iins = subject_iins(&request, &request.get_ref().iins)?;
-        let mut found = persons_by_iin(self.source().persons(&iins).await.map_err(ApiError::from)?);
+        let mut found = persons_by_iin(
+            self.source()
+                .records(&kinds::PERSONS, &iins)
+                .await
+                .map_err(ApiError::from)?,
+        );
         let mut response = pb::BatchGetPersonsResponse::default();
         for iin in &iins {
             match found.remove(iin.as_str()) {
@@ -190,7 +199,7 @@ impl pb::real_estate_cadastre_service_server::RealEstateCadastreService for Regi
         validate_locality(&message.locality_kato)?;
         let records = self
             .source()
-            .real_estate_rights(std::slice::from_ref(&iin))
+            .records(&kinds::REAL_ESTATE_RIGHTS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?
             .into_iter()
@@ -227,7 +236,7 @@ impl pb::real_estate_cadastre_service_server::RealEstateCadastreService for Regi
         validate_locality(&message.locality_kato)?;
         let records = self
             .source()
-            .real_estate_rights(&iins)
+            .records(&kinds::REAL_ESTATE_RIGHTS, &iins)
             .await
             .map_err(ApiError::from)?
             .into_iter()
@@ -259,7 +268,7 @@ impl pb::state_property_registry_service_server::StatePropertyRegistryService fo
         let message = request.get_ref();
         let records = self
             .source()
-            .privatisation_contracts(std::slice::from_ref(&iin))
+            .records(&kinds::PRIVATISATION_CONTRACTS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         let (page, next_page_token) = paginate(
@@ -285,7 +294,7 @@ impl pb::state_property_registry_service_server::StatePropertyRegistryService fo
         let iins = subject_iins(&request, &request.get_ref().iins)?;
         let records = self
             .source()
-            .privatisation_contracts(&iins)
+            .records(&kinds::PRIVATISATION_CONTRACTS, &iins)
             .await
             .map_err(ApiError::from)?;
         let results = group_by_iin(&iins, records)
@@ -314,7 +323,7 @@ impl pb::equity_registry_service_server::EquityRegistryService for RegistryServi
         let message = request.get_ref();
         let records = self
             .source()
-            .equity_contracts(std::slice::from_ref(&iin))
+            .records(&kinds::EQUITY_CONTRACTS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         let (page, next_page_token) = paginate(
@@ -337,7 +346,7 @@ impl pb::equity_registry_service_server::EquityRegistryService for RegistryServi
         let iins = subject_iins(&request, &request.get_ref().iins)?;
         let records = self
             .source()
-            .equity_contracts(&iins)
+            .records(&kinds::EQUITY_CONTRACTS, &iins)
             .await
             .map_err(ApiError::from)?;
         let results = group_by_iin(&iins, records)
@@ -366,7 +375,7 @@ impl pb::military_register_service_server::MilitaryRegisterService for RegistryS
         self.require_known(&iin).await?;
         let registration = self
             .source()
-            .military_registrations(std::slice::from_ref(&iin))
+            .records(&kinds::MILITARY_REGISTRATIONS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?
             .into_iter()
@@ -390,7 +399,7 @@ impl pb::military_register_service_server::MilitaryRegisterService for RegistryS
         let message = request.get_ref();
         let records = self
             .source()
-            .service_periods(std::slice::from_ref(&iin))
+            .records(&kinds::SERVICE_PERIODS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         let (page, next_page_token) = paginate(
@@ -414,7 +423,7 @@ impl pb::military_register_service_server::MilitaryRegisterService for RegistryS
         let message = request.get_ref();
         let records = self
             .source()
-            .service_housing(std::slice::from_ref(&iin))
+            .records(&kinds::SERVICE_HOUSING, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         let (page, next_page_token) = paginate(
@@ -437,7 +446,7 @@ impl pb::military_register_service_server::MilitaryRegisterService for RegistryS
         let iins = subject_iins(&request, &request.get_ref().iins)?;
         let records = self
             .source()
-            .service_housing(&iins)
+            .records(&kinds::SERVICE_HOUSING, &iins)
             .await
             .map_err(ApiError::from)?;
         let results = group_by_iin(&iins, records)
@@ -463,7 +472,7 @@ impl pb::medical_registry_service_server::MedicalRegistryService for RegistrySer
         let message = request.get_ref();
         let records = self
             .source()
-            .dispensary_records(std::slice::from_ref(&iin))
+            .records(&kinds::DISPENSARY_RECORDS, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?;
         let (page, next_page_token) = paginate(
@@ -486,7 +495,7 @@ impl pb::medical_registry_service_server::MedicalRegistryService for RegistrySer
         let iins = subject_iins(&request, &request.get_ref().iins)?;
         let records = self
             .source()
-            .dispensary_records(&iins)
+            .records(&kinds::DISPENSARY_RECORDS, &iins)
             .await
             .map_err(ApiError::from)?;
         let results = group_by_iin(&iins, records)
@@ -510,9 +519,15 @@ impl RegistryServices {
         &self,
         iins: &[Iin],
     ) -> Result<(Vec<pb::CriminalRecord>, Vec<String>), ApiError> {
-        let mut persons = persons_by_iin(self.source().persons(iins).await?);
-        let convictions = group_by_iin(iins, self.source().convictions(iins).await?);
-        let imprisonments = group_by_iin(iins, self.source().imprisonments(iins).await?);
+        let mut persons = persons_by_iin(self.source().records(&kinds::PERSONS, iins).await?);
+        let convictions = group_by_iin(
+            iins,
+            self.source().records(&kinds::CONVICTIONS, iins).await?,
+        );
+        let imprisonments = group_by_iin(
+            iins,
+            self.source().records(&kinds::IMPRISONMENTS, iins).await?,
+        );
         let mut records = Vec::new();
         let mut not_found_iins = Vec::new();
         for ((iin, mut convictions), (_, mut imprisonments)) in
@@ -582,7 +597,7 @@ impl pb::mobile_citizens_service_server::MobileCitizensService for RegistryServi
         let iin = subject_iin(&request, &request.get_ref().iin)?;
         let phone = self
             .source()
-            .phones(std::slice::from_ref(&iin))
+            .records(&kinds::PHONES, std::slice::from_ref(&iin))
             .await
             .map_err(ApiError::from)?
             .into_iter()
@@ -605,7 +620,11 @@ impl pb::mobile_citizens_service_server::MobileCitizensService for RegistryServi
         request: Request<pb::BatchGetPhonesRequest>,
     ) -> Result<Response<pb::BatchGetPhonesResponse>, Status> {
         let iins = subject_iins(&request, &request.get_ref().iins)?;
-        let phones = self.source().phones(&iins).await.map_err(ApiError::from)?;
+        let phones = self
+            .source()
+            .records(&kinds::PHONES, &iins)
+            .await
+            .map_err(ApiError::from)?;
         let mut response = pb::BatchGetPhonesResponse::default();
         for (iin, mut found) in group_by_iin(&iins, phones) {
             match found.pop() {

@@ -3,7 +3,8 @@
 use crate::embedded::EmbeddedRegistry;
 use crate::fixtures::{self, rules};
 use crate::population::{generate, seed_population};
-use crate::source::RegistrySource;
+use crate::records::kinds;
+use crate::source::RecordLookup as _;
 use shlyuz_kit::db::Database;
 use shlyuz_kit::iin::Iin;
 
@@ -34,7 +35,10 @@ shlyuz_kit::storage_test!(
             .step_by(97)
             .map(|person| iin(&person.iin))
             .collect();
-        let mut stored = registry.persons(&sample).await.expect("persons");
+        let mut stored = registry
+            .records(&kinds::PERSONS, &sample)
+            .await
+            .expect("persons");
         stored.sort_by(|left, right| left.iin.cmp(&right.iin));
         let mut wanted: Vec<_> = expected.persons.iter().step_by(97).cloned().collect();
         wanted.sort_by(|left, right| left.iin.cmp(&right.iin));
@@ -45,7 +49,7 @@ shlyuz_kit::storage_test!(
 
         let owner = expected.real_estate_rights.first().expect("a right");
         let rights = registry
-            .real_estate_rights(&[iin(&owner.holder_iin)])
+            .records(&kinds::REAL_ESTATE_RIGHTS, &[iin(&owner.holder_iin)])
             .await
             .expect("rights");
         assert!(
@@ -70,25 +74,31 @@ shlyuz_kit::storage_test!(
 
         let wife = iin(rules::SERVICEMAN_CLEAN_SPOUSE);
         let marriages = registry
-            .marriages(std::slice::from_ref(&wife))
+            .records(&kinds::MARRIAGES, std::slice::from_ref(&wife))
             .await
             .expect("marriages");
         assert_eq!(marriages.len(), 1);
         assert_eq!(marriages[0].husband_iin, rules::SERVICEMAN_CLEAN);
 
         let father = iin(rules::SERVICEMAN_CLEAN);
-        let children = registry.children(&[father]).await.expect("children");
+        let children = registry
+            .records(&kinds::CHILDREN, &[father])
+            .await
+            .expect("children");
         let child_iins: Vec<&str> = children.iter().map(|child| child.iin.as_str()).collect();
         assert_eq!(child_iins, vec![rules::SERVICEMAN_CLEAN_CHILD]);
 
         let imprisoned = registry
-            .imprisonments(&[iin(rules::SERVICEMAN_CHILD_IMPRISONED_CHILD)])
+            .records(
+                &kinds::IMPRISONMENTS,
+                &[iin(rules::SERVICEMAN_CHILD_IMPRISONED_CHILD)],
+            )
             .await
             .expect("imprisonments");
         assert!(imprisoned[0].released_on.is_empty());
 
         let nobody = registry
-            .phones(&[iin(rules::NO_PHONE_PERSON)])
+            .records(&kinds::PHONES, &[iin(rules::NO_PHONE_PERSON)])
             .await
             .expect("phones");
         assert!(nobody.is_empty());

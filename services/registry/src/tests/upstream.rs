@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::grpc::RegistryServices;
-use crate::source::{RegistrySource, SourceError};
+use crate::records::kinds;
+use crate::source::{RecordLookup as _, SourceError};
 use crate::upstream::{EndpointMapping, UpstreamRegistry, UpstreamSettings, reasons};
 use axum::Router;
 use axum::body::Bytes;
@@ -215,6 +216,7 @@ fn reason_of(
     match result {
         Ok(_) => ("ok", ""),
         Err(SourceError::Unavailable { reason, .. }) => ("unavailable", reason),
+        Err(SourceError::Refused { reason, .. }) => ("refused", reason),
         Err(SourceError::DataLoss { reason, .. }) => ("data_loss", reason),
         Err(SourceError::Storage(_)) => ("storage", ""),
     }
@@ -224,7 +226,10 @@ fn reason_of(
 async fn a_correct_answer_is_mapped_field_by_field() {
     let (address, _) = start_server().await;
     let upstream = registry(address, "ok");
-    let persons = upstream.persons(&iins()).await.expect("persons");
+    let persons = upstream
+        .records(&kinds::PERSONS, &iins())
+        .await
+        .expect("persons");
     assert_eq!(persons.len(), 1);
     assert_eq!(persons[0].last_name, "Әбдірахманов");
     assert_eq!(persons[0].region_kato, "710000000");
@@ -232,7 +237,7 @@ async fn a_correct_answer_is_mapped_field_by_field() {
     let unknown = vec![Iin::parse("850101399906").expect("iin")];
     assert!(
         upstream
-            .persons(&unknown)
+            .records(&kinds::PERSONS, &unknown)
             .await
             .expect("persons")
             .is_empty()
@@ -244,7 +249,7 @@ async fn a_slow_registry_is_unavailable_with_timeout() {
     let (address, _) = start_server().await;
     let upstream = registry(address, "slow");
     assert_eq!(
-        reason_of(upstream.persons(&iins()).await),
+        reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::TIMEOUT)
     );
 }
@@ -254,13 +259,16 @@ async fn transient_failures_are_retried_and_never_remembered() {
     let (address, counters) = start_server().await;
     let upstream = registry(address, "flaky");
     let persons = upstream
-        .persons(&iins())
+        .records(&kinds::PERSONS, &iins())
         .await
         .expect("third attempt succeeds");
     assert_eq!(persons.len(), 1);
     assert_eq!(counters.flaky.load(Ordering::SeqCst), 3);
     // The next call asks again: nothing was cached.
-    upstream.persons(&iins()).await.expect("asked again");
+    upstream
+        .records(&kinds::PERSONS, &iins())
+        .await
+        .expect("asked again");
     assert_eq!(counters.flaky.load(Ordering::SeqCst), 4);
 }
 
@@ -270,14 +278,14 @@ async fn a_failing_registry_opens_the_circuit_breaker() {
     let upstream = registry(address, "down");
     for _ in 0..2 {
         assert_eq!(
-            reason_of(upstream.persons(&iins()).await),
+            reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
             ("unavailable", reasons::UNAVAILABLE)
         );
     }
     let calls_before = counters.down.load(Ordering::SeqCst);
     assert_eq!(calls_before, 6, "three attempts per call");
     assert_eq!(
-        reason_of(upstream.persons(&iins()).await),
+        reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::CIRCUIT_OPEN)
     );
     assert_eq!(
@@ -301,19 +309,20 @@ async fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
     let asked = iins();
     for _ in 0..2 {
         assert_eq!(
-            reason_of(upstream.persons(&asked).await),
+            reason_of(upstream.records(&kinds::PERSONS, &asked).await),
             ("unavailable", reasons::UNAVAILABLE)
         );
     }
     assert_eq!(
-        reason_of(upstream.persons(&asked).await),
+        reason_of(upstream.records(&kinds::PERSONS, &asked).await),
         ("unavailable", reasons::CIRCUIT_OPEN)
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Five calls at once after the open period: one trial call reaches the registry (which takes
     // its time answering), the other four are refused without calling it.
-    let outcomes = futures::future::join_all((0..5).map(|_| upstream.persons(&asked))).await;
+    let outcomes =
+        futures::future::join_all((0..5).map(|_| upstream.records(&kinds::PERSONS, &asked))).await;
     let outcomes: Vec<_> = outcomes.into_iter().map(reason_of).collect();
     let answered = outcomes.iter().filter(|outcome| outcome.0 == "ok").count();
     let refused = outcomes
@@ -328,7 +337,8 @@ async fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
     );
 
     // The trial succeeded: the breaker is closed and every call goes through again.
-    let again = futures::future::join_all((0..2).map(|_| upstream.persons(&asked))).await;
+    let again =
+        futures::future::join_all((0..2).map(|_| upstream.records(&kinds::PERSONS, &asked))).await;
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     assert_eq!(counters.recovering.load(Ordering::SeqCst), 5);
 }
@@ -345,7 +355,7 @@ async fn malformed_and_partial_answers_are_data_loss() {
     ] {
         let upstream = registry(address, scenario);
         assert_eq!(
-            reason_of(upstream.persons(&iins()).await),
+            reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
             ("data_loss", expected),
             "{scenario}"
         );
@@ -483,7 +493,10 @@ async fn https_registries_are_trusted_only_through_the_configured_ca() {
         UpstreamRegistry::new(settings, None).expect("registry")
     };
     let trusted = settings_with(pki.ca_cert_path().to_path_buf());
-    let persons = trusted.persons(&iins()).await.expect("https answer");
+    let persons = trusted
+        .records(&kinds::PERSONS, &iins())
+        .await
+        .expect("https answer");
     assert_eq!(persons.len(), 1);
 
     let other = tempfile::tempdir().expect("temp dir");
@@ -491,7 +504,7 @@ async fn https_registries_are_trusted_only_through_the_configured_ca() {
         shlyuz_kit::pki::DevPki::ensure(&other.path().join("pki"), &["registry"]).expect("pki");
     let untrusted = settings_with(other_pki.ca_cert_path().to_path_buf());
     assert_eq!(
-        reason_of(untrusted.persons(&iins()).await),
+        reason_of(untrusted.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::UNAVAILABLE)
     );
 }
