@@ -5,6 +5,8 @@ use shlyuz_kit::db::{EmbeddedMigration, Migrations};
 pub mod bench;
 pub(crate) mod certificate_authority;
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub(crate) mod consent;
 pub(crate) mod consent_otp;
 pub(crate) mod embedded;

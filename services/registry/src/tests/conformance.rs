@@ -1,0 +1,53 @@
+//! The conformance suite on the registry services that ship, over the embedded tables on SQLite
+//! and PostgreSQL, called over a real gRPC connection.
+
+use shlyuz_kit::db::Database;
+
+use crate::conformance::{self, Caller, LocalServer, SuiteData};
+use crate::embedded::EmbeddedRegistry;
+use crate::fixtures;
+use crate::population::generate;
+
+/// Three records of every paged kind for one person, so every `List…` is walked page by page.
+const PAGING_FIXTURE: &str = include_str!("conformance.toml");
+
+shlyuz_kit::storage_test!(
+    every_shipped_registry_method_conforms_on_the_embedded_tables,
+    |database: Database| async move {
+        database
+            .migrate(&crate::MIGRATIONS)
+            .await
+            .expect("migrations");
+        let registry = EmbeddedRegistry::new(database.clone());
+        let population = generate(400, 11);
+        registry
+            .insert_population(&population)
+            .await
+            .expect("population");
+        let mut tables = serde_json::to_value(&population).expect("json");
+        for fixture in [fixtures::RULES_FIXTURE, PAGING_FIXTURE] {
+            let fixture = fixtures::parse(fixture).expect("fixture");
+            fixtures::load(&registry, &fixture).await.expect("fixture");
+            let fixture_tables = serde_json::to_value(&fixture).expect("json");
+            for (table, rows) in tables.as_object_mut().expect("tables") {
+                if let (Some(all), Some(more)) =
+                    (rows.as_array_mut(), fixture_tables[table].as_array())
+                {
+                    all.extend(more.iter().cloned());
+                }
+            }
+        }
+        let methods = conformance::registry_methods();
+        let kinds: Vec<_> = methods.iter().map(conformance::Method::kind).collect();
+        let unknown = conformance::unknown_iin(&tables);
+        let data = SuiteData::pick(tables.as_object().expect("tables"), &kinds, &unknown)
+            .expect("two persons with records of every kind");
+
+        let server = LocalServer::start(crate::routes(database))
+            .await
+            .expect("serve");
+        let report =
+            conformance::run(&Caller::direct(server.channel.clone()), &methods, &data).await;
+        report.assert_passed();
+    }
+);
