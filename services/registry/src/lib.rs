@@ -10,6 +10,8 @@ pub mod conformance;
 pub(crate) mod consent;
 pub(crate) mod consent_otp;
 pub(crate) mod embedded;
+#[cfg(any(test, feature = "testing"))]
+pub mod example;
 pub(crate) mod fixtures;
 pub(crate) mod grpc;
 pub(crate) mod population;

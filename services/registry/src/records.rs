@@ -2,7 +2,6 @@
 //! what fixture files and the population generator produce, and what every backend returns.
 //! Dates are `YYYY-MM-DD` text (empty when absent); enums are the proto enum numbers.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A row type stored in one table of the embedded backend.
@@ -72,7 +71,7 @@ macro_rules! table_row {
             $( $(#[$field_meta])* pub $field: $ty, )*
         }
 
-        impl TableRow for $name {
+        impl $crate::records::TableRow for $name {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
             const ORDER_COLUMN: &'static str = stringify!($order);
@@ -85,13 +84,14 @@ macro_rules! table_row {
                         out.push_str(", ");
                     }
                     first = false;
-                    self.$field.write_literal(out);
+                    $crate::records::SqlLiteral::write_literal(&self.$field, out);
                 )*
                 let _ = first;
                 out.push(')');
             }
 
-            fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+            fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
                 Ok(Self { $( $field: row.try_get(stringify!($field))?, )* })
             }
 
@@ -101,6 +101,8 @@ macro_rules! table_row {
         }
     };
 }
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use table_row;
 
 table_row! {
     /// A person of the individuals database (ГБД ФЛ) with the birth record of civil registration.

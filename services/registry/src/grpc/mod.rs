@@ -4,6 +4,7 @@
 mod convert;
 mod services;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use shlyuz_kit::error::{ApiError, parse_iin_field};
@@ -12,6 +13,7 @@ use shlyuz_kit::paging::{decode_page_token, encode_page_token, page_size};
 use shlyuz_kit::subject::{Subjects, parse_iin_list, require_all};
 use shlyuz_proto::registry::v1 as pb;
 
+use crate::records::TableRow;
 use crate::source::RegistrySource;
 
 /// `ErrorInfo` reason of a single-person look-up about an IIN the registry does not know.
@@ -87,6 +89,23 @@ pub(crate) fn subject_iins<T>(
     let subjects = Subjects::from_metadata(request.metadata())?;
     require_all(&subjects, "iins", &iins)?;
     Ok(iins)
+}
+
+/// The records of each requested IIN, in request order (IINs without records get an empty list).
+pub(crate) fn group_by_iin<T: TableRow>(iins: &[Iin], records: Vec<T>) -> Vec<(String, Vec<T>)> {
+    let mut by_iin: HashMap<String, Vec<T>> = HashMap::new();
+    for record in records {
+        by_iin
+            .entry(record.iin().to_string())
+            .or_default()
+            .push(record);
+    }
+    iins.iter()
+        .map(|iin| {
+            let records = by_iin.remove(iin.as_str()).unwrap_or_default();
+            (iin.as_str().to_string(), records)
+        })
+        .collect()
 }
 
 /// One page of `records` sorted by `key` (unique per record), AIP-158 style.

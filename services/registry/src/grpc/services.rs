@@ -9,30 +9,14 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::{
-    REASON_PHONE_NOT_FOUND, RegistryServices, paginate, person_not_found, subject_iin, subject_iins,
+    REASON_PHONE_NOT_FOUND, RegistryServices, group_by_iin, paginate, person_not_found,
+    subject_iin, subject_iins,
 };
-use crate::records::{PersonRecord, TableRow, kinds};
+use crate::records::{PersonRecord, kinds};
 use crate::source::RecordLookup as _;
 
 /// Life status of a dead person, as stored.
 const LIFE_STATUS_DEAD: i64 = 2;
-
-/// The records of each requested IIN, in request order (IINs without records get an empty list).
-fn group_by_iin<T: TableRow>(iins: &[Iin], records: Vec<T>) -> Vec<(String, Vec<T>)> {
-    let mut by_iin: HashMap<String, Vec<T>> = HashMap::new();
-    for record in records {
-        by_iin
-            .entry(record.iin().to_string())
-            .or_default()
-            .push(record);
-    }
-    iins.iter()
-        .map(|iin| {
-            let records = by_iin.remove(iin.as_str()).unwrap_or_default();
-            (iin.as_str().to_string(), records)
-        })
-        .collect()
-}
 
 /// Persons by IIN, for the "is this person known" checks.
 fn persons_by_iin(records: Vec<PersonRecord>) -> HashMap<String, PersonRecord> {

@@ -5,6 +5,7 @@ use shlyuz_kit::db::Database;
 
 use crate::conformance::{self, Caller, LocalServer, SuiteData};
 use crate::embedded::EmbeddedRegistry;
+use crate::example;
 use crate::fixtures;
 use crate::population::generate;
 
@@ -48,6 +49,50 @@ shlyuz_kit::storage_test!(
             .expect("serve");
         let report =
             conformance::run(&Caller::direct(server.channel.clone()), &methods, &data).await;
+        report.assert_passed();
+    }
+);
+
+/// The example adapter's data: its vehicles stored, and the suite's persons picked from them.
+async fn example_registry(database: &Database) -> (Vec<example::VehicleRecord>, SuiteData) {
+    database
+        .migrate(&crate::MIGRATIONS)
+        .await
+        .expect("migrations");
+    let people = shlyuz_kit::fixture_people::SERVICEMAN_CLEAN;
+    let vehicles = example::sample_vehicles(
+        people.iin,
+        shlyuz_kit::fixture_people::SERVICEMAN_CLEAN_SPOUSE.iin,
+        &[shlyuz_kit::fixture_people::CLEAN_CANDIDATE.iin],
+    );
+    example::install(database, &vehicles)
+        .await
+        .expect("install");
+    let tables = serde_json::json!({ "vehicles": example::rows(&vehicles) });
+    let unknown = conformance::unknown_iin(&tables);
+    let data = SuiteData::pick(
+        tables.as_object().expect("tables"),
+        &[example::VEHICLES.spec()],
+        &unknown,
+    )
+    .expect("persons");
+    (vehicles, data)
+}
+
+shlyuz_kit::storage_test!(
+    the_example_adapter_conforms_on_the_embedded_tables,
+    |database: Database| async move {
+        let (_, data) = example_registry(&database).await;
+        let source = example::source(database, None).expect("source");
+        let server = LocalServer::start(example::VehicleRegistry::new(source).routes())
+            .await
+            .expect("serve");
+        let report = conformance::run(
+            &Caller::direct(server.channel.clone()),
+            &example::methods(),
+            &data,
+        )
+        .await;
         report.assert_passed();
     }
 );
