@@ -14,7 +14,7 @@ use shlyuz_kit::db::{Database, Dialect};
 use shlyuz_kit::error::ApiError;
 use tonic::{Request, Response, Status};
 
-use crate::conformance::{BatchAnswer, Method};
+use crate::conformance::{BatchAnswer, Method, SuiteData};
 use crate::embedded::EmbeddedRegistry;
 use crate::grpc::{group_by_iin, paginate, subject_iin, subject_iins};
 use crate::records::{Kind, kinds::KIND_NAMES, table_row};
@@ -98,6 +98,30 @@ pub fn sample_vehicles(rich: &str, other: &str, more: &[&str]) -> Vec<VehicleRec
         .collect()
 }
 
+/// A migrated, empty `database` prepared for the suite: the registry's migrations, the example's
+/// table, and [`sample_vehicles`] of three fixture people; the vehicles stored and the suite's
+/// data picked from them.
+pub async fn prepare(database: &Database) -> anyhow::Result<(Vec<VehicleRecord>, SuiteData)> {
+    use shlyuz_kit::fixture_people as people;
+    database.migrate(&crate::MIGRATIONS).await?;
+    let vehicles = sample_vehicles(
+        people::SERVICEMAN_CLEAN.iin,
+        people::SERVICEMAN_CLEAN_SPOUSE.iin,
+        &[people::CLEAN_CANDIDATE.iin],
+    );
+    install(database, &vehicles).await?;
+    let tables = serde_json::json!({ "vehicles": rows(&vehicles) });
+    let unknown = crate::conformance::unknown_iin(&tables);
+    let Some(data) = SuiteData::pick(
+        tables.as_object().unwrap_or(&serde_json::Map::new()),
+        &[VEHICLES.spec()],
+        &unknown,
+    ) else {
+        anyhow::bail!("the sample has fewer than two owners");
+    };
+    Ok((vehicles, data))
+}
+
 /// The example's rows as `column → value` objects, e.g. for a mock upstream's table.
 pub fn rows(vehicles: &[VehicleRecord]) -> Vec<serde_json::Map<String, serde_json::Value>> {
     vehicles
@@ -109,16 +133,18 @@ pub fn rows(vehicles: &[VehicleRecord]) -> Vec<serde_json::Map<String, serde_jso
         .collect()
 }
 
-/// The backend: the embedded tables of `database`, or the external registry `upstream`
-/// describes, falling back to the tables for kinds it has no endpoint for.
+/// The backend, as `registry.upstream_file` chooses it: the embedded tables of `database`, or
+/// the external registry the upstream file describes, falling back to the tables for kinds it
+/// has no endpoint for.
 pub fn source(
     database: Database,
-    upstream: Option<UpstreamSettings>,
+    upstream_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn RegistrySource>> {
     let embedded: Arc<dyn RegistrySource> = Arc::new(EmbeddedRegistry::new(database));
-    let Some(settings) = upstream else {
+    let Some(path) = upstream_file else {
         return Ok(embedded);
     };
+    let settings = UpstreamSettings::from_toml_file(path)?;
     let mut kinds = KIND_NAMES.to_vec();
     kinds.push(VEHICLES.spec().name);
     Ok(Arc::new(UpstreamRegistry::with_kinds(

@@ -53,36 +53,10 @@ shlyuz_kit::storage_test!(
     }
 );
 
-/// The example adapter's data: its vehicles stored, and the suite's persons picked from them.
-async fn example_registry(database: &Database) -> (Vec<example::VehicleRecord>, SuiteData) {
-    database
-        .migrate(&crate::MIGRATIONS)
-        .await
-        .expect("migrations");
-    let people = shlyuz_kit::fixture_people::SERVICEMAN_CLEAN;
-    let vehicles = example::sample_vehicles(
-        people.iin,
-        shlyuz_kit::fixture_people::SERVICEMAN_CLEAN_SPOUSE.iin,
-        &[shlyuz_kit::fixture_people::CLEAN_CANDIDATE.iin],
-    );
-    example::install(database, &vehicles)
-        .await
-        .expect("install");
-    let tables = serde_json::json!({ "vehicles": example::rows(&vehicles) });
-    let unknown = conformance::unknown_iin(&tables);
-    let data = SuiteData::pick(
-        tables.as_object().expect("tables"),
-        &[example::VEHICLES.spec()],
-        &unknown,
-    )
-    .expect("persons");
-    (vehicles, data)
-}
-
 shlyuz_kit::storage_test!(
     the_example_adapter_conforms_on_the_embedded_tables,
     |database: Database| async move {
-        let (_, data) = example_registry(&database).await;
+        let (_, data) = example::prepare(&database).await.expect("example data");
         let source = example::source(database, None).expect("source");
         let server = LocalServer::start(example::VehicleRegistry::new(source).routes())
             .await
