@@ -70,3 +70,43 @@ shlyuz_kit::storage_test!(
         report.assert_passed();
     }
 );
+
+/// Services of the registry package that are not record look-ups (the suite does not apply).
+const NOT_LOOK_UPS: [&str; 2] = ["ConsentService", "CertificateAuthorityService"];
+
+#[test]
+fn every_look_up_method_of_the_registry_protos_is_in_the_suite() {
+    use prost::Message as _;
+    let descriptors =
+        prost_types::FileDescriptorSet::decode(shlyuz_proto::FILE_DESCRIPTOR_SET).expect("set");
+    let mut in_protos = std::collections::BTreeSet::new();
+    for file in &descriptors.file {
+        if file.package() != "shlyuz.registry.v1" {
+            continue;
+        }
+        for service in &file.service {
+            if NOT_LOOK_UPS.contains(&service.name()) {
+                continue;
+            }
+            for method in &service.method {
+                in_protos.insert(format!(
+                    "/shlyuz.registry.v1.{}/{}",
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    let in_suite: std::collections::BTreeSet<String> = conformance::registry_methods()
+        .iter()
+        .map(|method| method.path().to_string())
+        .collect();
+    assert!(
+        !in_protos.is_empty(),
+        "no registry service in the descriptor set"
+    );
+    assert_eq!(
+        in_protos, in_suite,
+        "every look-up method is described in conformance::registry_methods() (the guide, step 4)"
+    );
+}
