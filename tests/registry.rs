@@ -413,9 +413,14 @@ async fn without_notify_a_consent_request_is_unavailable_and_stores_nothing() {
         ))
         .await
         .expect_err("no notify, no code");
-    // The registry answers UNAVAILABLE OTP_UNAVAILABLE; the gateway reports any UNAVAILABLE of an
-    // upstream as its own UPSTREAM_UNAVAILABLE, with the registry's message.
+    // The registry answers UNAVAILABLE OTP_UNAVAILABLE, and the gateway passes its reasoned
+    // status through as it came (decision 132).
     assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        summarize_status(&status).reason,
+        "OTP_UNAVAILABLE",
+        "{status:?}"
+    );
     assert!(
         status.message().contains("consent codes cannot be sent"),
         "{status:?}"
