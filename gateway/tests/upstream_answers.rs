@@ -97,6 +97,19 @@ async fn a_services_reasoned_unavailable_reaches_the_caller_unchanged_after_one_
     assert_eq!(entry.status_code, Code::Unavailable as i32);
     assert_eq!(entry.reason, "UPSTREAM_TIMEOUT");
 
+    // Details that do not parse as a google.rpc.Status are not the service's reason: bare.
+    harness
+        .scripted
+        .answer_with(ScriptedAnswer::Status(tonic::Status::with_details(
+            Code::Unavailable,
+            "no healthy upstream",
+            bytes::Bytes::from_static(b"\xff\x00 not a google.rpc.Status"),
+        )));
+    let (answer, _) = call_scripted(&harness).await;
+    let unparsed = answer.expect_err("bare unavailable");
+    assert_eq!(summarize_status(&unparsed).reason, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(harness.scripted.calls(), 4, "retried: three attempts");
+
     // The gateway's own hop failing is still the gateway's answer: a refused connection.
     let builder = harness.envelope("OPERATIONS");
     let dead_path = "/shlyuz.echo.v1.DeadService/Echo";
