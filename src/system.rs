@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
+use shlyuz_gateway::directory::{Directory, TargetResolver};
 use shlyuz_kit::clock::AdjustableClock;
 use shlyuz_kit::pki::DevPki;
 use shlyuz_kit::server::TlsFiles;
@@ -103,6 +105,9 @@ impl System {
             };
             serving.spawn(serve_target(prepared, service, tasks, signal.clone()));
         }
+        if targets.contains(&Target::Gateway) {
+            warn_of_short_registry_routes(&config);
+        }
         Ok(System {
             addresses,
             config,
@@ -156,4 +161,196 @@ impl System {
 pub fn participant_tls(pki: &DevPki, participant: &str) -> anyhow::Result<TlsFiles> {
     pki.tls_files(participant)
         .with_context(|| format!("the development PKI has no participant {participant:?}"))
+}
+
+/// A gateway route to the registry whose deadline ends before the registry's calls to its external
+/// system may: its callers would get the gateway's `UPSTREAM_TIMEOUT` instead of the registry's
+/// own answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteBudgetWarning {
+    /// The route's gRPC service.
+    pub service: String,
+    /// The route's `timeout_ms`.
+    pub route_timeout: Duration,
+    /// The registry's budget for one call to its external system, retries included.
+    pub registry_budget: Duration,
+}
+
+impl std::fmt::Display for RouteBudgetWarning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "gateway route {} has timeout_ms = {}, below the registry's upstream budget of {} ms \
+             (timeout_ms × max_attempts + backoff of registry.upstream_file): a route to the \
+             registry needs timeout_ms ≥ that budget, or callers get the gateway's \
+             UPSTREAM_TIMEOUT instead of the registry's reason",
+            self.service,
+            self.route_timeout.as_millis(),
+            self.registry_budget.as_millis()
+        )
+    }
+}
+
+/// One warning per route of `directory` to the registry target (`target:registry`) whose
+/// timeout is below `registry_budget`.
+pub fn budget_warnings(
+    directory: &Directory,
+    registry_budget: Duration,
+) -> Vec<RouteBudgetWarning> {
+    let Some(registry) = directory.targets().resolve(Target::Registry.name()) else {
+        return Vec::new();
+    };
+    directory
+        .routes()
+        .filter(|route| route.upstream == registry && route.timeout < registry_budget)
+        .map(|route| RouteBudgetWarning {
+            service: route.service.clone(),
+            route_timeout: route.timeout,
+            registry_budget,
+        })
+        .collect()
+}
+
+/// The [`budget_warnings`] of the gateway's directory (as `config` names it) against the
+/// registry's upstream budget; none when the registry has no `upstream_file`.
+pub fn registry_budget_warnings(config: &ShlyuzConfig) -> anyhow::Result<Vec<RouteBudgetWarning>> {
+    let Some(budget) = config.registry.upstream_budget()? else {
+        return Ok(Vec::new());
+    };
+    let directory_file = config.gateway.directory_file_or_default(&config.data_dir);
+    let targets = TargetResolver::new(config.gateway.targets.clone().into_iter().collect());
+    let directory = Directory::load(&directory_file, &targets).map_err(|error| {
+        anyhow::anyhow!("gateway directory {}: {error}", directory_file.display())
+    })?;
+    Ok(budget_warnings(&directory, budget))
+}
+
+/// Logs each [`registry_budget_warnings`] once; a check that cannot be made is logged too, and
+/// never stops the start (the gateway and the registry report their own configuration errors).
+fn warn_of_short_registry_routes(config: &ShlyuzConfig) {
+    match registry_budget_warnings(config) {
+        Ok(warnings) => {
+            for warning in warnings {
+                tracing::warn!(
+                    route = %warning.service,
+                    route_timeout_ms = warning.route_timeout.as_millis() as u64,
+                    registry_budget_ms = warning.registry_budget.as_millis() as u64,
+                    "{warning}"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot compare the gateway's registry routes with the registry's upstream budget");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration whose gateway uses the default directory (over a development PKI) and
+    /// whose registry reads `upstream_file` with `upstream_text`.
+    fn config_with_upstream(data_dir: &std::path::Path, upstream_text: &str) -> ShlyuzConfig {
+        let mut participants: Vec<&str> = Target::ALL.iter().map(|target| target.name()).collect();
+        participants.extend(crate::up::EXTERNAL_PARTICIPANTS);
+        DevPki::ensure(&data_dir.join("pki"), &participants).expect("development PKI");
+        shlyuz_gateway::directory::write_default_if_missing(data_dir).expect("default directory");
+        let upstream_file = data_dir.join("upstream.toml");
+        std::fs::write(&upstream_file, upstream_text).expect("write the upstream file");
+        let mut config = ShlyuzConfig {
+            data_dir: data_dir.to_path_buf(),
+            ..ShlyuzConfig::default()
+        };
+        config.registry.upstream_file = upstream_file;
+        for (port, target) in [
+            Target::Registry,
+            Target::Notify,
+            Target::Intake,
+            Target::Housing,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            config.gateway.targets.insert(
+                target.name().to_string(),
+                format!("127.0.0.1:{}", 50052 + port),
+            );
+        }
+        config
+    }
+
+    #[test]
+    fn the_default_routes_to_the_registry_allow_the_default_upstream_budget() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config =
+            config_with_upstream(data_dir.path(), "base_url = \"https://registry.test\"\n");
+        // 2000 ms × 3 attempts + (100 + 200) ms of backoff × 150 %.
+        assert_eq!(
+            config.registry.upstream_budget().expect("budget"),
+            Some(Duration::from_millis(6_450))
+        );
+        assert_eq!(
+            registry_budget_warnings(&config).expect("checked"),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn each_registry_route_shorter_than_the_budget_is_named_with_both_figures() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = config_with_upstream(
+            data_dir.path(),
+            "base_url = \"https://registry.test\"\ntimeout_ms = 3000\nmax_attempts = 2\ninitial_backoff_ms = 1000\n",
+        );
+        // 3000 ms × 2 attempts + 1000 ms of backoff × 150 %.
+        let budget = Duration::from_millis(7_500);
+        assert_eq!(
+            config.registry.upstream_budget().expect("budget"),
+            Some(budget)
+        );
+        let directory = Directory::load(
+            &config.gateway.directory_file_or_default(&config.data_dir),
+            &TargetResolver::new(config.gateway.targets.clone().into_iter().collect()),
+        )
+        .expect("the default directory");
+        let registry_address = &config.gateway.targets[Target::Registry.name()];
+        let registry_routes: Vec<&str> = directory
+            .routes()
+            .filter(|route| &route.upstream == registry_address)
+            .map(|route| route.service.as_str())
+            .collect();
+        assert!(registry_routes.contains(&"shlyuz.registry.v1.PersonRegistryService"));
+
+        let warnings = registry_budget_warnings(&config).expect("checked");
+        let warned: Vec<&str> = warnings
+            .iter()
+            .map(|warning| warning.service.as_str())
+            .collect();
+        // Every route to the registry, and no route to another target.
+        assert_eq!(warned, registry_routes);
+        assert!(warnings.iter().all(|warning| {
+            warning.route_timeout == Duration::from_millis(7_000)
+                && warning.registry_budget == budget
+        }));
+        let text = warnings[0].to_string();
+        for expected in [warned[0], "timeout_ms = 7000", "7500 ms", "timeout_ms ≥"] {
+            assert!(text.contains(expected), "{text}");
+        }
+        // A route exactly as long as the budget is enough.
+        assert_eq!(
+            budget_warnings(&directory, Duration::from_millis(7_000)),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn without_an_upstream_file_nothing_is_compared() {
+        let config = ShlyuzConfig::default();
+        assert_eq!(config.registry.upstream_budget().expect("budget"), None);
+        assert_eq!(
+            registry_budget_warnings(&config).expect("checked"),
+            Vec::new()
+        );
+    }
 }

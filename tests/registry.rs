@@ -413,9 +413,14 @@ async fn without_notify_a_consent_request_is_unavailable_and_stores_nothing() {
         ))
         .await
         .expect_err("no notify, no code");
-    // The registry answers UNAVAILABLE OTP_UNAVAILABLE; the gateway reports any UNAVAILABLE of an
-    // upstream as its own UPSTREAM_UNAVAILABLE, with the registry's message.
+    // The registry answers UNAVAILABLE OTP_UNAVAILABLE, and the gateway passes its reasoned
+    // status through as it came (decision 132).
     assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        summarize_status(&status).reason,
+        "OTP_UNAVAILABLE",
+        "{status:?}"
+    );
     assert!(
         status.message().contains("consent codes cannot be sent"),
         "{status:?}"
@@ -534,4 +539,77 @@ async fn shlyuz_seed_is_deterministic_and_loads_fixtures() {
 
     let output = run_seed(first.path(), &["--population", "many"]);
     assert_eq!(output.status.code(), Some(2), "clap refuses a non-number");
+}
+
+/// Collects the text of every warning logged on the thread it is the default for.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event() && *metadata.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        self.0.lock().push(text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shlyuz_up_warns_of_each_registry_route_shorter_than_the_upstream_budget() {
+    let upstream_dir = tempfile::tempdir().expect("temp dir");
+    let upstream_file = upstream_dir.path().join("upstream.toml");
+    // 3000 ms × 2 attempts + 1000 ms × 150 % = 7500 ms, above the default routes' 7000 ms.
+    std::fs::write(
+        &upstream_file,
+        "base_url = \"https://registry.test\"\ntimeout_ms = 3000\nmax_attempts = 2\ninitial_backoff_ms = 1000\n",
+    )
+    .expect("write the upstream file");
+    let warnings = Warnings::default();
+    let stack = {
+        // The targets start on this thread: what they log there is captured.
+        let _capture = tracing::subscriber::set_default(warnings.clone());
+        support::spawn_system_with(&[Target::Gateway, Target::Registry], |config| {
+            config.registry.upstream_file = upstream_file.clone();
+        })
+        .await
+    };
+    let logged = warnings.0.lock().clone();
+    let about_the_budget: Vec<&String> = logged
+        .iter()
+        .filter(|text| text.contains("upstream budget"))
+        .collect();
+    let person_route: Vec<&&String> = about_the_budget
+        .iter()
+        .filter(|text| text.contains("route=shlyuz.registry.v1.PersonRegistryService"))
+        .collect();
+    assert_eq!(person_route.len(), 1, "{logged:#?}");
+    for expected in [
+        "route_timeout_ms=7000",
+        "registry_budget_ms=7500",
+        "timeout_ms ≥",
+    ] {
+        assert!(person_route[0].contains(expected), "{}", person_route[0]);
+    }
+    assert!(
+        about_the_budget
+            .iter()
+            .all(|text| text.contains("route=shlyuz.registry.v1.")),
+        "{about_the_budget:#?}"
+    );
+    stack.stop().await;
 }

@@ -573,7 +573,7 @@ impl SyncChannel {
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
             // Trailers-only response: the call is over; log it before the caller sees it.
             call.status_code = status.code() as i32;
-            call.reason = local_refusal_reason(route, &status);
+            call.set_answered_reason(route.is_local(), &status);
             let position = self.finish(call).await?;
             insert_position(&mut parts.headers, &position);
             return Ok(http::Response::from_parts(parts, GatewayBody::empty()));
@@ -592,9 +592,9 @@ impl SyncChannel {
         let finisher = CallFinisher {
             channel: self.clone(),
             call: std::mem::take(call),
+            local: route.is_local(),
         };
-        let mut logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
-        logged.reason_from_status = route.is_local();
+        let logged = LoggedBody::new(body, finisher, route.max_response_bytes as u64);
         Ok(http::Response::from_parts(parts, GatewayBody::new(logged)))
     }
 
@@ -650,7 +650,7 @@ impl SyncChannel {
             .map(|status| status.code() as i32)
             .unwrap_or(Code::Unknown as i32);
         if let Some(status) = &status {
-            call.reason = local_refusal_reason(route, status);
+            call.set_answered_reason(route.is_local(), status);
         }
         call.response_hash = hasher.finish();
         if self.store_bodies {
@@ -732,9 +732,12 @@ impl SyncChannel {
                 }
                 Ok(Err(transport_error)) => format!("{transport_error}"),
                 Ok(Ok(response)) => {
+                    // A service's reasoned status (any code) is its answer: the hop worked, and
+                    // the status goes to the caller as it came. Only a bare UNAVAILABLE is the
+                    // hop's failure.
                     let status_in_headers = tonic::Status::from_header_map(response.headers());
                     match status_in_headers {
-                        Some(status) if status.code() == Code::Unavailable => {
+                        Some(status) if crate::upstream::is_hop_failure(&status) => {
                             status.message().to_string()
                         }
                         _ => {
@@ -775,7 +778,7 @@ impl SyncChannel {
         refusal: ApiError,
     ) -> http::Response<GatewayBody> {
         call.status_code = refusal.code() as i32;
-        call.reason = refusal.reason().to_string();
+        call.set_own_reason(refusal.reason());
         tracing::info!(
             participant = %call.sender,
             service = %call.service,
@@ -849,24 +852,6 @@ impl SyncChannel {
 
 /// `reason` of the entry a server stream writes before its first message.
 pub const STREAM_OPENED: &str = "STREAM_OPENED";
-
-/// The `ErrorInfo` reason of a refusal by one of the gateway's own services (the async channel's
-/// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …), so its entry says why like the proxy's own
-/// refusals do. An upstream's answer is passed through and logged by its code alone.
-fn local_refusal_reason(route: &Route, status: &tonic::Status) -> String {
-    if !route.is_local() {
-        return String::new();
-    }
-    local_refusal_reason_of(status)
-}
-
-/// The `ErrorInfo` reason of a local service's non-OK `status`.
-fn local_refusal_reason_of(status: &tonic::Status) -> String {
-    if status.code() == Code::Ok {
-        return String::new();
-    }
-    shlyuz_kit::error::summarize_status(status).reason
-}
 
 /// `UNIMPLEMENTED` / `UNKNOWN_METHOD` unless `uri` is exactly `/package.Service/Method`: no query,
 /// no empty, `.` or `..` segment, no trailing slash.
@@ -1085,6 +1070,9 @@ pub(crate) struct CallRecord {
     pub(crate) response_body: Option<Vec<u8>>,
     pub(crate) status_code: i32,
     pub(crate) reason: String,
+    /// `reason` is an upstream service's own: logged, but not a metric label (the gateway's
+    /// reasons are a fixed set; a service's are not the gateway's to bound).
+    pub(crate) reason_from_upstream: bool,
     pub(crate) attempts: u32,
     pub(crate) replayed: bool,
     /// The call was handed to the upstream (or a local service), which may have run it.
@@ -1113,6 +1101,7 @@ impl Default for CallRecord {
             response_body: None,
             status_code: 0,
             reason: String::new(),
+            reason_from_upstream: false,
             attempts: 1,
             replayed: false,
             reached_upstream: false,
@@ -1130,8 +1119,27 @@ impl CallRecord {
             method: &self.method,
             routed: self.routed,
             status_code: self.status_code,
-            reason: &self.reason,
+            reason: if self.reason_from_upstream {
+                ""
+            } else {
+                &self.reason
+            },
         }
+    }
+
+    /// The entry's reason for a call answered with `status`: the `ErrorInfo` reason of a non-OK
+    /// answer, whether one of the gateway's own services refused (the async channel's
+    /// `ACCESS_DENIED`, `REPLY_TO_NOT_ALLOWED`, …) or the upstream service said why it failed
+    /// (the registry's `UPSTREAM_TIMEOUT`); empty for OK and for a status without one.
+    fn set_answered_reason(&mut self, local: bool, status: &tonic::Status) {
+        self.reason = crate::upstream::service_reason(status).unwrap_or_default();
+        self.reason_from_upstream = !local && !self.reason.is_empty();
+    }
+
+    /// The entry's reason is the gateway's own: it ended the call itself.
+    fn set_own_reason(&mut self, reason: &str) {
+        self.reason = reason.to_string();
+        self.reason_from_upstream = false;
     }
 
     fn copy_envelope(&mut self, envelope: &Envelope) {
@@ -1165,17 +1173,18 @@ impl CallRecord {
 struct CallFinisher {
     channel: Arc<SyncChannel>,
     call: CallRecord,
+    /// The stream is one of the gateway's own services'.
+    local: bool,
 }
 
 impl CallFinisher {
+    /// Writes the closing entry with the call's reason as it stands.
     async fn finish(
         mut self,
         status_code: i32,
-        reason: String,
         response_hash: Option<[u8; 32]>,
     ) -> Result<String, ApiError> {
         self.call.status_code = status_code;
-        self.call.reason = reason;
         self.call.response_hash = response_hash;
         let position = self.channel.finish(&mut self.call).await?;
         Ok(format!("{}:{}", position.chain_id, position.sequence))
@@ -1197,8 +1206,6 @@ struct LoggedBody {
     max_bytes: u64,
     finisher: Option<CallFinisher>,
     state: LoggedState,
-    /// A stream of the gateway's own services: its final `ErrorInfo` reason goes into the entry.
-    reason_from_status: bool,
 }
 
 impl LoggedBody {
@@ -1211,12 +1218,15 @@ impl LoggedBody {
             max_bytes,
             finisher: Some(finisher),
             state: LoggedState::Streaming,
-            reason_from_status: false,
         }
     }
 
-    fn start_finishing(&mut self, mut trailers: HeaderMap, reason: String) {
-        let status_code = tonic::Status::from_header_map(&trailers)
+    /// Logs the stream's end with `trailers` as its status: `reason` is the gateway's own, or,
+    /// when `None`, the `ErrorInfo` reason the trailers carry.
+    fn start_finishing(&mut self, mut trailers: HeaderMap, reason: Option<String>) {
+        let status = tonic::Status::from_header_map(&trailers);
+        let status_code = status
+            .as_ref()
             .map(|status| status.code() as i32)
             .unwrap_or(Code::Unknown as i32);
         let response_hash = self.hasher.take().and_then(PayloadHasher::finish);
@@ -1224,9 +1234,14 @@ impl LoggedBody {
             self.state = LoggedState::Done;
             return;
         };
+        match (reason, &status) {
+            (Some(own), _) => finisher.call.set_own_reason(&own),
+            (None, Some(status)) => finisher.call.set_answered_reason(finisher.local, status),
+            (None, None) => finisher.call.set_own_reason(""),
+        }
         finisher.call.response_body = self.body_copy.take();
         self.state = LoggedState::Finishing(Box::pin(async move {
-            match finisher.finish(status_code, reason, response_hash).await {
+            match finisher.finish(status_code, response_hash).await {
                 Ok(position) => {
                     if let Ok(value) = HeaderValue::from_str(&position) {
                         trailers.insert(envelope::LOG_POSITION, value);
@@ -1282,7 +1297,7 @@ impl http_body::Body for LoggedBody {
                                 );
                                 this.start_finishing(
                                     status_trailers(Code::ResourceExhausted, &message),
-                                    "MESSAGE_TOO_LARGE".to_string(),
+                                    Some("MESSAGE_TOO_LARGE".to_string()),
                                 );
                                 continue;
                             }
@@ -1293,15 +1308,7 @@ impl http_body::Body for LoggedBody {
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     match frame.into_trailers() {
-                        Ok(trailers) => {
-                            let reason = match tonic::Status::from_header_map(&trailers) {
-                                Some(status) if this.reason_from_status => {
-                                    local_refusal_reason_of(&status)
-                                }
-                                _ => String::new(),
-                            };
-                            this.start_finishing(trailers, reason);
-                        }
+                        Ok(trailers) => this.start_finishing(trailers, None),
                         Err(_unknown_frame) => continue,
                     }
                 }
@@ -1312,7 +1319,7 @@ impl http_body::Body for LoggedBody {
                             Code::Unavailable,
                             &format!("the upstream failed mid-call: {}", status.message()),
                         ),
-                        reasons::UPSTREAM_UNAVAILABLE.to_string(),
+                        Some(reasons::UPSTREAM_UNAVAILABLE.to_string()),
                     );
                 }
                 None => {
@@ -1321,7 +1328,7 @@ impl http_body::Body for LoggedBody {
                             Code::Internal,
                             "the upstream ended the call without a status",
                         ),
-                        "UPSTREAM_PROTOCOL_ERROR".to_string(),
+                        Some("UPSTREAM_PROTOCOL_ERROR".to_string()),
                     );
                 }
             }
@@ -1332,17 +1339,12 @@ impl http_body::Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         // The caller went away before the end: the call still gets its log entry.
-        if let Some(finisher) = self.finisher.take() {
+        if let Some(mut finisher) = self.finisher.take() {
             let response_hash = self.hasher.take().and_then(PayloadHasher::finish);
+            finisher.call.set_own_reason("CALLER_CANCELLED");
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = finisher
-                        .finish(
-                            Code::Cancelled as i32,
-                            "CALLER_CANCELLED".to_string(),
-                            response_hash,
-                        )
-                        .await;
+                    let _ = finisher.finish(Code::Cancelled as i32, response_hash).await;
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! The gateway's side of its upstreams, shared by the sync proxy and the async channel: one
 //! multiplexed HTTP/2 connection (mutual TLS with the gateway's own certificate) per upstream, a
-//! circuit breaker per upstream, and the unary call the async channel delivers messages with.
+//! circuit breaker per upstream, the unary call the async channel delivers messages with, and the
+//! one rule telling a failure of the gateway's hop from a service's own answer.
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -13,10 +14,39 @@ use http_body_util::BodyExt;
 use shlyuz_kit::breaker::CircuitBreaker;
 use shlyuz_kit::server::TlsFiles;
 use tonic::Code;
+use tonic_types::StatusExt;
 use tower::ServiceExt;
 
 use crate::directory::Route;
 use crate::grpc_frames::{format_grpc_timeout, single_message};
+
+/// Longest service reason kept in a message-log entry (AIP-193 reasons are at most 63 characters).
+const MAX_SERVICE_REASON_CHARS: usize = 128;
+
+/// The `ErrorInfo` reason a service gave in its non-OK `status`, when it gave one: the service ran
+/// the call and said why it failed, so its answer passes through unchanged, is never retried and
+/// counts as a success of the hop. Only what parses is trusted: details that are not a
+/// `google.rpc.Status`, or hold no `ErrorInfo` with a reason, make the status bare. The reason is
+/// cut to 128 characters (it is kept in the log entry; the caller gets the header unchanged).
+pub fn service_reason(status: &tonic::Status) -> Option<String> {
+    if status.code() == Code::Ok {
+        return None;
+    }
+    let details = status.check_error_details().ok()?;
+    let reason = &details.error_info()?.reason;
+    if reason.is_empty() {
+        return None;
+    }
+    Some(reason.chars().take(MAX_SERVICE_REASON_CHARS).collect())
+}
+
+/// Whether an upstream's answer `status` is a failure of the gateway's hop: a bare `UNAVAILABLE`
+/// (tonic's own, a proxy's, a server going away), without a service's `ErrorInfo`. Retried on
+/// idempotent methods and counted on the breaker like a failed connection; any other answer is
+/// the service's.
+pub fn is_hop_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && service_reason(status).is_none()
+}
 
 /// Connections and breakers of every upstream.
 pub struct Upstreams {
@@ -32,6 +62,12 @@ pub struct UnaryOutcome {
     pub code: Code,
     /// The status message or the failure.
     pub message: String,
+    /// The service's `ErrorInfo` reason ([`service_reason`]); empty for a failure of the hop, a
+    /// bare status and OK.
+    pub reason: String,
+    /// The hop failed (connection, transport, the deadline, a bare `UNAVAILABLE`): what the
+    /// breaker counts as a failure. A service's answer, whatever its code, is a success of the hop.
+    pub hop_failed: bool,
     /// The response message, when the call succeeded.
     pub response: Option<Bytes>,
 }
@@ -87,14 +123,23 @@ impl Upstreams {
         payload: &[u8],
         timeout: Duration,
     ) -> UnaryOutcome {
+        let hop_failure = |code: Code, message: String| UnaryOutcome {
+            code,
+            message,
+            reason: String::new(),
+            hop_failed: true,
+            response: None,
+        };
         let failure = |code: Code, message: String| UnaryOutcome {
             code,
             message,
+            reason: String::new(),
+            hop_failed: false,
             response: None,
         };
         let channel = match self.channel(&route.upstream, &route.upstream_server_name) {
             Ok(channel) => channel,
-            Err(error) => return failure(Code::Unavailable, format!("{error:#}")),
+            Err(error) => return hop_failure(Code::Unavailable, format!("{error:#}")),
         };
         let mut frame = BytesMut::with_capacity(payload.len() + 5);
         frame.put_u8(0);
@@ -138,20 +183,28 @@ impl Upstreams {
             Ok::<_, String>((status, collected.to_bytes()))
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_elapsed) => failure(
+            Err(_elapsed) => hop_failure(
                 Code::DeadlineExceeded,
                 format!("no answer within {timeout:?}"),
             ),
-            Ok(Err(message)) => failure(Code::Unavailable, message),
+            Ok(Err(message)) => hop_failure(Code::Unavailable, message),
             Ok(Ok((status, body))) if status.code() == Code::Ok => match single_message(&body) {
                 Ok(message) => UnaryOutcome {
                     code: Code::Ok,
                     message: String::new(),
+                    reason: String::new(),
+                    hop_failed: false,
                     response: Some(Bytes::copy_from_slice(message)),
                 },
                 Err(problem) => failure(Code::Internal, format!("malformed response: {problem}")),
             },
-            Ok(Ok((status, _))) => failure(status.code(), status.message().to_string()),
+            Ok(Ok((status, _))) => UnaryOutcome {
+                code: status.code(),
+                message: status.message().to_string(),
+                reason: service_reason(&status).unwrap_or_default(),
+                hop_failed: is_hop_failure(&status),
+                response: None,
+            },
         }
     }
 }

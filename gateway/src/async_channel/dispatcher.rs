@@ -236,6 +236,13 @@ impl Dispatcher {
                 let next_attempt_ms = now_ms + self.backoff_ms(message.attempts);
                 let error = if conclusion.reason == MESSAGE_LOG_UNAVAILABLE {
                     format!("{MESSAGE_LOG_UNAVAILABLE}: {}", conclusion.message)
+                } else if conclusion.reason != reasons::UPSTREAM_UNAVAILABLE
+                    && !conclusion.reason.is_empty()
+                {
+                    format!(
+                        "{:?} {}: {}",
+                        conclusion.code, conclusion.reason, conclusion.message
+                    )
                 } else {
                     format!("{:?}: {}", conclusion.code, conclusion.message)
                 };
@@ -303,17 +310,24 @@ impl Dispatcher {
             Ok(route) => {
                 let outcome = self.attempt(message, &route).await;
                 self.metrics.attempt(outcome.code);
-                let (final_state, reason) = if outcome.code == Code::Ok {
+                // The code decides whether the message is attempted again; the reason is the
+                // target's own when it gave one, else what the gateway makes of the code.
+                let (final_state, gateway_reason) = if outcome.code == Code::Ok {
                     (Some(DELIVERED), "")
                 } else if is_transient(outcome.code) {
                     (None, reasons::UPSTREAM_UNAVAILABLE)
                 } else {
                     (Some(NOT_DELIVERED), reasons::UPSTREAM_REFUSED)
                 };
+                let reason = if outcome.reason.is_empty() {
+                    gateway_reason.to_string()
+                } else {
+                    outcome.reason
+                };
                 Conclusion {
                     final_state,
                     code: outcome.code,
-                    reason: reason.to_string(),
+                    reason,
                     message: outcome.message,
                     response: outcome.response.map(|bytes| bytes.to_vec()),
                 }
@@ -387,6 +401,8 @@ impl Dispatcher {
             return UnaryOutcome {
                 code: Code::Unavailable,
                 message: format!("the circuit breaker for {} is open", route.upstream),
+                reason: String::new(),
+                hop_failed: true,
                 response: None,
             };
         };
@@ -406,7 +422,8 @@ impl Dispatcher {
                 timeout,
             )
             .await;
-        if is_transient(outcome.code) {
+        // Only the hop's own failures count: a target that answered, whatever it said, is up.
+        if outcome.hop_failed {
             permit.failed();
         } else {
             permit.succeeded();

@@ -67,6 +67,10 @@ pub struct Harness {
     pub pki: &'static DevPki,
     pub gateway_address: SocketAddr,
     pub echo: Echo,
+    /// The upstream of `shlyuz.echo.v1.ScriptedService`: answers every call as told.
+    pub scripted: ScriptedUpstream,
+    /// Where it listens.
+    pub scripted_address: SocketAddr,
     pub consents: Arc<InMemoryConsents>,
     pub gateway: Gateway,
     trigger: ShutdownTrigger,
@@ -77,10 +81,109 @@ pub struct Harness {
     _dead_socket: tokio::net::TcpSocket,
 }
 
+/// The scripted upstream's route: `Echo` is idempotent (3 attempts), the breaker opens after 3
+/// consecutive failures.
+pub const SCRIPTED: &str = "/shlyuz.echo.v1.ScriptedService/Echo";
+/// The scripted route's server-streaming method.
+pub const SCRIPTED_STREAM: &str = "/shlyuz.echo.v1.ScriptedService/EchoServerStream";
+
+/// What the scripted upstream answers.
+#[derive(Debug, Clone)]
+pub enum ScriptedAnswer {
+    /// OK with an `EchoResponse` carrying this payload.
+    Ok(String),
+    /// `status` as a trailers-only response, the way tonic answers an error.
+    Status(tonic::Status),
+    /// Response headers, no message, then `status` in the trailers.
+    StatusInTrailers(tonic::Status),
+}
+
+/// An upstream that answers every call with the [`ScriptedAnswer`] it was last given, counting
+/// the calls that reached it; clones share both.
+#[derive(Clone)]
+pub struct ScriptedUpstream {
+    answer: Arc<parking_lot::Mutex<ScriptedAnswer>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for ScriptedUpstream {
+    fn default() -> Self {
+        Self {
+            answer: Arc::new(parking_lot::Mutex::new(ScriptedAnswer::Ok(String::new()))),
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl ScriptedUpstream {
+    /// Every call from now on gets `answer`.
+    pub fn answer_with(&self, answer: ScriptedAnswer) {
+        *self.answer.lock() = answer;
+    }
+
+    /// Calls that reached this upstream so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn routes(&self) -> tonic::service::Routes {
+        let upstream = self.clone();
+        let handler = tower::service_fn(move |request: http::Request<axum::body::Body>| {
+            let upstream = upstream.clone();
+            async move {
+                use http_body_util::BodyExt;
+                // The request is read whole first, as a service would.
+                let _ = request.into_body().collect().await;
+                upstream
+                    .calls
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = upstream.answer.lock().clone();
+                Ok::<_, std::convert::Infallible>(scripted_response(answer))
+            }
+        });
+        tonic::service::Routes::from(axum::Router::new().fallback_service(handler))
+    }
+}
+
+fn scripted_response(answer: ScriptedAnswer) -> http::Response<axum::body::Body> {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use http_body::Frame;
+    use prost::Message as _;
+    let (message, status) = match answer {
+        ScriptedAnswer::Status(status) => return status.into_http(),
+        ScriptedAnswer::Ok(payload) => {
+            let encoded = shlyuz_proto::echo::v1::EchoResponse {
+                payload,
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let mut framed = BytesMut::with_capacity(encoded.len() + 5);
+            framed.put_u8(0);
+            framed.put_u32(encoded.len() as u32);
+            framed.put_slice(&encoded);
+            (Some(framed.freeze()), tonic::Status::ok(""))
+        }
+        ScriptedAnswer::StatusInTrailers(status) => (None, status),
+    };
+    let mut trailers = http::HeaderMap::new();
+    status.add_header(&mut trailers).expect("status headers");
+    let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = Vec::new();
+    if let Some(message) = message {
+        frames.push(Ok(Frame::data(message)));
+    }
+    frames.push(Ok(Frame::trailers(trailers)));
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(axum::body::Body::new(body))
+        .expect("scripted response")
+}
+
 fn directory_toml(
     pki: &DevPki,
     echo_address: SocketAddr,
     dead_address: SocketAddr,
+    scripted_address: SocketAddr,
     extra: &str,
     echo_idempotent: bool,
 ) -> String {
@@ -130,6 +233,18 @@ personal_data = false
 methods = ["Echo"]
 breaker = {{ failure_threshold = 3, open_ms = 60000 }}
 retry = {{ max_attempts = 1, initial_backoff_ms = 10 }}
+
+[[services]]
+name = "shlyuz.echo.v1.ScriptedService"
+upstream = "{scripted_address}"
+upstream_server_name = "registry"
+timeout_ms = 2000
+personal_data = false
+methods = ["Echo", "EchoServerStream"]
+idempotent_methods = ["Echo"]
+server_streaming_methods = ["EchoServerStream"]
+breaker = {{ failure_threshold = 3, open_ms = 60000 }}
+retry = {{ max_attempts = 3, initial_backoff_ms = 10 }}
 
 [[services]]
 name = "shlyuz.gateway.v1.MessageLogService"
@@ -187,6 +302,11 @@ purposes = ["OPERATIONS"]
 [[rules]]
 participant = "ops"
 service = "shlyuz.echo.v1.DeadService"
+methods = ["*"]
+
+[[rules]]
+participant = "ops"
+service = "shlyuz.echo.v1.ScriptedService"
 methods = ["*"]
 
 [[rules]]
@@ -292,6 +412,21 @@ impl Harness {
         let echo_routes = tonic::service::Routes::new(echo.clone().into_server());
         let mut tasks = vec![tokio::spawn(echo_server.serve(echo_routes, signal.clone()))];
 
+        let scripted = ScriptedUpstream::default();
+        let scripted_server = GrpcServer::bind(
+            ServerSettings::loopback(
+                "scripted",
+                Transport::MutualTls(pki.tls_files("registry").expect("participant files")),
+            ),
+            &metrics,
+        )
+        .await
+        .expect("bind the scripted upstream");
+        let scripted_address = scripted_server.local_addr().expect("scripted address");
+        tasks.push(tokio::spawn(
+            scripted_server.serve(scripted.routes(), signal.clone()),
+        ));
+
         // A port bound and kept, never listened on: connections to it are refused.
         let dead_socket = tokio::net::TcpSocket::new_v4().expect("socket");
         dead_socket
@@ -306,6 +441,7 @@ impl Harness {
                 pki,
                 echo_address,
                 dead_address,
+                scripted_address,
                 extra_directory,
                 echo_idempotent,
             ),
@@ -356,6 +492,8 @@ impl Harness {
             pki,
             gateway_address,
             echo,
+            scripted,
+            scripted_address,
             consents,
             gateway,
             trigger,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,18 @@ impl RegistryConfig {
                 .context("config key `registry.upstream_file`")?
         };
         Ok(crate::routes_with_source(database, source, gateway))
+    }
+
+    /// How long one call to the external registries may take with its retries
+    /// ([`UpstreamSettings::attempt_budget`]); `None` without `upstream_file` (the embedded
+    /// tables answer at once). Gateway routes to the registry should allow at least this much.
+    pub fn upstream_budget(&self) -> anyhow::Result<Option<Duration>> {
+        if self.upstream_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let settings = UpstreamSettings::from_toml_file(&self.upstream_file)
+            .context("config key `registry.upstream_file`")?;
+        Ok(Some(settings.attempt_budget()))
     }
 }
 

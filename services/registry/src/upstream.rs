@@ -55,6 +55,22 @@ impl UpstreamSettings {
             .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
         toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
     }
+
+    /// The longest one call to the external system may take, retries included:
+    /// `timeout_ms × max_attempts` plus each backoff between attempts at its longest
+    /// (`initial_backoff_ms` doubling, jittered up to 150 %). A gateway route to the registry
+    /// needs a `timeout_ms` at least this long, or its caller gets the gateway's deadline instead
+    /// of the registry's reason.
+    pub fn attempt_budget(&self) -> std::time::Duration {
+        let attempts = self.max_attempts.max(1);
+        let backoff = Backoff::uncapped(Duration::from_millis(self.initial_backoff_ms));
+        let mut budget = Duration::from_millis(self.timeout_ms).saturating_mul(attempts);
+        for failed_attempts in 1..attempts {
+            let wait = backoff.base_delay(i64::from(failed_attempts));
+            budget = budget.saturating_add(wait.saturating_add(wait / 2));
+        }
+        budget
+    }
 }
 
 fn default_request_field() -> String {
