@@ -122,6 +122,46 @@ pub async fn prepare(database: &Database) -> anyhow::Result<(Vec<VehicleRecord>,
     Ok((vehicles, data))
 }
 
+/// Step 7: the upstream file of the vehicle registry's HTTP API, as a deployment writes it (the
+/// tests point `base_url` at a mock; short timeouts so the failure cases run quickly).
+pub const UPSTREAM_TOML: &str = r#"
+base_url = "https://vehicles.example.gov.kz/api/v1"
+timeout_ms = 300
+connect_timeout_ms = 300
+max_attempts = 2
+initial_backoff_ms = 10
+breaker_failures = 1000
+breaker_open_ms = 1000
+
+[endpoints.vehicles]
+path = "vehicles/search"
+request_field = "ownerIins"
+records_pointer = "/data/items"
+complete_pointer = "/complete"
+required = ["plate"]
+fields = { vin = "/id", owner_iin = "/owner/iin", plate = "/registration/plate" }
+"#;
+
+/// A mock of the vehicle registry's API holding `vehicles`, driven by [`UPSTREAM_TOML`].
+pub async fn mock_upstream(
+    vehicles: &[VehicleRecord],
+) -> anyhow::Result<crate::mock_upstream::MockUpstream> {
+    crate::mock_upstream::MockUpstream::start(
+        UPSTREAM_TOML,
+        vec![crate::mock_upstream::MockTable {
+            kind: VEHICLES.spec().name.to_string(),
+            owner_columns: VEHICLES
+                .spec()
+                .owners
+                .iter()
+                .map(|o| o.to_string())
+                .collect(),
+            rows: rows(vehicles),
+        }],
+    )
+    .await
+}
+
 /// The example's rows as `column → value` objects, e.g. for a mock upstream's table.
 pub fn rows(vehicles: &[VehicleRecord]) -> Vec<serde_json::Map<String, serde_json::Value>> {
     vehicles

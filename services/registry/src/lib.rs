@@ -14,6 +14,8 @@ pub(crate) mod embedded;
 pub mod example;
 pub(crate) mod fixtures;
 pub(crate) mod grpc;
+#[cfg(any(test, feature = "testing"))]
+pub mod mock_upstream;
 pub(crate) mod population;
 pub(crate) mod reasons;
 pub(crate) mod records;

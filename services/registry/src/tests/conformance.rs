@@ -110,3 +110,33 @@ fn every_look_up_method_of_the_registry_protos_is_in_the_suite() {
         "every look-up method is described in conformance::registry_methods() (the guide, step 4)"
     );
 }
+
+shlyuz_kit::storage_test!(
+    the_example_adapter_conforms_on_a_mock_upstream_and_maps_each_failure,
+    |database: Database| async move {
+        let (vehicles, data) = example::prepare(&database).await.expect("example data");
+        // The tables hold nothing the upstream is asked for: every answer below is the mock's.
+        sqlx::query("DELETE FROM vehicles")
+            .execute(database.pool())
+            .await
+            .expect("empty the table");
+        let mock = example::mock_upstream(&vehicles).await.expect("mock");
+        let directory = tempfile::tempdir().expect("dir");
+        let file = mock.write_upstream_file(directory.path()).expect("file");
+        let source = example::source(database, Some(&file)).expect("source");
+        let server = LocalServer::start(example::VehicleRegistry::new(source).routes())
+            .await
+            .expect("serve");
+        let caller = Caller::direct(server.channel.clone());
+        let methods = example::methods();
+        conformance::run(&caller, &methods, &data)
+            .await
+            .assert_passed();
+        assert!(mock.requests() > 0, "the suite was answered by the mock");
+        let upstream_kinds = [example::VEHICLES.spec().name];
+        let fail = |failure| mock.fail(failure);
+        conformance::run_faults(&caller, &methods, &data, &upstream_kinds, &fail)
+            .await
+            .assert_passed();
+    }
+);
