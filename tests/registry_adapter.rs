@@ -117,3 +117,41 @@ fn through_gateway(system: &TestSystem) -> Caller {
         })
     })
 }
+
+/// The error table through the gateway: the example behind the gateway, its records from a mock
+/// of the vehicle registry's API, each failure of that API reaching the caller as the registry
+/// said it — the same status and reason as calling the registry directly (tests::conformance in
+/// the registry crate), not retried into more calls and not closing the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_of_an_external_registry_reaches_the_caller_through_the_gateway() {
+    let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
+    let database = test_database.database().clone();
+    let (vehicles, data) = example::prepare(&database).await.expect("example data");
+    sqlx::query("DELETE FROM vehicles")
+        .execute(database.pool())
+        .await
+        .expect("empty the table");
+    let mock = example::mock_upstream(&vehicles).await.expect("mock");
+    let directory = tempfile::tempdir().expect("dir");
+    let file = mock.write_upstream_file(directory.path()).expect("file");
+    let (system, _stop) = start(&database, Some(&file)).await;
+    let caller = through_gateway(&system);
+    let methods = example::methods();
+    conformance::run(&caller, &methods, &data)
+        .await
+        .assert_passed();
+
+    let before = mock.requests();
+    let fail = |failure| mock.fail(failure);
+    conformance::run_faults(&caller, &methods, &data, &["vehicles"], &fail)
+        .await
+        .assert_passed();
+    // Each failing call is the registry's own attempts and no more — the gateway retried none of
+    // its reasoned answers: per method, slow 2 (two attempts), refused 0 (dropped at accept, not a
+    // request), 4xx 1 (not retried), 5xx 2, partial, malformed and foreign 1 each, and 7 healthy
+    // calls after them.
+    let made = mock.requests() - before;
+    assert_eq!(made, methods.len() * 15, "calls that reached the external registry");
+    system.stop().await;
+    test_database.cleanup().await;
+}

@@ -162,9 +162,12 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Res
     let close = [(header::CONNECTION, "close")];
     let path = uri.path().trim_start_matches('/');
     // The mock's base URL has no path: a request's path is the endpoint's.
-    let Some((kind, mapping)) = shared.settings.endpoints.iter().find(|(_, mapping)| {
-        mapping.path.trim_start_matches('/') == path
-    }) else {
+    let Some((kind, mapping)) = shared
+        .settings
+        .endpoints
+        .iter()
+        .find(|(_, mapping)| mapping.path.trim_start_matches('/') == path)
+    else {
         return (StatusCode::NOT_FOUND, close, "no such endpoint").into_response();
     };
     match failure {
