@@ -56,18 +56,77 @@ pub enum ConsentRefusal {
 /// `Ok` when `query` is covered by an active consent, else `PERMISSION_DENIED` /
 /// `CONSENT_REQUIRED` saying why — or `UNAVAILABLE` / `CONSENT_UNAVAILABLE` when the consent
 /// store could not answer (an outage is not the subject's refusal, and is worth a retry).
+///
+/// A batch call names its subjects as a comma-separated list, and then `x-shlyuz-consent-id` holds
+/// one consent id per subject, in the same order: each pair is checked, and the first refusal
+/// names the subject's place in the list. A list of ids not as long as the list of subjects is
+/// `INVALID_ARGUMENT` naming `x-shlyuz-consent-id`.
 pub async fn require_consent(
     checker: &dyn ConsentChecker,
     query: ConsentQuery<'_>,
 ) -> Result<(), shlyuz_kit::error::ApiError> {
-    checker.check(query).await.map_err(|refusal| match refusal {
+    let subjects: Vec<&str> = query.subject_iin.split(',').collect();
+    let consent_ids: Vec<&str> = match query.consent_id {
+        "" => Vec::new(),
+        ids => ids.split(',').collect(),
+    };
+    if subjects.len() == 1 && consent_ids.len() <= 1 {
+        return checker.check(query).await.map_err(refusal_error);
+    }
+    if consent_ids.is_empty() {
+        return Err(refusal_error(ConsentRefusal::Missing));
+    }
+    if consent_ids.len() != subjects.len() {
+        return Err(shlyuz_kit::error::ApiError::invalid_field(
+            shlyuz_kit::envelope::CONSENT_ID,
+            format!(
+                "names {} consents for {} subjects: send one consent id per subject, in the order of {}",
+                consent_ids.len(),
+                subjects.len(),
+                shlyuz_kit::envelope::SUBJECT_IIN
+            ),
+        ));
+    }
+    let count = subjects.len();
+    let pairs: Vec<(&str, &str)> = subjects.into_iter().zip(consent_ids).collect();
+    for (chunk_index, chunk) in pairs.chunks(BATCH_CONSENT_CHECKS_AT_ONCE).enumerate() {
+        let checks = chunk.iter().map(|(subject_iin, consent_id)| {
+            checker.check(ConsentQuery {
+                subject_iin,
+                consent_id,
+                ..query
+            })
+        });
+        let answers = futures::future::join_all(checks).await;
+        let refused = answers
+            .into_iter()
+            .enumerate()
+            .find_map(|(index, answer)| answer.err().map(|refusal| (index, refusal)));
+        if let Some((index, refusal)) = refused {
+            let error = refusal_error(refusal);
+            let place = chunk_index * BATCH_CONSENT_CHECKS_AT_ONCE + index + 1;
+            return Err(shlyuz_kit::error::ApiError::new(
+                error.code(),
+                error.reason(),
+                format!("subject {place} of {count}: {}", error.message()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Consents of one batch call asked for at once.
+const BATCH_CONSENT_CHECKS_AT_ONCE: usize = 16;
+
+fn refusal_error(refusal: ConsentRefusal) -> shlyuz_kit::error::ApiError {
+    match refusal {
         ConsentRefusal::Unavailable(_) => {
             shlyuz_kit::error::ApiError::unavailable("CONSENT_UNAVAILABLE", refusal.to_string())
         }
         _ => {
             shlyuz_kit::error::ApiError::permission_denied("CONSENT_REQUIRED", refusal.to_string())
         }
-    })
+    }
 }
 
 /// Checks consents.

@@ -139,6 +139,33 @@ fn subject_list_problem(value: &str) -> Option<String> {
         .then(|| format!("names {count} subjects; at most {MAX_SUBJECTS} are allowed"))
 }
 
+/// What is wrong with an `x-shlyuz-consent-id` value, `None` when it is empty or a list of 1 to
+/// [`MAX_SUBJECTS`] ids separated by commas (one per subject of a batch call), each at most 128
+/// letters, digits, `-`, `_`, `.` and `:`.
+fn consent_list_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let ids: Vec<&str> = value.split(',').collect();
+    if ids.len() > MAX_SUBJECTS {
+        return Some(format!(
+            "names {} consents; at most {MAX_SUBJECTS} are allowed",
+            ids.len()
+        ));
+    }
+    let well_formed = |id: &str| {
+        !id.is_empty() && id.len() <= MAX_CONSENT_ID_LENGTH && is_token(id, &['-', '_', '.', ':'])
+    };
+    ids.iter().position(|id| !well_formed(id)).map(|index| {
+        let rule = "must be at most 128 characters of letters, digits, '-', '_', '.', ':'";
+        if ids.len() == 1 {
+            rule.to_string()
+        } else {
+            format!("consent id number {} of the list {rule}", index + 1)
+        }
+    })
+}
+
 /// Reads and validates the envelope; every problem is reported at once as `INVALID_ARGUMENT`
 /// naming the metadata keys.
 pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
@@ -236,11 +263,8 @@ pub fn parse_envelope(headers: &HeaderMap) -> Result<Envelope, ApiError> {
     let consent_id = header_text(headers, CONSENT_ID, &mut violations)
         .unwrap_or_default()
         .to_string();
-    if consent_id.len() > MAX_CONSENT_ID_LENGTH || !is_token(&consent_id, &['-', '_', '.', ':']) {
-        violations.push(violation(
-            CONSENT_ID,
-            "must be at most 128 characters of letters, digits, '-', '_', '.', ':'",
-        ));
+    if let Some(problem) = consent_list_problem(&consent_id) {
+        violations.push(violation(CONSENT_ID, &problem));
     }
 
     let timestamp = header_text(headers, TIMESTAMP, &mut violations)

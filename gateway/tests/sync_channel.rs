@@ -637,6 +637,105 @@ async fn consent_is_checked_when_the_rule_requires_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_passes_a_consent_rule_with_one_consent_per_subject_in_order() {
+    let harness = Harness::start_sqlite("").await;
+    let other = "850315400025";
+    for (consent_id, subject_iin) in [("consent-1", harness::SUBJECT), ("consent-2", other)] {
+        harness.consents.insert(
+            consent_id,
+            shlyuz_gateway::consent::ConsentRecord {
+                subject_iin: subject_iin.to_string(),
+                participant: "intake".to_string(),
+                purpose: "MILITARY_RECRUITMENT".to_string(),
+                expires_at_ms: i64::MAX,
+                revoked: false,
+            },
+        );
+    }
+    let batch = |consent_id: &str| EnvelopeBuilder {
+        purpose: "MILITARY_RECRUITMENT".to_string(),
+        subject_iin: format!("{},{other}", harness::SUBJECT),
+        consent_id: consent_id.to_string(),
+        ..EnvelopeBuilder::default()
+    };
+    let mut client = harness.echo_client("intake").await;
+    let call =
+        |builder: EnvelopeBuilder| signed(&harness, "intake", ECHO, &builder, echo_request("x"));
+
+    client
+        .echo(call(batch("consent-1,consent-2")))
+        .await
+        .expect("each subject's consent, in the order of the subjects");
+    assert_eq!(harness.echo.received(), 1);
+
+    // The first subject's consent sent again for the second subject.
+    let status = client
+        .echo(call(batch("consent-1,consent-1")))
+        .await
+        .expect_err("a consent of another subject");
+    let summary = summarize_status(&status);
+    assert_eq!(
+        (summary.code, summary.reason.as_str()),
+        (Code::PermissionDenied, "CONSENT_REQUIRED"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("subject 2 of 2"), "{status:?}");
+
+    let status = client
+        .echo(call(batch("consent-2,consent-1")))
+        .await
+        .expect_err("consents out of order");
+    assert_eq!(summarize_status(&status).reason, "CONSENT_REQUIRED");
+    assert!(status.message().contains("subject 1 of 2"), "{status:?}");
+
+    let status = client
+        .echo(call(batch("consent-1")))
+        .await
+        .expect_err("fewer consents than subjects");
+    let summary = summarize_status(&status);
+    assert_eq!(summary.code, Code::InvalidArgument, "{status:?}");
+    assert_eq!(summary.fields, vec![envelope::CONSENT_ID.to_string()]);
+    assert!(
+        status.message().contains("1 consents for 2 subjects"),
+        "{status:?}"
+    );
+
+    let status = client
+        .echo(call(batch("consent-1,consent-2,consent-2")))
+        .await
+        .expect_err("more consents than subjects");
+    assert_eq!(summarize_status(&status).code, Code::InvalidArgument);
+
+    assert_refused(
+        client.echo(call(batch(""))).await,
+        Code::PermissionDenied,
+        "CONSENT_REQUIRED",
+    );
+    let status = client
+        .echo(call(batch("consent-1,")))
+        .await
+        .expect_err("an empty id in the list");
+    assert_eq!(
+        summarize_status(&status).fields,
+        vec![envelope::CONSENT_ID.to_string()]
+    );
+
+    harness.consents.revoke("consent-2");
+    let status = client
+        .echo(call(batch("consent-1,consent-2")))
+        .await
+        .expect_err("the second subject revoked");
+    assert!(status.message().contains("subject 2 of 2"), "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    assert_eq!(
+        harness.echo.received(),
+        1,
+        "no refused batch reached the upstream"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_of_an_unregistered_participant_is_refused_and_logged() {
     let harness = Harness::start_sqlite("").await;
     let mut client = harness.echo_client(harness::STRANGER).await;

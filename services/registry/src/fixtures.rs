@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn the_rules_fixture_parses_and_every_iin_is_valid() {
         let population = parse(RULES_FIXTURE).expect("fixture");
-        assert_eq!(population.persons.len(), 20);
+        assert_eq!(
+            population.persons.len(),
+            shlyuz_kit::fixture_people::ALL.len()
+        );
         for person in &population.persons {
             assert!(
                 shlyuz_kit::iin::Iin::parse(&person.iin).is_ok(),
