@@ -314,6 +314,36 @@ async fn the_targets_policy_applies_when_a_message_is_sent() {
     .expect_err("consent");
     assert_eq!(summarize_status(&status).reason, "CONSENT_REQUIRED");
 
+    // A batch message names one consent per subject: the first subject's consent sent for the
+    // second one too is refused, naming the place in the list.
+    let other = "850315400025";
+    harness.consents.insert(
+        "consent-1",
+        shlyuz_gateway::consent::ConsentRecord {
+            subject_iin: harness::SUBJECT.to_string(),
+            participant: "intake".to_string(),
+            purpose: "MILITARY_RECRUITMENT".to_string(),
+            expires_at_ms: i64::MAX,
+            revoked: false,
+        },
+    );
+    let batch = EnvelopeBuilder {
+        subject_iin: format!("{},{other}", harness::SUBJECT),
+        consent_id: "consent-1,consent-1".to_string(),
+        ..harness.personal_envelope()
+    };
+    let status = send(
+        &harness,
+        &mut intake,
+        "intake",
+        &batch,
+        to_service("shlyuz.echo.v1.EchoService", echo_payload("x", Code::Ok)),
+    )
+    .await
+    .expect_err("a consent of another subject");
+    assert_eq!(summarize_status(&status).reason, "CONSENT_REQUIRED");
+    assert!(status.message().contains("subject 2 of 2"), "{status:?}");
+
     // Unknown service, no target, an expiry in the past, a recipient that does not accept the sender.
     let status = send(
         &harness,
