@@ -15,6 +15,8 @@ pub(crate) mod reasons;
 pub(crate) mod records;
 pub(crate) mod reference;
 pub(crate) mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub(crate) mod upstream;
 
 /// The participant id this target uses when it calls through the gateway.
