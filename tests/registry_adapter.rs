@@ -133,7 +133,7 @@ async fn each_failure_of_an_external_registry_reaches_the_caller_through_the_gat
         .expect("empty the table");
     let mock = example::mock_upstream(&vehicles).await.expect("mock");
     let directory = tempfile::tempdir().expect("dir");
-    let file = mock.write_upstream_file(directory.path()).expect("file");
+    let file = mock.write_settings(directory.path());
     let (system, _stop) = start(&database, Some(&file)).await;
     let caller = through_gateway(&system);
     let methods = example::methods();
@@ -141,17 +141,22 @@ async fn each_failure_of_an_external_registry_reaches_the_caller_through_the_gat
         .await
         .assert_passed();
 
-    let before = mock.requests();
-    let fail = |failure| mock.fail(failure);
+    let before = mock.requests("vehicles");
+    let fail =
+        |failure: Option<conformance::UpstreamFailure>| mock.set_fault_for_all(failure.into());
     conformance::run_faults(&caller, &methods, &data, &["vehicles"], &fail)
         .await
         .assert_passed();
     // Each failing call is the registry's own attempts and no more — the gateway retried none of
-    // its reasoned answers: per method, slow 2 (two attempts), refused 0 (dropped at accept, not a
-    // request), 4xx 1 (not retried), 5xx 2, partial, malformed and foreign 1 each, and 7 healthy
-    // calls after them.
-    let made = mock.requests() - before;
-    assert_eq!(made, methods.len() * 15, "calls that reached the external registry");
+    // its reasoned answers: per method, slow, refused (read, then the connection dropped) and 5xx
+    // 2 each (the registry's two attempts), 4xx 1 (not retried), partial, malformed and foreign 1
+    // each, and 7 healthy calls after them.
+    let made = mock.requests("vehicles") - before;
+    assert_eq!(
+        made,
+        methods.len() * 17,
+        "calls that reached the external registry"
+    );
     system.stop().await;
     test_database.cleanup().await;
 }

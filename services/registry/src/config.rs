@@ -122,7 +122,25 @@ impl RegistryConfig {
 }
 
 fn upstream_source(path: &Path, database: Database) -> anyhow::Result<Arc<dyn RegistrySource>> {
-    let settings = UpstreamSettings::from_toml_file(path)?;
     let embedded: Arc<dyn RegistrySource> = Arc::new(EmbeddedRegistry::new(database));
-    Ok(Arc::new(UpstreamRegistry::new(settings, Some(embedded))?))
+    Ok(Arc::new(open_upstream(path, Some(embedded))?))
+}
+
+/// Reads and checks an upstream file and builds its client: what the registry does at start,
+/// and all `shlyuz check-upstream` does.
+fn open_upstream(
+    path: &Path,
+    fallback: Option<Arc<dyn RegistrySource>>,
+) -> anyhow::Result<UpstreamRegistry> {
+    let settings = UpstreamSettings::from_toml_file(path)?;
+    UpstreamRegistry::new(settings, fallback)
+}
+
+/// `shlyuz check-upstream FILE`: checks an upstream file exactly as the registry does when
+/// `registry.upstream_file` names it (unknown keys, endpoint kinds, paths, pointers, the API key
+/// and certificate files), without calling the external registry; returns a summary to print,
+/// or the error naming the key.
+pub fn check_upstream_file(path: &Path) -> anyhow::Result<String> {
+    let upstream = open_upstream(path, None)?;
+    Ok(upstream.settings().summary())
 }

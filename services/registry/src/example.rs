@@ -145,19 +145,15 @@ fields = { vin = "/id", owner_iin = "/owner/iin", plate = "/registration/plate" 
 /// A mock of the vehicle registry's API holding `vehicles`, driven by [`UPSTREAM_TOML`].
 pub async fn mock_upstream(
     vehicles: &[VehicleRecord],
-) -> anyhow::Result<crate::mock_upstream::MockUpstream> {
-    crate::mock_upstream::MockUpstream::start(
+) -> anyhow::Result<crate::testing::MockUpstream> {
+    let kind = VEHICLES.spec();
+    crate::testing::MockUpstream::start_toml(
         UPSTREAM_TOML,
-        vec![crate::mock_upstream::MockTable {
-            kind: VEHICLES.spec().name.to_string(),
-            owner_columns: VEHICLES
-                .spec()
-                .owners
-                .iter()
-                .map(|o| o.to_string())
-                .collect(),
-            rows: rows(vehicles),
-        }],
+        vec![crate::testing::MockTable::from_rows(
+            kind.name,
+            kind.owners,
+            vehicles,
+        )],
     )
     .await
 }

@@ -14,13 +14,13 @@ pub(crate) mod embedded;
 pub mod example;
 pub(crate) mod fixtures;
 pub(crate) mod grpc;
-#[cfg(any(test, feature = "testing"))]
-pub mod mock_upstream;
 pub(crate) mod population;
 pub(crate) mod reasons;
 pub(crate) mod records;
 pub(crate) mod reference;
 pub(crate) mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub(crate) mod upstream;
 
 /// The participant id this target uses when it calls through the gateway.

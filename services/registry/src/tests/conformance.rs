@@ -122,7 +122,7 @@ shlyuz_kit::storage_test!(
             .expect("empty the table");
         let mock = example::mock_upstream(&vehicles).await.expect("mock");
         let directory = tempfile::tempdir().expect("dir");
-        let file = mock.write_upstream_file(directory.path()).expect("file");
+        let file = mock.write_settings(directory.path());
         let source = example::source(database, Some(&file)).expect("source");
         let server = LocalServer::start(example::VehicleRegistry::new(source).routes())
             .await
@@ -132,9 +132,13 @@ shlyuz_kit::storage_test!(
         conformance::run(&caller, &methods, &data)
             .await
             .assert_passed();
-        assert!(mock.requests() > 0, "the suite was answered by the mock");
+        assert!(
+            mock.requests("vehicles") > 0,
+            "the suite was answered by the mock"
+        );
         let upstream_kinds = [example::VEHICLES.spec().name];
-        let fail = |failure| mock.fail(failure);
+        let fail =
+            |failure: Option<conformance::UpstreamFailure>| mock.set_fault_for_all(failure.into());
         conformance::run_faults(&caller, &methods, &data, &upstream_kinds, &fail)
             .await
             .assert_passed();

@@ -1,22 +1,18 @@
-//! The upstream backend against a local HTTP server that behaves like an external registry:
-//! correct, slow, failing, flaky, malformed and partial answers.
+//! The upstream backend against [`MockUpstream`], driven by the same settings: correct, slow,
+//! failing, flaky, malformed and partial answers, authentication, per-person `GET`s and batches
+//! split into calls of at most 500 IINs.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::grpc::RegistryServices;
-use crate::records::kinds;
+use crate::records::{MarriageRecord, PersonRecord, kinds};
 use crate::source::{RecordLookup as _, SourceError};
-use crate::upstream::{EndpointMapping, UpstreamRegistry, UpstreamSettings, reasons};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use crate::testing::{Fault, MockTable, MockUpstream};
+use crate::upstream::{
+    EndpointMapping, EndpointMethod, UpstreamRegistry, UpstreamSettings, reasons,
+};
 use shlyuz_kit::error::summarize_status;
 use shlyuz_kit::iin::Iin;
 use shlyuz_kit::subject::SUBJECT_IIN_METADATA;
@@ -26,138 +22,34 @@ use tonic::Code;
 
 const KNOWN: &str = "900101300017";
 
-#[derive(Clone, Default)]
-struct Counters {
-    flaky: Arc<AtomicUsize>,
-    down: Arc<AtomicUsize>,
-    recovering: Arc<AtomicUsize>,
-}
-
-fn json(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A person record in the external registry's own field names.
-fn external_person(iin: &str) -> serde_json::Value {
-    serde_json::json!({
-        "iin": iin,
-        "fio": { "surname": "Әбдірахманов", "name": "Нұрлан", "patronymic": "Серікұлы" },
-        "birthDate": "1990-01-01",
-        "sex": 1,
-        "citizenship": "KZ",
-        "lifeStatus": 1,
-        "capacity": 1,
-        "address": { "regionKato": "710000000", "regionName": "Астана қаласы" }
-    })
-}
-
-fn requested_iins(body: &Bytes) -> Vec<String> {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|value| value.get("personIins").cloned())
-        .and_then(|value| serde_json::from_value(value).ok())
-        .unwrap_or_default()
-}
-
-async fn ok(body: Bytes) -> Response {
-    let items: Vec<serde_json::Value> = requested_iins(&body)
-        .iter()
-        .filter(|iin| iin.as_str() == KNOWN)
-        .map(|iin| external_person(iin))
-        .collect();
-    json(serde_json::json!({ "data": { "items": items }, "complete": true }).to_string())
-}
-
-async fn slow(body: Bytes) -> Response {
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    ok(body).await
-}
-
-async fn flaky(State(counters): State<Counters>, body: Bytes) -> Response {
-    if counters.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+/// The person the external registry knows.
+fn known_person(iin: &str) -> PersonRecord {
+    PersonRecord {
+        iin: iin.to_string(),
+        last_name: "Әбдірахманов".to_string(),
+        first_name: "Нұрлан".to_string(),
+        patronymic: "Серікұлы".to_string(),
+        birth_date: "1990-01-01".to_string(),
+        sex: 1,
+        citizenship: "KZ".to_string(),
+        life_status: 1,
+        legal_capacity: 1,
+        region_kato: "710000000".to_string(),
+        region_name: "Астана қаласы".to_string(),
+        ..Default::default()
     }
-    ok(body).await
 }
 
-async fn down(State(counters): State<Counters>) -> Response {
-    counters.down.fetch_add(1, Ordering::SeqCst);
-    StatusCode::SERVICE_UNAVAILABLE.into_response()
+fn persons_table(iins: &[&str]) -> MockTable {
+    let rows: Vec<PersonRecord> = iins.iter().map(|iin| known_person(iin)).collect();
+    MockTable::from_rows("persons", &["iin"], &rows)
 }
 
-/// Fails at once for the first two requests, then answers correctly but slowly: a registry coming
-/// back up.
-async fn recovering(State(counters): State<Counters>, body: Bytes) -> Response {
-    if counters.recovering.fetch_add(1, Ordering::SeqCst) < 2 {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ok(body).await
-}
-
-async fn garbage() -> Response {
-    json("<html>502 Bad Gateway</html>".to_string())
-}
-
-async fn incomplete(body: Bytes) -> Response {
-    let items: Vec<serde_json::Value> = requested_iins(&body)
-        .iter()
-        .map(|iin| external_person(iin))
-        .collect();
-    json(serde_json::json!({ "data": { "items": items }, "complete": false }).to_string())
-}
-
-async fn missing_surname(body: Bytes) -> Response {
-    let items: Vec<serde_json::Value> = requested_iins(&body)
-        .iter()
-        .map(|iin| {
-            let mut person = external_person(iin);
-            person["fio"] = serde_json::json!({ "name": "Нұрлан" });
-            person
-        })
-        .collect();
-    json(serde_json::json!({ "data": { "items": items }, "complete": true }).to_string())
-}
-
-async fn someone_else() -> Response {
-    let items = vec![external_person("850101399906")];
-    json(serde_json::json!({ "data": { "items": items }, "complete": true }).to_string())
-}
-
-async fn wrong_type(body: Bytes) -> Response {
-    let items: Vec<serde_json::Value> = requested_iins(&body)
-        .iter()
-        .map(|iin| {
-            let mut person = external_person(iin);
-            person["sex"] = serde_json::json!("male");
-            person
-        })
-        .collect();
-    json(serde_json::json!({ "data": { "items": items }, "complete": true }).to_string())
-}
-
-async fn start_server() -> (SocketAddr, Counters) {
-    let counters = Counters::default();
-    let router = Router::new()
-        .route("/ok/persons", post(ok))
-        .route("/slow/persons", post(slow))
-        .route("/flaky/persons", post(flaky))
-        .route("/down/persons", post(down))
-        .route("/recovering/persons", post(recovering))
-        .route("/garbage/persons", post(garbage))
-        .route("/incomplete/persons", post(incomplete))
-        .route("/missing/persons", post(missing_surname))
-        .route("/someone-else/persons", post(someone_else))
-        .route("/wrong-type/persons", post(wrong_type))
-        .with_state(counters.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// A mock registry that knows [`KNOWN`], in the external field names of [`person_endpoints`].
+async fn start_mock() -> MockUpstream {
+    MockUpstream::start(base_settings(), vec![persons_table(&[KNOWN])])
         .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (address, counters)
+        .expect("mock upstream")
 }
 
 fn person_endpoints() -> BTreeMap<String, EndpointMapping> {
@@ -180,30 +72,26 @@ fn person_endpoints() -> BTreeMap<String, EndpointMapping> {
             complete_pointer: Some("/complete".to_string()),
             fields,
             required: vec!["last_name".to_string(), "first_name".to_string()],
+            ..Default::default()
         },
     )])
 }
 
 fn base_settings() -> UpstreamSettings {
     UpstreamSettings {
-        base_url: String::new(),
         timeout_ms: 300,
         connect_timeout_ms: 300,
         max_attempts: 3,
         initial_backoff_ms: 10,
         breaker_failures: 2,
         breaker_open_ms: 60_000,
-        ca_cert: None,
         endpoints: person_endpoints(),
+        ..Default::default()
     }
 }
 
-fn registry(address: SocketAddr, scenario: &str) -> UpstreamRegistry {
-    let settings = UpstreamSettings {
-        base_url: format!("http://{address}/{scenario}"),
-        ..base_settings()
-    };
-    UpstreamRegistry::new(settings, None).expect("upstream registry")
+fn registry(mock: &MockUpstream) -> UpstreamRegistry {
+    UpstreamRegistry::new(mock.settings_for_me(), None).expect("upstream registry")
 }
 
 fn iins() -> Vec<Iin> {
@@ -224,8 +112,8 @@ fn reason_of(
 
 #[tokio::test]
 async fn a_correct_answer_is_mapped_field_by_field() {
-    let (address, _) = start_server().await;
-    let upstream = registry(address, "ok");
+    let mock = start_mock().await;
+    let upstream = registry(&mock);
     let persons = upstream
         .records(&kinds::PERSONS, &iins())
         .await
@@ -246,8 +134,9 @@ async fn a_correct_answer_is_mapped_field_by_field() {
 
 #[tokio::test]
 async fn a_slow_registry_is_unavailable_with_timeout() {
-    let (address, _) = start_server().await;
-    let upstream = registry(address, "slow");
+    let mock = start_mock().await;
+    mock.set_fault("persons", Fault::Slow(Duration::from_secs(3)));
+    let upstream = registry(&mock);
     assert_eq!(
         reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::TIMEOUT)
@@ -256,40 +145,42 @@ async fn a_slow_registry_is_unavailable_with_timeout() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_and_never_remembered() {
-    let (address, counters) = start_server().await;
-    let upstream = registry(address, "flaky");
+    let mock = start_mock().await;
+    mock.queue_faults("persons", [Fault::Status(500), Fault::Status(500)]);
+    let upstream = registry(&mock);
     let persons = upstream
         .records(&kinds::PERSONS, &iins())
         .await
         .expect("third attempt succeeds");
     assert_eq!(persons.len(), 1);
-    assert_eq!(counters.flaky.load(Ordering::SeqCst), 3);
+    assert_eq!(mock.requests("persons"), 3);
     // The next call asks again: nothing was cached.
     upstream
         .records(&kinds::PERSONS, &iins())
         .await
         .expect("asked again");
-    assert_eq!(counters.flaky.load(Ordering::SeqCst), 4);
+    assert_eq!(mock.requests("persons"), 4);
 }
 
 #[tokio::test]
 async fn a_failing_registry_opens_the_circuit_breaker() {
-    let (address, counters) = start_server().await;
-    let upstream = registry(address, "down");
+    let mock = start_mock().await;
+    mock.set_fault("persons", Fault::Status(503));
+    let upstream = registry(&mock);
     for _ in 0..2 {
         assert_eq!(
             reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
             ("unavailable", reasons::UNAVAILABLE)
         );
     }
-    let calls_before = counters.down.load(Ordering::SeqCst);
+    let calls_before = mock.requests("persons");
     assert_eq!(calls_before, 6, "three attempts per call");
     assert_eq!(
         reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::CIRCUIT_OPEN)
     );
     assert_eq!(
-        counters.down.load(Ordering::SeqCst),
+        mock.requests("persons"),
         calls_before,
         "not called while open"
     );
@@ -297,13 +188,16 @@ async fn a_failing_registry_opens_the_circuit_breaker() {
 
 #[tokio::test]
 async fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
-    let (address, counters) = start_server().await;
+    // Fails at once for the first two requests, then answers correctly but slowly: a registry
+    // coming back up.
+    let mock = start_mock().await;
+    mock.queue_faults("persons", [Fault::Status(503), Fault::Status(503)]);
+    mock.set_fault("persons", Fault::Slow(Duration::from_millis(300)));
     let settings = UpstreamSettings {
-        base_url: format!("http://{address}/recovering"),
         timeout_ms: 2_000,
         max_attempts: 1,
         breaker_open_ms: 200,
-        ..base_settings()
+        ..mock.settings_for_me()
     };
     let upstream = UpstreamRegistry::new(settings, None).expect("upstream registry");
     let asked = iins();
@@ -330,43 +224,41 @@ async fn a_half_open_breaker_lets_exactly_one_trial_call_through() {
         .filter(|outcome| **outcome == ("unavailable", reasons::CIRCUIT_OPEN))
         .count();
     assert_eq!((answered, refused), (1, 4), "{outcomes:?}");
-    assert_eq!(
-        counters.recovering.load(Ordering::SeqCst),
-        3,
-        "one request while half-open"
-    );
+    assert_eq!(mock.requests("persons"), 3, "one request while half-open");
 
     // The trial succeeded: the breaker is closed and every call goes through again.
     let again =
         futures::future::join_all((0..2).map(|_| upstream.records(&kinds::PERSONS, &asked))).await;
     assert!(again.iter().all(Result::is_ok), "{again:?}");
-    assert_eq!(counters.recovering.load(Ordering::SeqCst), 5);
+    assert_eq!(mock.requests("persons"), 5);
 }
 
 #[tokio::test]
 async fn malformed_and_partial_answers_are_data_loss() {
-    let (address, _) = start_server().await;
+    let mock = start_mock().await;
     for (scenario, expected) in [
-        ("garbage", reasons::MALFORMED),
-        ("incomplete", reasons::PARTIAL),
-        ("missing", reasons::PARTIAL),
-        ("someone-else", reasons::MALFORMED),
-        ("wrong-type", reasons::MALFORMED),
+        (Fault::Malformed, reasons::MALFORMED),
+        (Fault::Partial, reasons::PARTIAL),
+        (Fault::MissingRequired, reasons::PARTIAL),
+        (Fault::Foreign, reasons::MALFORMED),
+        (Fault::WrongType, reasons::MALFORMED),
     ] {
-        let upstream = registry(address, scenario);
+        mock.set_fault("persons", scenario.clone());
+        let upstream = registry(&mock);
         assert_eq!(
             reason_of(upstream.records(&kinds::PERSONS, &iins()).await),
             ("data_loss", expected),
-            "{scenario}"
+            "{scenario:?}"
         );
     }
 }
 
 #[tokio::test]
 async fn the_grpc_service_reports_upstream_failures_with_their_reason() {
-    let (address, _) = start_server().await;
-    let call = |scenario: &'static str| {
-        let services = RegistryServices::new(Arc::new(registry(address, scenario)));
+    let mock = start_mock().await;
+    let call = |scenario: Fault| {
+        mock.set_fault("persons", scenario);
+        let services = RegistryServices::new(Arc::new(registry(&mock)));
         async move {
             let mut request = tonic::Request::new(pb::GetPersonRequest {
                 iin: KNOWN.to_string(),
@@ -377,15 +269,17 @@ async fn the_grpc_service_reports_upstream_failures_with_their_reason() {
             services.get_person(request).await
         }
     };
-    let status = call("garbage").await.expect_err("garbage");
+    let status = call(Fault::Malformed).await.expect_err("garbage");
     assert_eq!(status.code(), Code::DataLoss);
     assert_eq!(summarize_status(&status).reason, reasons::MALFORMED);
 
-    let status = call("slow").await.expect_err("slow");
+    let status = call(Fault::Slow(Duration::from_secs(3)))
+        .await
+        .expect_err("slow");
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(summarize_status(&status).reason, reasons::TIMEOUT);
 
-    let person = call("ok")
+    let person = call(Fault::Ok)
         .await
         .expect("ok")
         .into_inner()
@@ -433,32 +327,6 @@ async fn the_registry_section_names_a_bad_upstream_file() {
     test_database.cleanup().await;
 }
 
-/// Accepts TLS connections for axum with a certificate of a development CA.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, address)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(stream).await {
-                return (tls, address);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
 #[tokio::test]
 async fn https_registries_are_trusted_only_through_the_configured_ca() {
     shlyuz_kit::install_crypto_provider();
@@ -472,23 +340,18 @@ async fn https_registries_are_trusted_only_through_the_configured_ca() {
         .with_no_client_auth()
         .with_single_cert(certificates, key)
         .expect("server config");
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = tcp.local_addr().expect("address");
-    let listener = TlsListener {
-        tcp,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, Router::new().route("/ok/persons", post(ok))).await;
-    });
+    let mock = MockUpstream::start_https(
+        base_settings(),
+        vec![persons_table(&[KNOWN])],
+        Arc::new(server_config),
+    )
+    .await
+    .expect("mock upstream");
 
     let settings_with = |ca_cert: std::path::PathBuf| {
         let settings = UpstreamSettings {
-            base_url: format!("https://127.0.0.1:{}/ok", address.port()),
             ca_cert: Some(ca_cert),
-            ..base_settings()
+            ..mock.settings_for_me()
         };
         UpstreamRegistry::new(settings, None).expect("registry")
     };
@@ -507,4 +370,303 @@ async fn https_registries_are_trusted_only_through_the_configured_ca() {
         reason_of(untrusted.records(&kinds::PERSONS, &iins()).await),
         ("unavailable", reasons::UNAVAILABLE)
     );
+}
+
+/// `count` valid IINs of persons born on 1 January 1990 (serials from 1).
+fn many_iins(count: usize) -> Vec<Iin> {
+    let birth_date = time::macros::date!(1990 - 01 - 01);
+    (1..=9_999u16)
+        .filter_map(|serial| Iin::from_parts(birth_date, shlyuz_kit::iin::Sex::Male, serial))
+        .take(count)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_500_iins_is_split_into_calls_of_at_most_500() {
+    let asked = many_iins(1_201);
+    let known: Vec<&str> = asked.iter().step_by(100).map(Iin::as_str).collect();
+    let mock = MockUpstream::start(base_settings(), vec![persons_table(&known)])
+        .await
+        .expect("mock upstream");
+    let upstream = registry(&mock);
+    let persons = upstream
+        .records(&kinds::PERSONS, &asked)
+        .await
+        .expect("persons");
+    assert_eq!(mock.requests("persons"), 3, "500 + 500 + 201 iins");
+    let mut found: Vec<&str> = persons.iter().map(|person| person.iin.as_str()).collect();
+    found.sort_unstable();
+    let mut expected = known.clone();
+    expected.sort_unstable();
+    assert_eq!(found, expected);
+}
+
+fn get_settings(path: &str) -> UpstreamSettings {
+    let mut settings = base_settings();
+    let mut persons = settings.endpoints.remove("persons").expect("persons");
+    persons.method = EndpointMethod::Get;
+    persons.path = path.to_string();
+    settings.endpoints = BTreeMap::from([("persons".to_string(), persons)]);
+    settings
+}
+
+#[tokio::test]
+async fn a_get_endpoint_is_asked_once_per_person_and_not_found_means_no_records() {
+    let mock = MockUpstream::start(
+        get_settings("persons/{iin}/card"),
+        vec![persons_table(&[KNOWN])],
+    )
+    .await
+    .expect("mock upstream");
+    let upstream = registry(&mock);
+    let asked = vec![
+        Iin::parse(KNOWN).expect("iin"),
+        Iin::parse("850101399906").expect("iin"),
+    ];
+    let persons = upstream
+        .records(&kinds::PERSONS, &asked)
+        .await
+        .expect("persons");
+    assert_eq!(mock.requests("persons"), 2, "one get per iin");
+    assert_eq!(persons.len(), 1, "the unknown person's 404 is no records");
+    assert_eq!(persons[0].last_name, "Әбдірахманов");
+
+    // A 404 means "not found" only because the mapping says so: with another not-found status,
+    // a 404 is the registry refusing the request.
+    let mut settings = mock.settings_for_me();
+    if let Some(persons) = settings.endpoints.get_mut("persons") {
+        persons.not_found_status = Some(204);
+    }
+    let strict = UpstreamRegistry::new(settings, None).expect("upstream registry");
+    assert_eq!(
+        reason_of(strict.records(&kinds::PERSONS, &asked).await),
+        ("refused", reasons::REFUSED)
+    );
+}
+
+#[tokio::test]
+async fn a_record_two_per_person_answers_hold_is_returned_once() {
+    let marriage = MarriageRecord {
+        marriage_id: "M-1".to_string(),
+        husband_iin: KNOWN.to_string(),
+        wife_iin: "850101399906".to_string(),
+        registered_on: "2015-06-01".to_string(),
+        dissolved_on: String::new(),
+    };
+    let settings = UpstreamSettings {
+        endpoints: BTreeMap::from([(
+            "marriages".to_string(),
+            EndpointMapping {
+                path: "marriages/{iin}".to_string(),
+                method: EndpointMethod::Get,
+                ..Default::default()
+            },
+        )]),
+        ..base_settings()
+    };
+    let mock = MockUpstream::start(
+        settings,
+        vec![MockTable::from_rows(
+            "marriages",
+            &["husband_iin", "wife_iin"],
+            std::slice::from_ref(&marriage),
+        )],
+    )
+    .await
+    .expect("mock upstream");
+    let spouses = vec![
+        Iin::parse(KNOWN).expect("iin"),
+        Iin::parse("850101399906").expect("iin"),
+    ];
+    let marriages = registry(&mock)
+        .records(&kinds::MARRIAGES, &spouses)
+        .await
+        .expect("marriages");
+    assert_eq!(mock.requests("marriages"), 2);
+    assert_eq!(marriages, vec![marriage]);
+}
+
+#[tokio::test]
+async fn the_api_key_and_fixed_headers_go_with_every_call() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let key_file = directory.path().join("api-key");
+    std::fs::write(&key_file, "s3cr3t-key\n").expect("write");
+    let settings = UpstreamSettings {
+        api_key_header: Some("X-API-Key".to_string()),
+        api_key_file: Some(key_file),
+        headers: BTreeMap::from([("X-Request-Source".to_string(), "shlyuz".to_string())]),
+        ..base_settings()
+    };
+    let mock = MockUpstream::start(settings, vec![persons_table(&[KNOWN])])
+        .await
+        .expect("mock upstream");
+    let persons = registry(&mock)
+        .records(&kinds::PERSONS, &iins())
+        .await
+        .expect("persons");
+    assert_eq!(persons.len(), 1);
+    assert_eq!(
+        mock.last_header("x-api-key").as_deref(),
+        Some("s3cr3t-key"),
+        "trimmed"
+    );
+    assert_eq!(
+        mock.last_header("x-request-source").as_deref(),
+        Some("shlyuz")
+    );
+
+    // The same registry with another key is refused by the external system.
+    let wrong_file = directory.path().join("wrong-key");
+    std::fs::write(&wrong_file, "other").expect("write");
+    let wrong = UpstreamSettings {
+        api_key_file: Some(wrong_file),
+        ..mock.settings_for_me()
+    };
+    let refused = UpstreamRegistry::new(wrong, None).expect("upstream registry");
+    assert_eq!(
+        reason_of(refused.records(&kinds::PERSONS, &iins()).await),
+        ("refused", reasons::REFUSED)
+    );
+    // And the key never shows in the settings' summary.
+    assert!(!mock.settings_for_me().summary().contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_for_mutual_tls() {
+    shlyuz_kit::install_crypto_provider();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let pki =
+        shlyuz_kit::pki::DevPki::ensure(&directory.path().join("pki"), &["registry", "intake"])
+            .expect("pki");
+    let server_files = pki.participant("registry").expect("files");
+    let client_files = pki.participant("intake").expect("files");
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in shlyuz_kit::pki::load_certs(pki.ca_cert_path()).expect("ca") {
+        roots.add(certificate).expect("root");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .expect("verifier");
+    let server_config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            shlyuz_kit::pki::load_certs(&server_files.tls_cert).expect("certs"),
+            shlyuz_kit::pki::load_private_key(&server_files.tls_key).expect("key"),
+        )
+        .expect("server config");
+    let mock = MockUpstream::start_https(
+        base_settings(),
+        vec![persons_table(&[KNOWN])],
+        Arc::new(server_config),
+    )
+    .await
+    .expect("mock upstream");
+    let with_certificate = UpstreamSettings {
+        ca_cert: Some(pki.ca_cert_path().to_path_buf()),
+        client_cert: Some(client_files.tls_cert.clone()),
+        client_key: Some(client_files.tls_key.clone()),
+        ..mock.settings_for_me()
+    };
+    let persons = UpstreamRegistry::new(with_certificate.clone(), None)
+        .expect("registry")
+        .records(&kinds::PERSONS, &iins())
+        .await
+        .expect("answer over mutual tls");
+    assert_eq!(persons.len(), 1);
+
+    let without_certificate = UpstreamSettings {
+        client_cert: None,
+        client_key: None,
+        ..with_certificate
+    };
+    let anonymous = UpstreamRegistry::new(without_certificate, None).expect("registry");
+    assert_eq!(
+        reason_of(anonymous.records(&kinds::PERSONS, &iins()).await),
+        ("unavailable", reasons::UNAVAILABLE)
+    );
+}
+
+#[test]
+fn a_bad_upstream_file_is_refused_at_start_naming_the_key() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let key_file = directory.path().join("api-key");
+    std::fs::write(&key_file, "key").expect("write");
+    let not_pem = directory.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let missing = directory.path().join("missing");
+    let base = "base_url = \"http://127.0.0.1:9\"\n";
+    let persons = "[endpoints.persons]\npath = \"persons\"\n";
+    let cases = [
+        (
+            format!("{base}api_key_header = \"X-API-Key\"\n{persons}"),
+            "api_key_header",
+        ),
+        (
+            format!(
+                "{base}api_key_header = \"X-API-Key\"\napi_key_file = {key_file:?}\napi_key_env = \"HOME\"\n{persons}"
+            ),
+            "api_key_env",
+        ),
+        (
+            format!("{base}api_key_header = \"X-API-Key\"\napi_key_file = {missing:?}\n{persons}"),
+            "api_key_file",
+        ),
+        (
+            format!(
+                "{base}api_key_header = \"X-API-Key\"\napi_key_env = \"SHLYUZ_TEST_NO_SUCH_VARIABLE\"\n{persons}"
+            ),
+            "api_key_env",
+        ),
+        (
+            format!("{base}api_key_file = {key_file:?}\n{persons}"),
+            "api_key_header",
+        ),
+        (
+            format!("{base}client_cert = {not_pem:?}\n{persons}"),
+            "client_key",
+        ),
+        (
+            format!("{base}client_cert = {not_pem:?}\nclient_key = {not_pem:?}\n{persons}"),
+            "client_cert",
+        ),
+        (format!("{base}ca_cert = {not_pem:?}\n{persons}"), "ca_cert"),
+        (
+            format!("{base}[headers]\n\"Bad Header\" = \"x\"\n{persons}"),
+            "headers.Bad Header",
+        ),
+        (
+            format!("{base}[endpoints.persons]\npath = \"persons/{{iin}}\"\n"),
+            "endpoints.persons.path",
+        ),
+        (
+            format!("{base}[endpoints.persons]\npath = \"persons\"\nmethod = \"get\"\n"),
+            "endpoints.persons.path",
+        ),
+        (
+            format!("{base}[endpoints.persons]\npath = \"persons\"\nnot_found_status = 404\n"),
+            "endpoints.persons.not_found_status",
+        ),
+        (
+            format!("{base}[endpoints.persons]\npath = \"persons\"\nrecords_pointer = \"data\"\n"),
+            "endpoints.persons.records_pointer",
+        ),
+        (
+            format!(
+                "{base}[endpoints.persons]\npath = \"p\"\nfields = {{ last_name = \"fio\" }}\n"
+            ),
+            "endpoints.persons.fields.last_name",
+        ),
+        (
+            format!("{base}[endpoints.pets]\npath = \"pets\"\n"),
+            "endpoints.pets",
+        ),
+    ];
+    for (text, key) in cases {
+        let settings: UpstreamSettings = toml::from_str(&text).expect(&text);
+        let Err(error) = UpstreamRegistry::new(settings, None) else {
+            panic!("refused: {text}");
+        };
+        let message = format!("{error:#}");
+        assert!(message.contains(&format!("`{key}`")), "{key}: {message}");
+    }
 }
