@@ -105,6 +105,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Check an upstream file (`registry.upstream_file`) exactly as the registry would at start —
+    /// keys, endpoint kinds, paths, pointers, API key and certificate files — without calling the
+    /// external registry; prints a summary, or the error naming the key and exits 2.
+    CheckUpstream {
+        /// The upstream TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Apply database migrations and exit.
     Migrate {
         /// Only this target (default: every target).
@@ -137,7 +145,10 @@ impl Cli {
             Command::Up { data_dir, .. }
             | Command::Migrate { data_dir, .. }
             | Command::Seed { data_dir, .. } => data_dir.as_ref(),
-            Command::Serve { .. } | Command::Bench { .. } | Command::Demo { .. } => None,
+            Command::Serve { .. }
+            | Command::Bench { .. }
+            | Command::Demo { .. }
+            | Command::CheckUpstream { .. } => None,
         };
         if let Some(data_dir) = data_dir {
             overrides.push((
@@ -187,6 +198,19 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<ShlyuzConfig> {
 
 /// Runs the command; the exit code is 0 on success, 2 for bad configuration, 1 otherwise.
 pub fn run(cli: Cli) -> ExitCode {
+    if let Command::CheckUpstream { file } = &cli.command {
+        // A dry run of one file: no configuration, no runtime, no telemetry.
+        return match shlyuz_registry::config::check_upstream_file(file) {
+            Ok(summary) => {
+                print!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("shlyuz: {}: {error:#}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -233,6 +257,12 @@ async fn run_command(command: Command, config: ShlyuzConfig) -> anyhow::Result<(
             fixture,
             ..
         } => seed_registry(&config, population, seed, fixture).await,
+        // `run` answers it before any configuration is loaded; kept here for callers of
+        // `run_command`.
+        Command::CheckUpstream { file } => {
+            print!("{}", shlyuz_registry::config::check_upstream_file(&file)?);
+            Ok(())
+        }
         Command::Migrate { target, .. } => {
             let targets = match target {
                 Some(one) => vec![one],

@@ -142,5 +142,10 @@ fn open_upstream(
 /// or the error naming the key.
 pub fn check_upstream_file(path: &Path) -> anyhow::Result<String> {
     let upstream = open_upstream(path, None)?;
-    Ok(upstream.settings().summary())
+    let budget = upstream.settings().attempt_budget();
+    Ok(format!(
+        "{}attempt budget: {} ms (a gateway route to the registry needs timeout_ms at least this)\n",
+        upstream.settings().summary(),
+        budget.as_millis()
+    ))
 }
