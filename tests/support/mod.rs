@@ -235,3 +235,16 @@ pub fn signing_key(pki: &DevPki, participant: &str) -> SigningKey {
     let files = pki.participant(participant).expect("participant");
     SigningKey::from_pem_file(&files.signing_key).expect("signing key")
 }
+
+/// The gateway and the registry, the registry's records of every kind `mock` serves coming from
+/// it (`registry.upstream_file` is the mock's upstream file, written into the data directory) and
+/// the others from the embedded tables with the rules fixture — as a deployment in front of an
+/// external registry runs.
+pub async fn spawn_registry_on_upstream(
+    mock: &shlyuz_registry::testing::MockUpstream,
+) -> TestSystem {
+    spawn_system_with(&[Target::Gateway, Target::Registry], |config| {
+        config.registry.upstream_file = mock.write_settings(&config.data_dir);
+    })
+    .await
+}
