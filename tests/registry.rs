@@ -38,22 +38,7 @@ async fn get_person_as_intake(
     subject: &str,
     iin: &str,
 ) -> Result<pb::Person, tonic::Status> {
-    let mut client = pb::person_registry_service_client::PersonRegistryServiceClient::new(
-        stack.channel("intake").await,
-    );
-    let request = stack.signed(
-        "intake",
-        GET_PERSON,
-        RECRUITMENT,
-        subject,
-        pb::GetPersonRequest {
-            iin: iin.to_string(),
-        },
-    );
-    client
-        .get_person(request)
-        .await
-        .map(|response| response.into_inner().person.unwrap_or_default())
+    support::get_person(stack, "intake", RECRUITMENT, subject, iin).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

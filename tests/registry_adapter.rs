@@ -126,14 +126,10 @@ fn through_gateway(system: &TestSystem) -> Caller {
 async fn each_failure_of_an_external_registry_reaches_the_caller_through_the_gateway() {
     let test_database = shlyuz_kit::db::testing::TestDatabase::sqlite().await;
     let database = test_database.database().clone();
-    let (vehicles, data) = example::prepare(&database).await.expect("example data");
-    sqlx::query("DELETE FROM vehicles")
-        .execute(database.pool())
-        .await
-        .expect("empty the table");
-    let mock = example::mock_upstream(&vehicles).await.expect("mock");
     let directory = tempfile::tempdir().expect("dir");
-    let file = mock.write_settings(directory.path());
+    let (mock, file, data) = example::prepare_upstream(&database, directory.path())
+        .await
+        .expect("example data");
     let (system, _stop) = start(&database, Some(&file)).await;
     let caller = through_gateway(&system);
     let methods = example::methods();

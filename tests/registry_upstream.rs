@@ -11,8 +11,6 @@ use shlyuz_registry::testing::{MockTable, MockUpstream};
 use support::TestSystem;
 use tonic::Code;
 
-const GET_PERSON: &str = "/shlyuz.registry.v1.PersonRegistryService/GetPerson";
-
 /// An upstream file for the persons of an external ГБД ФЛ, authenticated with an API key.
 fn upstream_toml(key_file: &std::path::Path) -> String {
     format!(
@@ -50,22 +48,7 @@ fn mock_table() -> MockTable {
 }
 
 async fn get_person(system: &TestSystem, iin: &str) -> Result<pb::Person, tonic::Status> {
-    let mut client = pb::person_registry_service_client::PersonRegistryServiceClient::new(
-        system.channel("intake").await,
-    );
-    let request = system.signed(
-        "intake",
-        GET_PERSON,
-        "MILITARY_RECRUITMENT",
-        iin,
-        pb::GetPersonRequest {
-            iin: iin.to_string(),
-        },
-    );
-    client
-        .get_person(request)
-        .await
-        .map(|response| response.into_inner().person.unwrap_or_default())
+    support::get_person(system, "intake", "MILITARY_RECRUITMENT", iin, iin).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

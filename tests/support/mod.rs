@@ -248,3 +248,30 @@ pub async fn spawn_registry_on_upstream(
     })
     .await
 }
+
+/// `GetPerson(iin)` through the gateway as `participant`, for `purpose`, about `subject`.
+pub async fn get_person(
+    system: &TestSystem,
+    participant: &str,
+    purpose: &str,
+    subject: &str,
+    iin: &str,
+) -> Result<shlyuz_proto::registry::v1::Person, tonic::Status> {
+    use shlyuz_proto::registry::v1 as pb;
+    let mut client = pb::person_registry_service_client::PersonRegistryServiceClient::new(
+        system.channel(participant).await,
+    );
+    let request = system.signed(
+        participant,
+        "/shlyuz.registry.v1.PersonRegistryService/GetPerson",
+        purpose,
+        subject,
+        pb::GetPersonRequest {
+            iin: iin.to_string(),
+        },
+    );
+    client
+        .get_person(request)
+        .await
+        .map(|response| response.into_inner().person.unwrap_or_default())
+}

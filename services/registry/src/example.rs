@@ -158,6 +158,22 @@ pub async fn mock_upstream(
     .await
 }
 
+/// [`prepare`] for an external registry: the sample's vehicles held by a mock of the registry's
+/// API and not by the tables (so every answer is the mock's), and its upstream file written into
+/// `directory`.
+pub async fn prepare_upstream(
+    database: &Database,
+    directory: &std::path::Path,
+) -> anyhow::Result<(crate::testing::MockUpstream, std::path::PathBuf, SuiteData)> {
+    let (vehicles, data) = prepare(database).await?;
+    sqlx::query("DELETE FROM vehicles")
+        .execute(database.pool())
+        .await?;
+    let mock = mock_upstream(&vehicles).await?;
+    let file = mock.write_settings(directory);
+    Ok((mock, file, data))
+}
+
 /// The example's rows as `column → value` objects, e.g. for a mock upstream's table.
 pub fn rows(vehicles: &[VehicleRecord]) -> Vec<serde_json::Map<String, serde_json::Value>> {
     vehicles

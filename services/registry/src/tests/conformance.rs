@@ -114,15 +114,10 @@ fn every_look_up_method_of_the_registry_protos_is_in_the_suite() {
 shlyuz_kit::storage_test!(
     the_example_adapter_conforms_on_a_mock_upstream_and_maps_each_failure,
     |database: Database| async move {
-        let (vehicles, data) = example::prepare(&database).await.expect("example data");
-        // The tables hold nothing the upstream is asked for: every answer below is the mock's.
-        sqlx::query("DELETE FROM vehicles")
-            .execute(database.pool())
-            .await
-            .expect("empty the table");
-        let mock = example::mock_upstream(&vehicles).await.expect("mock");
         let directory = tempfile::tempdir().expect("dir");
-        let file = mock.write_settings(directory.path());
+        let (mock, file, data) = example::prepare_upstream(&database, directory.path())
+            .await
+            .expect("example data");
         let source = example::source(database, Some(&file)).expect("source");
         let server = LocalServer::start(example::VehicleRegistry::new(source).routes())
             .await
