@@ -800,7 +800,8 @@ fn entries<'a>(iins: impl Iterator<Item = &'a String>, not_found: Vec<String>) -
     }
 }
 
-/// The look-up methods of the registry services that ship, for [`run`].
+/// The look-up methods of the registry services that ship, for [`run`]: one line each.
+#[allow(clippy::needless_update)]
 pub fn registry_methods() -> Vec<Method> {
     use crate::records::kinds;
     use shlyuz_proto::registry::v1 as pb;
@@ -810,193 +811,216 @@ pub fn registry_methods() -> Vec<Method> {
             concat!("/shlyuz.registry.v1.", $service, "/", $method)
         };
     }
+    // `Get…(iin)`.
+    macro_rules! get {
+        ($service:literal, $method:literal, $kind:ident, $request:ident) => {
+            Method::get(path!($service, $method), kinds::$kind.spec(), |iin| {
+                pb::$request { iin }
+            })
+        };
+    }
+    // `List…(iin, page_size, page_token)` answering `$records` and `next_page_token`.
+    macro_rules! list {
+        ($service:literal, $method:literal, $kind:ident, $request:ident, $response:ident, $records:ident) => {
+            Method::list(
+                path!($service, $method),
+                kinds::$kind.spec(),
+                |iin, page_size, page_token| pb::$request {
+                    iin,
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                },
+                |page: pb::$response| (encoded(&page.$records), page.next_page_token),
+            )
+        };
+    }
+    // `Batch…(iins)` answering one `$entries` item per person with its `iin`, and, where the
+    // response has them, `not_found_iins`.
+    macro_rules! batch {
+        ($service:literal, $method:literal, $kind:ident, $request:ident, $response:ident, $entries:ident) => {
+            Method::batch(
+                path!($service, $method),
+                kinds::$kind.spec(),
+                |iins| pb::$request {
+                    iins,
+                    ..Default::default()
+                },
+                |answer: pb::$response| {
+                    entries(answer.$entries.iter().map(|entry| &entry.iin), Vec::new())
+                },
+            )
+        };
+        ($service:literal, $method:literal, $kind:ident, $request:ident, $response:ident, $entries:ident, not_found) => {
+            Method::batch(
+                path!($service, $method),
+                kinds::$kind.spec(),
+                |iins| pb::$request { iins },
+                |answer: pb::$response| {
+                    entries(
+                        answer.$entries.iter().map(|entry| &entry.iin),
+                        answer.not_found_iins,
+                    )
+                },
+            )
+        };
+    }
+
     vec![
-        Method::get(
-            path!("PersonRegistryService", "GetPerson"),
-            kinds::PERSONS.spec(),
-            |iin| pb::GetPersonRequest { iin },
+        get!(
+            "PersonRegistryService",
+            "GetPerson",
+            PERSONS,
+            GetPersonRequest
         ),
-        Method::batch(
-            path!("PersonRegistryService", "BatchGetPersons"),
-            kinds::PERSONS.spec(),
-            |iins| pb::BatchGetPersonsRequest { iins },
-            |answer: pb::BatchGetPersonsResponse| {
-                entries(
-                    answer.persons.iter().map(|person| &person.iin),
-                    answer.not_found_iins,
-                )
-            },
+        batch!(
+            "PersonRegistryService",
+            "BatchGetPersons",
+            PERSONS,
+            BatchGetPersonsRequest,
+            BatchGetPersonsResponse,
+            persons,
+            not_found
         ),
-        Method::get(
-            path!("CivilRegistryService", "GetBirthRecord"),
-            kinds::PERSONS.spec(),
-            |iin| pb::GetBirthRecordRequest { iin },
+        get!(
+            "CivilRegistryService",
+            "GetBirthRecord",
+            PERSONS,
+            GetBirthRecordRequest
         ),
-        Method::get(
-            path!("CivilRegistryService", "GetFamily"),
-            kinds::MARRIAGES.spec(),
-            |iin| pb::GetFamilyRequest { iin },
+        get!(
+            "CivilRegistryService",
+            "GetFamily",
+            MARRIAGES,
+            GetFamilyRequest
         ),
-        Method::batch(
-            path!("CivilRegistryService", "BatchGetFamilies"),
-            kinds::MARRIAGES.spec(),
-            |iins| pb::BatchGetFamiliesRequest { iins },
-            |answer: pb::BatchGetFamiliesResponse| {
-                entries(
-                    answer.families.iter().map(|family| &family.iin),
-                    answer.not_found_iins,
-                )
-            },
+        batch!(
+            "CivilRegistryService",
+            "BatchGetFamilies",
+            MARRIAGES,
+            BatchGetFamiliesRequest,
+            BatchGetFamiliesResponse,
+            families,
+            not_found
         ),
-        Method::list(
-            path!("RealEstateCadastreService", "ListRealEstateRights"),
-            kinds::REAL_ESTATE_RIGHTS.spec(),
-            |iin, page_size, page_token| pb::ListRealEstateRightsRequest {
-                iin,
-                page_size,
-                page_token,
-                ..Default::default()
-            },
-            |page: pb::ListRealEstateRightsResponse| (encoded(&page.rights), page.next_page_token),
+        list!(
+            "RealEstateCadastreService",
+            "ListRealEstateRights",
+            REAL_ESTATE_RIGHTS,
+            ListRealEstateRightsRequest,
+            ListRealEstateRightsResponse,
+            rights
         ),
-        Method::batch(
-            path!("RealEstateCadastreService", "BatchListRealEstateRights"),
-            kinds::REAL_ESTATE_RIGHTS.spec(),
-            |iins| pb::BatchListRealEstateRightsRequest {
-                iins,
-                ..Default::default()
-            },
-            |answer: pb::BatchListRealEstateRightsResponse| {
-                entries(answer.results.iter().map(|entry| &entry.iin), Vec::new())
-            },
+        batch!(
+            "RealEstateCadastreService",
+            "BatchListRealEstateRights",
+            REAL_ESTATE_RIGHTS,
+            BatchListRealEstateRightsRequest,
+            BatchListRealEstateRightsResponse,
+            results
         ),
-        Method::list(
-            path!("StatePropertyRegistryService", "ListPrivatisationContracts"),
-            kinds::PRIVATISATION_CONTRACTS.spec(),
-            |iin, page_size, page_token| pb::ListPrivatisationContractsRequest {
-                iin,
-                page_size,
-                page_token,
-            },
-            |page: pb::ListPrivatisationContractsResponse| {
-                (encoded(&page.contracts), page.next_page_token)
-            },
+        list!(
+            "StatePropertyRegistryService",
+            "ListPrivatisationContracts",
+            PRIVATISATION_CONTRACTS,
+            ListPrivatisationContractsRequest,
+            ListPrivatisationContractsResponse,
+            contracts
         ),
-        Method::batch(
-            path!(
-                "StatePropertyRegistryService",
-                "BatchListPrivatisationContracts"
-            ),
-            kinds::PRIVATISATION_CONTRACTS.spec(),
-            |iins| pb::BatchListPrivatisationContractsRequest { iins },
-            |answer: pb::BatchListPrivatisationContractsResponse| {
-                entries(answer.results.iter().map(|entry| &entry.iin), Vec::new())
-            },
+        batch!(
+            "StatePropertyRegistryService",
+            "BatchListPrivatisationContracts",
+            PRIVATISATION_CONTRACTS,
+            BatchListPrivatisationContractsRequest,
+            BatchListPrivatisationContractsResponse,
+            results
         ),
-        Method::list(
-            path!("EquityRegistryService", "ListEquityContracts"),
-            kinds::EQUITY_CONTRACTS.spec(),
-            |iin, page_size, page_token| pb::ListEquityContractsRequest {
-                iin,
-                page_size,
-                page_token,
-            },
-            |page: pb::ListEquityContractsResponse| {
-                (encoded(&page.contracts), page.next_page_token)
-            },
+        list!(
+            "EquityRegistryService",
+            "ListEquityContracts",
+            EQUITY_CONTRACTS,
+            ListEquityContractsRequest,
+            ListEquityContractsResponse,
+            contracts
         ),
-        Method::batch(
-            path!("EquityRegistryService", "BatchListEquityContracts"),
-            kinds::EQUITY_CONTRACTS.spec(),
-            |iins| pb::BatchListEquityContractsRequest { iins },
-            |answer: pb::BatchListEquityContractsResponse| {
-                entries(answer.results.iter().map(|entry| &entry.iin), Vec::new())
-            },
+        batch!(
+            "EquityRegistryService",
+            "BatchListEquityContracts",
+            EQUITY_CONTRACTS,
+            BatchListEquityContractsRequest,
+            BatchListEquityContractsResponse,
+            results
         ),
-        Method::get(
-            path!("MilitaryRegisterService", "GetMilitaryRegistration"),
-            kinds::MILITARY_REGISTRATIONS.spec(),
-            |iin| pb::GetMilitaryRegistrationRequest { iin },
+        get!(
+            "MilitaryRegisterService",
+            "GetMilitaryRegistration",
+            MILITARY_REGISTRATIONS,
+            GetMilitaryRegistrationRequest
         ),
-        Method::list(
-            path!("MilitaryRegisterService", "ListServiceRecord"),
-            kinds::SERVICE_PERIODS.spec(),
-            |iin, page_size, page_token| pb::ListServiceRecordRequest {
-                iin,
-                page_size,
-                page_token,
-            },
-            |page: pb::ListServiceRecordResponse| (encoded(&page.periods), page.next_page_token),
+        list!(
+            "MilitaryRegisterService",
+            "ListServiceRecord",
+            SERVICE_PERIODS,
+            ListServiceRecordRequest,
+            ListServiceRecordResponse,
+            periods
         ),
-        Method::list(
-            path!("MilitaryRegisterService", "ListServiceHousing"),
-            kinds::SERVICE_HOUSING.spec(),
-            |iin, page_size, page_token| pb::ListServiceHousingRequest {
-                iin,
-                page_size,
-                page_token,
-            },
-            |page: pb::ListServiceHousingResponse| (encoded(&page.housing), page.next_page_token),
+        list!(
+            "MilitaryRegisterService",
+            "ListServiceHousing",
+            SERVICE_HOUSING,
+            ListServiceHousingRequest,
+            ListServiceHousingResponse,
+            housing
         ),
-        Method::batch(
-            path!("MilitaryRegisterService", "BatchListServiceHousing"),
-            kinds::SERVICE_HOUSING.spec(),
-            |iins| pb::BatchListServiceHousingRequest { iins },
-            |answer: pb::BatchListServiceHousingResponse| {
-                entries(answer.results.iter().map(|entry| &entry.iin), Vec::new())
-            },
+        batch!(
+            "MilitaryRegisterService",
+            "BatchListServiceHousing",
+            SERVICE_HOUSING,
+            BatchListServiceHousingRequest,
+            BatchListServiceHousingResponse,
+            results
         ),
-        Method::list(
-            path!("MedicalRegistryService", "ListDispensaryRecords"),
-            kinds::DISPENSARY_RECORDS.spec(),
-            |iin, page_size, page_token| pb::ListDispensaryRecordsRequest {
-                iin,
-                page_size,
-                page_token,
-            },
-            |page: pb::ListDispensaryRecordsResponse| {
-                (encoded(&page.records), page.next_page_token)
-            },
+        list!(
+            "MedicalRegistryService",
+            "ListDispensaryRecords",
+            DISPENSARY_RECORDS,
+            ListDispensaryRecordsRequest,
+            ListDispensaryRecordsResponse,
+            records
         ),
-        Method::batch(
-            path!("MedicalRegistryService", "BatchListDispensaryRecords"),
-            kinds::DISPENSARY_RECORDS.spec(),
-            |iins| pb::BatchListDispensaryRecordsRequest { iins },
-            |answer: pb::BatchListDispensaryRecordsResponse| {
-                entries(answer.results.iter().map(|entry| &entry.iin), Vec::new())
-            },
+        batch!(
+            "MedicalRegistryService",
+            "BatchListDispensaryRecords",
+            DISPENSARY_RECORDS,
+            BatchListDispensaryRecordsRequest,
+            BatchListDispensaryRecordsResponse,
+            results
         ),
-        Method::get(
-            path!("CriminalRecordsService", "GetCriminalRecord"),
-            kinds::CONVICTIONS.spec(),
-            |iin| pb::GetCriminalRecordRequest { iin },
+        get!(
+            "CriminalRecordsService",
+            "GetCriminalRecord",
+            CONVICTIONS,
+            GetCriminalRecordRequest
         ),
-        Method::batch(
-            path!("CriminalRecordsService", "BatchGetCriminalRecords"),
-            kinds::CONVICTIONS.spec(),
-            |iins| pb::BatchGetCriminalRecordsRequest { iins },
-            |answer: pb::BatchGetCriminalRecordsResponse| {
-                entries(
-                    answer.records.iter().map(|record| &record.iin),
-                    answer.not_found_iins,
-                )
-            },
+        batch!(
+            "CriminalRecordsService",
+            "BatchGetCriminalRecords",
+            CONVICTIONS,
+            BatchGetCriminalRecordsRequest,
+            BatchGetCriminalRecordsResponse,
+            records,
+            not_found
         ),
-        Method::get(
-            path!("MobileCitizensService", "GetPhone"),
-            kinds::PHONES.spec(),
-            |iin| pb::GetPhoneRequest { iin },
-        ),
-        Method::batch(
-            path!("MobileCitizensService", "BatchGetPhones"),
-            kinds::PHONES.spec(),
-            |iins| pb::BatchGetPhonesRequest { iins },
-            |answer: pb::BatchGetPhonesResponse| {
-                entries(
-                    answer.phones.iter().map(|phone| &phone.iin),
-                    answer.not_found_iins,
-                )
-            },
+        get!("MobileCitizensService", "GetPhone", PHONES, GetPhoneRequest),
+        batch!(
+            "MobileCitizensService",
+            "BatchGetPhones",
+            PHONES,
+            BatchGetPhonesRequest,
+            BatchGetPhonesResponse,
+            phones,
+            not_found
         ),
     ]
 }
