@@ -412,12 +412,7 @@ pub async fn run(caller: &Caller, methods: &[Method], data: &SuiteData) -> Repor
         report.check(method, "an unknown iin", outcome);
         match &method.shape {
             Shape::Get(_) => {
-                let outcome = caller
-                    .call(
-                        method.path,
-                        &[&persons.rich],
-                        method.request_for(&[&persons.rich]),
-                    )
+                let outcome = ask(caller, method, &persons.rich)
                     .await
                     .map(drop)
                     .map_err(|status| format!("{status:?}"));
@@ -437,6 +432,13 @@ pub async fn run(caller: &Caller, methods: &[Method], data: &SuiteData) -> Repor
         }
     }
     report
+}
+
+/// `method` asked about `iin` alone, declaring `iin` as the call's subject.
+async fn ask(caller: &Caller, method: &Method, iin: &str) -> Result<Bytes, tonic::Status> {
+    caller
+        .call(method.path, &[iin], method.request_for(&[iin]))
+        .await
 }
 
 async fn check_bad_iins(caller: &Caller, method: &Method, persons: &Persons, report: &mut Report) {
@@ -503,9 +505,7 @@ async fn check_subject(caller: &Caller, method: &Method, persons: &Persons) -> R
 }
 
 async fn check_unknown(caller: &Caller, method: &Method, unknown: &str) -> Result<(), String> {
-    let result = caller
-        .call(method.path, &[unknown], method.request_for(&[unknown]))
-        .await;
+    let result = ask(caller, method, unknown).await;
     match &method.shape {
         Shape::Get(_) => expect_status(
             result,
@@ -759,22 +759,11 @@ pub async fn run_faults(
         for failure in UpstreamFailure::ALL {
             fail(Some(failure));
             let (code, reason) = failure.expected();
-            let result = caller
-                .call(
-                    method.path,
-                    &[&persons.rich],
-                    method.request_for(&[&persons.rich]),
-                )
-                .await;
+            let result = ask(caller, method, &persons.rich).await;
             let outcome = expect_status(result, code, reason).map(drop);
             report.check(method, &format!("upstream {failure:?}"), outcome);
             fail(None);
-            let healed = caller
-                .call(
-                    method.path,
-                    &[&persons.rich],
-                    method.request_for(&[&persons.rich]),
-                )
+            let healed = ask(caller, method, &persons.rich)
                 .await
                 .map(drop)
                 .map_err(|status| format!("after {failure:?}: {status:?}"));
